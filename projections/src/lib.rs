@@ -1,0 +1,38 @@
+//! Projectors: fold events into PostgreSQL read models.
+//!
+//! A projector owns some tables and applies events to them inside a
+//! transaction that the caller also uses to move the projector's checkpoint.
+//! Every projector is idempotent on its own: each row remembers the stream
+//! version that last changed it and ignores anything not newer, so applying
+//! an event twice (a crash between apply and checkpoint, a replay over live
+//! tables) changes nothing.
+
+pub mod runners;
+pub mod users;
+
+use async_trait::async_trait;
+use tokio_postgres::Transaction;
+use warden_events::RecordedEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error in projection: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// Stable name: the key of this projector's checkpoint.
+    fn name(&self) -> &'static str;
+
+    /// The read-model tables this projector writes, for rebuild and verify.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies one event; events a projector does not care about are no-ops.
+    async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
+}
+
+/// Every projector warden runs, in the order they are applied.
+pub fn all() -> Vec<Box<dyn Projection>> {
+    vec![Box::new(users::UserProjection), Box::new(runners::RunnerProjection)]
+}

@@ -1,0 +1,93 @@
+//! The `users` read model: one row per user, a tombstone once deleted.
+
+use crate::{Projection, ProjectionError};
+use async_trait::async_trait;
+use tokio_postgres::Transaction;
+use warden_events::user::UserOrigin;
+use warden_events::{Event, Pii, RecordedEvent};
+
+pub struct UserProjection;
+
+#[async_trait]
+impl Projection for UserProjection {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["users"]
+    }
+
+    async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
+        let version = recorded.stream_version;
+        let at = recorded.recorded_at;
+        match &recorded.event {
+            Event::LocalUserCreated(e) => {
+                let (origin, provisioning_id) = match &e.origin {
+                    UserOrigin::Provisioned { provisioning_id } => ("provisioned", Some(provisioning_id.as_str())),
+                    UserOrigin::CommandLine => ("command_line", None),
+                    UserOrigin::SignUp => ("sign_up", None),
+                };
+                tx.execute(
+                    "INSERT INTO users (id, provider, email, password_hash, role, origin, provisioning_id,
+                                        created_at, updated_at, version)
+                     VALUES ($1, 'local', $2, $3, $4, $5, $6, $7, $7, $8)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &e.user_id,
+                        &readable(&e.email),
+                        &e.password_hash,
+                        &e.role.as_str(),
+                        &origin,
+                        &provisioning_id,
+                        &at,
+                        &version,
+                    ],
+                )
+                .await?;
+            }
+            Event::UserEmailChanged(e) => {
+                tx.execute(
+                    "UPDATE users SET email = $2, updated_at = $3, version = $4
+                     WHERE id = $1 AND version < $4",
+                    &[&e.user_id, &readable(&e.email), &at, &version],
+                )
+                .await?;
+            }
+            Event::UserPasswordChanged(e) => {
+                tx.execute(
+                    "UPDATE users SET password_hash = $2, updated_at = $3, version = $4
+                     WHERE id = $1 AND version < $4",
+                    &[&e.user_id, &e.password_hash, &at, &version],
+                )
+                .await?;
+            }
+            Event::UserRoleChanged(e) => {
+                tx.execute(
+                    "UPDATE users SET role = $2, updated_at = $3, version = $4
+                     WHERE id = $1 AND version < $4",
+                    &[&e.user_id, &e.role.as_str(), &at, &version],
+                )
+                .await?;
+            }
+            Event::UserDeleted(e) => {
+                // Keep a tombstone so a redelivered creation cannot revive
+                // the row; drop everything personal or secret.
+                tx.execute(
+                    "UPDATE users SET email = NULL, password_hash = NULL, deleted_at = $2,
+                                      updated_at = $2, version = $3
+                     WHERE id = $1 AND version < $3",
+                    &[&e.user_id, &at, &version],
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A forgotten value is stored as NULL, never as a placeholder string.
+fn readable(pii: &Pii) -> Option<&str> {
+    pii.as_plain()
+}
