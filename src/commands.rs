@@ -1,0 +1,109 @@
+//! Executes commands: load the stream, decide, append with optimistic
+//! concurrency (retrying a bounded number of times on conflict), then wait
+//! until the read models include the change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use warden_events::{Event, Metadata, StreamId};
+
+use crate::domain::{Aggregate, DomainError};
+use crate::event_store::{Appended, EventStore, ExpectedVersion, StoreError};
+use crate::projection_runner::{ProjectionLag, ProjectionRunner};
+
+/// Attempts per command before a conflict is reported to the caller.
+const MAX_ATTEMPTS: u32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lag(#[from] ProjectionLag),
+}
+
+/// The result of a command that was accepted.
+pub struct Executed<A> {
+    /// State of the stream after the command.
+    pub state: A,
+    /// What was appended; `None` when the command changed nothing.
+    pub appended: Option<Appended>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Clone)]
+pub struct CommandService {
+    store: EventStore,
+    projections: Arc<ProjectionRunner>,
+    consistency_timeout: Duration,
+}
+
+impl CommandService {
+    pub fn new(store: EventStore, projections: Arc<ProjectionRunner>, consistency_timeout: Duration) -> Self {
+        CommandService {
+            store,
+            projections,
+            consistency_timeout,
+        }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    pub fn projections(&self) -> &Arc<ProjectionRunner> {
+        &self.projections
+    }
+
+    /// Loads the current state of `stream`.
+    pub async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<(A, ExpectedVersion), StoreError> {
+        let history = self.store.read_stream(stream).await?;
+        let version = history.last().map_or(0, |e| e.stream_version);
+        Ok((A::from_history(&history), ExpectedVersion(version)))
+    }
+
+    /// Runs `command` against `stream` and waits for the read models.
+    pub async fn execute<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        command: &A::Command,
+        metadata: &Metadata,
+    ) -> Result<Executed<A>, CommandError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (mut state, expected) = self.load::<A>(stream).await?;
+            let events = state.decide(command)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    state,
+                    appended: None,
+                    events,
+                });
+            }
+            match self.store.append(stream, expected, events.clone(), metadata).await {
+                Ok(appended) => {
+                    events.iter().for_each(|event| state.evolve(event));
+                    self.projections
+                        .wait_for(appended.cursor, self.consistency_timeout)
+                        .await?;
+                    return Ok(Executed {
+                        state,
+                        appended: Some(appended),
+                        events,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                    // Someone else wrote this stream in between: decide
+                    // again on fresh state, after a short jittered pause.
+                    let pause = rand::thread_rng().gen_range(1..=(5 * attempt as u64));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The PostgreSQL connection pool and schema migrations.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Advisory lock key that serialises migrations across instances.
+const MIGRATION_LOCK: i64 = 0x7761_7264_656e_0001;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("invalid database settings: {0}")]
+    Config(String),
+}
+
+/// Shared handle to warden's database.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+pub type Connection = deadpool_postgres::Object;
+
+impl Database {
+    pub fn new(config: tokio_postgres::Config, max_connections: usize) -> Result<Self, DbError> {
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| DbError::Config(e.to_string()))?;
+        Ok(Database { pool, config })
+    }
+
+    /// Parses a `postgres://` URL or a `key=value` connection string.
+    pub fn from_url(url: &str, max_connections: usize) -> Result<Self, DbError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
+        Self::new(config, max_connections)
+    }
+
+    pub async fn get(&self) -> Result<Connection, DbError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Applies pending migrations from `migrations/`; safe to run from
+    /// many instances at once.
+    pub async fn migrate(&self) -> Result<Vec<String>, DbError> {
+        let mut connection = self.get().await?;
+        connection
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let client: &mut tokio_postgres::Client = &mut connection;
+        let result = embedded::migrations::runner().run_async(client).await;
+        connection
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let report = result?;
+        Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+    }
+
+    /// Settings for connections outside the pool (LISTEN).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+}
+
+/// Detaches a pooled connection so it is closed instead of reused: its
+/// session state (advisory locks) dies with it.
+pub fn discard(connection: Connection) {
+    drop(deadpool_postgres::Object::take(connection));
+}

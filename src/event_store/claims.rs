@@ -1,0 +1,110 @@
+//! Cross-stream uniqueness (emails, provisioning ids), claimed in the same
+//! transaction as the event that needs it.
+
+use deadpool_postgres::GenericClient;
+use warden_events::user::UserOrigin;
+use warden_events::{Event, StreamId};
+
+use super::StoreError;
+
+/// Scope of local-account email addresses (stored normalised).
+pub const LOCAL_EMAIL: &str = "local_email";
+/// Scope of `security.local_account.user_provisioning` ids.
+pub const PROVISIONING_ID: &str = "provisioning_id";
+
+/// Emails compare case-insensitively and without surrounding spaces.
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+enum ClaimChange {
+    Take { scope: &'static str, value: String },
+    ReleaseScope(&'static str),
+    ReleaseAll,
+}
+
+fn changes_for(event: &Event) -> Vec<ClaimChange> {
+    match event {
+        Event::LocalUserCreated(e) => {
+            let mut changes = Vec::new();
+            // The provisioning id first: two instances provisioning the
+            // same account collide here, and the loser retries as an
+            // update instead of reporting the email as taken.
+            if let UserOrigin::Provisioned { provisioning_id } = &e.origin {
+                changes.push(ClaimChange::Take {
+                    scope: PROVISIONING_ID,
+                    value: provisioning_id.clone(),
+                });
+            }
+            if let Some(email) = e.email.as_plain() {
+                changes.push(ClaimChange::Take {
+                    scope: LOCAL_EMAIL,
+                    value: normalise_email(email),
+                });
+            }
+            changes
+        }
+        Event::UserEmailChanged(e) => {
+            let mut changes = vec![ClaimChange::ReleaseScope(LOCAL_EMAIL)];
+            if let Some(email) = e.email.as_plain() {
+                changes.push(ClaimChange::Take {
+                    scope: LOCAL_EMAIL,
+                    value: normalise_email(email),
+                });
+            }
+            changes
+        }
+        Event::UserDeleted(_) => vec![ClaimChange::ReleaseAll],
+        _ => Vec::new(),
+    }
+}
+
+/// Applies the claims `event` (still in plain form) needs for `owner`.
+pub(super) async fn apply<C: GenericClient>(client: &C, owner: &StreamId, event: &Event) -> Result<(), StoreError> {
+    for change in changes_for(event) {
+        match change {
+            ClaimChange::Take { scope, value } => {
+                // Re-claiming one's own value is a no-op; anyone else's
+                // claim (even one not yet committed: we wait for it) wins.
+                let take = client
+                    .prepare_cached(
+                        "INSERT INTO unique_claims (scope, value, owner_stream) VALUES ($1, $2, $3)
+                         ON CONFLICT (scope, value) DO UPDATE SET owner_stream = EXCLUDED.owner_stream
+                         WHERE unique_claims.owner_stream = EXCLUDED.owner_stream
+                         RETURNING 1",
+                    )
+                    .await?;
+                if client
+                    .query_opt(&take, &[&scope, &value, &owner.as_str()])
+                    .await?
+                    .is_none()
+                {
+                    return Err(StoreError::ClaimTaken { scope });
+                }
+            }
+            ClaimChange::ReleaseScope(scope) => {
+                client
+                    .execute(
+                        "DELETE FROM unique_claims WHERE owner_stream = $1 AND scope = $2",
+                        &[&owner.as_str(), &scope],
+                    )
+                    .await?;
+            }
+            ClaimChange::ReleaseAll => {
+                client
+                    .execute("DELETE FROM unique_claims WHERE owner_stream = $1", &[&owner.as_str()])
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The stream that holds `value` in `scope`, if any.
+pub async fn owner_of<C: GenericClient>(client: &C, scope: &str, value: &str) -> Result<Option<StreamId>, StoreError> {
+    let select = client
+        .prepare_cached("SELECT owner_stream FROM unique_claims WHERE scope = $1 AND value = $2")
+        .await?;
+    let row = client.query_opt(&select, &[&scope, &value]).await?;
+    Ok(row.map(|row| StreamId::from_stored(row.get(0))))
+}

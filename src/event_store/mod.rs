@@ -1,0 +1,357 @@
+//! The event log on PostgreSQL: append with optimistic concurrency, read a
+//! stream, and follow the whole log without ever skipping an event.
+//!
+//! Delivery order and the no-skip guarantee: positions come from an
+//! identity sequence and are handed out before commit, so position order
+//! is not commit order. Each row also records the id of the transaction
+//! that wrote it, and a reader only reads rows whose transaction id is
+//! below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction older
+//! than that has finished, so no row it wrote can still appear. Rows are
+//! delivered ordered by `(transaction_id, position)` ([`LogCursor`]).
+//!
+//! Per-stream order under that delivery order needs one rule from writers:
+//! a transaction decides the expected version of every stream it appends
+//! to *before* its first write (so before it gets a transaction id). Every
+//! append path here loads state first and appends afterwards.
+
+pub mod claims;
+mod pii;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use warden_events::codec::{self, DecodeError};
+use warden_events::{Event, LogCursor, Metadata, RecordedEvent, StreamId};
+
+use crate::db::{Database, DbError};
+
+/// Channel on which every append notifies other instances.
+pub const APPEND_CHANNEL: &str = "warden_events";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream {stream} was changed concurrently (expected version {expected})")]
+    Conflict { stream: StreamId, expected: i64 },
+    #[error("this {scope} is already in use")]
+    ClaimTaken { scope: &'static str },
+    #[error("personal data of subject {0} has been forgotten; nothing new can be recorded for it")]
+    SubjectForgotten(Uuid),
+    #[error("event at position {position} cannot be read: {source}")]
+    Decode { position: i64, source: DecodeError },
+    #[error("event at position {position} has unreadable metadata: {source}")]
+    Metadata { position: i64, source: serde_json::Error },
+    #[error("sealed personal data at position {position} does not decrypt: the log or the key was altered")]
+    CorruptPii { position: i64 },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Db(DbError::Postgres(error))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        StoreError::Db(DbError::Pool(error))
+    }
+}
+
+/// The version a stream must be at for an append to succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedVersion(pub i64);
+
+impl ExpectedVersion {
+    /// The stream must not exist yet.
+    pub const NO_STREAM: ExpectedVersion = ExpectedVersion(0);
+}
+
+/// What an append wrote.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    pub stream_id: StreamId,
+    /// Version of the stream after the append.
+    pub version: i64,
+    /// Delivery-order position of the last event written; projections
+    /// that reached it have seen every event of this append.
+    pub cursor: LogCursor,
+    pub event_ids: Vec<Uuid>,
+}
+
+/// Appends `events` to `stream` inside the caller's transaction.
+///
+/// The caller commits. `expected` must come from state loaded before the
+/// transaction's first write (see the module docs). Fails with
+/// [`StoreError::Conflict`] when the stream is not at `expected`; the
+/// transaction is then aborted and must be rolled back.
+pub async fn append_in<C: GenericClient>(
+    tx: &C,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<Event>,
+    metadata: &Metadata,
+) -> Result<Appended, StoreError> {
+    assert!(!events.is_empty(), "appending no events is a caller bug");
+    let metadata_json = serde_json::to_value(metadata).expect("metadata always serialises");
+    let mut event_ids = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut versions = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    let mut forgotten = Vec::new();
+    for mut event in events {
+        claims::apply(tx, stream, &event).await?;
+        if let Some(subject) = event.pii_subject() {
+            let key = pii::key_for_sealing(tx, subject).await?;
+            pii::seal(&mut event, subject, &key);
+        }
+        if let Some(subject) = event.forgets_subject() {
+            forgotten.push(subject);
+        }
+        let encoded = codec::encode(&event);
+        event_ids.push(Uuid::now_v7());
+        types.push(encoded.event_type);
+        versions.push(encoded.schema_version as i32);
+        payloads.push(encoded.payload);
+    }
+
+    // The guard refuses gaps (expected ahead of the stream); the unique
+    // (stream_id, stream_version) constraint refuses a concurrent writer.
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+             SELECT $1, $2 + e.ord, e.id, e.typ, e.ver, e.payload, $7
+             FROM unnest($3::uuid[], $4::text[], $5::int4[], $6::jsonb[])
+                  WITH ORDINALITY AS e(id, typ, ver, payload, ord)
+             WHERE (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1) = $2
+             ORDER BY e.ord
+             RETURNING position, transaction_id",
+        )
+        .await?;
+    let rows = tx
+        .query(
+            &insert,
+            &[
+                &stream.as_str(),
+                &expected.0,
+                &event_ids,
+                &types,
+                &versions,
+                &payloads,
+                &metadata_json,
+            ],
+        )
+        .await
+        .map_err(|error| conflict_or(error, stream, expected))?;
+    let Some(last) = rows
+        .iter()
+        .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
+        .max()
+    else {
+        return Err(StoreError::Conflict {
+            stream: stream.clone(),
+            expected: expected.0,
+        });
+    };
+
+    for subject in forgotten {
+        pii::destroy_key(tx, subject).await?;
+    }
+    tx.execute(&format!("NOTIFY {APPEND_CHANNEL}"), &[]).await?;
+    Ok(Appended {
+        stream_id: stream.clone(),
+        version: expected.0 + event_ids.len() as i64,
+        cursor: LogCursor {
+            transaction_id: last.1,
+            position: last.0,
+        },
+        event_ids,
+    })
+}
+
+fn conflict_or(error: tokio_postgres::Error, stream: &StreamId, expected: ExpectedVersion) -> StoreError {
+    let is_version_clash = error.as_db_error().is_some_and(|db| {
+        db.code() == &SqlState::UNIQUE_VIOLATION && db.constraint() == Some("events_stream_version_unique")
+    });
+    if is_version_clash {
+        StoreError::Conflict {
+            stream: stream.clone(),
+            expected: expected.0,
+        }
+    } else {
+        error.into()
+    }
+}
+
+const SELECT_EVENTS: &str = "SELECT position, transaction_id, stream_id, stream_version, event_id,
+                                    event_type, schema_version, payload, metadata, recorded_at
+                             FROM events";
+
+/// Every event of one stream, oldest first.
+pub async fn read_stream<C: GenericClient>(client: &C, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError> {
+    let select = client
+        .prepare_cached(&format!("{SELECT_EVENTS} WHERE stream_id = $1 ORDER BY stream_version"))
+        .await?;
+    let rows = client.query(&select, &[&stream.as_str()]).await?;
+    decode_rows(client, rows).await
+}
+
+/// Up to `limit` events after `after` in delivery order, only from
+/// transactions that can no longer add events before them.
+pub async fn read_after<C: GenericClient>(
+    client: &C,
+    after: LogCursor,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let select = client
+        .prepare_cached(&format!(
+            "{SELECT_EVENTS}
+             WHERE (transaction_id, position) > ($1, $2)
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             ORDER BY transaction_id, position
+             LIMIT $3"
+        ))
+        .await?;
+    let rows = client
+        .query(&select, &[&after.transaction_id, &after.position, &limit])
+        .await?;
+    decode_rows(client, rows).await
+}
+
+async fn decode_rows<C: GenericClient>(client: &C, rows: Vec<Row>) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut events = rows.into_iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    let subjects: Vec<Uuid> = events.iter().filter_map(|e| e.event.pii_subject()).collect();
+    let keys = pii::keys_for_reading(client, subjects).await?;
+    for recorded in &mut events {
+        if !pii::unseal(&mut recorded.event, &keys) {
+            return Err(StoreError::CorruptPii {
+                position: recorded.position,
+            });
+        }
+    }
+    Ok(events)
+}
+
+fn decode_row(row: Row) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.get("position");
+    let event_type: &str = row.get("event_type");
+    let schema_version: i32 = row.get("schema_version");
+    let event = codec::decode(event_type, schema_version as u32, row.get("payload"))
+        .map_err(|source| StoreError::Decode { position, source })?;
+    let metadata: Metadata =
+        serde_json::from_value(row.get("metadata")).map_err(|source| StoreError::Metadata { position, source })?;
+    Ok(RecordedEvent {
+        position,
+        transaction_id: row.get("transaction_id"),
+        stream_id: StreamId::from_stored(row.get("stream_id")),
+        stream_version: row.get("stream_version"),
+        event_id: row.get("event_id"),
+        recorded_at: row.get::<_, DateTime<Utc>>("recorded_at"),
+        metadata,
+        event,
+    })
+}
+
+/// The event log of one database, with an in-process signal that fires on
+/// every local append (projectors wait on it instead of polling).
+#[derive(Clone)]
+pub struct EventStore {
+    db: Database,
+    appended: Arc<watch::Sender<u64>>,
+}
+
+impl EventStore {
+    pub fn new(db: Database) -> Self {
+        EventStore {
+            db,
+            appended: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Fires after appends by this process and, via LISTEN, by others.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    pub fn signal_append(&self) {
+        self.appended.send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// Appends in a transaction of its own and commits.
+    pub async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<Event>,
+        metadata: &Metadata,
+    ) -> Result<Appended, StoreError> {
+        let mut connection = self.db.get().await?;
+        let tx = connection.transaction().await?;
+        let appended = append_in(&tx, stream, expected, events, metadata).await?;
+        tx.commit().await?;
+        self.signal_append();
+        Ok(appended)
+    }
+
+    pub async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError> {
+        let connection = self.db.get().await?;
+        read_stream(&connection, stream).await
+    }
+
+    /// Forwards other instances' append notifications to
+    /// [`Self::subscribe_appends`] until `cancel` fires.
+    pub fn spawn_append_listener(&self, config: tokio_postgres::Config, cancel: CancellationToken) -> JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    outcome = store.listen_for_appends(&config) => if let Err(error) = outcome {
+                        tracing::warn!(%error, "lost the append notification channel; retrying");
+                    },
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        })
+    }
+
+    async fn listen_for_appends(&self, config: &tokio_postgres::Config) -> Result<(), tokio_postgres::Error> {
+        use futures_util::StreamExt;
+        let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        let statement = format!("LISTEN {APPEND_CHANNEL}");
+        let listen = client.batch_execute(&statement);
+        tokio::pin!(listen);
+        // The connection must be driven while LISTEN runs.
+        loop {
+            tokio::select! {
+                result = &mut listen => { result?; break; }
+                message = messages.next() => match message {
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(error),
+                    None => return Ok(()),
+                },
+            }
+        }
+        while let Some(message) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(_) = message? {
+                self.signal_append();
+            }
+        }
+        Ok(())
+    }
+}

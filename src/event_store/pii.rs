@@ -1,0 +1,179 @@
+//! Sealing personal data with per-subject keys held outside the log.
+//!
+//! AES-256-GCM, a random nonce per value, the subject id as associated
+//! data (a sealed value cannot be moved to another subject). Destroying a
+//! subject's key ("crypto-shredding") makes all its sealed values
+//! unreadable without touching the append-only log.
+
+use std::collections::HashMap;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use deadpool_postgres::GenericClient;
+use rand::RngCore;
+use uuid::Uuid;
+use warden_events::{Event, Pii};
+
+use super::StoreError;
+
+const NONCE_LEN: usize = 12;
+
+/// A subject's key, or `None` once it has been destroyed.
+pub(super) type SubjectKeys = HashMap<Uuid, Option<Vec<u8>>>;
+
+/// The key that seals new values of `subject`, created on first use.
+pub(super) async fn key_for_sealing<C: GenericClient>(client: &C, subject: Uuid) -> Result<Vec<u8>, StoreError> {
+    let mut fresh = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut fresh);
+    let insert = client
+        .prepare_cached("INSERT INTO pii_keys (subject_id, key) VALUES ($1, $2) ON CONFLICT (subject_id) DO NOTHING")
+        .await?;
+    client.execute(&insert, &[&subject, &fresh]).await?;
+    let select = client
+        .prepare_cached("SELECT key FROM pii_keys WHERE subject_id = $1")
+        .await?;
+    let key: Option<Vec<u8>> = client.query_one(&select, &[&subject]).await?.get(0);
+    key.ok_or(StoreError::SubjectForgotten(subject))
+}
+
+/// Destroys `subject`'s key; its sealed values become `Pii::Forgotten`.
+pub(super) async fn destroy_key<C: GenericClient>(client: &C, subject: Uuid) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO pii_keys (subject_id, key, destroyed_at) VALUES ($1, NULL, now())
+             ON CONFLICT (subject_id) DO UPDATE SET key = NULL, destroyed_at = now()",
+            &[&subject],
+        )
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn keys_for_reading<C: GenericClient>(
+    client: &C,
+    subjects: Vec<Uuid>,
+) -> Result<SubjectKeys, StoreError> {
+    if subjects.is_empty() {
+        return Ok(SubjectKeys::new());
+    }
+    let select = client
+        .prepare_cached("SELECT subject_id, key FROM pii_keys WHERE subject_id = ANY($1)")
+        .await?;
+    let rows = client.query(&select, &[&subjects]).await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Seals every plain personal value of `event` with `key`.
+pub(super) fn seal(event: &mut Event, subject: Uuid, key: &[u8]) {
+    let cipher = Aes256Gcm::new_from_slice(key).expect("keys are 32 bytes");
+    for field in event.pii_fields_mut() {
+        if let Pii::Plain(value) = field {
+            let mut nonce = [0u8; NONCE_LEN];
+            rand::rngs::OsRng.fill_bytes(&mut nonce);
+            let ciphertext = cipher
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: value.as_bytes(),
+                        aad: subject.as_bytes(),
+                    },
+                )
+                .expect("AES-GCM encryption of a short value cannot fail");
+            let mut sealed = nonce.to_vec();
+            sealed.extend_from_slice(&ciphertext);
+            *field = Pii::Sealed(STANDARD.encode(sealed));
+        }
+    }
+}
+
+/// Unseals every sealed value of `event`; values whose key is gone
+/// become `Forgotten`. Returns false if a value does not decrypt.
+pub(super) fn unseal(event: &mut Event, keys: &SubjectKeys) -> bool {
+    let Some(subject) = event.pii_subject() else {
+        return true;
+    };
+    let key = keys.get(&subject).and_then(|key| key.as_deref());
+    for field in event.pii_fields_mut() {
+        let Pii::Sealed(sealed) = field else { continue };
+        let Some(key) = key else {
+            *field = Pii::Forgotten;
+            continue;
+        };
+        match open(sealed, subject, key) {
+            Some(value) => *field = Pii::Plain(value),
+            None => return false,
+        }
+    }
+    true
+}
+
+fn open(sealed: &str, subject: Uuid, key: &[u8]) -> Option<String> {
+    let bytes = STANDARD.decode(sealed).ok()?;
+    if bytes.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+    let cipher = Aes256Gcm::new_from_slice(key).ok()?;
+    let plain = cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: subject.as_bytes(),
+            },
+        )
+        .ok()?;
+    String::from_utf8(plain).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_events::user::UserEmailChanged;
+
+    fn email_event(subject: Uuid) -> Event {
+        Event::UserEmailChanged(UserEmailChanged {
+            user_id: subject,
+            email: Pii::plain("carol@example.org"),
+        })
+    }
+
+    fn sealed_value(event: &Event) -> String {
+        match event {
+            Event::UserEmailChanged(e) => match &e.email {
+                Pii::Sealed(s) => s.clone(),
+                other => panic!("not sealed: {other:?}"),
+            },
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn sealed_values_hide_the_plain_text_and_round_trip() {
+        let subject = Uuid::now_v7();
+        let key = vec![7u8; 32];
+        let mut event = email_event(subject);
+        seal(&mut event, subject, &key);
+        let stored = serde_json::to_string(&event).unwrap();
+        assert!(!stored.contains("carol"), "{stored}");
+
+        let keys = SubjectKeys::from([(subject, Some(key))]);
+        assert!(unseal(&mut event, &keys));
+        assert_eq!(event, email_event(subject));
+    }
+
+    #[test]
+    fn destroyed_key_forgets_and_wrong_subject_fails() {
+        let subject = Uuid::now_v7();
+        let mut event = email_event(subject);
+        seal(&mut event, subject, &[7u8; 32]);
+        let mut forgotten = event.clone();
+        assert!(unseal(&mut forgotten, &SubjectKeys::from([(subject, None)])));
+        assert!(matches!(forgotten, Event::UserEmailChanged(ref e) if e.email == Pii::Forgotten));
+
+        // The subject is bound as associated data.
+        assert!(open(&sealed_value(&event), Uuid::now_v7(), &[7u8; 32]).is_none());
+        assert!(open(&sealed_value(&event), subject, &[8u8; 32]).is_none());
+    }
+}
