@@ -1,0 +1,223 @@
+//! Local accounts: password log-in, adding and deleting users, and keeping
+//! config-provisioned users in line with the config file.
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+use warden_events::user::{Role, UserOrigin};
+use warden_events::{Metadata, StreamId};
+
+use crate::app::AppState;
+use crate::commands::CommandError;
+use crate::config::LocalAccountMode;
+use crate::domain::user::{PasswordInput, User, UserCommand};
+use crate::domain::DomainError;
+use crate::event_store::claims::{self, normalise_email};
+use crate::event_store::StoreError;
+use crate::secrets::passwords;
+use crate::secrets::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("local accounts are disabled on this server")]
+    LocalLoginDisabled,
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("admin rights were requested (scope=admin) but this user is not an admin")]
+    AdminScopeDenied,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A user as the read model sees them.
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: Option<String>,
+    pub role: Role,
+    password_hash: Option<String>,
+}
+
+pub fn parse_role(role: &str) -> Role {
+    match role {
+        "admin" => Role::Admin,
+        "support" => Role::Support,
+        _ => Role::User,
+    }
+}
+
+/// The live (not deleted) user with this id.
+pub async fn find_user<C: GenericClient>(client: &C, user_id: Uuid) -> Result<Option<UserRecord>, StoreError> {
+    let select = client
+        .prepare_cached("SELECT id, email, role, password_hash FROM users WHERE id = $1 AND deleted_at IS NULL")
+        .await?;
+    Ok(client.query_opt(&select, &[&user_id]).await?.map(|row| UserRecord {
+        id: row.get(0),
+        email: row.get(1),
+        role: parse_role(row.get(2)),
+        password_hash: row.get(3),
+    }))
+}
+
+/// The local account that owns `email`, if any.
+pub async fn find_local_user_id<C: GenericClient>(client: &C, email: &str) -> Result<Option<Uuid>, StoreError> {
+    Ok(claims::owner_of(client, claims::LOCAL_EMAIL, &normalise_email(email))
+        .await?
+        .and_then(|stream| stream.id()))
+}
+
+/// Checks a local account's password. Returns the user id; `want_admin`
+/// (scope=admin) is only granted to admins.
+pub async fn password_login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    want_admin: bool,
+) -> Result<Uuid, LoginError> {
+    if state.config.security.local_account.mode == LocalAccountMode::Disabled {
+        return Err(LoginError::LocalLoginDisabled);
+    }
+    let connection = state.db.get().await.map_err(StoreError::from)?;
+    let user = match find_local_user_id(&connection, email).await? {
+        Some(id) => find_user(&connection, id).await?,
+        None => None,
+    };
+    drop(connection);
+    let password = password.to_owned();
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    // argon2 takes tens of milliseconds: keep it off the async workers.
+    let matches = tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => passwords::verify(&password, &hash),
+        None => {
+            passwords::verify_nothing(&password);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let Some(user) = user.filter(|_| matches) else {
+        return Err(LoginError::InvalidCredentials);
+    };
+    if want_admin && user.role != Role::Admin {
+        return Err(LoginError::AdminScopeDenied);
+    }
+    Ok(user.id)
+}
+
+async fn hash_password(password: &Secret) -> Result<String, CommandError> {
+    passwords::check_policy(password.expose()).map_err(|message| DomainError::Invalid {
+        code: "weak_password",
+        message: format!("the password {message}"),
+    })?;
+    let password = password.clone();
+    Ok(tokio::task::spawn_blocking(move || passwords::hash(password.expose()))
+        .await
+        .expect("argon2 hashing does not panic"))
+}
+
+/// Creates a local account (command line, sign-up).
+pub async fn add_local_user(
+    state: &AppState,
+    email: &str,
+    password: &Secret,
+    role: Role,
+    origin: UserOrigin,
+    metadata: &Metadata,
+) -> Result<Uuid, CommandError> {
+    let password_hash = hash_password(password).await?;
+    let user_id = Uuid::now_v7();
+    let command = UserCommand::Create {
+        user_id,
+        email: email.to_owned(),
+        password_hash,
+        role,
+        origin,
+    };
+    state
+        .commands
+        .execute::<User>(&StreamId::user(user_id), &command, metadata)
+        .await?;
+    Ok(user_id)
+}
+
+pub async fn delete_user(state: &AppState, user_id: Uuid, metadata: &Metadata) -> Result<(), CommandError> {
+    state
+        .commands
+        .execute::<User>(&StreamId::user(user_id), &UserCommand::Delete, metadata)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("security.local_account.user_provisioning.{id}: {reason}")]
+pub struct ProvisioningError {
+    pub id: String,
+    pub reason: String,
+}
+
+/// Makes every provisioned account match the config; appends events only
+/// for what differs. Returns the ids that changed.
+pub async fn provision_from_config(state: &AppState) -> Result<Vec<String>, ProvisioningError> {
+    let mut changed = Vec::new();
+    let metadata = Metadata::system("config-provisioning");
+    for (id, wanted) in &state.config.security.local_account.user_provisioning {
+        let error = |reason: String| ProvisioningError { id: id.clone(), reason };
+        let role = if wanted.is_admin { Role::Admin } else { Role::User };
+        // Two instances starting together race for the provisioning id;
+        // the loser finds the winner's account on its next attempt.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let connection = state.db.get().await.map_err(|e| error(e.to_string()))?;
+            let existing = claims::owner_of(&connection, claims::PROVISIONING_ID, id)
+                .await
+                .map_err(|e| error(e.to_string()))?;
+            drop(connection);
+            let stream = existing.unwrap_or_else(|| StreamId::user(Uuid::now_v7()));
+            let user_id = stream.id().expect("user streams carry their id");
+            let (current, _) = state
+                .commands
+                .load::<User>(&stream)
+                .await
+                .map_err(|e| error(e.to_string()))?;
+            let password = provided_password(&current, &wanted.password).await;
+            let command = UserCommand::Provision {
+                user_id,
+                provisioning_id: id.clone(),
+                email: wanted.email.clone(),
+                role,
+                password,
+            };
+            match state.commands.execute::<User>(&stream, &command, &metadata).await {
+                Ok(executed) => {
+                    if executed.appended.is_some() {
+                        changed.push(id.clone());
+                    }
+                    break;
+                }
+                Err(CommandError::Store(StoreError::ClaimTaken { scope }))
+                    if scope == claims::PROVISIONING_ID && attempts < 3 =>
+                {
+                    continue
+                }
+                Err(CommandError::Store(StoreError::ClaimTaken { scope })) if scope == claims::LOCAL_EMAIL => {
+                    return Err(error("email: another account already uses this email".into()))
+                }
+                Err(other) => return Err(error(other.to_string())),
+            }
+        }
+    }
+    Ok(changed)
+}
+
+async fn provided_password(current: &User, password: &Secret) -> PasswordInput {
+    let password = password.clone();
+    let current_hash = match current {
+        User::Active(user) => Some(user.password_hash.clone()),
+        _ => None,
+    };
+    tokio::task::spawn_blocking(move || match current_hash {
+        Some(hash) if passwords::verify(password.expose(), &hash) => PasswordInput::MatchesCurrent,
+        _ => PasswordInput::NewHash(passwords::hash(password.expose())),
+    })
+    .await
+    .expect("argon2 does not panic")
+}

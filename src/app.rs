@@ -1,0 +1,63 @@
+//! Everything a running warden needs, wired together once at start-up.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::access_tokens::AccessTokens;
+use crate::auth::signing_key;
+use crate::commands::CommandService;
+use crate::config::Config;
+use crate::db::Database;
+use crate::event_store::EventStore;
+use crate::projection_runner::ProjectionRunner;
+
+pub struct AppState {
+    pub config: Config,
+    pub db: Database,
+    pub commands: CommandService,
+    pub access_tokens: AccessTokens,
+}
+
+/// Background tasks of a running instance.
+pub struct Background {
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Stops the projectors after their current batch.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl AppState {
+    /// Migrates the database, starts the projectors and the append
+    /// listener, and loads the token signing key.
+    pub async fn start(config: Config, db: Database) -> anyhow::Result<(Arc<AppState>, Background)> {
+        let applied = db.migrate().await?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "applied database migrations");
+        }
+        let store = EventStore::new(db.clone());
+        let projections = ProjectionRunner::new(store.clone(), warden_projections::all());
+        let cancel = CancellationToken::new();
+        let mut tasks = projections.start(cancel.clone());
+        tasks.push(store.spawn_append_listener(db.config().clone(), cancel.clone()));
+        let commands = CommandService::new(store, projections, config.http.consistency_timeout);
+        let key = signing_key::load_or_create(&db, config.security.secret_key.as_ref().map(|k| k.expose())).await?;
+        let access_tokens = AccessTokens::new(&key, config.security.access_token_lifetime);
+        let state = Arc::new(AppState {
+            config,
+            db,
+            commands,
+            access_tokens,
+        });
+        Ok((state, Background { cancel, tasks }))
+    }
+}

@@ -1,0 +1,201 @@
+//! The `warden` command line.
+
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+use warden_events::user::{Role, UserOrigin};
+use warden_events::{Actor, Metadata};
+
+use crate::accounts;
+use crate::app::AppState;
+use crate::config::Config;
+use crate::database_setup::DatabaseHandle;
+use crate::secrets::Secret;
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "Who may do what for a fleet of job runners")]
+pub struct Cli {
+    /// YAML config file [default: ./warden.yaml when it exists]
+    #[arg(long, short, global = true, env = "WARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL URL (overrides database.url). Without any, warden runs
+    /// its own PostgreSQL cluster in the data folder.
+    #[arg(long, global = true, env = "WARDEN_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Folder of the embedded PostgreSQL cluster (overrides database.data_dir).
+    #[arg(long, global = true, env = "WARDEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (migrates and provisions users first).
+    Serve {
+        /// Address to listen on (overrides http.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage local accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a local account. The password is read from WARDEN_USER_PASSWORD,
+    /// or else from the first line of standard input.
+    Add {
+        email: String,
+        #[arg(long, value_enum, default_value_t = RoleArg::User)]
+        role: RoleArg,
+    },
+    /// Delete a user (their personal data becomes unreadable).
+    Del { email: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    User,
+    Support,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::User => Role::User,
+            RoleArg::Support => Role::Support,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+impl Cli {
+    fn load_config(&self) -> anyhow::Result<Config> {
+        let default_file = PathBuf::from("warden.yaml");
+        let path = self
+            .config
+            .clone()
+            .or_else(|| default_file.is_file().then_some(default_file));
+        let mut config = Config::load(path.as_deref())?;
+        if let Some(url) = &self.database_url {
+            config.database.url = Some(Secret::new(url.clone()));
+        }
+        if let Some(dir) = &self.data_dir {
+            config.database.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        let mut config = self.load_config()?;
+        match self.command {
+            Command::Serve { listen } => {
+                if let Some(listen) = listen {
+                    config.http.listen = listen;
+                }
+                serve(config).await
+            }
+            Command::Migrate => {
+                let handle = DatabaseHandle::open(&config).await?;
+                let applied = handle.db.migrate().await?;
+                println!("applied {} migration(s)", applied.len());
+                handle.close().await;
+                Ok(())
+            }
+            Command::User(command) => with_app(config, |state| user_command(state, command)).await,
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.http.listen.clone();
+    let handle = DatabaseHandle::open(&config).await?;
+    let (state, background) = AppState::start(config, handle.db.clone()).await?;
+    let changed = accounts::provision_from_config(&state).await?;
+    if !changed.is_empty() {
+        tracing::info!(ids = ?changed, "provisioned users from the config");
+    }
+    let listener = TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!("warden listening on http://{}", listener.local_addr()?);
+    let outcome = crate::http::server(state, listener, true)?.await;
+    background.stop().await;
+    handle.close().await;
+    outcome.context("HTTP server failed")
+}
+
+/// Runs a one-off operation with projectors running, so its effects reach
+/// the read models before the process exits.
+async fn with_app<F, Fut>(config: Config, operation: F) -> anyhow::Result<()>
+where
+    F: FnOnce(std::sync::Arc<AppState>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let handle = DatabaseHandle::open(&config).await?;
+    let (state, background) = AppState::start(config, handle.db.clone()).await?;
+    let outcome = operation(state).await;
+    background.stop().await;
+    handle.close().await;
+    outcome
+}
+
+fn operator_metadata() -> Metadata {
+    Metadata {
+        actor: Actor::CommandLine {
+            os_user: std::env::var("USER").ok(),
+        },
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+        request_id: None,
+        source_ip: None,
+    }
+}
+
+async fn user_command(state: std::sync::Arc<AppState>, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { email, role } => {
+            let password = read_password()?;
+            let id = accounts::add_local_user(
+                &state,
+                &email,
+                &password,
+                role.into(),
+                UserOrigin::CommandLine,
+                &operator_metadata(),
+            )
+            .await?;
+            println!("added user {id}");
+        }
+        UserCommand::Del { email } => {
+            let connection = state.db.get().await?;
+            let Some(id) = accounts::find_local_user_id(&connection, &email).await? else {
+                bail!("no local account has the email {email}");
+            };
+            drop(connection);
+            accounts::delete_user(&state, id, &operator_metadata()).await?;
+            println!("deleted user {id}");
+        }
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<Secret> {
+    if let Ok(password) = std::env::var("WARDEN_USER_PASSWORD") {
+        return Ok(Secret::new(password));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("no password given: set WARDEN_USER_PASSWORD or pipe it on standard input");
+    }
+    Ok(Secret::new(password))
+}

@@ -1,0 +1,388 @@
+//! Configuration: a YAML file, then environment variables on top.
+//!
+//! Layout follows Project-W's config (`security.local_account...`). Any
+//! string in the file may reference environment variables as `${NAME}`
+//! (secrets belong in the environment or a `.env` file). Every field can
+//! also be set as `WARDEN_<SECTION>__<FIELD>`, e.g.
+//! `WARDEN_SECURITY__LOCAL_ACCOUNT__MODE=no_signup`. Errors name the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Serialized};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::secrets::passwords;
+use crate::secrets::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid YAML: {source}")]
+    Yaml { path: String, source: serde_yaml::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field_error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://...` or `host=... user=...`; without it warden starts
+    /// its own PostgreSQL cluster in `data_dir`.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            data_dir: default_data_dir(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("warden-data")
+}
+
+fn default_max_connections() -> usize {
+    32
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Defaults to one per CPU.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Largest JSON or form body accepted.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long a command waits for read models to include its change
+    /// before answering (read-your-writes).
+    #[serde(default = "default_consistency_timeout", with = "humantime_serde")]
+    pub consistency_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+            workers: None,
+            max_body_bytes: default_max_body_bytes(),
+            consistency_timeout: default_consistency_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_consistency_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Signs access tokens; at least 32 bytes. Without it warden generates
+    /// one and keeps it in the database.
+    #[serde(default)]
+    pub secret_key: Option<Secret>,
+    #[serde(default = "default_token_lifetime", with = "humantime_serde")]
+    pub access_token_lifetime: Duration,
+    #[serde(default)]
+    pub local_account: LocalAccountConfig,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            secret_key: None,
+            access_token_lifetime: default_token_lifetime(),
+            local_account: LocalAccountConfig::default(),
+        }
+    }
+}
+
+fn default_token_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalAccountConfig {
+    #[serde(default)]
+    pub mode: LocalAccountMode,
+    /// Accounts created (and kept matching) at every start, by id.
+    #[serde(default)]
+    pub user_provisioning: BTreeMap<String, ProvisionedUser>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalAccountMode {
+    /// Log-in and self sign-up.
+    #[default]
+    Enabled,
+    /// Log-in only.
+    NoSignup,
+    /// Log-in only, and not advertised as a login option.
+    NoSignupHidden,
+    /// No local log-in at all.
+    Disabled,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionedUser {
+    pub email: String,
+    pub password: Secret,
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+impl Config {
+    /// Reads `path` (if any), applies `WARDEN_*` variables, validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            figment = figment.merge(Serialized::defaults(read_yaml(path)?));
+        }
+        figment = figment.merge(Env::prefixed("WARDEN_").split("__").filter(|key| {
+            ["database.", "http.", "security."]
+                .iter()
+                .any(|s| key.as_str().starts_with(s))
+                || key.as_str().contains("__")
+        }));
+        let config: Config = figment.extract().map_err(|error| {
+            let field = error.path.join(".");
+            let message = error.kind.to_string();
+            if field.is_empty() {
+                ConfigError::Invalid(message)
+            } else {
+                field_error(field, message)
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(key) = &self.security.secret_key {
+            if key.expose().len() < crate::auth::signing_key::MIN_CONFIGURED_LENGTH {
+                return Err(field_error("security.secret_key", "must be at least 32 bytes long"));
+            }
+        }
+        if self.security.access_token_lifetime < Duration::from_secs(60) {
+            return Err(field_error("security.access_token_lifetime", "must be at least 1m"));
+        }
+        self.http
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| field_error("http.listen", format!("not an address like 127.0.0.1:8080 ({e})")))?;
+        if self.http.max_body_bytes < 1024 {
+            return Err(field_error("http.max_body_bytes", "must be at least 1024"));
+        }
+        if self.database.max_connections < 4 {
+            return Err(field_error("database.max_connections", "must be at least 4"));
+        }
+        let mut emails = BTreeMap::new();
+        for (id, user) in &self.security.local_account.user_provisioning {
+            let field = format!("security.local_account.user_provisioning.{id}");
+            crate::domain::user::validate_email(&user.email)
+                .map_err(|e| field_error(format!("{field}.email"), e.to_string()))?;
+            passwords::check_policy(user.password.expose()).map_err(|m| field_error(format!("{field}.password"), m))?;
+            let normalised = crate::event_store::claims::normalise_email(&user.email);
+            if let Some(other) = emails.insert(normalised, id) {
+                return Err(field_error(
+                    format!("{field}.email"),
+                    format!("the same email is already provisioned under id {other}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses the YAML file and expands `${NAME}` in its strings. Map keys
+/// become strings (provisioning ids are written as integers).
+fn read_yaml(path: &Path) -> Result<serde_yaml::Value, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|source| ConfigError::Yaml {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let value = if value.is_null() {
+        serde_yaml::Value::Mapping(Default::default())
+    } else {
+        value
+    };
+    interpolate(value, &mut Vec::new())
+}
+
+fn interpolate(value: serde_yaml::Value, field: &mut Vec<String>) -> Result<serde_yaml::Value, ConfigError> {
+    use serde_yaml::Value;
+    Ok(match value {
+        Value::String(text) => Value::String(
+            expand_env(&text)
+                .map_err(|name| field_error(field.join("."), format!("environment variable {name} is not set")))?,
+        ),
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    field.push(i.to_string());
+                    let item = interpolate(item, field);
+                    field.pop();
+                    item
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Mapping(map) => {
+            let mut out = serde_yaml::Mapping::new();
+            for (key, item) in map {
+                let key = match key {
+                    Value::String(s) => s,
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => {
+                        return Err(field_error(field.join("."), format!("unsupported key {other:?}")));
+                    }
+                };
+                field.push(key.clone());
+                let item = interpolate(item, field)?;
+                field.pop();
+                out.insert(Value::String(key), item);
+            }
+            Value::Mapping(out)
+        }
+        Value::Tagged(tagged) => interpolate(tagged.value, field)?,
+        other => other,
+    })
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` stays literal `${`.
+fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('$') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        if let Some(stripped) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix("${") {
+            let Some(end) = body.find('}') else {
+                out.push_str(after);
+                rest = "";
+                break;
+            };
+            let name = &body[..end];
+            out.push_str(&std::env::var(name).map_err(|_| name.to_owned())?);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn seed_layout_with_integer_ids_and_env_secrets() {
+        std::env::set_var("WARDEN_TEST_PW_1", "a long enough password");
+        let file = write(
+            "security:\n  local_account:\n    mode: no_signup_hidden\n    user_provisioning:\n      0:\n        email: root@example.org\n        password: ${WARDEN_TEST_PW_1}\n        is_admin: true\n",
+        );
+        let config = Config::load(Some(file.path())).unwrap();
+        let local = &config.security.local_account;
+        assert_eq!(local.mode, LocalAccountMode::NoSignupHidden);
+        let root = &local.user_provisioning["0"];
+        assert_eq!(root.password.expose(), "a long enough password");
+        assert!(root.is_admin);
+        assert!(
+            !format!("{config:?}").contains("a long enough"),
+            "secrets must not be printable"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("security:\n  local_account:\n    mode: sometimes\n", "security.local_account.mode"),
+            ("security:\n  local_account:\n    user_provisioning:\n      7:\n        email: nope\n        password: long enough password\n", "security.local_account.user_provisioning.7.email"),
+            ("security:\n  local_account:\n    user_provisioning:\n      1:\n        email: a@b.c\n        password: short\n", "security.local_account.user_provisioning.1.password"),
+            ("security:\n  local_account:\n    user_provisioning:\n      1:\n        email: a@b.c\n        password: ${WARDEN_TEST_SURELY_UNSET}\n", "security.local_account.user_provisioning.1.password"),
+            ("http:\n  listen: not-an-address\n", "http.listen"),
+            ("security:\n  secret_key: tooshort\n", "security.secret_key"),
+            ("databse:\n  url: x\n", "databse"),
+        ];
+        for (yaml, field) in cases {
+            let error = Config::load(Some(write(yaml).path())).unwrap_err().to_string();
+            assert!(error.contains(field), "{field} missing from: {error}");
+        }
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("WARDEN_TEST_X", "v");
+        assert_eq!(expand_env("a${WARDEN_TEST_X}b$c$${d}").unwrap(), "avb$c${d}");
+        assert_eq!(
+            expand_env("${WARDEN_TEST_SURELY_UNSET}").unwrap_err(),
+            "WARDEN_TEST_SURELY_UNSET"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! Picks the database: the configured URL, or warden's own embedded
+//! PostgreSQL cluster under `database.data_dir`.
+
+use crate::config::Config;
+use crate::db::Database;
+use crate::embedded_pg::{ClusterOptions, EmbeddedCluster};
+
+/// Name of warden's database inside an embedded cluster.
+pub const EMBEDDED_DATABASE: &str = "warden";
+
+/// The database, and the embedded cluster behind it if there is one
+/// (stopped when this is dropped, if this process started it).
+pub struct DatabaseHandle {
+    pub db: Database,
+    cluster: Option<EmbeddedCluster>,
+}
+
+impl DatabaseHandle {
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        if let Some(url) = &config.database.url {
+            let db = Database::from_url(url.expose(), config.database.max_connections)?;
+            return Ok(DatabaseHandle { db, cluster: None });
+        }
+        let options = ClusterOptions::durable(&config.database.data_dir);
+        let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options)).await??;
+        tracing::info!(
+            data_dir = %cluster.data_dir().display(),
+            socket = %cluster.socket_dir().display(),
+            started_here = cluster.owns_server(),
+            "using the embedded PostgreSQL cluster"
+        );
+        create_database_if_missing(&cluster.connect_config("postgres"), EMBEDDED_DATABASE).await?;
+        let db = Database::new(
+            cluster.connect_config(EMBEDDED_DATABASE),
+            config.database.max_connections,
+        )?;
+        Ok(DatabaseHandle {
+            db,
+            cluster: Some(cluster),
+        })
+    }
+
+    /// Stops an embedded cluster this process started (fast shutdown).
+    pub async fn close(mut self) {
+        if let Some(mut cluster) = self.cluster.take() {
+            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+        }
+    }
+}
+
+pub async fn create_database_if_missing(maintenance: &tokio_postgres::Config, name: &str) -> anyhow::Result<()> {
+    let (client, connection) = maintenance.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        // Identifiers cannot be bound parameters; `name` is ours, not input.
+        client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}

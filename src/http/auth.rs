@@ -1,0 +1,160 @@
+//! Extractors that authenticate a request: a user (access token), an admin
+//! (access token with scope=admin of a current admin), or a runner (runner
+//! token). Runner tokens are refused on user routes and vice versa.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use uuid::Uuid;
+use warden_events::user::Role;
+use warden_events::Actor;
+
+use super::error::ApiError;
+use crate::accounts;
+use crate::app::AppState;
+use crate::auth::access_tokens::{AccessTokens, TokenError};
+use crate::runners::{self, RunnerAuthError};
+use crate::secrets::tokens::RUNNER_TOKEN_PREFIX;
+
+/// A user authenticated by an access token.
+pub struct AuthenticatedUser {
+    pub user_id: Uuid,
+    pub email: Option<String>,
+    pub role: Role,
+    /// The token was issued with scope=admin and the user is still admin.
+    pub admin_scope: bool,
+}
+
+impl AuthenticatedUser {
+    pub fn actor(&self) -> Actor {
+        Actor::User { user_id: self.user_id }
+    }
+}
+
+/// An admin with an admin-scoped token.
+pub struct Admin(pub AuthenticatedUser);
+
+/// A runner authenticated by its runner token.
+pub struct Runner {
+    pub runner_id: Uuid,
+}
+
+fn state(request: &HttpRequest) -> Arc<AppState> {
+    request
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered on every app")
+        .clone()
+        .into_inner()
+}
+
+fn bearer_token(request: &HttpRequest) -> Result<String, ApiError> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing_token", "send `Authorization: Bearer <token>`"))?;
+    let value = value.to_str().map_err(|_| {
+        ApiError::unauthorized(
+            "invalid_authorization_header",
+            "the Authorization header is not valid text",
+        )
+    })?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(token.trim().to_owned())
+        }
+        _ => Err(ApiError::unauthorized(
+            "invalid_authorization_header",
+            "expected `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, ApiError> {
+    let token = bearer_token(&request)?;
+    if token.starts_with(RUNNER_TOKEN_PREFIX) {
+        return Err(ApiError::unauthorized(
+            "runner_token_not_accepted",
+            "runner tokens are only accepted on /api/runners/* routes; log in for a user token",
+        ));
+    }
+    let state = state(&request);
+    let claims = state.access_tokens.verify(&token).map_err(|error| match error {
+        TokenError::Expired => ApiError::unauthorized("token_expired", "the access token has expired; log in again"),
+        TokenError::Invalid => ApiError::unauthorized("invalid_token", "the access token is not valid"),
+    })?;
+    // Checked on every request, so deletion and demotion apply at once.
+    let connection = state.db.get().await?;
+    let user = accounts::find_user(&connection, claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("user_not_found", "the user of this token no longer exists"))?;
+    Ok(AuthenticatedUser {
+        user_id: user.id,
+        email: user.email,
+        role: user.role,
+        admin_scope: claims.has_admin_scope() && user.role == Role::Admin,
+    })
+}
+
+impl FromRequest for AuthenticatedUser {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        Box::pin(authenticate_user(request.clone()))
+    }
+}
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let user = authenticate_user(request).await?;
+            if !user.admin_scope {
+                return Err(ApiError::forbidden(
+                    "admin_scope_required",
+                    "this call needs an access token issued with scope=admin to an admin user",
+                ));
+            }
+            Ok(Admin(user))
+        })
+    }
+}
+
+impl FromRequest for Runner {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let token = bearer_token(&request)?;
+            if AccessTokens::looks_like_jwt(&token) {
+                return Err(ApiError::unauthorized(
+                    "user_token_not_accepted",
+                    "/api/runners/* routes need a runner token, not a user token",
+                ));
+            }
+            let state = state(&request);
+            let connection = state.db.get().await?;
+            match runners::authenticate(&connection, &token).await {
+                Ok(runner) => Ok(Runner {
+                    runner_id: runner.runner_id,
+                }),
+                Err(RunnerAuthError::Unknown) => Err(ApiError::unauthorized(
+                    "invalid_runner_token",
+                    "not a valid runner token",
+                )),
+                Err(RunnerAuthError::Invalidated) => Err(ApiError::unauthorized(
+                    "runner_invalidated",
+                    "this runner has been invalidated",
+                )),
+                Err(RunnerAuthError::Store(error)) => Err(error.into()),
+            }
+        })
+    }
+}

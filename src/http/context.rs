@@ -1,0 +1,79 @@
+//! Per-request context: a request id (echoed as `x-request-id`) and the
+//! caller's address, both recorded in event metadata.
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use uuid::Uuid;
+use warden_events::{Actor, Metadata};
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Clone)]
+struct RequestId(String);
+
+/// Accepts a caller's request id when it is short and plain, so ids can
+/// be followed across services; otherwise makes one.
+fn request_id_for(request: &ServiceRequest) -> String {
+    request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// Middleware body (used with `App::wrap_fn`).
+pub fn assign_request_id<S, B>(
+    request: ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let id = request_id_for(&request);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let response = service.call(request);
+    async move {
+        let mut response = response.await?;
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        Ok(response)
+    }
+}
+
+/// Where a request came from, for event metadata.
+pub struct RequestContext {
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+impl RequestContext {
+    pub fn metadata(&self, actor: Actor) -> Metadata {
+        Metadata {
+            actor,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            request_id: self.request_id.clone(),
+            source_ip: self.source_ip.clone(),
+        }
+    }
+}
+
+impl FromRequest for RequestContext {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(Ok(RequestContext {
+            request_id: request.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            // The peer address: forwarded-for headers are caller-controlled.
+            source_ip: request.peer_addr().map(|addr| addr.ip().to_string()),
+        }))
+    }
+}

@@ -1,0 +1,62 @@
+//! The HTTP API (actix-web): thin handlers over the use-case modules.
+
+pub mod auth;
+pub mod context;
+pub mod error;
+pub mod routes;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::{web, App, HttpServer};
+
+use crate::app::AppState;
+
+/// Largest login form; a password form has no business being bigger.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Builds the server on an already bound listener (port 0 in tests).
+pub fn server(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    handle_signals: bool,
+) -> std::io::Result<actix_web::dev::Server> {
+    let workers = state
+        .config
+        .http
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let max_body = state.config.http.max_body_bytes;
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(error::json_error),
+            )
+            .app_data(
+                web::FormConfig::default()
+                    .limit(MAX_FORM_BYTES.min(max_body))
+                    .error_handler(error::form_error),
+            )
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .app_data(web::PayloadConfig::new(max_body))
+            .wrap(ErrorHandlers::new().default_handler(error::json_for_any_error))
+            .wrap(Logger::new("%{x-request-id}o %a \"%r\" %s %b %Dms"))
+            .wrap_fn(context::assign_request_id)
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(10)
+    .listen(listener)?;
+    let server = if handle_signals {
+        server
+    } else {
+        server.disable_signals()
+    };
+    Ok(server.run())
+}

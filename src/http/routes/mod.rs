@@ -1,0 +1,69 @@
+//! Route table. Paths of seed 000 (Project-W) are kept verbatim.
+
+pub mod admins;
+pub mod health;
+pub mod local_account;
+pub mod runners;
+pub mod users;
+
+use actix_web::{web, HttpResponse};
+
+use super::error::ApiError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/api/health").route(web::get().to(health::health)))
+        .service(resource("/api/local-account/login").route(web::post().to(local_account::login)))
+        .service(resource("/api/users/me").route(web::get().to(users::me)))
+        .service(resource("/api/admins/create_runner").route(web::post().to(admins::create_runner)))
+        .service(resource("/api/admins/invalidate_runner").route(web::delete().to(admins::invalidate_runner)))
+        .service(resource("/api/runners/verify").route(web::post().to(runners::verify)));
+}
+
+/// A resource whose wrong-method answer is a JSON 405.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not accept this HTTP method",
+        ))
+    }))
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such API route",
+    ))
+}
+
+/// An optional JSON body: empty means `None`; anything else must be JSON
+/// of the right shape (a malformed body is an error, never ignored).
+pub fn optional_json<T: serde::de::DeserializeOwned>(
+    request: &actix_web::HttpRequest,
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let is_json = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ));
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        if e.is_data() {
+            ApiError::unprocessable("invalid_field", e.to_string())
+        } else {
+            ApiError::bad_request("malformed_json", e.to_string())
+        }
+    })
+}

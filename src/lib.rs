@@ -1,0 +1,25 @@
+//! warden: decides who may do what for a fleet of job runners.
+//!
+//! An event-sourced service: commands ([`commands`]) are decided by pure
+//! domain logic ([`domain`]), appended to the log ([`event_store`]), and
+//! folded into read models by projectors ([`projection_runner`],
+//! `warden-projections`). See docs/architecture.md for the map.
+
+pub mod accounts;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod database_setup;
+pub mod db;
+pub mod domain;
+pub mod embedded_pg;
+pub mod event_store;
+pub mod http;
+pub mod projection_runner;
+pub mod runners;
+pub mod secrets;
+
+pub use warden_events as events;
+pub use warden_projections as projections;
