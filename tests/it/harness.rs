@@ -1,0 +1,338 @@
+//! Test harness: a real, throwaway PostgreSQL cluster per test process
+//! (started on first use from the installed binaries, as an unprivileged
+//! user when running as root), a migrated template database, and for each
+//! test its own database plus, when asked, the real HTTP server on a
+//! random loopback port.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+use warden::app::{AppState, Background};
+use warden::config::{Config, ProvisionedUser};
+use warden::db::Database;
+use warden::embedded_pg::{ClusterOptions, EmbeddedCluster};
+use warden::secrets::Secret;
+
+pub const ADMIN_EMAIL: &str = "admin@example.org";
+pub const ADMIN_PASSWORD: &str = "admin password that is long";
+pub const USER_EMAIL: &str = "user@example.org";
+pub const USER_PASSWORD: &str = "user password that is long";
+const TEMPLATE: &str = "warden_template";
+
+struct SharedCluster {
+    cluster: Mutex<Option<EmbeddedCluster>>,
+    data_dir: PathBuf,
+}
+
+static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
+
+extern "C" fn stop_cluster_at_exit() {
+    if let Some(shared) = CLUSTER.get() {
+        if let Some(mut cluster) = shared.cluster.lock().ok().and_then(|mut c| c.take()) {
+            cluster.stop();
+        }
+        let _ = std::fs::remove_dir_all(&shared.data_dir);
+    }
+}
+
+fn shared() -> &'static SharedCluster {
+    CLUSTER.get_or_init(|| {
+        let data_dir = std::env::temp_dir().join(format!(
+            "warden-test-{}-{}",
+            std::process::id(),
+            Uuid::new_v4().simple()
+        ));
+        // Started from a thread of its own: it may be first used inside a
+        // test's runtime, where blocking on another runtime is not allowed.
+        let dir = data_dir.clone();
+        let cluster = std::thread::spawn(move || {
+            let cluster = EmbeddedCluster::start(&ClusterOptions::throwaway(&dir)).expect("start test PostgreSQL");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(create_template(&cluster));
+            cluster
+        })
+        .join()
+        .expect("cluster start-up thread");
+        unsafe {
+            libc::atexit(stop_cluster_at_exit);
+        }
+        SharedCluster {
+            cluster: Mutex::new(Some(cluster)),
+            data_dir,
+        }
+    })
+}
+
+async fn create_template(cluster: &EmbeddedCluster) {
+    warden::database_setup::create_database_if_missing(&cluster.connect_config("postgres"), TEMPLATE)
+        .await
+        .unwrap();
+    let db = Database::new(cluster.connect_config(TEMPLATE), 2).unwrap();
+    db.migrate().await.expect("migrate template");
+}
+
+pub fn with_cluster<T>(f: impl FnOnce(&EmbeddedCluster) -> T) -> T {
+    let guard = shared().cluster.lock().unwrap();
+    f(guard.as_ref().expect("cluster running"))
+}
+
+pub fn socket_dir() -> PathBuf {
+    with_cluster(|c| c.socket_dir().to_path_buf())
+}
+
+/// A database of its own for one test, copied from the migrated template.
+pub struct TestDb {
+    pub name: String,
+    pub db: Database,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        let maintenance = with_cluster(|c| c.connect_config("postgres"));
+        let (client, connection) = maintenance.connect(tokio_postgres::NoTls).await.unwrap();
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = driver.await;
+        let db = Database::new(with_cluster(|c| c.connect_config(&name)), 24).unwrap();
+        TestDb { name, db }
+    }
+
+    /// `key=value` connection string for a warden subprocess.
+    pub fn url(&self) -> String {
+        format!(
+            "host={} port=5432 user=warden dbname={}",
+            socket_dir().display(),
+            self.name
+        )
+    }
+
+    pub async fn client(&self) -> warden::db::Connection {
+        self.db.get().await.unwrap()
+    }
+
+    /// Every row of `table` as JSON text, ordered, for comparisons.
+    pub async fn dump(&self, table: &str, order_by: &str) -> Vec<String> {
+        let client = self.client().await;
+        client
+            .query(
+                &format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY {order_by}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
+    /// Waits until every transaction that wrote to the log has finished,
+    /// so a reader from the start sees the whole log. (The safe point is
+    /// cluster-wide: another test's transaction can hold it back briefly.)
+    pub async fn settle_log(&self) {
+        let client = self.client().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let settled: bool = client
+                .query_one(
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint > coalesce(max(transaction_id), 0) FROM events",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if settled {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the log did not settle");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn count_events(&self) -> i64 {
+        self.client()
+            .await
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// The configuration tests run with: an admin and a normal user provisioned.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.http.workers = Some(2);
+    let provisioning = &mut config.security.local_account.user_provisioning;
+    provisioning.insert(
+        "0".into(),
+        ProvisionedUser {
+            email: ADMIN_EMAIL.into(),
+            password: Secret::new(ADMIN_PASSWORD),
+            is_admin: true,
+        },
+    );
+    provisioning.insert(
+        "1".into(),
+        ProvisionedUser {
+            email: USER_EMAIL.into(),
+            password: Secret::new(USER_PASSWORD),
+            is_admin: false,
+        },
+    );
+    config
+}
+
+/// A running warden: its own database, projectors, and HTTP server.
+pub struct TestApp {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub state: Arc<AppState>,
+    pub db: TestDb,
+    server: actix_web::dev::ServerHandle,
+    background: Option<Background>,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> TestApp {
+        let db = TestDb::new().await;
+        Self::start_on(db, config).await
+    }
+
+    pub async fn start_on(db: TestDb, config: Config) -> TestApp {
+        let (state, background) = AppState::start(config, db.db.clone()).await.expect("app start");
+        warden::accounts::provision_from_config(&state)
+            .await
+            .expect("provisioning");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let server = warden::http::server(Arc::clone(&state), listener, false).unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        TestApp {
+            base_url,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            state,
+            db,
+            server: handle,
+            background: Some(background),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// The seed's login call: a form-encoded password grant.
+    pub async fn login(&self, email: &str, password: &str, admin: bool) -> reqwest::Response {
+        let scope = if admin { "&scope=admin" } else { "" };
+        let body = format!(
+            "grant_type=password{scope}&username={}&password={}",
+            urlencode(email),
+            urlencode(password)
+        );
+        self.http
+            .post(self.url("/api/local-account/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn token(&self, email: &str, password: &str, admin: bool) -> String {
+        let response = self.login(email, password, admin).await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {email} failed");
+        response.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.token(ADMIN_EMAIL, ADMIN_PASSWORD, true).await
+    }
+
+    /// Creates a runner the way seed 000 does; returns (id, token).
+    pub async fn create_runner(&self, admin_token: &str) -> (String, String) {
+        let response = self
+            .http
+            .post(self.url("/api/admins/create_runner"))
+            .bearer_auth(admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn invalidate_runner(&self, admin_token: &str, runner_id: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(&format!("/api/admins/invalidate_runner?runner_id={runner_id}")))
+            .bearer_auth(admin_token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn verify_runner(&self, runner_token: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/runners/verify"))
+            .bearer_auth(runner_token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) -> TestDb {
+        self.server.stop(true).await;
+        if let Some(background) = self.background.take() {
+            background.stop().await;
+        }
+        self.db
+    }
+}
+
+pub fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// Asserts an error response: status and stable code.
+pub async fn assert_error(response: reqwest::Response, status: StatusCode, code: &str) {
+    let got = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(got, status, "unexpected status, body {body}");
+    assert_eq!(body["code"], code, "unexpected code, body {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message: {body}"
+    );
+}
+
+/// Path of the warden binary built for these tests.
+pub fn warden_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_warden"))
+}

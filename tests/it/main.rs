@@ -1,0 +1,9 @@
+//! Integration tests: real PostgreSQL, real HTTP server, real binary.
+
+mod harness;
+
+mod event_store;
+mod http_api;
+mod processes;
+mod projections;
+mod provisioning;

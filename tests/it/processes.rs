@@ -1,0 +1,357 @@
+//! The real `warden` binary: embedded default, secrets at rest and in
+//! logs, the command line, configuration errors.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// A `warden serve` child process with its log captured.
+struct Serve {
+    child: Child,
+    base_url: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Serve {
+        let mut command = Command::new(warden_binary());
+        command
+            .args(args)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("WARDEN_DATABASE_URL")
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawn warden");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let log = Arc::clone(&log);
+            let url_tx = url_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(at) = line.find("warden listening on http://") {
+                        let url = line[at + "warden listening on ".len()..].trim().to_owned();
+                        let _ = url_tx.send(url);
+                    }
+                    log.lock().unwrap().push_str(&line);
+                    log.lock().unwrap().push('\n');
+                }
+            });
+        }
+        let base_url = match url_rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("warden did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Serve { child, base_url, log }
+    }
+
+    /// SIGTERM, then the exit status and the whole log.
+    fn stop(mut self) -> (bool, String) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "warden did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().unwrap().clone();
+        (status.success(), log)
+    }
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("warden.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const CONFIG: &str = "security:\n  local_account:\n    mode: no_signup_hidden\n    user_provisioning:\n      0:\n        email: admin@example.org\n        password: ${WARDEN_TEST_ADMIN_PASSWORD}\n        is_admin: true\n";
+const PASSWORD: &str = "process test admin password";
+
+async fn login(http: &reqwest::Client, base: &str) -> String {
+    let response = http
+        .post(format!("{base}/api/local-account/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=password&scope=admin&username=admin%40example.org&password={}",
+            urlencode(PASSWORD)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A folder the cluster's unprivileged OS user can use when tests run as root.
+fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("warden-it-").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_on_its_embedded_default_and_keeps_data_across_restarts() {
+    let dir = shared_tempdir();
+    let config = write_config(dir.path(), CONFIG);
+    let data_dir = dir.path().join("data");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    let envs = [("WARDEN_TEST_ADMIN_PASSWORD", PASSWORD)];
+    let http = reqwest::Client::new();
+
+    let serve = Serve::start(&args, &envs);
+    let health = http.get(format!("{}/api/health", serve.base_url)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let token = login(&http, &serve.base_url).await;
+    let created: Value = http
+        .post(format!("{}/api/admins/create_runner", serve.base_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runner_token = created["token"].as_str().unwrap().to_owned();
+    let pid_file = data_dir.join("pgdata/postmaster.pid");
+    let postgres_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (clean, log) = serve.stop();
+    assert!(clean, "unclean exit; log:\n{log}");
+    assert!(!pid_file.exists(), "PostgreSQL was not shut down");
+    assert!(
+        kill(Pid::from_raw(postgres_pid), None).is_err(),
+        "postgres still running"
+    );
+
+    // The same data folder again: the runner is still known.
+    let serve = Serve::start(&args, &envs);
+    let verified = http
+        .post(format!("{}/api/runners/verify", serve.base_url))
+        .bearer_auth(&runner_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), StatusCode::OK);
+    let (clean, log) = serve.stop();
+    assert!(clean, "unclean exit; log:\n{log}");
+}
+
+/// No password, runner token or access token in plain text in the log
+/// output, the events table or any read model; no email in the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs_events_or_read_models() {
+    let db = TestDb::new().await;
+    let dir = shared_tempdir();
+    let config = write_config(dir.path(), CONFIG);
+    let url = db.url();
+    let serve = Serve::start(
+        &["--config", config.to_str().unwrap(), "--database-url", &url],
+        &[("WARDEN_TEST_ADMIN_PASSWORD", PASSWORD)],
+    );
+    let http = reqwest::Client::new();
+    let base = serve.base_url.clone();
+    let admin = login(&http, &base).await;
+    let created: Value = http
+        .post(format!("{base}/api/admins/create_runner"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runner_token = created["token"].as_str().unwrap().to_owned();
+    let runner_id = created["id"].as_str().unwrap().to_owned();
+    let verify = |token: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            http.post(format!("{base}/api/runners/verify"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(verify(runner_token.clone()).await, StatusCode::OK);
+    let invalidated = http
+        .delete(format!("{base}/api/admins/invalidate_runner?runner_id={runner_id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalidated.status(), StatusCode::OK);
+    assert_eq!(verify(runner_token.clone()).await, StatusCode::UNAUTHORIZED);
+    let wrong = http
+        .post(format!("{base}/api/local-account/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=admin%40example.org&password=wrong-guess-password")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let (_, log) = serve.stop();
+    assert!(log.contains("create_runner"), "the log should show the requests: {log}");
+
+    let secrets = [
+        ("admin password", PASSWORD.to_owned()),
+        ("wrong password", "wrong-guess-password".to_owned()),
+        ("runner token", runner_token.clone()),
+        ("runner token body", runner_token["wdrt_".len()..].to_owned()),
+        ("access token signature", admin.rsplit('.').next().unwrap().to_owned()),
+    ];
+    for (what, secret) in &secrets {
+        assert!(!log.contains(secret.as_str()), "{what} found in the log");
+    }
+
+    let client = db.client().await;
+    let tables: Vec<String> = client
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(tables.contains(&"events".to_owned()) && tables.contains(&"runners".to_owned()));
+    for table in &tables {
+        let dump = db.dump(table, "1").await.join("\n");
+        for (what, secret) in &secrets {
+            assert!(!dump.contains(secret.as_str()), "{what} found in table {table}");
+        }
+    }
+    let events = db.dump("events", "position").await.join("\n");
+    assert!(
+        !events.contains("admin@example.org"),
+        "an email in plain text in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_adds_and_deletes_users_while_a_server_runs() {
+    let app = TestApp::start().await;
+    let url = app.db.url();
+    let add = Command::new(warden_binary())
+        .args([
+            "--database-url",
+            &url,
+            "user",
+            "add",
+            "cli@example.org",
+            "--role",
+            "admin",
+        ])
+        .env("WARDEN_USER_PASSWORD", "cli user password long")
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    assert!(String::from_utf8_lossy(&add.stdout).starts_with("added user "));
+    // The server (another instance) sees the user at once.
+    assert_eq!(
+        app.login("cli@example.org", "cli user password long", true)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let duplicate = Command::new(warden_binary())
+        .args(["--database-url", &url, "user", "add", "CLI@example.org"])
+        .env("WARDEN_USER_PASSWORD", "cli user password long")
+        .output()
+        .unwrap();
+    assert!(!duplicate.status.success());
+    assert!(
+        String::from_utf8_lossy(&duplicate.stderr).contains("already in use"),
+        "{}",
+        String::from_utf8_lossy(&duplicate.stderr)
+    );
+
+    let weak = Command::new(warden_binary())
+        .args(["--database-url", &url, "user", "add", "weak@example.org"])
+        .env("WARDEN_USER_PASSWORD", "short")
+        .output()
+        .unwrap();
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 12"));
+
+    let del = Command::new(warden_binary())
+        .args(["--database-url", &url, "user", "del", "cli@example.org"])
+        .output()
+        .unwrap();
+    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+    assert_eq!(
+        app.login("cli@example.org", "cli user password long", false)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let migrate = Command::new(warden_binary())
+        .args(["--database-url", &url, "migrate"])
+        .output()
+        .unwrap();
+    assert!(migrate.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&migrate.stdout).trim(),
+        "applied 0 migration(s)"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn a_bad_config_stops_start_up_naming_the_field() {
+    let dir = shared_tempdir();
+    let config = write_config(
+        dir.path(),
+        "security:\n  local_account:\n    user_provisioning:\n      0:\n        email: admin@example.org\n        password: ${WARDEN_SURELY_UNSET_VARIABLE}\n",
+    );
+    let output = Command::new(warden_binary())
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("security.local_account.user_provisioning.0.password"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("WARDEN_SURELY_UNSET_VARIABLE"), "{stderr}");
+}
