@@ -133,7 +133,7 @@ pub async fn add_local_user(
     };
     state
         .commands
-        .execute::<User>(&StreamId::user(user_id), &command, metadata)
+        .execute_new::<User>(&StreamId::user(user_id), &command, metadata)
         .await?;
     Ok(user_id)
 }

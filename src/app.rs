@@ -13,6 +13,9 @@ use crate::db::Database;
 use crate::event_store::EventStore;
 use crate::projection_runner::ProjectionRunner;
 
+/// How long start-up waits for the projectors to reach the end of the log.
+const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub struct AppState {
     pub config: Config,
     pub db: Database,
@@ -49,6 +52,10 @@ impl AppState {
         let cancel = CancellationToken::new();
         let mut tasks = projections.start(cancel.clone());
         tasks.push(store.spawn_append_listener(db.config().clone(), cancel.clone()));
+        tasks.push(store.spawn_append_notifier(cancel.clone()));
+        // Read models must not lag the log when the first request arrives
+        // (after a crash the last projector batches may be missing).
+        projections.catch_up(CATCH_UP_TIMEOUT).await?;
         let commands = CommandService::new(store, projections, config.http.consistency_timeout);
         let key = signing_key::load_or_create(&db, config.security.secret_key.as_ref().map(|k| k.expose())).await?;
         let access_tokens = AccessTokens::new(&key, config.security.access_token_lifetime);

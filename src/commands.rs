@@ -72,10 +72,36 @@ impl CommandService {
         command: &A::Command,
         metadata: &Metadata,
     ) -> Result<Executed<A>, CommandError> {
+        self.run(stream, command, metadata, false).await
+    }
+
+    /// Like [`Self::execute`] for a stream id that was just generated: the
+    /// first attempt skips loading (the stream cannot exist yet; if it
+    /// does, the append's expected version refuses and we load and retry).
+    pub async fn execute_new<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        command: &A::Command,
+        metadata: &Metadata,
+    ) -> Result<Executed<A>, CommandError> {
+        self.run(stream, command, metadata, true).await
+    }
+
+    async fn run<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        command: &A::Command,
+        metadata: &Metadata,
+        fresh_stream: bool,
+    ) -> Result<Executed<A>, CommandError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut state, expected) = self.load::<A>(stream).await?;
+            let (mut state, expected) = if fresh_stream && attempt == 1 {
+                (A::default(), ExpectedVersion::NO_STREAM)
+            } else {
+                self.load::<A>(stream).await?
+            };
             let events = state.decide(command)?;
             if events.is_empty() {
                 return Ok(Executed {
@@ -88,7 +114,7 @@ impl CommandService {
                 Ok(appended) => {
                     events.iter().for_each(|event| state.evolve(event));
                     self.projections
-                        .wait_for(appended.cursor, self.consistency_timeout)
+                        .wait_for_events(appended.cursor, &events, self.consistency_timeout)
                         .await?;
                     return Ok(Executed {
                         state,

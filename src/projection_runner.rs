@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
-use warden_events::LogCursor;
+use warden_events::{Event, LogCursor};
 use warden_projections::Projection;
 
 use crate::db::Connection;
@@ -37,6 +37,14 @@ const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 pub struct ProjectionLag {
     pub projection: &'static str,
     pub waited: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lag(#[from] ProjectionLag),
 }
 
 struct Projector {
@@ -144,8 +152,31 @@ impl ProjectionRunner {
 
     /// Waits until every projector has applied everything up to `target`.
     pub async fn wait_for(&self, target: LogCursor, timeout: Duration) -> Result<(), ProjectionLag> {
+        self.wait_for_projectors(target, timeout, |_| true).await
+    }
+
+    /// Waits until the projectors that handle any of `events` have applied
+    /// everything up to `target` (read-your-writes for those read models).
+    pub async fn wait_for_events(
+        &self,
+        target: LogCursor,
+        events: &[Event],
+        timeout: Duration,
+    ) -> Result<(), ProjectionLag> {
+        self.wait_for_projectors(target, timeout, |projection| {
+            events.iter().any(|e| projection.handles(e))
+        })
+        .await
+    }
+
+    async fn wait_for_projectors(
+        &self,
+        target: LogCursor,
+        timeout: Duration,
+        concerned: impl Fn(&dyn Projection) -> bool,
+    ) -> Result<(), ProjectionLag> {
         let deadline = Instant::now() + timeout;
-        for projector in &self.projectors {
+        for projector in self.projectors.iter().filter(|p| concerned(p.projection.as_ref())) {
             let mut progress = projector.progress.subscribe();
             loop {
                 if *progress.borrow_and_update() >= target {
@@ -172,6 +203,27 @@ impl ProjectionRunner {
             }
         }
         Ok(())
+    }
+
+    /// Waits until every projector has reached the end of the log as it
+    /// is now. Run before serving, so that after a crash no request is
+    /// answered from read models that lag the log.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), CatchUpError> {
+        let connection = self.store.database().get().await.map_err(StoreError::from)?;
+        let head = connection
+            .query_opt(
+                "SELECT transaction_id, position FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        drop(connection);
+        let Some(head) = head else { return Ok(()) };
+        let head = LogCursor {
+            transaction_id: head.get(0),
+            position: head.get(1),
+        };
+        Ok(self.wait_for(head, timeout).await?)
     }
 
     pub fn status(&self) -> Vec<ProjectorStatus> {

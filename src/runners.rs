@@ -33,7 +33,7 @@ pub async fn create_runner(
     };
     state
         .commands
-        .execute::<Runner>(&StreamId::runner(runner_id), &command, metadata)
+        .execute_new::<Runner>(&StreamId::runner(runner_id), &command, metadata)
         .await?;
     Ok(CreatedRunner {
         id: runner_id,

@@ -11,8 +11,8 @@ pub mod runners;
 pub mod users;
 
 use async_trait::async_trait;
-use tokio_postgres::Transaction;
-use warden_events::RecordedEvent;
+pub use deadpool_postgres::Transaction;
+use warden_events::{Event, RecordedEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -28,8 +28,23 @@ pub trait Projection: Send + Sync {
     /// The read-model tables this projector writes, for rebuild and verify.
     fn tables(&self) -> &'static [&'static str];
 
+    /// Whether `event` changes this projector's tables; commands only wait
+    /// for the projectors their events concern.
+    fn handles(&self, event: &Event) -> bool;
+
     /// Applies one event; events a projector does not care about are no-ops.
     async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
+}
+
+/// Runs `sql` on `tx` through the connection's statement cache: one round
+/// trip per event instead of a prepare plus an execute.
+pub async fn execute(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, ProjectionError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&statement, params).await?)
 }
 
 /// Every projector warden runs, in the order they are applied.

@@ -1,8 +1,8 @@
 //! The `runners` read model, which also answers runner-token checks.
 
-use crate::{Projection, ProjectionError};
+use crate::{execute, Projection, ProjectionError, Transaction};
 use async_trait::async_trait;
-use tokio_postgres::Transaction;
+
 use warden_events::{Actor, Event, RecordedEvent};
 
 pub struct RunnerProjection;
@@ -17,6 +17,10 @@ impl Projection for RunnerProjection {
         &["runners"]
     }
 
+    fn handles(&self, event: &Event) -> bool {
+        matches!(event, Event::RunnerCreated(_) | Event::RunnerInvalidated(_))
+    }
+
     async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
         let version = recorded.stream_version;
         let at = recorded.recorded_at;
@@ -26,7 +30,8 @@ impl Projection for RunnerProjection {
                     Actor::User { user_id } => Some(user_id),
                     _ => None,
                 };
-                tx.execute(
+                execute(
+                    tx,
                     "INSERT INTO runners (id, token_hash, status, description, tags, created_by,
                                           created_at, updated_at, version)
                      VALUES ($1, $2, 'active', $3, $4, $5, $6, $6, $7)
@@ -44,7 +49,8 @@ impl Projection for RunnerProjection {
                 .await?;
             }
             Event::RunnerInvalidated(e) => {
-                tx.execute(
+                execute(
+                    tx,
                     "UPDATE runners SET status = 'invalidated', invalidated_at = $2,
                                         invalidation_reason = $3, updated_at = $2, version = $4
                      WHERE id = $1 AND version < $4",

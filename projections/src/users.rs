@@ -1,8 +1,8 @@
 //! The `users` read model: one row per user, a tombstone once deleted.
 
-use crate::{Projection, ProjectionError};
+use crate::{execute, Projection, ProjectionError, Transaction};
 use async_trait::async_trait;
-use tokio_postgres::Transaction;
+
 use warden_events::user::UserOrigin;
 use warden_events::{Event, Pii, RecordedEvent};
 
@@ -18,6 +18,17 @@ impl Projection for UserProjection {
         &["users"]
     }
 
+    fn handles(&self, event: &Event) -> bool {
+        matches!(
+            event,
+            Event::LocalUserCreated(_)
+                | Event::UserEmailChanged(_)
+                | Event::UserPasswordChanged(_)
+                | Event::UserRoleChanged(_)
+                | Event::UserDeleted(_)
+        )
+    }
+
     async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
         let version = recorded.stream_version;
         let at = recorded.recorded_at;
@@ -28,7 +39,8 @@ impl Projection for UserProjection {
                     UserOrigin::CommandLine => ("command_line", None),
                     UserOrigin::SignUp => ("sign_up", None),
                 };
-                tx.execute(
+                execute(
+                    tx,
                     "INSERT INTO users (id, provider, email, password_hash, role, origin, provisioning_id,
                                         created_at, updated_at, version)
                      VALUES ($1, 'local', $2, $3, $4, $5, $6, $7, $7, $8)
@@ -47,7 +59,8 @@ impl Projection for UserProjection {
                 .await?;
             }
             Event::UserEmailChanged(e) => {
-                tx.execute(
+                execute(
+                    tx,
                     "UPDATE users SET email = $2, updated_at = $3, version = $4
                      WHERE id = $1 AND version < $4",
                     &[&e.user_id, &readable(&e.email), &at, &version],
@@ -55,7 +68,8 @@ impl Projection for UserProjection {
                 .await?;
             }
             Event::UserPasswordChanged(e) => {
-                tx.execute(
+                execute(
+                    tx,
                     "UPDATE users SET password_hash = $2, updated_at = $3, version = $4
                      WHERE id = $1 AND version < $4",
                     &[&e.user_id, &e.password_hash, &at, &version],
@@ -63,7 +77,8 @@ impl Projection for UserProjection {
                 .await?;
             }
             Event::UserRoleChanged(e) => {
-                tx.execute(
+                execute(
+                    tx,
                     "UPDATE users SET role = $2, updated_at = $3, version = $4
                      WHERE id = $1 AND version < $4",
                     &[&e.user_id, &e.role.as_str(), &at, &version],
@@ -73,7 +88,8 @@ impl Projection for UserProjection {
             Event::UserDeleted(e) => {
                 // Keep a tombstone so a redelivered creation cannot revive
                 // the row; drop everything personal or secret.
-                tx.execute(
+                execute(
+                    tx,
                     "UPDATE users SET email = NULL, password_hash = NULL, deleted_at = $2,
                                       updated_at = $2, version = $3
                      WHERE id = $1 AND version < $3",
