@@ -244,19 +244,7 @@ impl TestApp {
 
     /// The seed's login call: a form-encoded password grant.
     pub async fn login(&self, email: &str, password: &str, admin: bool) -> reqwest::Response {
-        let scope = if admin { "&scope=admin" } else { "" };
-        let body = format!(
-            "grant_type=password{scope}&username={}&password={}",
-            urlencode(email),
-            urlencode(password)
-        );
-        self.http
-            .post(self.url("/api/local-account/login"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+        password_login(&self.http, &self.base_url, email, password, admin).await
     }
 
     pub async fn token(&self, email: &str, password: &str, admin: bool) -> String {
@@ -314,6 +302,28 @@ impl TestApp {
         }
         self.db
     }
+}
+
+/// The seed's login call against any warden at `base_url`.
+pub async fn password_login(
+    http: &reqwest::Client,
+    base_url: &str,
+    email: &str,
+    password: &str,
+    admin: bool,
+) -> reqwest::Response {
+    let scope = if admin { "&scope=admin" } else { "" };
+    let body = format!(
+        "grant_type=password{scope}&username={}&password={}",
+        urlencode(email),
+        urlencode(password)
+    );
+    http.post(format!("{base_url}/api/local-account/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 pub fn urlencode(value: &str) -> String {

@@ -93,16 +93,7 @@ const CONFIG: &str = "security:\n  local_account:\n    mode: no_signup_hidden\n 
 const PASSWORD: &str = "process test admin password";
 
 async fn login(http: &reqwest::Client, base: &str) -> String {
-    let response = http
-        .post(format!("{base}/api/local-account/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type=password&scope=admin&username=admin%40example.org&password={}",
-            urlencode(PASSWORD)
-        ))
-        .send()
-        .await
-        .unwrap();
+    let response = password_login(http, base, "admin@example.org", PASSWORD, true).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json::<Value>().await.unwrap()["access_token"]
         .as_str()
