@@ -197,7 +197,7 @@ async fn measure_warden(db: Database, duration: Duration) -> Vec<Measurement> {
         run_clients("warden CreateRunner command, no HTTP", duration, move || {
             let state = Arc::clone(&state);
             async move {
-                warden::runners::create_runner(&state, None, Vec::new(), &Metadata::system("bench"))
+                warden::runners::create_runner(&state, Default::default(), &Metadata::system("bench"))
                     .await
                     .unwrap();
             }
@@ -216,6 +216,7 @@ async fn measure_warden(db: Database, duration: Duration) -> Vec<Measurement> {
                     token_hash: "ab".repeat(32),
                     description: None,
                     tags: Vec::new(),
+                    priority: 0,
                 });
                 store
                     .append(

@@ -10,8 +10,14 @@ use crate::auth::signing_key;
 use crate::commands::CommandService;
 use crate::config::Config;
 use crate::db::Database;
+use crate::dispatcher::Dispatcher;
 use crate::event_store::EventStore;
+use crate::jobs::ProgressThrottle;
+use crate::log_follower::{self, FollowerProgress, LogConsumer};
+use crate::machines::MachinePresence;
 use crate::projection_runner::ProjectionRunner;
+use crate::rate_limit::RunnerRateLimit;
+use crate::reactions::JobReassignment;
 
 /// How long start-up waits for the projectors to reach the end of the log.
 const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -21,6 +27,10 @@ pub struct AppState {
     pub db: Database,
     pub commands: CommandService,
     pub access_tokens: AccessTokens,
+    pub dispatcher: Arc<Dispatcher>,
+    pub presence: MachinePresence,
+    pub progress: ProgressThrottle,
+    pub runner_rate_limit: RunnerRateLimit,
 }
 
 /// Background tasks of a running instance.
@@ -56,15 +66,32 @@ impl AppState {
         // Read models must not lag the log when the first request arrives
         // (after a crash the last projector batches may be missing).
         projections.catch_up(CATCH_UP_TIMEOUT).await?;
-        let commands = CommandService::new(store, projections, config.http.consistency_timeout);
+        let commands = CommandService::new(store.clone(), projections, config.http.consistency_timeout);
         let key = signing_key::load_or_create(&db, config.security.secret_key.as_ref().map(|k| k.expose())).await?;
         let access_tokens = AccessTokens::new(&key, config.security.access_token_lifetime);
+        let dispatcher = Arc::new(Dispatcher::default());
+        let reassignment: Arc<dyn LogConsumer> = Arc::new(JobReassignment {
+            commands: commands.clone(),
+            dispatcher: Arc::clone(&dispatcher),
+        });
+        tasks.push(tokio::spawn(log_follower::follow(
+            store,
+            reassignment,
+            Arc::new(FollowerProgress::new()),
+            cancel.clone(),
+        )));
         let state = Arc::new(AppState {
+            runner_rate_limit: RunnerRateLimit::new(&config.runners.rate_limit),
             config,
             db,
             commands,
             access_tokens,
+            dispatcher: Arc::clone(&dispatcher),
+            presence: MachinePresence::default(),
+            progress: ProgressThrottle::default(),
         });
+        tasks.push(dispatcher.spawn(Arc::clone(&state), cancel.clone()));
+        tasks.push(crate::machines::spawn_pruner(Arc::clone(&state), cancel.clone()));
         Ok((state, Background { cancel, tasks }))
     }
 }

@@ -46,6 +46,109 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub security: SecurityConfig,
+    #[serde(default)]
+    pub runners: RunnersConfig,
+}
+
+/// The runner side: machines, job hand-out, limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnersConfig {
+    /// A machine's contact is written to the log at most this often (plus
+    /// whenever its info or address changes); the freshest value is kept
+    /// in memory.
+    #[serde(default = "default_contact_record_interval", with = "humantime_serde")]
+    pub contact_record_interval: Duration,
+    /// Machines whose last recorded contact is older than this are pruned.
+    #[serde(default = "default_machine_retention", with = "humantime_serde")]
+    pub machine_retention: Duration,
+    #[serde(default = "default_prune_check_interval", with = "humantime_serde")]
+    pub prune_check_interval: Duration,
+    /// Longest a job request may wait for a job (`wait_seconds` is capped).
+    #[serde(default = "default_long_poll_max", with = "humantime_serde")]
+    pub long_poll_max: Duration,
+    /// A Project-W style machine counts as online this long after its last
+    /// heartbeat.
+    #[serde(default = "default_online_timeout", with = "humantime_serde")]
+    pub online_timeout: Duration,
+    /// Progress reports are recorded at most this often per job.
+    #[serde(default = "default_progress_record_interval", with = "humantime_serde")]
+    pub progress_record_interval: Duration,
+    /// Longest grace period for the old token when a runner token is reset.
+    #[serde(default = "default_max_token_grace", with = "humantime_serde")]
+    pub max_token_grace: Duration,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for RunnersConfig {
+    fn default() -> Self {
+        RunnersConfig {
+            contact_record_interval: default_contact_record_interval(),
+            machine_retention: default_machine_retention(),
+            prune_check_interval: default_prune_check_interval(),
+            long_poll_max: default_long_poll_max(),
+            online_timeout: default_online_timeout(),
+            progress_record_interval: default_progress_record_interval(),
+            max_token_grace: default_max_token_grace(),
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+fn default_contact_record_interval() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_machine_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_prune_check_interval() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
+fn default_long_poll_max() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_online_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_progress_record_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_token_grace() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+/// Requests per runner token (all its machines together).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    #[serde(default = "default_per_second")]
+    pub per_second: u32,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_second: default_per_second(),
+            burst: default_burst(),
+        }
+    }
+}
+
+fn default_per_second() -> u32 {
+    100
+}
+
+fn default_burst() -> u32 {
+    500
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -187,7 +290,7 @@ impl Config {
             figment = figment.merge(Serialized::defaults(read_yaml(path)?));
         }
         figment = figment.merge(Env::prefixed("WARDEN_").split("__").filter(|key| {
-            ["database.", "http.", "security."]
+            ["database.", "http.", "security.", "runners."]
                 .iter()
                 .any(|s| key.as_str().starts_with(s))
                 || key.as_str().contains("__")
@@ -220,6 +323,22 @@ impl Config {
             .map_err(|e| field_error("http.listen", format!("not an address like 127.0.0.1:8080 ({e})")))?;
         if self.http.max_body_bytes < 1024 {
             return Err(field_error("http.max_body_bytes", "must be at least 1024"));
+        }
+        let runners = &self.runners;
+        if runners.rate_limit.per_second == 0 || runners.rate_limit.burst == 0 {
+            return Err(field_error(
+                "runners.rate_limit",
+                "per_second and burst must be at least 1",
+            ));
+        }
+        if runners.contact_record_interval.is_zero() || runners.prune_check_interval.is_zero() {
+            return Err(field_error("runners", "intervals must be longer than 0s"));
+        }
+        if runners.machine_retention <= runners.contact_record_interval {
+            return Err(field_error(
+                "runners.machine_retention",
+                "must be longer than runners.contact_record_interval, or live machines would be pruned",
+            ));
         }
         if self.database.max_connections < 4 {
             return Err(field_error("database.max_connections", "must be at least 4"));

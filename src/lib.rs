@@ -13,11 +13,18 @@ pub mod commands;
 pub mod config;
 pub mod database_setup;
 pub mod db;
+pub mod dispatcher;
 pub mod domain;
 pub mod embedded_pg;
 pub mod event_store;
+pub mod failpoint;
 pub mod http;
+pub mod jobs;
+pub mod log_follower;
+pub mod machines;
 pub mod projection_runner;
+pub mod rate_limit;
+pub mod reactions;
 pub mod runners;
 pub mod secrets;
 

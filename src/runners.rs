@@ -1,13 +1,16 @@
-//! Runners: creation (with a token shown once), invalidation, and the
-//! token check every runner request goes through.
+//! Runners: creation (with a token shown once), settings, pause, token
+//! reset, invalidation, and the token check every runner request goes
+//! through.
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use serde::Serialize;
 use uuid::Uuid;
 use warden_events::{Metadata, StreamId};
 
 use crate::app::AppState;
 use crate::commands::CommandError;
-use crate::domain::runner::{Runner, RunnerCommand};
+use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
 use crate::event_store::StoreError;
 use crate::secrets::tokens::{self, RUNNER_TOKEN_PREFIX};
 
@@ -19,8 +22,7 @@ pub struct CreatedRunner {
 
 pub async fn create_runner(
     state: &AppState,
-    description: Option<String>,
-    tags: Vec<String>,
+    settings: RunnerSettings,
     metadata: &Metadata,
 ) -> Result<CreatedRunner, CommandError> {
     let runner_id = Uuid::now_v7();
@@ -28,8 +30,7 @@ pub async fn create_runner(
     let command = RunnerCommand::Create {
         runner_id,
         token_hash: token.hash,
-        description,
-        tags,
+        settings,
     };
     state
         .commands
@@ -41,22 +42,38 @@ pub async fn create_runner(
     })
 }
 
-/// Invalidates a runner; when this returns, its token is refused.
-pub async fn invalidate_runner(
+/// Runs an admin command on a runner; when this returns, token checks and
+/// assignment see the change.
+pub async fn change_runner(
     state: &AppState,
     runner_id: Uuid,
-    reason: Option<String>,
+    command: RunnerCommand,
     metadata: &Metadata,
 ) -> Result<(), CommandError> {
     state
         .commands
-        .execute::<Runner>(
-            &StreamId::runner(runner_id),
-            &RunnerCommand::Invalidate { reason },
-            metadata,
-        )
+        .execute::<Runner>(&StreamId::runner(runner_id), &command, metadata)
         .await?;
     Ok(())
+}
+
+/// A fresh token for the runner; the old one stops at once, or at the end
+/// of `grace`.
+pub async fn reset_token(
+    state: &AppState,
+    runner_id: Uuid,
+    grace: Option<std::time::Duration>,
+    metadata: &Metadata,
+) -> Result<String, CommandError> {
+    let token = tokens::generate(RUNNER_TOKEN_PREFIX);
+    let previous_token_valid_until =
+        grace.map(|grace| Utc::now() + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero()));
+    let command = RunnerCommand::ResetToken {
+        token_hash: token.hash,
+        previous_token_valid_until,
+    };
+    change_runner(state, runner_id, command, metadata).await?;
+    Ok(token.plain)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,18 +86,30 @@ pub enum RunnerAuthError {
     Store(#[from] StoreError),
 }
 
+/// A runner as its token check sees it.
+#[derive(Clone, Debug)]
 pub struct AuthenticatedRunner {
     pub runner_id: Uuid,
+    pub tags: Vec<String>,
+    pub priority: i32,
+    pub paused: bool,
 }
 
-/// Looks a runner token up by its hash in the runner read model.
+/// Looks a runner token up by its hash in the runner read model: the
+/// current token, or the previous one during its grace period.
 pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<AuthenticatedRunner, RunnerAuthError> {
     if !tokens::is_well_formed(token, RUNNER_TOKEN_PREFIX) {
         return Err(RunnerAuthError::Unknown);
     }
     let presented = tokens::hash(token);
     let select = client
-        .prepare_cached("SELECT id, token_hash, status FROM runners WHERE token_hash = $1")
+        .prepare_cached(
+            "SELECT id, token_hash, status, tags, priority, paused FROM runners WHERE token_hash = $1
+             UNION ALL
+             SELECT id, previous_token_hash, status, tags, priority, paused FROM runners
+             WHERE previous_token_hash = $1 AND previous_token_valid_until > now()
+             LIMIT 1",
+        )
         .await
         .map_err(StoreError::from)?;
     let row = client
@@ -95,5 +124,55 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<A
     if row.get::<_, &str>(2) != "active" {
         return Err(RunnerAuthError::Invalidated);
     }
-    Ok(AuthenticatedRunner { runner_id: row.get(0) })
+    Ok(AuthenticatedRunner {
+        runner_id: row.get(0),
+        tags: row.get(3),
+        priority: row.get(4),
+        paused: row.get(5),
+    })
+}
+
+#[derive(Serialize)]
+pub struct RunnerView {
+    pub id: Uuid,
+    pub status: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub priority: i32,
+    pub paused: bool,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub invalidated_at: Option<DateTime<Utc>>,
+    pub machines: Vec<crate::machines::MachineView>,
+}
+
+/// Every runner with its (not pruned) machines, newest first.
+pub async fn list_runners(state: &AppState) -> Result<Vec<RunnerView>, StoreError> {
+    let connection = state.db.get().await?;
+    let rows = connection
+        .query(
+            "SELECT id, status, description, tags, priority, paused, created_by, created_at, invalidated_at
+             FROM runners ORDER BY created_at DESC, id",
+            &[],
+        )
+        .await?;
+    let mut machines = crate::machines::list_machines(state, None).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let id: Uuid = row.get(0);
+            RunnerView {
+                id,
+                status: row.get(1),
+                description: row.get(2),
+                tags: row.get(3),
+                priority: row.get(4),
+                paused: row.get(5),
+                created_by: row.get(6),
+                created_at: row.get(7),
+                invalidated_at: row.get(8),
+                machines: machines.remove(&id).unwrap_or_default(),
+            }
+        })
+        .collect())
 }

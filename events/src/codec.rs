@@ -90,6 +90,7 @@ mod tests {
             token_hash: "ab".repeat(32),
             description: Some("gpu box".into()),
             tags: vec!["gpu".into()],
+            priority: 0,
         });
         let stored = encode(&event);
         assert_eq!(stored.event_type, "RunnerCreated");

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
 
+/// Namespace of machine ids (a fixed random UUID).
+const MACHINE_NAMESPACE: Uuid = Uuid::from_u128(0x6c1e_9a4e_2b7d_4f0c_9d3a_51f8_0e2b_7c44);
+
 /// Name of one stream (one aggregate instance): `<category>-<id>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -20,6 +23,13 @@ impl StreamId {
     }
     pub fn runner_machine(machine_id: Uuid) -> Self {
         StreamId(format!("machine-{machine_id}"))
+    }
+    /// The id of the machine `system_id` of runner `runner_id`: a name-based
+    /// UUID (v5), so every instance derives the same id without a lookup.
+    pub fn machine_id(runner_id: Uuid, system_id: &str) -> Uuid {
+        let mut name = runner_id.as_bytes().to_vec();
+        name.extend_from_slice(system_id.as_bytes());
+        Uuid::new_v5(&MACHINE_NAMESPACE, &name)
     }
     pub fn job(job_id: Uuid) -> Self {
         StreamId(format!("job-{job_id}"))

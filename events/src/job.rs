@@ -3,13 +3,15 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSubmitted {
     pub job_id: Uuid,
     pub submitted_by: Uuid,
     pub payload: serde_json::Value,
+    /// A job only goes to runners that have all of these tags.
     #[serde(default)]
     pub required_tags: Vec<String>,
+    /// Higher goes first; equal priorities go oldest first.
     #[serde(default)]
     pub priority: i32,
 }
@@ -21,10 +23,22 @@ pub struct JobAssigned {
     pub machine_id: Uuid,
 }
 
+/// Progress reported by the machine running the job (throttled).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobProgressed {
+    pub job_id: Uuid,
+    /// 0.0 to 1.0.
+    pub progress: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Back in the queue, taken from `runner_id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRequeued {
     pub job_id: Uuid,
     pub runner_id: Uuid,
+    pub machine_id: Uuid,
     pub reason: String,
 }
 
@@ -33,13 +47,40 @@ pub struct JobRequeued {
 pub enum JobOutcome {
     Succeeded,
     Failed,
+    /// Stopped by the runner after a cancel request.
+    Aborted,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Aborted => "aborted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobFinished {
     pub job_id: Uuid,
     pub runner_id: Uuid,
+    pub machine_id: Uuid,
     pub outcome: JobOutcome,
     #[serde(default)]
     pub result: serde_json::Value,
+}
+
+/// The submitter (or an admin) asked to stop a running job; the machine
+/// learns it from its next heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCancelRequested {
+    pub job_id: Uuid,
+}
+
+/// A job that will never run (cancelled while queued, or its runner went
+/// away while a cancel was pending).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCancelled {
+    pub job_id: Uuid,
 }

@@ -64,12 +64,20 @@ events! {
     UserDeleted(user::UserDeleted) = version 1,
     RunnerCreated(runner::RunnerCreated) = version 1,
     RunnerInvalidated(runner::RunnerInvalidated) = version 1,
+    RunnerTokenReset(runner::RunnerTokenReset) = version 1,
+    RunnerUpdated(runner::RunnerUpdated) = version 1,
+    RunnerPaused(runner::RunnerPaused) = version 1,
+    RunnerResumed(runner::RunnerResumed) = version 1,
     RunnerMachineRegistered(machine::RunnerMachineRegistered) = version 1,
+    RunnerMachineContacted(machine::RunnerMachineContacted) = version 1,
     RunnerMachinePruned(machine::RunnerMachinePruned) = version 1,
     JobSubmitted(job::JobSubmitted) = version 1,
     JobAssigned(job::JobAssigned) = version 1,
+    JobProgressed(job::JobProgressed) = version 1,
     JobRequeued(job::JobRequeued) = version 1,
     JobFinished(job::JobFinished) = version 1,
+    JobCancelRequested(job::JobCancelRequested) = version 1,
+    JobCancelled(job::JobCancelled) = version 1,
 }
 
 impl Event {
@@ -133,6 +141,7 @@ mod tests {
             token_hash: "00".into(),
             description: None,
             tags: vec![],
+            priority: 0,
         });
         assert!(runner.pii_fields_mut().is_empty());
     }

@@ -1,5 +1,6 @@
 //! Events of the `runner-<id>` streams.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -12,6 +13,9 @@ pub struct RunnerCreated {
     pub description: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Higher runs first when several machines wait for work.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,4 +23,37 @@ pub struct RunnerInvalidated {
     pub runner_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A new token replaced the old one, which stays valid until
+/// `previous_token_valid_until` (never, when `None`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerTokenReset {
+    pub runner_id: Uuid,
+    pub token_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_token_valid_until: Option<DateTime<Utc>>,
+}
+
+/// New settings (the whole set, not a patch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerUpdated {
+    pub runner_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// No new jobs for a paused runner; running ones continue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerPaused {
+    pub runner_id: Uuid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerResumed {
+    pub runner_id: Uuid,
 }

@@ -7,6 +7,8 @@
 //! an event twice (a crash between apply and checkpoint, a replay over live
 //! tables) changes nothing.
 
+pub mod jobs;
+pub mod machines;
 pub mod runners;
 pub mod users;
 
@@ -49,5 +51,10 @@ pub async fn execute(
 
 /// Every projector warden runs, in the order they are applied.
 pub fn all() -> Vec<Box<dyn Projection>> {
-    vec![Box::new(users::UserProjection), Box::new(runners::RunnerProjection)]
+    vec![
+        Box::new(users::UserProjection),
+        Box::new(runners::RunnerProjection),
+        Box::new(machines::MachineProjection),
+        Box::new(jobs::JobProjection),
+    ]
 }

@@ -2,7 +2,6 @@
 
 use crate::{execute, Projection, ProjectionError, Transaction};
 use async_trait::async_trait;
-
 use warden_events::{Actor, Event, RecordedEvent};
 
 pub struct RunnerProjection;
@@ -18,7 +17,15 @@ impl Projection for RunnerProjection {
     }
 
     fn handles(&self, event: &Event) -> bool {
-        matches!(event, Event::RunnerCreated(_) | Event::RunnerInvalidated(_))
+        matches!(
+            event,
+            Event::RunnerCreated(_)
+                | Event::RunnerInvalidated(_)
+                | Event::RunnerTokenReset(_)
+                | Event::RunnerUpdated(_)
+                | Event::RunnerPaused(_)
+                | Event::RunnerResumed(_)
+        )
     }
 
     async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
@@ -32,15 +39,16 @@ impl Projection for RunnerProjection {
                 };
                 execute(
                     tx,
-                    "INSERT INTO runners (id, token_hash, status, description, tags, created_by,
+                    "INSERT INTO runners (id, token_hash, status, description, tags, priority, created_by,
                                           created_at, updated_at, version)
-                     VALUES ($1, $2, 'active', $3, $4, $5, $6, $6, $7)
+                     VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $7, $8)
                      ON CONFLICT (id) DO NOTHING",
                     &[
                         &e.runner_id,
                         &e.token_hash,
                         &e.description,
                         &e.tags,
+                        &e.priority,
                         &created_by,
                         &at,
                         &version,
@@ -49,17 +57,63 @@ impl Projection for RunnerProjection {
                 .await?;
             }
             Event::RunnerInvalidated(e) => {
+                // The previous token (grace period) dies with the runner too.
                 execute(
                     tx,
-                    "UPDATE runners SET status = 'invalidated', invalidated_at = $2,
-                                        invalidation_reason = $3, updated_at = $2, version = $4
+                    "UPDATE runners SET status = 'invalidated', invalidated_at = $2, invalidation_reason = $3,
+                                        previous_token_hash = NULL, previous_token_valid_until = NULL,
+                                        updated_at = $2, version = $4
                      WHERE id = $1 AND version < $4",
                     &[&e.runner_id, &at, &e.reason, &version],
                 )
                 .await?;
             }
+            Event::RunnerTokenReset(e) => {
+                execute(
+                    tx,
+                    "UPDATE runners
+                     SET previous_token_hash = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE token_hash END,
+                         previous_token_valid_until = $3,
+                         token_hash = $2, updated_at = $4, version = $5
+                     WHERE id = $1 AND version < $5",
+                    &[
+                        &e.runner_id,
+                        &e.token_hash,
+                        &e.previous_token_valid_until,
+                        &at,
+                        &version,
+                    ],
+                )
+                .await?;
+            }
+            Event::RunnerUpdated(e) => {
+                execute(
+                    tx,
+                    "UPDATE runners SET description = $2, tags = $3, priority = $4, updated_at = $5, version = $6
+                     WHERE id = $1 AND version < $6",
+                    &[&e.runner_id, &e.description, &e.tags, &e.priority, &at, &version],
+                )
+                .await?;
+            }
+            Event::RunnerPaused(e) => set_paused(tx, e.runner_id, true, recorded).await?,
+            Event::RunnerResumed(e) => set_paused(tx, e.runner_id, false, recorded).await?,
             _ => {}
         }
         Ok(())
     }
+}
+
+async fn set_paused(
+    tx: &Transaction<'_>,
+    runner_id: uuid::Uuid,
+    paused: bool,
+    recorded: &RecordedEvent,
+) -> Result<(), ProjectionError> {
+    execute(
+        tx,
+        "UPDATE runners SET paused = $2, updated_at = $3, version = $4 WHERE id = $1 AND version < $4",
+        &[&runner_id, &paused, &recorded.recorded_at, &recorded.stream_version],
+    )
+    .await?;
+    Ok(())
 }

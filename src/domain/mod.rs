@@ -3,6 +3,8 @@
 //! anything that needs randomness or a clock (ids, password hashes) is
 //! computed by the caller and passed in the command.
 
+pub mod job;
+pub mod machine;
 pub mod runner;
 pub mod user;
 

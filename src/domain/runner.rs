@@ -1,7 +1,11 @@
-//! The runner aggregate: created by an admin, invalidated for good.
+//! The runner aggregate: created by an admin with a token, re-configured,
+//! paused, its token reset, and finally invalidated for good.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use warden_events::runner::{RunnerCreated, RunnerInvalidated};
+use warden_events::runner::{
+    RunnerCreated, RunnerInvalidated, RunnerPaused, RunnerResumed, RunnerTokenReset, RunnerUpdated,
+};
 use warden_events::Event;
 
 use super::{Aggregate, DomainError};
@@ -10,13 +14,26 @@ use super::{Aggregate, DomainError};
 pub enum Runner {
     #[default]
     Unknown,
-    Active {
-        id: Uuid,
-        token_hash: String,
-    },
+    Active(ActiveRunner),
     Invalidated {
         id: Uuid,
     },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveRunner {
+    pub id: Uuid,
+    pub token_hash: String,
+    pub settings: RunnerSettings,
+    pub paused: bool,
+}
+
+/// What an admin can change about a runner.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunnerSettings {
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub priority: i32,
 }
 
 #[derive(Clone, Debug)]
@@ -25,77 +42,154 @@ pub enum RunnerCommand {
         runner_id: Uuid,
         /// SHA-256 of the freshly generated token (see `crate::secrets`).
         token_hash: String,
-        description: Option<String>,
-        tags: Vec<String>,
+        settings: RunnerSettings,
     },
     Invalidate {
         reason: Option<String>,
     },
+    ResetToken {
+        token_hash: String,
+        previous_token_valid_until: Option<DateTime<Utc>>,
+    },
+    Update(RunnerSettings),
+    Pause,
+    Resume,
 }
 
 const MAX_TAGS: usize = 50;
 const MAX_TEXT: usize = 1024;
+const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 
 impl Aggregate for Runner {
     type Command = RunnerCommand;
 
     fn evolve(&mut self, event: &Event) {
-        match event {
-            Event::RunnerCreated(e) => {
-                *self = Runner::Active {
+        match (&mut *self, event) {
+            (_, Event::RunnerCreated(e)) => {
+                *self = Runner::Active(ActiveRunner {
                     id: e.runner_id,
                     token_hash: e.token_hash.clone(),
+                    settings: RunnerSettings {
+                        description: e.description.clone(),
+                        tags: e.tags.clone(),
+                        priority: e.priority,
+                    },
+                    paused: false,
+                })
+            }
+            (Runner::Active(runner), Event::RunnerTokenReset(e)) => runner.token_hash = e.token_hash.clone(),
+            (Runner::Active(runner), Event::RunnerUpdated(e)) => {
+                runner.settings = RunnerSettings {
+                    description: e.description.clone(),
+                    tags: e.tags.clone(),
+                    priority: e.priority,
                 }
             }
-            Event::RunnerInvalidated(e) => *self = Runner::Invalidated { id: e.runner_id },
+            (Runner::Active(runner), Event::RunnerPaused(_)) => runner.paused = true,
+            (Runner::Active(runner), Event::RunnerResumed(_)) => runner.paused = false,
+            (_, Event::RunnerInvalidated(e)) => *self = Runner::Invalidated { id: e.runner_id },
             _ => {}
         }
     }
 
     fn decide(&self, command: &RunnerCommand) -> Result<Vec<Event>, DomainError> {
-        match (self, command) {
+        let runner = match (self, command) {
             (
                 Runner::Unknown,
                 RunnerCommand::Create {
                     runner_id,
                     token_hash,
-                    description,
-                    tags,
+                    settings,
                 },
             ) => {
-                validate_description(description.as_deref())?;
-                let tags = normalise_tags(tags)?;
-                Ok(vec![Event::RunnerCreated(RunnerCreated {
+                let settings = validate_settings(settings)?;
+                return Ok(vec![Event::RunnerCreated(RunnerCreated {
                     runner_id: *runner_id,
                     token_hash: token_hash.clone(),
-                    description: description.clone(),
-                    tags,
-                })])
+                    description: settings.description,
+                    tags: settings.tags,
+                    priority: settings.priority,
+                })]);
             }
-            (_, RunnerCommand::Create { .. }) => Err(DomainError::Conflict {
-                code: "runner_exists",
-                message: "a runner with this id already exists".into(),
-            }),
-            (Runner::Active { id, .. }, RunnerCommand::Invalidate { reason }) => {
-                validate_description(reason.as_deref())?;
-                Ok(vec![Event::RunnerInvalidated(RunnerInvalidated {
-                    runner_id: *id,
+            (_, RunnerCommand::Create { .. }) => {
+                return Err(DomainError::Conflict {
+                    code: "runner_exists",
+                    message: "a runner with this id already exists".into(),
+                })
+            }
+            (Runner::Unknown, _) => {
+                return Err(DomainError::NotFound {
+                    code: "runner_not_found",
+                    what: "runner",
+                })
+            }
+            (Runner::Invalidated { .. }, _) => {
+                return Err(DomainError::Conflict {
+                    code: "runner_already_invalidated",
+                    message: "this runner has already been invalidated".into(),
+                })
+            }
+            (Runner::Active(runner), _) => runner,
+        };
+        let id = runner.id;
+        let event = match command {
+            RunnerCommand::Create { .. } => unreachable!("handled above"),
+            RunnerCommand::Invalidate { reason } => {
+                validate_text(reason.as_deref())?;
+                Event::RunnerInvalidated(RunnerInvalidated {
+                    runner_id: id,
                     reason: reason.clone(),
-                })])
+                })
             }
-            (Runner::Invalidated { .. }, RunnerCommand::Invalidate { .. }) => Err(DomainError::Conflict {
-                code: "runner_already_invalidated",
-                message: "this runner has already been invalidated".into(),
+            RunnerCommand::ResetToken {
+                token_hash,
+                previous_token_valid_until,
+            } => Event::RunnerTokenReset(RunnerTokenReset {
+                runner_id: id,
+                token_hash: token_hash.clone(),
+                previous_token_valid_until: *previous_token_valid_until,
             }),
-            (Runner::Unknown, RunnerCommand::Invalidate { .. }) => Err(DomainError::NotFound {
-                code: "runner_not_found",
-                what: "runner",
-            }),
-        }
+            RunnerCommand::Update(settings) => {
+                let settings = validate_settings(settings)?;
+                if settings == runner.settings {
+                    return Ok(Vec::new());
+                }
+                Event::RunnerUpdated(RunnerUpdated {
+                    runner_id: id,
+                    description: settings.description,
+                    tags: settings.tags,
+                    priority: settings.priority,
+                })
+            }
+            RunnerCommand::Pause if runner.paused => return Ok(Vec::new()),
+            RunnerCommand::Pause => Event::RunnerPaused(RunnerPaused { runner_id: id }),
+            RunnerCommand::Resume if !runner.paused => return Ok(Vec::new()),
+            RunnerCommand::Resume => Event::RunnerResumed(RunnerResumed { runner_id: id }),
+        };
+        Ok(vec![event])
     }
 }
 
-fn validate_description(text: Option<&str>) -> Result<(), DomainError> {
+fn validate_settings(settings: &RunnerSettings) -> Result<RunnerSettings, DomainError> {
+    validate_text(settings.description.as_deref())?;
+    if !PRIORITY_RANGE.contains(&settings.priority) {
+        return Err(DomainError::Invalid {
+            code: "invalid_priority",
+            message: format!(
+                "priority must be between {} and {}",
+                PRIORITY_RANGE.start(),
+                PRIORITY_RANGE.end()
+            ),
+        });
+    }
+    Ok(RunnerSettings {
+        description: settings.description.clone(),
+        tags: normalise_tags(&settings.tags)?,
+        priority: settings.priority,
+    })
+}
+
+fn validate_text(text: Option<&str>) -> Result<(), DomainError> {
     match text {
         Some(text) if text.len() > MAX_TEXT => Err(DomainError::Invalid {
             code: "text_too_long",
@@ -106,12 +200,12 @@ fn validate_description(text: Option<&str>) -> Result<(), DomainError> {
 }
 
 /// Tags are short, lower-case, unique and sorted so that equal sets
-/// compare equal.
-fn normalise_tags(tags: &[String]) -> Result<Vec<String>, DomainError> {
+/// compare equal. Jobs use the same rules for their required tags.
+pub fn normalise_tags(tags: &[String]) -> Result<Vec<String>, DomainError> {
     if tags.len() > MAX_TAGS {
         return Err(DomainError::Invalid {
             code: "too_many_tags",
-            message: format!("a runner has at most {MAX_TAGS} tags"),
+            message: format!("at most {MAX_TAGS} tags"),
         });
     }
     let mut normalised = Vec::with_capacity(tags.len());
@@ -140,8 +234,11 @@ mod tests {
         RunnerCommand::Create {
             runner_id: id,
             token_hash: "ab".repeat(32),
-            description: None,
-            tags: vec!["GPU".into(), "linux".into(), "gpu".into()],
+            settings: RunnerSettings {
+                description: None,
+                tags: vec!["GPU".into(), "linux".into(), "gpu".into()],
+                priority: 0,
+            },
         }
     }
 
@@ -151,18 +248,21 @@ mod tests {
         state
     }
 
+    fn active(id: Uuid) -> (Runner, Vec<Event>) {
+        let created = Runner::Unknown.decide(&create(id)).unwrap();
+        (fold(&created), created)
+    }
+
     #[test]
     fn create_then_invalidate() {
         let id = Uuid::now_v7();
-        let created = Runner::Unknown.decide(&create(id)).unwrap();
+        let (state, created) = active(id);
         assert!(matches!(&created[..], [Event::RunnerCreated(e)] if e.tags == ["gpu", "linux"]));
-        let state = fold(&created);
-        assert!(matches!(state, Runner::Active { id: got, .. } if got == id));
+        assert!(matches!(&state, Runner::Active(r) if r.id == id && !r.paused));
 
         let invalidated = state.decide(&RunnerCommand::Invalidate { reason: None }).unwrap();
         assert!(matches!(&invalidated[..], [Event::RunnerInvalidated(e)] if e.runner_id == id));
-        let state = fold(&[created, invalidated].concat());
-        assert_eq!(state, Runner::Invalidated { id });
+        assert_eq!(fold(&[created, invalidated].concat()), Runner::Invalidated { id });
     }
 
     #[test]
@@ -170,23 +270,88 @@ mod tests {
         let id = Uuid::now_v7();
         let unknown = Runner::Unknown.decide(&RunnerCommand::Invalidate { reason: None });
         assert_eq!(unknown.unwrap_err().code(), "runner_not_found");
+        assert_eq!(
+            Runner::Unknown.decide(&RunnerCommand::Pause).unwrap_err().code(),
+            "runner_not_found"
+        );
 
-        let active = fold(&Runner::Unknown.decide(&create(id)).unwrap());
+        let (active, _) = active(id);
         assert_eq!(active.decide(&create(id)).unwrap_err().code(), "runner_exists");
 
         let invalidated = Runner::Invalidated { id };
-        let again = invalidated.decide(&RunnerCommand::Invalidate { reason: None });
-        assert_eq!(again.unwrap_err().code(), "runner_already_invalidated");
+        for command in [
+            RunnerCommand::Invalidate { reason: None },
+            RunnerCommand::Pause,
+            RunnerCommand::ResetToken {
+                token_hash: String::new(),
+                previous_token_valid_until: None,
+            },
+        ] {
+            assert_eq!(
+                invalidated.decide(&command).unwrap_err().code(),
+                "runner_already_invalidated"
+            );
+        }
     }
 
     #[test]
-    fn bad_tags_are_refused() {
+    fn pause_resume_and_updates_are_idempotent() {
+        let (state, created) = active(Uuid::now_v7());
+        assert!(state.decide(&RunnerCommand::Resume).unwrap().is_empty());
+        let paused = state.decide(&RunnerCommand::Pause).unwrap();
+        let state = fold(&[created.clone(), paused.clone()].concat());
+        assert!(matches!(&state, Runner::Active(r) if r.paused));
+        assert!(state.decide(&RunnerCommand::Pause).unwrap().is_empty());
+
+        let same = RunnerSettings {
+            description: None,
+            tags: vec!["linux".into(), "gpu".into()],
+            priority: 0,
+        };
+        assert!(state.decide(&RunnerCommand::Update(same)).unwrap().is_empty());
+        let more = RunnerSettings {
+            description: Some("big box".into()),
+            tags: vec!["gpu".into()],
+            priority: 5,
+        };
+        let updated = state.decide(&RunnerCommand::Update(more)).unwrap();
+        let state = fold(&[created, paused, updated].concat());
+        assert!(matches!(&state, Runner::Active(r) if r.settings.priority == 5 && r.settings.tags == ["gpu"]));
+    }
+
+    #[test]
+    fn token_reset_replaces_the_hash() {
+        let (state, created) = active(Uuid::now_v7());
+        let reset = state
+            .decide(&RunnerCommand::ResetToken {
+                token_hash: "cd".repeat(32),
+                previous_token_valid_until: None,
+            })
+            .unwrap();
+        let state = fold(&[created, reset].concat());
+        assert!(matches!(&state, Runner::Active(r) if r.token_hash == "cd".repeat(32)));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let bad_tag = RunnerSettings {
+            tags: vec!["has space".into()],
+            ..Default::default()
+        };
         let command = RunnerCommand::Create {
             runner_id: Uuid::now_v7(),
             token_hash: String::new(),
-            description: None,
-            tags: vec!["has space".into()],
+            settings: bad_tag,
         };
         assert_eq!(Runner::Unknown.decide(&command).unwrap_err().code(), "invalid_tag");
+        let (state, _) = active(Uuid::now_v7());
+        let extreme = RunnerSettings {
+            priority: 5000,
+            ..Default::default()
+        };
+        assert_eq!(
+            state.decide(&RunnerCommand::Update(extreme)).unwrap_err().code(),
+            "invalid_priority"
+        );
     }
 }

@@ -11,6 +11,9 @@ use super::StoreError;
 pub const LOCAL_EMAIL: &str = "local_email";
 /// Scope of `security.local_account.user_provisioning` ids.
 pub const PROVISIONING_ID: &str = "provisioning_id";
+/// A runner machine runs at most one job: the job stream holding the
+/// machine's id in this scope is the one it runs.
+pub const MACHINE_JOB: &str = "machine_job";
 
 /// Emails compare case-insensitively and without surrounding spaces.
 pub fn normalise_email(email: &str) -> String {
@@ -55,6 +58,13 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
             changes
         }
         Event::UserDeleted(_) => vec![ClaimChange::ReleaseAll],
+        Event::JobAssigned(e) => vec![ClaimChange::Take {
+            scope: MACHINE_JOB,
+            value: e.machine_id.to_string(),
+        }],
+        Event::JobRequeued(_) | Event::JobFinished(_) | Event::JobCancelled(_) => {
+            vec![ClaimChange::ReleaseScope(MACHINE_JOB)]
+        }
         _ => Vec::new(),
     }
 }

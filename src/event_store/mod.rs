@@ -61,6 +61,14 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
+impl From<warden_projections::ProjectionError> for StoreError {
+    fn from(error: warden_projections::ProjectionError) -> Self {
+        match error {
+            warden_projections::ProjectionError::Database(error) => error.into(),
+        }
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
         StoreError::Db(DbError::Pool(error))

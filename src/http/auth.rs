@@ -15,7 +15,7 @@ use super::error::ApiError;
 use crate::accounts;
 use crate::app::AppState;
 use crate::auth::access_tokens::{AccessTokens, TokenError};
-use crate::runners::{self, RunnerAuthError};
+use crate::runners::{self, AuthenticatedRunner, RunnerAuthError};
 use crate::secrets::tokens::RUNNER_TOKEN_PREFIX;
 
 /// A user authenticated by an access token.
@@ -36,10 +36,8 @@ impl AuthenticatedUser {
 /// An admin with an admin-scoped token.
 pub struct Admin(pub AuthenticatedUser);
 
-/// A runner authenticated by its runner token.
-pub struct Runner {
-    pub runner_id: Uuid,
-}
+/// A runner authenticated by its runner token (and within its rate limit).
+pub struct Runner(pub AuthenticatedRunner);
 
 fn state(request: &HttpRequest) -> Arc<AppState> {
     request
@@ -141,10 +139,16 @@ impl FromRequest for Runner {
             }
             let state = state(&request);
             let connection = state.db.get().await?;
-            match runners::authenticate(&connection, &token).await {
-                Ok(runner) => Ok(Runner {
-                    runner_id: runner.runner_id,
-                }),
+            let outcome = runners::authenticate(&connection, &token).await;
+            drop(connection);
+            match outcome {
+                Ok(runner) => {
+                    state
+                        .runner_rate_limit
+                        .check(runner.runner_id)
+                        .map_err(ApiError::too_many_requests)?;
+                    Ok(Runner(runner))
+                }
                 Err(RunnerAuthError::Unknown) => Err(ApiError::unauthorized(
                     "invalid_runner_token",
                     "not a valid runner token",

@@ -43,6 +43,7 @@ pub fn server(
                     .error_handler(error::form_error),
             )
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::PayloadConfig::new(max_body))
             .wrap(ErrorHandlers::new().default_handler(error::json_for_any_error))
             .wrap(Logger::new("%{x-request-id}o %a \"%r\" %s %b %Dms"))

@@ -21,6 +21,7 @@ fn created(runner_id: Uuid) -> Event {
         token_hash: "00".repeat(32),
         description: None,
         tags: vec![],
+        priority: 0,
     })
 }
 

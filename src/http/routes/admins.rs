@@ -1,14 +1,18 @@
+//! Admin calls (admin-scoped tokens only): runners and all jobs.
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::jobs::ListQuery;
 use super::optional_json;
 use crate::app::AppState;
+use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
 use crate::http::auth::Admin;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
-use crate::runners;
+use crate::{jobs, runners};
 
 /// Optional body of `create_runner`; the seed's call sends none.
 #[derive(Default, Deserialize)]
@@ -18,6 +22,8 @@ pub struct CreateRunnerBody {
     description: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
+    #[serde(default)]
+    priority: i32,
 }
 
 pub async fn create_runner(
@@ -29,8 +35,18 @@ pub async fn create_runner(
 ) -> Result<HttpResponse, ApiError> {
     let body: CreateRunnerBody = optional_json(&request, &body)?.unwrap_or_default();
     let metadata = context.metadata(admin.0.actor());
-    let created = runners::create_runner(&state, body.description, body.tags, &metadata).await?;
+    let settings = RunnerSettings {
+        description: body.description,
+        tags: body.tags,
+        priority: body.priority,
+    };
+    let created = runners::create_runner(&state, settings, &metadata).await?;
     Ok(HttpResponse::Created().json(json!({ "id": created.id, "token": created.token })))
+}
+
+fn parse_runner_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| ApiError::bad_request("invalid_runner_id", "runner_id must be a runner's UUID"))
 }
 
 #[derive(Deserialize)]
@@ -47,9 +63,115 @@ pub async fn invalidate_runner(
     query: web::Query<InvalidateQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let runner_id = Uuid::parse_str(query.runner_id.trim())
-        .map_err(|_| ApiError::bad_request("invalid_runner_id", "runner_id must be a runner's UUID"))?;
+    let runner_id = parse_runner_id(&query.runner_id)?;
     let metadata = context.metadata(admin.0.actor());
-    runners::invalidate_runner(&state, runner_id, query.reason, &metadata).await?;
+    let command = RunnerCommand::Invalidate { reason: query.reason };
+    runners::change_runner(&state, runner_id, command, &metadata).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": runner_id, "status": "invalidated" })))
+}
+
+#[derive(Deserialize)]
+pub struct ResetTokenQuery {
+    runner_id: String,
+    /// How long the old token keeps working, e.g. `10m`; default: not at all.
+    #[serde(default)]
+    grace_period: Option<String>,
+}
+
+pub async fn reset_runner_token(
+    state: web::Data<AppState>,
+    admin: Admin,
+    context: RequestContext,
+    query: web::Query<ResetTokenQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let runner_id = parse_runner_id(&query.runner_id)?;
+    let grace = match &query.grace_period {
+        None => None,
+        Some(text) => {
+            let grace = humantime::parse_duration(text)
+                .map_err(|e| ApiError::bad_request("invalid_grace_period", format!("grace_period: {e}")))?;
+            if grace > state.config.runners.max_token_grace {
+                return Err(ApiError::unprocessable(
+                    "invalid_grace_period",
+                    format!(
+                        "grace_period may be at most {}",
+                        humantime::format_duration(state.config.runners.max_token_grace)
+                    ),
+                ));
+            }
+            Some(grace)
+        }
+    };
+    let metadata = context.metadata(admin.0.actor());
+    let token = runners::reset_token(&state, runner_id, grace, &metadata).await?;
+    Ok(HttpResponse::Ok().json(json!({ "id": runner_id, "token": token })))
+}
+
+/// Fields to change; absent ones stay as they are.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRunnerBody {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    priority: Option<i32>,
+    #[serde(default)]
+    paused: Option<bool>,
+}
+
+pub async fn update_runner(
+    state: web::Data<AppState>,
+    admin: Admin,
+    context: RequestContext,
+    runner_id: web::Path<Uuid>,
+    body: web::Json<UpdateRunnerBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let runner_id = *runner_id;
+    let metadata = context.metadata(admin.0.actor());
+    let stream = warden_events::StreamId::runner(runner_id);
+    let (current, _) = state.commands.load::<Runner>(&stream).await?;
+    let settings = match &current {
+        Runner::Active(runner) => runner.settings.clone(),
+        // Let the domain say why (not found, invalidated).
+        _ => RunnerSettings::default(),
+    };
+    let wanted = RunnerSettings {
+        description: body.description.or(settings.description),
+        tags: body.tags.unwrap_or(settings.tags),
+        priority: body.priority.unwrap_or(settings.priority),
+    };
+    runners::change_runner(&state, runner_id, RunnerCommand::Update(wanted), &metadata).await?;
+    match body.paused {
+        Some(true) => runners::change_runner(&state, runner_id, RunnerCommand::Pause, &metadata).await?,
+        Some(false) => {
+            runners::change_runner(&state, runner_id, RunnerCommand::Resume, &metadata).await?;
+            state.dispatcher.kick();
+        }
+        None => {}
+    }
+    let view = runners::list_runners(&state)
+        .await?
+        .into_iter()
+        .find(|r| r.id == runner_id)
+        .ok_or_else(|| ApiError::not_found("runner_not_found", "runner not found"))?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Every runner with its machines.
+pub async fn list_runners(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(runners::list_runners(&state).await?))
+}
+
+/// Every user's jobs, newest first.
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (status, limit) = query.validated()?;
+    Ok(HttpResponse::Ok().json(jobs::list(&state, None, status, limit).await?))
 }

@@ -2,6 +2,7 @@
 
 pub mod admins;
 pub mod health;
+pub mod jobs;
 pub mod local_account;
 pub mod runners;
 pub mod users;
@@ -14,9 +15,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/api/health").route(web::get().to(health::health)))
         .service(resource("/api/local-account/login").route(web::post().to(local_account::login)))
         .service(resource("/api/users/me").route(web::get().to(users::me)))
+        // Jobs, for users.
+        .service(
+            resource("/api/jobs")
+                .route(web::post().to(jobs::submit))
+                .route(web::get().to(jobs::list_own)),
+        )
+        .service(resource("/api/jobs/{id}").route(web::get().to(jobs::get)))
+        .service(resource("/api/jobs/{id}/cancel").route(web::post().to(jobs::cancel)))
+        // Admins (Project-W paths kept verbatim).
         .service(resource("/api/admins/create_runner").route(web::post().to(admins::create_runner)))
         .service(resource("/api/admins/invalidate_runner").route(web::delete().to(admins::invalidate_runner)))
-        .service(resource("/api/runners/verify").route(web::post().to(runners::verify)));
+        .service(resource("/api/admins/reset_runner_token").route(web::post().to(admins::reset_runner_token)))
+        .service(resource("/api/admins/runners").route(web::get().to(admins::list_runners)))
+        .service(resource("/api/admins/runners/{id}").route(web::patch().to(admins::update_runner)))
+        .service(resource("/api/admins/jobs").route(web::get().to(admins::list_jobs)))
+        // Runners: GitLab-style machine protocol ...
+        .service(resource("/api/runners/verify").route(web::post().to(runners::verify)))
+        .service(resource("/api/runners/jobs/request").route(web::post().to(runners::request_job)))
+        .service(resource("/api/runners/jobs/{id}/progress").route(web::post().to(runners::report_progress)))
+        .service(resource("/api/runners/jobs/{id}/result").route(web::post().to(runners::submit_result)))
+        // ... and Project-W's.
+        .service(resource("/api/runners/register").route(web::post().to(runners::register)))
+        .service(resource("/api/runners/unregister").route(web::post().to(runners::unregister)))
+        .service(resource("/api/runners/heartbeat").route(web::post().to(runners::heartbeat)))
+        .service(resource("/api/runners/retrieve_job_info").route(web::get().to(runners::retrieve_job_info)))
+        .service(resource("/api/runners/submit_job_result").route(web::post().to(runners::submit_job_result)));
 }
 
 /// A resource whose wrong-method answer is a JSON 405.

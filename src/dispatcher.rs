@@ -1,0 +1,222 @@
+//! Hands queued jobs to machines that are waiting for work, highest runner
+//! priority first (then whoever waited longest).
+//!
+//! Two kinds of machines wait: long-poll requests (`jobs/request`, GitLab
+//! style), and machines that registered the Project-W way and stay
+//! "online" while they send heartbeats. One task per instance runs
+//! dispatch rounds, serialised, whenever something may have changed: a job
+//! was submitted, requeued or finished, a machine started waiting, another
+//! instance appended (LISTEN), or once a second as a safety net. Nobody
+//! busy-waits. Priority is honoured among the machines waiting on one
+//! instance.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use warden_events::Metadata;
+
+use crate::app::AppState;
+use crate::jobs::{self, Assignment, JobView, Taker};
+
+const SAFETY_TICK: Duration = Duration::from_secs(1);
+
+/// A machine that can take work, and its place in line.
+#[derive(Clone)]
+pub struct Candidate {
+    pub taker: Taker,
+    pub priority: i32,
+    pub metadata: Metadata,
+}
+
+struct Waiter {
+    candidate: Candidate,
+    since: Instant,
+    deliver: oneshot::Sender<Delivery>,
+}
+
+/// What a long-poll waiter receives.
+#[derive(Debug)]
+pub enum Delivery {
+    Job(Box<JobView>),
+    /// The machine already runs this job.
+    Busy(Uuid),
+    RunnerUnavailable,
+}
+
+struct Online {
+    candidate: Candidate,
+    since: Instant,
+    last_seen: Instant,
+}
+
+#[derive(Default)]
+pub struct Dispatcher {
+    waiting: Mutex<HashMap<u64, Waiter>>,
+    online: Mutex<HashMap<Uuid, Online>>,
+    next_id: AtomicU64,
+    kick: Notify,
+}
+
+enum Slot {
+    Waiting(u64),
+    Online(Uuid),
+}
+
+impl Dispatcher {
+    /// Something may have become assignable: run a dispatch round soon.
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Waits up to `timeout` for a job for `candidate` (long poll).
+    pub async fn wait_for_job(&self, candidate: Candidate, timeout: Duration) -> Option<Delivery> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (deliver, delivered) = oneshot::channel();
+        self.waiting.lock().expect("waiting room").insert(
+            id,
+            Waiter {
+                candidate,
+                since: Instant::now(),
+                deliver,
+            },
+        );
+        self.kick();
+        let mut delivered = delivered;
+        match tokio::time::timeout(timeout, &mut delivered).await {
+            Ok(delivery) => delivery.ok(),
+            Err(_) => {
+                let still_waiting = self.waiting.lock().expect("waiting room").remove(&id).is_some();
+                if still_waiting {
+                    None
+                } else {
+                    // A round took us out of the room just now and is
+                    // delivering: take what it hands over.
+                    delivered.await.ok()
+                }
+            }
+        }
+    }
+
+    /// A machine registered the Project-W way: it waits for work until it
+    /// unregisters or stops sending heartbeats.
+    pub fn go_online(&self, candidate: Candidate) {
+        let now = Instant::now();
+        let machine_id = candidate.taker.machine.machine_id;
+        self.online
+            .lock()
+            .expect("online machines")
+            .entry(machine_id)
+            .and_modify(|online| {
+                online.candidate = candidate.clone();
+                online.last_seen = now;
+            })
+            .or_insert(Online {
+                candidate,
+                since: now,
+                last_seen: now,
+            });
+        self.kick();
+    }
+
+    /// A heartbeat; returns false if the machine is not online here.
+    pub fn seen(&self, machine_id: Uuid) -> bool {
+        match self.online.lock().expect("online machines").get_mut(&machine_id) {
+            Some(online) => {
+                online.last_seen = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn go_offline(&self, machine_id: Uuid) {
+        self.online.lock().expect("online machines").remove(&machine_id);
+    }
+
+    /// Runs dispatch rounds until `cancel` fires.
+    pub fn spawn(self: &Arc<Self>, state: Arc<AppState>, cancel: CancellationToken) -> JoinHandle<()> {
+        let dispatcher = Arc::clone(self);
+        let mut appends = state.commands.store().subscribe_appends();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = dispatcher.kick.notified() => {}
+                    _ = appends.changed() => {}
+                    _ = tokio::time::sleep(SAFETY_TICK) => {}
+                }
+                if let Err(error) = dispatcher.round(&state).await {
+                    tracing::warn!(%error, "job dispatch round failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        })
+    }
+
+    /// Offers the queue to every waiting machine once, best first.
+    async fn round(&self, state: &AppState) -> Result<(), crate::commands::CommandError> {
+        let online_timeout = state.config.runners.online_timeout;
+        let mut line: Vec<(i32, Instant, Slot, Candidate)> = Vec::new();
+        {
+            let mut waiting = self.waiting.lock().expect("waiting room");
+            waiting.retain(|_, waiter| !waiter.deliver.is_closed());
+            line.extend(
+                waiting
+                    .iter()
+                    .map(|(id, w)| (w.candidate.priority, w.since, Slot::Waiting(*id), w.candidate.clone())),
+            );
+            let mut online = self.online.lock().expect("online machines");
+            online.retain(|_, o| o.last_seen.elapsed() < online_timeout);
+            line.extend(
+                online
+                    .iter()
+                    .map(|(id, o)| (o.candidate.priority, o.since, Slot::Online(*id), o.candidate.clone())),
+            );
+        }
+        if line.is_empty() || !queue_has_jobs(state).await? {
+            return Ok(());
+        }
+        line.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, _, slot, candidate) in line {
+            let outcome = jobs::assign_next(state, &candidate.taker, &candidate.metadata).await?;
+            let delivery = match outcome {
+                Assignment::NoJob => continue,
+                Assignment::Assigned(job) => Delivery::Job(job),
+                Assignment::Busy(job) => Delivery::Busy(job),
+                Assignment::RunnerUnavailable => Delivery::RunnerUnavailable,
+            };
+            match slot {
+                Slot::Waiting(id) => {
+                    if let Some(waiter) = self.waiting.lock().expect("waiting room").remove(&id) {
+                        // A request that gave up meanwhile loses nothing:
+                        // its machine finds the job as its current one.
+                        let _ = waiter.deliver.send(delivery);
+                    }
+                }
+                // Online machines learn it from their next heartbeat; until
+                // their job is done they are not offered another.
+                Slot::Online(id) => {
+                    if matches!(delivery, Delivery::RunnerUnavailable) {
+                        self.go_offline(id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn queue_has_jobs(state: &AppState) -> Result<bool, crate::commands::CommandError> {
+    let connection = state.db.get().await.map_err(crate::event_store::StoreError::from)?;
+    let row = connection
+        .query_one("SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued')", &[])
+        .await
+        .map_err(crate::event_store::StoreError::from)?;
+    Ok(row.get(0))
+}

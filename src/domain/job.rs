@@ -1,0 +1,374 @@
+//! The job aggregate: submitted by a user, assigned to one runner machine
+//! at a time, requeued when its runner goes away, finished once.
+
+use uuid::Uuid;
+use warden_events::job::{
+    JobAssigned, JobCancelRequested, JobCancelled, JobFinished, JobOutcome, JobProgressed, JobRequeued, JobSubmitted,
+};
+use warden_events::Event;
+
+use super::runner::normalise_tags;
+use super::{Aggregate, DomainError};
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Job {
+    #[default]
+    Unknown,
+    Queued(JobCore),
+    Assigned(JobCore, Assignment),
+    Finished(JobCore, JobOutcome),
+    Cancelled(JobCore),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobCore {
+    pub job_id: Uuid,
+    pub submitted_by: Uuid,
+    pub required_tags: Vec<String>,
+    pub priority: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub runner_id: Uuid,
+    pub machine_id: Uuid,
+    pub cancel_requested: bool,
+}
+
+/// The machine a runner-side command comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MachineRef {
+    pub runner_id: Uuid,
+    pub machine_id: Uuid,
+}
+
+#[derive(Clone, Debug)]
+pub enum JobCommand {
+    Submit {
+        job_id: Uuid,
+        submitted_by: Uuid,
+        payload: serde_json::Value,
+        required_tags: Vec<String>,
+        priority: i32,
+    },
+    Assign(MachineRef),
+    Progress {
+        by: MachineRef,
+        progress: f64,
+        message: Option<String>,
+    },
+    Finish {
+        by: MachineRef,
+        outcome: JobOutcome,
+        result: serde_json::Value,
+    },
+    /// The runner `runner_id` is gone: put its job back in the queue.
+    Requeue {
+        runner_id: Uuid,
+        reason: String,
+    },
+    Cancel {
+        requested_by: Uuid,
+        admin: bool,
+    },
+}
+
+const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+
+impl Job {
+    pub fn core(&self) -> Option<&JobCore> {
+        match self {
+            Job::Unknown => None,
+            Job::Queued(core) | Job::Assigned(core, _) | Job::Finished(core, _) | Job::Cancelled(core) => Some(core),
+        }
+    }
+
+    fn not_found() -> DomainError {
+        DomainError::NotFound {
+            code: "job_not_found",
+            what: "job",
+        }
+    }
+
+    fn not_yours() -> DomainError {
+        DomainError::Conflict {
+            code: "job_not_assigned_to_machine",
+            message: "this job is not assigned to this runner machine (any more)".into(),
+        }
+    }
+}
+
+impl Aggregate for Job {
+    type Command = JobCommand;
+
+    fn evolve(&mut self, event: &Event) {
+        let state = std::mem::take(self);
+        *self = match (state, event) {
+            (_, Event::JobSubmitted(e)) => Job::Queued(JobCore {
+                job_id: e.job_id,
+                submitted_by: e.submitted_by,
+                required_tags: e.required_tags.clone(),
+                priority: e.priority,
+            }),
+            (Job::Queued(core), Event::JobAssigned(e)) => Job::Assigned(
+                core,
+                Assignment {
+                    runner_id: e.runner_id,
+                    machine_id: e.machine_id,
+                    cancel_requested: false,
+                },
+            ),
+            (Job::Assigned(core, _), Event::JobRequeued(_)) => Job::Queued(core),
+            (Job::Assigned(core, mut assignment), Event::JobCancelRequested(_)) => {
+                assignment.cancel_requested = true;
+                Job::Assigned(core, assignment)
+            }
+            (Job::Assigned(core, _), Event::JobFinished(e)) => Job::Finished(core, e.outcome),
+            (Job::Queued(core) | Job::Assigned(core, _), Event::JobCancelled(_)) => Job::Cancelled(core),
+            (state, _) => state,
+        };
+    }
+
+    fn decide(&self, command: &JobCommand) -> Result<Vec<Event>, DomainError> {
+        match (self, command) {
+            (
+                Job::Unknown,
+                JobCommand::Submit {
+                    job_id,
+                    submitted_by,
+                    payload,
+                    required_tags,
+                    priority,
+                },
+            ) => {
+                if !PRIORITY_RANGE.contains(priority) {
+                    return Err(DomainError::Invalid {
+                        code: "invalid_priority",
+                        message: "priority must be between -1000 and 1000".into(),
+                    });
+                }
+                Ok(vec![Event::JobSubmitted(JobSubmitted {
+                    job_id: *job_id,
+                    submitted_by: *submitted_by,
+                    payload: payload.clone(),
+                    required_tags: normalise_tags(required_tags)?,
+                    priority: *priority,
+                })])
+            }
+            (_, JobCommand::Submit { .. }) => Err(DomainError::Conflict {
+                code: "job_exists",
+                message: "a job with this id already exists".into(),
+            }),
+            (Job::Unknown, _) => Err(Job::not_found()),
+
+            (Job::Queued(core), JobCommand::Assign(machine)) => Ok(vec![Event::JobAssigned(JobAssigned {
+                job_id: core.job_id,
+                runner_id: machine.runner_id,
+                machine_id: machine.machine_id,
+            })]),
+            (_, JobCommand::Assign(_)) => Err(DomainError::Conflict {
+                code: "job_not_queued",
+                message: "this job is not waiting in the queue".into(),
+            }),
+
+            (Job::Assigned(core, assignment), JobCommand::Progress { by, progress, message })
+                if assignment.runner_id == by.runner_id && assignment.machine_id == by.machine_id =>
+            {
+                if !(0.0..=1.0).contains(progress) {
+                    return Err(DomainError::Invalid {
+                        code: "invalid_progress",
+                        message: "progress is a number from 0.0 to 1.0".into(),
+                    });
+                }
+                Ok(vec![Event::JobProgressed(JobProgressed {
+                    job_id: core.job_id,
+                    progress: *progress,
+                    message: message.clone(),
+                })])
+            }
+            (Job::Assigned(core, assignment), JobCommand::Finish { by, outcome, result })
+                if assignment.runner_id == by.runner_id && assignment.machine_id == by.machine_id =>
+            {
+                Ok(vec![Event::JobFinished(JobFinished {
+                    job_id: core.job_id,
+                    runner_id: by.runner_id,
+                    machine_id: by.machine_id,
+                    outcome: *outcome,
+                    result: result.clone(),
+                })])
+            }
+            (_, JobCommand::Progress { .. } | JobCommand::Finish { .. }) => Err(Job::not_yours()),
+
+            (Job::Assigned(core, assignment), JobCommand::Requeue { runner_id, reason })
+                if assignment.runner_id == *runner_id =>
+            {
+                if assignment.cancel_requested {
+                    // Nobody wants it run any more.
+                    return Ok(vec![Event::JobCancelled(JobCancelled { job_id: core.job_id })]);
+                }
+                Ok(vec![Event::JobRequeued(JobRequeued {
+                    job_id: core.job_id,
+                    runner_id: assignment.runner_id,
+                    machine_id: assignment.machine_id,
+                    reason: reason.clone(),
+                })])
+            }
+            // Finished, already requeued, or held by another runner by now.
+            (_, JobCommand::Requeue { .. }) => Ok(Vec::new()),
+
+            (_, JobCommand::Cancel { requested_by, admin }) => {
+                let core = self.core().expect("known job");
+                if !admin && core.submitted_by != *requested_by {
+                    // Other users' jobs do not exist for them.
+                    return Err(Job::not_found());
+                }
+                match self {
+                    Job::Queued(core) => Ok(vec![Event::JobCancelled(JobCancelled { job_id: core.job_id })]),
+                    Job::Assigned(_, assignment) if assignment.cancel_requested => Ok(Vec::new()),
+                    Job::Assigned(core, _) => Ok(vec![Event::JobCancelRequested(JobCancelRequested {
+                        job_id: core.job_id,
+                    })]),
+                    _ => Err(DomainError::Conflict {
+                        code: "job_already_finished",
+                        message: "this job has already finished".into(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const OWNER: Uuid = Uuid::from_u128(1);
+
+    fn machine(n: u128) -> MachineRef {
+        MachineRef {
+            runner_id: Uuid::from_u128(100 + n),
+            machine_id: Uuid::from_u128(200 + n),
+        }
+    }
+
+    fn run(state: &mut Job, command: JobCommand) -> Result<Vec<Event>, DomainError> {
+        let events = state.decide(&command)?;
+        events.iter().for_each(|e| state.evolve(e));
+        Ok(events)
+    }
+
+    fn queued() -> Job {
+        let mut job = Job::Unknown;
+        run(
+            &mut job,
+            JobCommand::Submit {
+                job_id: Uuid::from_u128(9),
+                submitted_by: OWNER,
+                payload: json!({"cmd": "make"}),
+                required_tags: vec!["Linux".into()],
+                priority: 0,
+            },
+        )
+        .unwrap();
+        job
+    }
+
+    #[test]
+    fn a_job_is_assigned_once_and_finished_once() {
+        let mut job = queued();
+        assert!(matches!(&job, Job::Queued(core) if core.required_tags == ["linux"]));
+        run(&mut job, JobCommand::Assign(machine(1))).unwrap();
+        let second = run(&mut job, JobCommand::Assign(machine(2)));
+        assert_eq!(second.unwrap_err().code(), "job_not_queued");
+
+        let stranger = JobCommand::Finish {
+            by: machine(2),
+            outcome: JobOutcome::Succeeded,
+            result: json!(null),
+        };
+        assert_eq!(
+            run(&mut job, stranger).unwrap_err().code(),
+            "job_not_assigned_to_machine"
+        );
+        let done = JobCommand::Finish {
+            by: machine(1),
+            outcome: JobOutcome::Succeeded,
+            result: json!({"ok": true}),
+        };
+        run(&mut job, done.clone()).unwrap();
+        assert!(matches!(job, Job::Finished(_, JobOutcome::Succeeded)));
+        assert_eq!(run(&mut job, done).unwrap_err().code(), "job_not_assigned_to_machine");
+    }
+
+    #[test]
+    fn requeue_only_takes_the_job_from_the_runner_holding_it() {
+        let mut job = queued();
+        run(&mut job, JobCommand::Assign(machine(1))).unwrap();
+        let other = JobCommand::Requeue {
+            runner_id: machine(2).runner_id,
+            reason: "gone".into(),
+        };
+        assert!(run(&mut job, other).unwrap().is_empty());
+        let holder = JobCommand::Requeue {
+            runner_id: machine(1).runner_id,
+            reason: "runner invalidated".into(),
+        };
+        let events = run(&mut job, holder.clone()).unwrap();
+        assert!(matches!(&events[..], [Event::JobRequeued(e)] if e.reason == "runner invalidated"));
+        assert!(matches!(job, Job::Queued(_)));
+        // Requeueing twice (a handler running again) changes nothing.
+        assert!(run(&mut job, holder).unwrap().is_empty());
+        // The next machine can take it.
+        run(&mut job, JobCommand::Assign(machine(2))).unwrap();
+    }
+
+    #[test]
+    fn cancel_rules() {
+        let mut job = queued();
+        let stranger = JobCommand::Cancel {
+            requested_by: Uuid::from_u128(77),
+            admin: false,
+        };
+        assert_eq!(run(&mut job, stranger).unwrap_err().code(), "job_not_found");
+
+        run(&mut job, JobCommand::Assign(machine(1))).unwrap();
+        let owner = JobCommand::Cancel {
+            requested_by: OWNER,
+            admin: false,
+        };
+        let events = run(&mut job, owner.clone()).unwrap();
+        assert!(matches!(&events[..], [Event::JobCancelRequested(_)]));
+        assert!(matches!(&job, Job::Assigned(_, a) if a.cancel_requested));
+        assert!(run(&mut job, owner).unwrap().is_empty());
+        // Its runner disappears while a cancel is pending: cancelled, not requeued.
+        let gone = JobCommand::Requeue {
+            runner_id: machine(1).runner_id,
+            reason: "runner invalidated".into(),
+        };
+        assert!(matches!(&run(&mut job, gone).unwrap()[..], [Event::JobCancelled(_)]));
+        let admin = JobCommand::Cancel {
+            requested_by: Uuid::from_u128(5),
+            admin: true,
+        };
+        assert_eq!(run(&mut job, admin).unwrap_err().code(), "job_already_finished");
+    }
+
+    #[test]
+    fn progress_is_checked() {
+        let mut job = queued();
+        run(&mut job, JobCommand::Assign(machine(1))).unwrap();
+        let too_much = JobCommand::Progress {
+            by: machine(1),
+            progress: 1.5,
+            message: None,
+        };
+        assert_eq!(run(&mut job, too_much).unwrap_err().code(), "invalid_progress");
+        let fine = JobCommand::Progress {
+            by: machine(1),
+            progress: 0.5,
+            message: Some("half way".into()),
+        };
+        assert_eq!(run(&mut job, fine).unwrap().len(), 1);
+    }
+}

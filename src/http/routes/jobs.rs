@@ -1,0 +1,107 @@
+//! Jobs for users: submit, list one's own, look at one, cancel.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::http::auth::AuthenticatedUser;
+use crate::http::context::RequestContext;
+use crate::http::error::ApiError;
+use crate::jobs;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    payload: serde_json::Value,
+    #[serde(default)]
+    required_tags: Vec<String>,
+    #[serde(default)]
+    priority: i32,
+}
+
+pub async fn submit(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    context: RequestContext,
+    body: web::Json<SubmitBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let metadata = context.metadata(user.actor());
+    let id = jobs::submit(
+        &state,
+        user.user_id,
+        body.payload,
+        body.required_tags,
+        body.priority,
+        &metadata,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(json!({ "id": id, "status": "queued" })))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default = "default_limit")]
+    pub limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+impl ListQuery {
+    pub fn validated(&self) -> Result<(Option<&str>, i64), ApiError> {
+        const STATUSES: [&str; 6] = ["queued", "assigned", "succeeded", "failed", "aborted", "cancelled"];
+        if let Some(status) = &self.status {
+            if !STATUSES.contains(&status.as_str()) {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("status must be one of {}", STATUSES.join(", ")),
+                ));
+            }
+        }
+        if !(1..=1000).contains(&self.limit) {
+            return Err(ApiError::bad_request("invalid_query", "limit must be from 1 to 1000"));
+        }
+        Ok((self.status.as_deref(), self.limit))
+    }
+}
+
+/// The caller's own jobs, newest first.
+pub async fn list_own(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (status, limit) = query.validated()?;
+    let jobs = jobs::list(&state, Some(user.user_id), status, limit).await?;
+    Ok(HttpResponse::Ok().json(jobs))
+}
+
+/// One job: the submitter's own, or any with an admin-scoped token.
+pub async fn get(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    job_id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    match jobs::get(&state, *job_id).await? {
+        Some(job) if job.submitted_by == user.user_id || user.admin_scope => Ok(HttpResponse::Ok().json(job)),
+        _ => Err(ApiError::not_found("job_not_found", "job not found")),
+    }
+}
+
+pub async fn cancel(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    context: RequestContext,
+    job_id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let metadata = context.metadata(user.actor());
+    jobs::cancel(&state, *job_id, user.user_id, user.admin_scope, &metadata).await?;
+    let job = jobs::get(&state, *job_id).await?;
+    Ok(HttpResponse::Ok().json(job))
+}

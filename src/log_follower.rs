@@ -1,0 +1,202 @@
+//! Follows the log for a consumer (a projector, a reaction): at most one
+//! instance at a time per consumer, from its durable checkpoint, in
+//! delivery order, never skipping an event.
+//!
+//! Leadership is a session-level advisory lock on a connection of the
+//! follower's own; other instances retry every second and take over when
+//! the holder's session ends. The consumer moves its checkpoint in the
+//! same transaction as its effects (see [`LogConsumer::consume`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use tokio::sync::watch;
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+use warden_events::{LogCursor, RecordedEvent};
+
+use crate::db::Connection;
+use crate::event_store::{self, EventStore, StoreError};
+
+/// Upper bound of the idle poll; appends by this process wake followers
+/// at once, other instances' appends arrive through LISTEN.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// First retry after a wake-up that found nothing readable yet (an older
+/// transaction still in flight holds the safe point back).
+const BLOCKED_POLL: Duration = Duration::from_millis(2);
+const LEADER_RETRY: Duration = Duration::from_secs(1);
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+#[async_trait]
+pub trait LogConsumer: Send + Sync {
+    /// Stable name: the key of the checkpoint and of the leader lock.
+    fn name(&self) -> &'static str;
+
+    /// Largest batch handed to [`Self::consume`].
+    fn batch_size(&self) -> i64 {
+        500
+    }
+
+    /// Handles `events` (in delivery order, after the checkpoint) and saves
+    /// the checkpoint `through` in the same transaction, so effects and
+    /// progress commit together. An error leaves both untouched; the same
+    /// batch is offered again.
+    async fn consume(
+        &self,
+        connection: &mut Connection,
+        events: &[RecordedEvent],
+        through: LogCursor,
+    ) -> Result<(), StoreError>;
+}
+
+/// Where a follower is; shared with whoever waits for it.
+pub struct FollowerProgress {
+    pub checkpoint: watch::Sender<LogCursor>,
+    pub leading: AtomicBool,
+}
+
+impl FollowerProgress {
+    pub fn new() -> Self {
+        FollowerProgress {
+            checkpoint: watch::channel(LogCursor::START).0,
+            leading: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Default for FollowerProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Follows the log for `consumer` until `cancel` fires.
+pub async fn follow(
+    store: EventStore,
+    consumer: Arc<dyn LogConsumer>,
+    progress: Arc<FollowerProgress>,
+    cancel: CancellationToken,
+) {
+    let name = consumer.name();
+    while !cancel.is_cancelled() {
+        let outcome = lead(&store, consumer.as_ref(), &progress, &cancel).await;
+        progress.leading.store(false, Ordering::SeqCst);
+        if let Err(error) = outcome {
+            tracing::error!(consumer = name, %error, "log follower failed; retrying");
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = sleep(ERROR_BACKOFF) => {}
+            }
+        }
+    }
+}
+
+/// Becomes the leader for `consumer` and follows until cancelled or an
+/// error; the lock dies with the connection either way.
+async fn lead(
+    store: &EventStore,
+    consumer: &dyn LogConsumer,
+    progress: &FollowerProgress,
+    cancel: &CancellationToken,
+) -> Result<(), StoreError> {
+    let name = consumer.name();
+    let mut connection = SessionConnection(Some(store.database().get().await?));
+    let key = advisory_key(name);
+    loop {
+        let row = connection
+            .get()
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await?;
+        if row.get::<_, bool>(0) {
+            break;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = sleep(LEADER_RETRY) => {}
+        }
+    }
+    let mut cursor = load_checkpoint(connection.get(), name).await?;
+    progress.checkpoint.send_replace(cursor);
+    progress.leading.store(true, Ordering::SeqCst);
+    tracing::debug!(consumer = name, ?cursor, "following the log");
+
+    let mut appends = store.subscribe_appends();
+    let mut idle_poll = BLOCKED_POLL;
+    loop {
+        let events = event_store::read_after(connection.get(), cursor, consumer.batch_size()).await?;
+        if let Some(last) = events.last().map(|e| e.cursor()) {
+            consumer.consume(connection.get_mut(), &events, last).await?;
+            cursor = last;
+            progress.checkpoint.send_replace(cursor);
+            idle_poll = BLOCKED_POLL;
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = appends.changed() => idle_poll = BLOCKED_POLL,
+            _ = sleep(idle_poll) => idle_poll = (idle_poll * 2).min(IDLE_POLL),
+        }
+    }
+}
+
+pub async fn load_checkpoint<C: GenericClient>(client: &C, name: &str) -> Result<LogCursor, StoreError> {
+    let select = client
+        .prepare_cached("SELECT transaction_id, position FROM projection_checkpoints WHERE name = $1")
+        .await?;
+    Ok(client
+        .query_opt(&select, &[&name])
+        .await?
+        .map_or(LogCursor::START, |row| LogCursor {
+            transaction_id: row.get(0),
+            position: row.get(1),
+        }))
+}
+
+pub async fn save_checkpoint<C: GenericClient>(client: &C, name: &str, cursor: LogCursor) -> Result<(), StoreError> {
+    let upsert = client
+        .prepare_cached(
+            "INSERT INTO projection_checkpoints (name, transaction_id, position, updated_at)
+             VALUES ($1, $2, $3, now())
+             ON CONFLICT (name) DO UPDATE
+             SET transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, updated_at = now()",
+        )
+        .await?;
+    client
+        .execute(&upsert, &[&name, &cursor.transaction_id, &cursor.position])
+        .await?;
+    Ok(())
+}
+
+/// Stable 64-bit advisory lock key for a consumer (FNV-1a of its name).
+pub fn advisory_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"warden-projection:".iter().chain(name.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// A pooled connection used for session state (an advisory lock). It is
+/// closed rather than returned to the pool, so the lock dies with it.
+struct SessionConnection(Option<Connection>);
+
+impl SessionConnection {
+    fn get(&self) -> &Connection {
+        self.0.as_ref().expect("present until dropped")
+    }
+    fn get_mut(&mut self) -> &mut Connection {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for SessionConnection {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            crate::db::discard(connection);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Runner machines: hosts that share a runner token, each identified by
+//! its persisted `system_id`.
+//!
+//! Every runner request refreshes the machine's contact time in memory.
+//! The log only gets a contact event when the machine is new (to this
+//! process or at all), its info or address changed, or the last recorded
+//! contact is older than `runners.contact_record_interval` (GitLab's
+//! approach): polling does not grow the log. A background task prunes
+//! machines whose last recorded contact is older than
+//! `runners.machine_retention`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use warden_events::machine::MachineInfo;
+use warden_events::{Metadata, StreamId};
+
+use crate::app::AppState;
+use crate::commands::CommandError;
+use crate::domain::job::MachineRef;
+use crate::domain::machine::{validate_system_id, Contact, Machine, MachineCommand};
+use crate::event_store::StoreError;
+use crate::runners::AuthenticatedRunner;
+
+/// What this process knows about a machine beyond the log.
+struct Seen {
+    /// Freshest contact (every request).
+    contacted_at: DateTime<Utc>,
+    /// When this process last made sure the log is recent enough.
+    checked_at: DateTime<Utc>,
+    info: Option<MachineInfo>,
+    ip_address: Option<String>,
+}
+
+#[derive(Default)]
+pub struct MachinePresence {
+    seen: Mutex<HashMap<Uuid, Seen>>,
+}
+
+impl MachinePresence {
+    /// The freshest contact this process saw, if any.
+    pub fn contacted_at(&self, machine_id: Uuid) -> Option<DateTime<Utc>> {
+        self.seen
+            .lock()
+            .expect("presence")
+            .get(&machine_id)
+            .map(|s| s.contacted_at)
+    }
+}
+
+/// Records a request of machine `system_id` of `runner`; registers the
+/// machine on first contact. Cheap when nothing needs recording.
+pub async fn touch(
+    state: &AppState,
+    runner: &AuthenticatedRunner,
+    system_id: &str,
+    info: Option<MachineInfo>,
+    ip_address: Option<String>,
+    metadata: &Metadata,
+) -> Result<MachineRef, CommandError> {
+    validate_system_id(system_id)?;
+    let machine_id = StreamId::machine_id(runner.runner_id, system_id);
+    let machine = MachineRef {
+        runner_id: runner.runner_id,
+        machine_id,
+    };
+    let now = Utc::now();
+    let record_every = state.config.runners.contact_record_interval;
+    let due = {
+        let mut seen = state.presence.seen.lock().expect("presence");
+        let entry = seen.entry(machine_id).or_insert_with(|| Seen {
+            contacted_at: now,
+            checked_at: DateTime::<Utc>::MIN_UTC,
+            info: None,
+            ip_address: None,
+        });
+        entry.contacted_at = now;
+        let changed = info.as_ref().is_some_and(|i| Some(i) != entry.info.as_ref()) || ip_address != entry.ip_address;
+        let due = changed || (now - entry.checked_at).to_std().unwrap_or_default() >= record_every;
+        if due {
+            // Claimed now, so concurrent requests of this machine do not
+            // all load its stream.
+            entry.checked_at = now;
+            if info.is_some() {
+                entry.info = info.clone();
+            }
+            entry.ip_address = ip_address.clone();
+        }
+        due
+    };
+    if due {
+        let command = MachineCommand::Contact(Box::new(Contact {
+            machine_id,
+            runner_id: runner.runner_id,
+            system_id: system_id.to_owned(),
+            info,
+            ip_address,
+            at: now,
+            record_every: chrono::Duration::from_std(record_every).unwrap_or(chrono::Duration::MAX),
+        }));
+        let outcome = state
+            .commands
+            .execute::<Machine>(&StreamId::runner_machine(machine_id), &command, metadata)
+            .await;
+        if let Err(error) = outcome {
+            // Try again on the next request.
+            if let Some(entry) = state.presence.seen.lock().expect("presence").get_mut(&machine_id) {
+                entry.checked_at = DateTime::<Utc>::MIN_UTC;
+            }
+            return Err(error);
+        }
+    }
+    Ok(machine)
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MachineView {
+    pub id: Uuid,
+    pub runner_id: Uuid,
+    pub system_id: String,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub revision: Option<String>,
+    pub platform: Option<String>,
+    pub architecture: Option<String>,
+    pub ip_address: Option<String>,
+    pub priority: Option<i32>,
+    pub registered_at: DateTime<Utc>,
+    /// The freshest contact known: this process's memory or the log.
+    pub contacted_at: DateTime<Utc>,
+}
+
+/// Machines (not pruned) by runner, optionally of one runner only.
+pub async fn list_machines(
+    state: &AppState,
+    runner_id: Option<Uuid>,
+) -> Result<HashMap<Uuid, Vec<MachineView>>, StoreError> {
+    let connection = state.db.get().await?;
+    let rows = connection
+        .query(
+            "SELECT id, runner_id, system_id, name, runner_version, revision, platform, architecture, ip_address,
+                    priority, registered_at, contacted_at
+             FROM runner_machines
+             WHERE pruned_at IS NULL AND ($1::uuid IS NULL OR runner_id = $1)
+             ORDER BY registered_at, id",
+            &[&runner_id],
+        )
+        .await?;
+    let mut by_runner: HashMap<Uuid, Vec<MachineView>> = HashMap::new();
+    for row in rows {
+        let id: Uuid = row.get(0);
+        let recorded: DateTime<Utc> = row.get(11);
+        let view = MachineView {
+            id,
+            runner_id: row.get(1),
+            system_id: row.get(2),
+            name: row.get(3),
+            version: row.get(4),
+            revision: row.get(5),
+            platform: row.get(6),
+            architecture: row.get(7),
+            ip_address: row.get(8),
+            priority: row.get(9),
+            registered_at: row.get(10),
+            contacted_at: state
+                .presence
+                .contacted_at(id)
+                .map_or(recorded, |fresh| fresh.max(recorded)),
+        };
+        by_runner.entry(view.runner_id).or_default().push(view);
+    }
+    Ok(by_runner)
+}
+
+/// Prunes machines whose last recorded contact is older than the
+/// retention. Returns how many were pruned.
+pub async fn prune_stale(state: &AppState) -> Result<usize, CommandError> {
+    let retention = chrono::Duration::from_std(state.config.runners.machine_retention).unwrap_or(chrono::Duration::MAX);
+    let cutoff = Utc::now() - retention;
+    let connection = state.db.get().await.map_err(StoreError::from)?;
+    let stale: Vec<Uuid> = connection
+        .query(
+            "SELECT id FROM runner_machines WHERE pruned_at IS NULL AND contacted_at < $1",
+            &[&cutoff],
+        )
+        .await
+        .map_err(StoreError::from)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    drop(connection);
+    let metadata = Metadata::system("machine-pruning");
+    let mut pruned = 0;
+    for machine_id in stale {
+        let executed = state
+            .commands
+            .execute::<Machine>(
+                &StreamId::runner_machine(machine_id),
+                &MachineCommand::Prune { cutoff },
+                &metadata,
+            )
+            .await?;
+        if executed.appended.is_some() {
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}
+
+/// Prunes every `runners.prune_check_interval` until `cancel` fires.
+pub fn spawn_pruner(state: Arc<AppState>, cancel: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let interval = state.config.runners.prune_check_interval;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match prune_stale(&state).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned stale runner machines"),
+                Err(error) => tracing::warn!(%error, "pruning runner machines failed"),
+            }
+        }
+    })
+}
