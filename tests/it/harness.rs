@@ -175,6 +175,9 @@ impl TestDb {
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.http.workers = Some(2);
+    // Tests hammer the runner routes; the limiter has a test of its own.
+    config.runners.rate_limit.per_second = 1_000_000;
+    config.runners.rate_limit.burst = 1_000_000;
     let provisioning = &mut config.security.local_account.user_provisioning;
     provisioning.insert(
         "0".into(),
