@@ -150,7 +150,7 @@ async fn measure_warden(db: Database, duration: Duration) -> Vec<Measurement> {
     warden::accounts::provision_from_config(&state).await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = warden::http::server(Arc::clone(&state), listener, false).unwrap();
+    let server = warden::http::server(Arc::clone(&state), listener).unwrap();
     let handle = server.handle();
     tokio::spawn(server);
 

@@ -125,8 +125,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(ids = ?changed, "provisioned users from the config");
     }
     let listener = TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!("warden listening on http://{}", listener.local_addr()?);
-    let outcome = crate::http::server(state, listener, true)?.await;
+    let address = listener.local_addr()?;
+    let server = crate::http::server(state, listener)?;
+    // Our own signal handling, in place before we say we are listening:
+    // a SIGTERM right after start-up must still shut down gracefully.
+    let stopper = server.handle();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        stopper.stop(true).await;
+    });
+    tracing::info!("warden listening on http://{address}");
+    let outcome = server.await;
     background.stop().await;
     handle.close().await;
     outcome.context("HTTP server failed")

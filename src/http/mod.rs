@@ -17,11 +17,9 @@ use crate::app::AppState;
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Builds the server on an already bound listener (port 0 in tests).
-pub fn server(
-    state: Arc<AppState>,
-    listener: TcpListener,
-    handle_signals: bool,
-) -> std::io::Result<actix_web::dev::Server> {
+/// Signals are the caller's business (see `cli::serve`), so that their
+/// handling is in place before the server announces itself.
+pub fn server(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
     let workers = state
         .config
         .http
@@ -54,10 +52,5 @@ pub fn server(
     .workers(workers)
     .shutdown_timeout(10)
     .listen(listener)?;
-    let server = if handle_signals {
-        server
-    } else {
-        server.disable_signals()
-    };
-    Ok(server.run())
+    Ok(server.disable_signals().run())
 }

@@ -110,6 +110,14 @@ impl TestDb {
         TestDb { name, db }
     }
 
+    /// The same database through a new connection pool.
+    pub fn reconnect(&self) -> TestDb {
+        TestDb {
+            name: self.name.clone(),
+            db: Database::new(with_cluster(|c| c.connect_config(&self.name)), 24).unwrap(),
+        }
+    }
+
     /// `key=value` connection string for a warden subprocess.
     pub fn url(&self) -> String {
         format!(
@@ -159,6 +167,45 @@ impl TestDb {
             assert!(std::time::Instant::now() < deadline, "the log did not settle");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Every read model, ordered, for equality checks.
+    pub async fn snapshot_read_models(&self) -> Vec<Vec<String>> {
+        let mut tables = Vec::new();
+        for projection in warden::projections::all() {
+            for table in projection.tables() {
+                tables.push(self.dump(table, "id").await);
+            }
+        }
+        tables
+    }
+
+    /// Empties the read models and folds the whole log into them again,
+    /// with the projectors' own code (what a replay does).
+    pub async fn rebuild_read_models(&self) {
+        self.settle_log().await;
+        let mut client = self.client().await;
+        let projections = warden::projections::all();
+        let tx = client.transaction().await.unwrap();
+        for projection in &projections {
+            for table in projection.tables() {
+                tx.batch_execute(&format!("TRUNCATE {table}")).await.unwrap();
+            }
+        }
+        let mut cursor = warden::events::LogCursor::START;
+        loop {
+            let batch = warden::event_store::read_after(&tx, cursor, 1000).await.unwrap();
+            let Some(last) = batch.last().map(|e| e.cursor()) else {
+                break;
+            };
+            for event in &batch {
+                for projection in &projections {
+                    projection.apply(&tx, event).await.unwrap();
+                }
+            }
+            cursor = last;
+        }
+        tx.commit().await.unwrap();
     }
 
     pub async fn count_events(&self) -> i64 {
@@ -225,7 +272,7 @@ impl TestApp {
             .expect("provisioning");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let server = warden::http::server(Arc::clone(&state), listener, false).unwrap();
+        let server = warden::http::server(Arc::clone(&state), listener).unwrap();
         let handle = server.handle();
         tokio::spawn(server);
         TestApp {
@@ -298,12 +345,68 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POST with a bearer token and a JSON body.
+    pub async fn post_json(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Submits a job as the user of `token`; returns its id.
+    pub async fn submit_job(&self, token: &str, payload: Value, tags: &[&str], priority: i32) -> String {
+        let response = self
+            .post_json(
+                token,
+                "/api/jobs",
+                serde_json::json!({"payload": payload, "required_tags": tags, "priority": priority}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Asks for a job as machine `system_id`, waiting up to `wait_seconds`.
+    pub async fn request_job(&self, runner_token: &str, system_id: &str, wait_seconds: u64) -> Option<Value> {
+        let response = self
+            .post_json(
+                runner_token,
+                "/api/runners/jobs/request",
+                serde_json::json!({"system_id": system_id, "wait_seconds": wait_seconds}),
+            )
+            .await;
+        match response.status() {
+            StatusCode::OK => Some(response.json().await.unwrap()),
+            StatusCode::NO_CONTENT => None,
+            other => panic!("job request answered {other}: {}", response.text().await.unwrap()),
+        }
+    }
+
+    pub async fn job(&self, token: &str, job_id: &str) -> Value {
+        let response = self.get_json(token, &format!("/api/jobs/{job_id}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// Stops the server and background tasks. The returned database has a
+    /// fresh pool: connections made on the HTTP workers' runtimes end with
+    /// those workers.
     pub async fn stop(mut self) -> TestDb {
         self.server.stop(true).await;
         if let Some(background) = self.background.take() {
             background.stop().await;
         }
-        self.db
+        self.db.reconnect()
     }
 }
 

@@ -7,3 +7,5 @@ mod http_api;
 mod processes;
 mod projections;
 mod provisioning;
+mod runners;
+mod simulation;

@@ -66,6 +66,25 @@ impl Serve {
         Serve { child, base_url, log }
     }
 
+    /// Waits until the log shows `text`.
+    fn wait_for_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log.lock().unwrap().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "`{text}` never appeared in the log:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown of any kind.
+    fn kill(mut self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL).unwrap();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then the exit status and the whole log.
     fn stop(mut self) -> (bool, String) {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
@@ -345,4 +364,146 @@ fn a_bad_config_stops_start_up_naming_the_field() {
         "{stderr}"
     );
     assert!(stderr.contains("WARDEN_SURELY_UNSET_VARIABLE"), "{stderr}");
+}
+
+/// The log without debug noise, for failure messages.
+fn important_lines(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.starts_with("error"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn job_counts(db: &TestDb) -> (i64, i64) {
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE event_type = 'JobRequeued'),
+                    (SELECT count(*) FROM jobs WHERE status = 'queued')
+             FROM events",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+async fn wait_for_queued(db: &TestDb, queued: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job_counts(db).await.1 != queued {
+        assert!(
+            Instant::now() < deadline,
+            "jobs were not requeued: {:?}",
+            job_counts(db).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The process dies between the invalidation and the re-assignment (inside
+/// the reaction's transaction); after restarts and even a replay of the
+/// reaction from scratch, every job was requeued exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassignment_is_exactly_once_across_a_crash() {
+    let db = TestDb::new().await;
+    let dir = shared_tempdir();
+    let config = write_config(dir.path(), CONFIG);
+    let url = db.url();
+    let args = ["--config", config.to_str().unwrap(), "--database-url", &url];
+    let password = ("WARDEN_TEST_ADMIN_PASSWORD", PASSWORD);
+    let http = reqwest::Client::new();
+
+    let serve = Serve::start(&args, &[password, ("WARDEN_FAILPOINT", "reassignment-before-commit")]);
+    let base = serve.base_url.clone();
+    let admin = login(&http, &base).await;
+    let created: Value = http
+        .post(format!("{base}/api/admins/create_runner"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (runner_id, runner_token) = (created["id"].as_str().unwrap(), created["token"].as_str().unwrap());
+    for n in 0..2 {
+        let submitted = http
+            .post(format!("{base}/api/jobs"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"payload": n}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(submitted.status(), StatusCode::CREATED);
+        let taken = http
+            .post(format!("{base}/api/runners/jobs/request"))
+            .bearer_auth(runner_token)
+            .json(&serde_json::json!({"system_id": format!("r_crash{n:07}"), "wait_seconds": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(taken.status(), StatusCode::OK);
+    }
+    let invalidated = http
+        .delete(format!("{base}/api/admins/invalidate_runner?runner_id={runner_id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalidated.status(), StatusCode::OK);
+
+    // The reaction has written its requeues but not committed: kill -9.
+    serve.wait_for_log("failpoint reached", Duration::from_secs(30));
+    serve.kill();
+    assert_eq!(
+        job_counts(&db).await,
+        (0, 0),
+        "nothing of the interrupted reaction may remain"
+    );
+
+    // Restart: the reaction redoes the batch, once.
+    let serve = Serve::start(&args, &[password]);
+    wait_for_queued(&db, 2).await;
+    assert_eq!(job_counts(&db).await, (2, 2));
+    let (clean, log) = serve.stop();
+    assert!(clean, "{}", important_lines(&log));
+
+    // Running it again, even from the start of the log, changes nothing.
+    let serve = Serve::start(&args, &[password]);
+    let (clean, log) = serve.stop();
+    assert!(clean, "{}", important_lines(&log));
+    db.client()
+        .await
+        .execute(
+            "DELETE FROM projection_checkpoints WHERE name = 'reaction:job-reassignment'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let serve = Serve::start(&args, &[password]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let caught_up: bool = db
+            .client()
+            .await
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = 'reaction:job-reassignment')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if caught_up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reaction did not run again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (clean, log) = serve.stop();
+    assert!(clean, "{}", important_lines(&log));
+    assert_eq!(job_counts(&db).await, (2, 2));
+    let requeues = warden::reactions::requeues_by_job(&db.client().await).await.unwrap();
+    assert_eq!(requeues.len(), 2);
+    assert!(requeues.values().all(|n| *n == 1), "{requeues:?}");
 }

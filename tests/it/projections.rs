@@ -8,14 +8,8 @@ use warden::projections;
 
 use crate::harness::*;
 
-const READ_MODELS: [(&str, &str); 2] = [("users", "id"), ("runners", "id")];
-
 async fn snapshot(db: &TestDb) -> Vec<Vec<String>> {
-    let mut tables = Vec::new();
-    for (table, key) in READ_MODELS {
-        tables.push(db.dump(table, key).await);
-    }
-    tables
+    db.snapshot_read_models().await
 }
 
 /// Produces a log with every event type the projectors handle so far.
@@ -48,7 +42,10 @@ async fn busy_app() -> TestApp {
 async fn clear_read_models(db: &TestDb) {
     db.client()
         .await
-        .batch_execute("TRUNCATE users, runners; DELETE FROM projection_checkpoints;")
+        .batch_execute(
+            "TRUNCATE users, runners, runner_machines, jobs;
+             DELETE FROM projection_checkpoints WHERE name NOT LIKE 'reaction:%';",
+        )
         .await
         .unwrap();
 }

@@ -25,7 +25,7 @@ use crate::domain::job::MachineRef;
 use crate::http::auth::Runner;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
-use crate::jobs::{self, JobView, Taker};
+use crate::jobs::{self, Assignment, JobView, Taker};
 use crate::machines;
 
 const SYSTEM_ID_HEADER: &str = "x-runner-system-id";
@@ -179,6 +179,12 @@ pub async fn request_job(
         tokio::time::sleep(wait).await;
         return Ok(HttpResponse::NoContent().finish());
     }
+    let connection = state.db.get().await?;
+    let current = jobs::current_job(&connection, machine.machine_id).await?;
+    drop(connection);
+    if let Some(job_id) = current {
+        return job_for_runner(&state, job_id).await;
+    }
     let candidate = Candidate {
         taker: Taker {
             machine,
@@ -187,6 +193,14 @@ pub async fn request_job(
         priority: runner.0.priority,
         metadata: metadata(&runner, &context),
     };
+    if wait.is_zero() {
+        // No wait wanted: one attempt now, outside the waiting room.
+        return match jobs::assign_next(&state, &candidate.taker, &candidate.metadata).await? {
+            Assignment::Assigned(job) => Ok(HttpResponse::Ok().json(JobForRunner::from(*job))),
+            Assignment::Busy(job_id) => job_for_runner(&state, job_id).await,
+            Assignment::NoJob | Assignment::RunnerUnavailable => Ok(HttpResponse::NoContent().finish()),
+        };
+    }
     match state.dispatcher.wait_for_job(candidate, wait).await {
         Some(Delivery::Job(job)) => Ok(HttpResponse::Ok().json(JobForRunner::from(*job))),
         Some(Delivery::Busy(job_id)) => job_for_runner(&state, job_id).await,
