@@ -14,6 +14,7 @@ use crate::accounts;
 use crate::app::AppState;
 use crate::config::Config;
 use crate::database_setup::DatabaseHandle;
+use crate::reconcile;
 use crate::secrets::Secret;
 
 #[derive(Parser)]
@@ -46,6 +47,34 @@ pub enum Command {
     /// Manage local accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Runner-host tools.
+    #[command(subcommand)]
+    Runner(RunnerCommand),
+}
+
+#[derive(Subcommand)]
+pub enum RunnerCommand {
+    /// Make sure a runner host's config holds valid runner tokens (for
+    /// systemd ExecStartPre). Exit codes: 0 done, 2 local set-up problem,
+    /// 3 warden unreachable, 4 admin credentials refused, 1 other.
+    Reconcile {
+        /// warden's base URL, e.g. https://warden.example.org
+        #[arg(long)]
+        api_url: String,
+        /// Folder with config.template, admin-token or admin-credentials,
+        /// and runner-data.json (stateful mode).
+        #[arg(long)]
+        prefix: PathBuf,
+        /// Keep no runner-data.json: find runners by host-name tag.
+        #[arg(long)]
+        stateless: bool,
+        /// Runner types [default: runner-data.json's, else the template's fields]
+        #[arg(long, value_delimiter = ',')]
+        types: Option<Vec<String>>,
+        /// Host name for tags and the template [default: this host's]
+        #[arg(long)]
+        hostname: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,23 +124,78 @@ impl Cli {
         Ok(config)
     }
 
-    pub async fn run(self) -> anyhow::Result<()> {
+    /// Runs the command; returns the process exit code.
+    pub async fn run(self) -> anyhow::Result<u8> {
+        if let Command::Runner(RunnerCommand::Reconcile { .. }) = &self.command {
+            // A runner host's tool: no warden config or database needed.
+            return Ok(self.reconcile().await);
+        }
         let mut config = self.load_config()?;
         match self.command {
             Command::Serve { listen } => {
                 if let Some(listen) = listen {
                     config.http.listen = listen;
                 }
-                serve(config).await
+                serve(config).await?;
             }
             Command::Migrate => {
                 let handle = DatabaseHandle::open(&config).await?;
                 let applied = handle.db.migrate().await?;
                 println!("applied {} migration(s)", applied.len());
                 handle.close().await;
-                Ok(())
             }
-            Command::User(command) => with_app(config, |state| user_command(state, command)).await,
+            Command::User(command) => with_app(config, |state| user_command(state, command)).await?,
+            Command::Runner(_) => unreachable!("handled above"),
+        }
+        Ok(0)
+    }
+
+    async fn reconcile(self) -> u8 {
+        let Command::Runner(RunnerCommand::Reconcile {
+            api_url,
+            prefix,
+            stateless,
+            types,
+            hostname,
+        }) = self.command
+        else {
+            unreachable!("only called for reconcile")
+        };
+        let hostname = hostname.unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        });
+        let options = reconcile::Options {
+            api_url,
+            prefix,
+            stateless,
+            types,
+            hostname,
+        };
+        match reconcile::reconcile(&options).await {
+            Ok(report) => {
+                for (runner_type, (outcome, id)) in &report.outcomes {
+                    let what = match outcome {
+                        reconcile::Outcome::Valid => "token valid",
+                        reconcile::Outcome::Created => "created a new runner",
+                        reconcile::Outcome::TokenReset => "reset the token",
+                    };
+                    println!("{runner_type}: {what} (runner {id})");
+                }
+                let config = if report.config_written {
+                    "rewritten"
+                } else {
+                    "unchanged"
+                };
+                println!("config.toml {config}");
+                0
+            }
+            Err(error) => {
+                eprintln!("warden-reconcile: {error}");
+                error.exit_code()
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod machines;
 pub mod projection_runner;
 pub mod rate_limit;
 pub mod reactions;
+pub mod reconcile;
 pub mod runners;
 pub mod secrets;
 

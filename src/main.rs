@@ -18,7 +18,7 @@ async fn main() -> std::process::ExitCode {
         }
     }
     match warden::cli::Cli::parse().run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE

@@ -7,5 +7,6 @@ mod http_api;
 mod processes;
 mod projections;
 mod provisioning;
+mod reconcile;
 mod runners;
 mod simulation;

@@ -1,0 +1,185 @@
+//! `warden runner reconcile` against a running warden, stateful and
+//! stateless, and its exit codes.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::*;
+
+const TEMPLATE: &str = "concurrent = 2\n\n[[runners]]\nname = \"{hostname}-shell\"\ntoken = \"{shell}\"\n\n[[runners]]\nname = \"{hostname}-batch\"\ntoken = \"{batch}\"\n";
+
+fn prefix_with_credentials(password: &str) -> tempfile::TempDir {
+    let prefix = tempfile::tempdir().unwrap();
+    std::fs::write(prefix.path().join("config.template"), TEMPLATE).unwrap();
+    std::fs::write(
+        prefix.path().join("admin-credentials"),
+        format!("{ADMIN_EMAIL}\n{password}\n"),
+    )
+    .unwrap();
+    prefix
+}
+
+fn reconcile(app_url: &str, prefix: &Path, extra: &[&str]) -> Output {
+    Command::new(warden_binary())
+        .args(["runner", "reconcile", "--api-url", app_url, "--prefix"])
+        .arg(prefix)
+        .args(["--hostname", "build-host-1"])
+        .args(extra)
+        .env_remove("WARDEN_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn runner_data(prefix: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
+    serde_json::from_slice(&std::fs::read(prefix.join("runner-data.json")).unwrap()).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_reconcile_keeps_valid_tokens_and_replaces_dead_ones() {
+    let app = TestApp::start().await;
+    let prefix = prefix_with_credentials(ADMIN_PASSWORD);
+
+    let first = reconcile(&app.base_url, prefix.path(), &[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        stdout.contains("shell: created a new runner") && stdout.contains("batch: created a new runner"),
+        "{stdout}"
+    );
+    let data = runner_data(prefix.path());
+    let config = std::fs::read_to_string(prefix.path().join("config.toml")).unwrap();
+    for runner_type in ["shell", "batch"] {
+        let token = &data[runner_type]["token"];
+        assert!(config.contains(&format!("token = \"{token}\"")), "{config}");
+        assert_eq!(app.verify_runner(token).await.status(), StatusCode::OK);
+    }
+    assert!(config.contains("name = \"build-host-1-shell\""));
+    assert_eq!(mode(&prefix.path().join("config.toml")), 0o600);
+    assert_eq!(mode(&prefix.path().join("runner-data.json")), 0o600);
+
+    // Nothing wrong: nothing changes.
+    let second = reconcile(&app.base_url, prefix.path(), &[]);
+    assert!(second.status.success());
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        stdout.contains("shell: token valid") && stdout.contains("config.toml unchanged"),
+        "{stdout}"
+    );
+    assert_eq!(runner_data(prefix.path()), data);
+
+    // The shell runner is invalidated: only it is replaced.
+    let admin = app.admin_token().await;
+    assert_eq!(
+        app.invalidate_runner(&admin, &data["shell"]["id"]).await.status(),
+        StatusCode::OK
+    );
+    let third = reconcile(&app.base_url, prefix.path(), &[]);
+    assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
+    let stdout = String::from_utf8_lossy(&third.stdout);
+    assert!(
+        stdout.contains("shell: created a new runner") && stdout.contains("batch: token valid"),
+        "{stdout}"
+    );
+    let renewed = runner_data(prefix.path());
+    assert_ne!(renewed["shell"]["token"], data["shell"]["token"]);
+    assert_eq!(renewed["batch"], data["batch"]);
+    assert_eq!(
+        app.verify_runner(&renewed["shell"]["token"]).await.status(),
+        StatusCode::OK
+    );
+    assert!(std::fs::read_to_string(prefix.path().join("config.toml"))
+        .unwrap()
+        .contains(&renewed["shell"]["token"]));
+
+    // The new runners carry the host and type tags.
+    let runners: Vec<Value> = app.get_json(&admin, "/api/admins/runners").await.json().await.unwrap();
+    let shell = runners
+        .iter()
+        .find(|r| r["id"] == renewed["shell"]["id"].as_str())
+        .unwrap();
+    assert_eq!(shell["tags"], serde_json::json!(["build-host-1", "shell"]));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_reconcile_finds_runners_by_host_tag() {
+    let app = TestApp::start().await;
+    let prefix = prefix_with_credentials(ADMIN_PASSWORD);
+
+    let first = reconcile(&app.base_url, prefix.path(), &["--stateless"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        !prefix.path().join("runner-data.json").exists(),
+        "stateless keeps no state file"
+    );
+    let config = std::fs::read_to_string(prefix.path().join("config.toml")).unwrap();
+    let tokens: Vec<&str> = config
+        .lines()
+        .filter_map(|l| l.strip_prefix("token = \"").and_then(|t| t.strip_suffix('"')))
+        .collect();
+    assert_eq!(tokens.len(), 2);
+
+    // Again: the same two runners are found and get fresh tokens.
+    let second = reconcile(&app.base_url, prefix.path(), &["--stateless"]);
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("shell: reset the token"));
+    let admin = app.admin_token().await;
+    let runners: Vec<Value> = app.get_json(&admin, "/api/admins/runners").await.json().await.unwrap();
+    assert_eq!(runners.len(), 2, "no duplicate runners");
+    for old in &tokens {
+        assert_error(
+            app.verify_runner(old).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_runner_token",
+        )
+        .await;
+    }
+    let config = std::fs::read_to_string(prefix.path().join("config.toml")).unwrap();
+    for line in config
+        .lines()
+        .filter_map(|l| l.strip_prefix("token = \"").and_then(|t| t.strip_suffix('"')))
+    {
+        assert_eq!(app.verify_runner(line).await.status(), StatusCode::OK);
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_exit_codes_say_what_is_wrong() {
+    let app = TestApp::start().await;
+    // Wrong admin password: 4.
+    let prefix = prefix_with_credentials("not the admin password");
+    let refused = reconcile(&app.base_url, prefix.path(), &[]);
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).starts_with("warden-reconcile: "));
+    // No admin access at all when a runner is needed: 2.
+    std::fs::remove_file(prefix.path().join("admin-credentials")).unwrap();
+    let missing = reconcile(&app.base_url, prefix.path(), &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("admin-token"));
+    // A broken template: 2.
+    let broken = prefix_with_credentials(ADMIN_PASSWORD);
+    std::fs::write(broken.path().join("config.template"), "token = \"{shell\"").unwrap();
+    assert_eq!(reconcile(&app.base_url, broken.path(), &[]).status.code(), Some(2));
+    app.stop().await;
+    // Nobody listening: 3.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let fine = prefix_with_credentials(ADMIN_PASSWORD);
+    assert_eq!(reconcile(&dead, fine.path(), &[]).status.code(), Some(3));
+}
