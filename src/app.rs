@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::dispatcher::Dispatcher;
 use crate::event_store::EventStore;
-use crate::jobs::ProgressThrottle;
+use crate::jobs::{InFlight, ProgressThrottle};
 use crate::log_follower::{self, FollowerProgress, LogConsumer};
 use crate::machines::MachinePresence;
 use crate::projection_runner::ProjectionRunner;
@@ -30,6 +30,7 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     pub presence: MachinePresence,
     pub progress: ProgressThrottle,
+    pub assigning: InFlight,
     pub runner_rate_limit: RunnerRateLimit,
 }
 
@@ -89,6 +90,7 @@ impl AppState {
             dispatcher: Arc::clone(&dispatcher),
             presence: MachinePresence::default(),
             progress: ProgressThrottle::default(),
+            assigning: InFlight::default(),
         });
         tasks.push(dispatcher.spawn(Arc::clone(&state), cancel.clone()));
         tasks.push(crate::machines::spawn_pruner(Arc::clone(&state), cancel.clone()));

@@ -25,6 +25,9 @@ use crate::app::AppState;
 use crate::jobs::{self, Assignment, JobView, Taker};
 
 const SAFETY_TICK: Duration = Duration::from_secs(1);
+/// Appends that are not known to concern jobs trigger a round at most this
+/// often (explicit kicks, e.g. a local submission, trigger one at once).
+const APPEND_ROUND_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A machine that can take work, and its place in line.
 #[derive(Clone)]
@@ -53,6 +56,8 @@ struct Online {
     candidate: Candidate,
     since: Instant,
     last_seen: Instant,
+    /// Runs a job: not offered another until a heartbeat says otherwise.
+    busy: bool,
 }
 
 #[derive(Default)]
@@ -120,18 +125,25 @@ impl Dispatcher {
                 candidate,
                 since: now,
                 last_seen: now,
+                busy: false,
             });
         self.kick();
     }
 
-    /// A heartbeat; returns false if the machine is not online here.
-    pub fn seen(&self, machine_id: Uuid) -> bool {
-        match self.online.lock().expect("online machines").get_mut(&machine_id) {
-            Some(online) => {
-                online.last_seen = Instant::now();
-                true
+    /// Whether the machine is online here (registered, heartbeats fresh).
+    pub fn is_online(&self, machine_id: Uuid) -> bool {
+        self.online.lock().expect("online machines").contains_key(&machine_id)
+    }
+
+    /// A heartbeat, with whether the machine runs a job now.
+    pub fn seen(&self, machine_id: Uuid, busy: bool) {
+        if let Some(online) = self.online.lock().expect("online machines").get_mut(&machine_id) {
+            online.last_seen = Instant::now();
+            let freed = online.busy && !busy;
+            online.busy = busy;
+            if freed {
+                self.kick();
             }
-            None => false,
         }
     }
 
@@ -148,7 +160,9 @@ impl Dispatcher {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = dispatcher.kick.notified() => {}
-                    _ = appends.changed() => {}
+                    // Appends here or elsewhere (LISTEN) may have queued
+                    // jobs; at most one round per interval for those.
+                    _ = appends.changed() => tokio::time::sleep(APPEND_ROUND_INTERVAL).await,
                     _ = tokio::time::sleep(SAFETY_TICK) => {}
                 }
                 if let Err(error) = dispatcher.round(&state).await {
@@ -176,6 +190,7 @@ impl Dispatcher {
             line.extend(
                 online
                     .iter()
+                    .filter(|(_, o)| !o.busy)
                     .map(|(id, o)| (o.candidate.priority, o.since, Slot::Online(*id), o.candidate.clone())),
             );
         }
@@ -201,11 +216,14 @@ impl Dispatcher {
                 }
                 // Online machines learn it from their next heartbeat; until
                 // their job is done they are not offered another.
-                Slot::Online(id) => {
-                    if matches!(delivery, Delivery::RunnerUnavailable) {
-                        self.go_offline(id);
+                Slot::Online(id) => match delivery {
+                    Delivery::RunnerUnavailable => self.go_offline(id),
+                    _ => {
+                        if let Some(online) = self.online.lock().expect("online machines").get_mut(&id) {
+                            online.busy = true;
+                        }
                     }
-                }
+                },
             }
         }
         Ok(())

@@ -8,17 +8,19 @@
 //! - a machine holds at most one job: `JobAssigned` claims the machine's id
 //!   (scope `machine_job`) in the same transaction;
 //! - no job goes to a paused or invalidated runner: the assignment
-//!   transaction holds a share lock on the runner's read-model row, so it
-//!   serialises with the projection of `RunnerPaused`/`RunnerInvalidated`
-//!   (which the admin's command waits for). An assignment that still slips
-//!   in before an invalidation is put back by the re-assignment reaction.
+//!   transaction holds a shared advisory lock on the runner that the
+//!   projection of `RunnerPaused`/`RunnerInvalidated` takes exclusively
+//!   (and the admin's command waits for that projection). An assignment
+//!   that committed just before an invalidation is put back by the
+//!   re-assignment reaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use rand::seq::SliceRandom;
 use serde::Serialize;
 use uuid::Uuid;
 use warden_events::job::JobOutcome;
@@ -27,12 +29,15 @@ use warden_events::{Metadata, StreamId};
 use crate::app::AppState;
 use crate::commands::CommandError;
 use crate::domain::job::{Job, JobCommand, MachineRef};
-use crate::domain::Aggregate;
-use crate::event_store::{self, claims, StoreError};
+use crate::domain::Aggregate as _;
+use crate::event_store::{self, claims, ExpectedVersion, StoreError};
+use warden_projections::runners::assignment_lock_key;
 
-/// Candidates looked at per assignment attempt; more only matter when many
-/// instances compete for the same jobs.
-const CANDIDATES: i64 = 8;
+/// Candidates read from the queue per round.
+const CANDIDATES: i64 = 16;
+/// Rounds of fresh candidates before a contended machine gives up (its
+/// long poll, if any, keeps waiting).
+const ROUNDS: usize = 4;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct JobView {
@@ -178,74 +183,173 @@ pub enum Assignment {
 /// Assigns the best queued job the machine can take (highest priority,
 /// then oldest), if any. When this returns `Assigned`, the job read model
 /// shows it.
+///
+/// Machines asking at once read the same head of the queue; whoever loses
+/// the race for a job tries the other candidates in random order (so the
+/// losers spread out instead of colliding again), then re-reads the queue.
 pub async fn assign_next(state: &AppState, taker: &Taker, metadata: &Metadata) -> Result<Assignment, CommandError> {
     let connection = state.db.get().await.map_err(StoreError::from)?;
     if let Some(job) = current_job(&connection, taker.machine.machine_id).await? {
         return Ok(Assignment::Busy(job));
     }
-    let select = connection
-        .prepare_cached(
-            "SELECT id FROM jobs WHERE status = 'queued' AND required_tags <@ $1
-             ORDER BY priority DESC, submitted_at, id LIMIT $2",
-        )
-        .await
-        .map_err(StoreError::from)?;
-    let candidates: Vec<Uuid> = connection
-        .query(&select, &[&taker.tags, &CANDIDATES])
-        .await
-        .map_err(StoreError::from)?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
     drop(connection);
-
-    for job_id in candidates {
-        let stream = StreamId::job(job_id);
-        // Loaded before the assignment transaction's first write: the
-        // log's per-stream order relies on it (see event_store).
-        let (job, expected) = state.commands.load::<Job>(&stream).await?;
-        if !matches!(job, Job::Queued(_)) {
-            continue; // the read model was behind
+    for _ in 0..ROUNDS {
+        let mut candidates = queued_candidates(state, &taker.tags).await?;
+        if candidates.is_empty() {
+            return Ok(Assignment::NoJob);
         }
-        let events = job.decide(&JobCommand::Assign(taker.machine))?;
-        let mut connection = state.db.get().await.map_err(StoreError::from)?;
-        let tx = connection.transaction().await.map_err(StoreError::from)?;
-        let runner = tx
-            .query_opt(
-                "SELECT status = 'active' AND NOT paused FROM runners WHERE id = $1 FOR SHARE",
-                &[&taker.machine.runner_id],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        if !runner.is_some_and(|row| row.get::<_, bool>(0)) {
-            return Ok(Assignment::RunnerUnavailable);
-        }
-        match event_store::append_in(&tx, &stream, expected, events.clone(), metadata).await {
-            Ok(appended) => {
-                tx.commit().await.map_err(StoreError::from)?;
-                state.commands.store().signal_append();
-                state
-                    .commands
-                    .projections()
-                    .wait_for_events(appended.cursor, &events, state.config.http.consistency_timeout)
-                    .await?;
-                let view = get(state, job_id).await?.expect("assigned job is projected");
-                return Ok(Assignment::Assigned(Box::new(view)));
+        // The best first; the rest only matter after losing a race.
+        candidates[1..].shuffle(&mut rand::thread_rng());
+        for job_id in candidates {
+            match try_assign(state, taker, job_id, metadata).await? {
+                Attempt::Lost => continue,
+                Attempt::Done(assignment) => return Ok(assignment),
             }
-            // Taken by another machine meanwhile: try the next one.
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(StoreError::ClaimTaken { scope }) if scope == claims::MACHINE_JOB => {
-                drop(tx);
-                let connection = state.db.get().await.map_err(StoreError::from)?;
-                return Ok(match current_job(&connection, taker.machine.machine_id).await? {
-                    Some(job) => Assignment::Busy(job),
-                    None => Assignment::NoJob,
-                });
-            }
-            Err(error) => return Err(error.into()),
         }
     }
     Ok(Assignment::NoJob)
+}
+
+async fn queued_candidates(state: &AppState, tags: &[String]) -> Result<Vec<Uuid>, StoreError> {
+    let in_flight = state.assigning.snapshot();
+    let connection = state.db.get().await?;
+    let select = connection
+        .prepare_cached(
+            "SELECT id FROM jobs WHERE status = 'queued' AND required_tags <@ $1 AND NOT (id = ANY($3))
+             ORDER BY priority DESC, submitted_at, id LIMIT $2",
+        )
+        .await?;
+    Ok(connection
+        .query(&select, &[&tags, &CANDIDATES, &in_flight])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// Jobs this instance is assigning right now, until the read model shows
+/// the assignment: other machines here skip them instead of racing for
+/// them or reading a stale queue.
+#[derive(Default)]
+pub struct InFlight {
+    jobs: Mutex<HashSet<Uuid>>,
+}
+
+impl InFlight {
+    fn snapshot(&self) -> Vec<Uuid> {
+        self.jobs.lock().expect("in-flight jobs").iter().copied().collect()
+    }
+
+    /// Marks `job_id` until the returned guard is dropped; `None` if it is
+    /// already being assigned here.
+    fn mark(&self, job_id: Uuid) -> Option<InFlightGuard<'_>> {
+        // The lock is released before a guard exists: dropping a guard
+        // takes it again.
+        let newly_marked = self.jobs.lock().expect("in-flight jobs").insert(job_id);
+        newly_marked.then(|| InFlightGuard { owner: self, job_id })
+    }
+}
+
+struct InFlightGuard<'a> {
+    owner: &'a InFlight,
+    job_id: Uuid,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.owner.jobs.lock().expect("in-flight jobs").remove(&self.job_id);
+    }
+}
+
+enum Attempt {
+    /// Someone else got the job first (or the read model was behind).
+    Lost,
+    Done(Assignment),
+}
+
+async fn try_assign(
+    state: &AppState,
+    taker: &Taker,
+    job_id: Uuid,
+    metadata: &Metadata,
+) -> Result<Attempt, CommandError> {
+    // Held until the read model shows the outcome (the end of this call).
+    let Some(_in_flight) = state.assigning.mark(job_id) else {
+        return Ok(Attempt::Lost);
+    };
+    let stream = StreamId::job(job_id);
+    let mut connection = state.db.get().await.map_err(StoreError::from)?;
+    let tx = connection.transaction().await.map_err(StoreError::from)?;
+    // Reserve the job like SKIP LOCKED would, but with an advisory lock:
+    // it is not a write, so the transaction still has no id when it loads
+    // the stream below (the log's per-stream order relies on that, see
+    // event_store). Whoever holds it is assigning the job right now.
+    let reserve = tx
+        .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
+        .await
+        .map_err(StoreError::from)?;
+    let reserved: bool = tx
+        .query_one(&reserve, &[&reservation_key(job_id)])
+        .await
+        .map_err(StoreError::from)?
+        .get(0);
+    if !reserved {
+        return Ok(Attempt::Lost);
+    }
+    let history = event_store::read_stream(&tx, &stream).await?;
+    let expected = ExpectedVersion(history.last().map_or(0, |e| e.stream_version));
+    let job = Job::from_history(&history);
+    if !matches!(job, Job::Queued(_)) {
+        return Ok(Attempt::Lost); // the read model was behind
+    }
+    let events = job.decide(&JobCommand::Assign(taker.machine))?;
+    // Shared with other assignments, exclusive with the runner projection
+    // applying a pause or invalidation (see warden_projections::runners):
+    // once such a change has answered, no assignment that saw the runner
+    // available can still commit. Not a write either.
+    let runner = tx
+        .query_opt(
+            "SELECT status = 'active' AND NOT paused
+             FROM runners, pg_advisory_xact_lock_shared($2)
+             WHERE id = $1",
+            &[&taker.machine.runner_id, &assignment_lock_key(taker.machine.runner_id)],
+        )
+        .await
+        .map_err(StoreError::from)?;
+    if !runner.is_some_and(|row| row.get::<_, bool>(0)) {
+        return Ok(Attempt::Done(Assignment::RunnerUnavailable));
+    }
+    match event_store::append_in(&tx, &stream, expected, events.clone(), metadata).await {
+        Ok(appended) => {
+            tx.commit().await.map_err(StoreError::from)?;
+            state.commands.store().signal_append();
+            state
+                .commands
+                .projections()
+                .wait_for_events(appended.cursor, &events, state.config.http.consistency_timeout)
+                .await?;
+            let view = get(state, job_id).await?.expect("assigned job is projected");
+            Ok(Attempt::Done(Assignment::Assigned(Box::new(view))))
+        }
+        Err(StoreError::Conflict { .. }) => Ok(Attempt::Lost),
+        Err(StoreError::ClaimTaken { scope }) if scope == claims::MACHINE_JOB => {
+            drop(tx);
+            let connection = state.db.get().await.map_err(StoreError::from)?;
+            Ok(Attempt::Done(
+                match current_job(&connection, taker.machine.machine_id).await? {
+                    Some(job) => Assignment::Busy(job),
+                    None => Assignment::NoJob,
+                },
+            ))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Advisory lock key reserving a job during its assignment.
+fn reservation_key(job_id: Uuid) -> i64 {
+    let (high, low) = job_id.as_u64_pair();
+    (high ^ low ^ 0x6a6f_625f_6173_7369) as i64
 }
 
 /// Throttles progress reports: one event per job per interval at most
@@ -350,4 +454,23 @@ pub async fn requeue_from(
         .await?;
     state.dispatcher.kick();
     Ok(Some(job_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_marks_are_exclusive_and_released_by_their_own_guard() {
+        let in_flight = InFlight::default();
+        let job = Uuid::now_v7();
+        let first = in_flight.mark(job).expect("first mark");
+        // A second mark of the same job is refused and must not release
+        // (or deadlock on) the first one.
+        assert!(in_flight.mark(job).is_none());
+        assert_eq!(in_flight.snapshot(), [job]);
+        drop(first);
+        assert!(in_flight.snapshot().is_empty());
+        assert!(in_flight.mark(job).is_some());
+    }
 }

@@ -50,6 +50,12 @@ pub trait LogConsumer: Send + Sync {
         events: &[RecordedEvent],
         through: LogCursor,
     ) -> Result<(), StoreError>;
+
+    /// Called when the follower has read everything readable, at `through`:
+    /// the moment to persist progress a consumer deferred.
+    async fn idle(&self, _connection: &mut Connection, _through: LogCursor) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Where a follower is; shared with whoever waits for it.
@@ -134,6 +140,7 @@ async fn lead(
             idle_poll = BLOCKED_POLL;
             continue;
         }
+        consumer.idle(connection.get_mut(), cursor).await?;
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = appends.changed() => idle_poll = BLOCKED_POLL,

@@ -34,9 +34,21 @@ pub enum CatchUpError {
     Lag(#[from] ProjectionLag),
 }
 
+/// How often a projector that had nothing to apply still saves its
+/// checkpoint (it only spares re-reading ignored events after a restart).
+const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A projector as a log consumer: apply the batch, then the checkpoint.
 struct Projector {
     projection: Box<dyn Projection>,
+    /// The checkpoint last written to the table, and when.
+    saved: std::sync::Mutex<Option<(LogCursor, Instant)>>,
+}
+
+impl Projector {
+    fn mark_saved(&self, cursor: LogCursor) {
+        *self.saved.lock().expect("checkpoint record") = Some((cursor, Instant::now()));
+    }
 }
 
 #[async_trait]
@@ -51,12 +63,48 @@ impl LogConsumer for Projector {
         events: &[RecordedEvent],
         through: LogCursor,
     ) -> Result<(), StoreError> {
+        let name = self.projection.name();
+        if !events.iter().any(|e| self.projection.handles(&e.event)) {
+            // Nothing for this read model: no transaction, and the
+            // checkpoint only now and then while busy (commands never wait
+            // for a projector their events do not concern); `idle` writes
+            // it once the log is quiet.
+            let due = self
+                .saved
+                .lock()
+                .expect("checkpoint record")
+                .is_none_or(|(_, at)| at.elapsed() >= IDLE_CHECKPOINT_INTERVAL);
+            if due {
+                save_checkpoint(&*connection, name, through).await?;
+                self.mark_saved(through);
+            }
+            return Ok(());
+        }
         let tx = connection.transaction().await?;
+        if !self.projection.needs_durable_commits() {
+            tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        }
         for event in events {
             self.projection.apply(&tx, event).await?;
         }
-        save_checkpoint(&tx, self.projection.name(), through).await?;
+        save_checkpoint(&tx, name, through).await?;
         tx.commit().await?;
+        self.mark_saved(through);
+        Ok(())
+    }
+
+    /// Caught up: write a checkpoint deferred above, so that instances
+    /// waiting on the table see this projector at the end of the log.
+    async fn idle(&self, connection: &mut Connection, through: LogCursor) -> Result<(), StoreError> {
+        let behind = self
+            .saved
+            .lock()
+            .expect("checkpoint record")
+            .is_none_or(|(saved, _)| saved < through);
+        if behind && through > LogCursor::START {
+            save_checkpoint(&*connection, self.projection.name(), through).await?;
+            self.mark_saved(through);
+        }
         Ok(())
     }
 }
@@ -78,7 +126,13 @@ impl ProjectionRunner {
     pub fn new(store: EventStore, projections: Vec<Box<dyn Projection>>) -> Arc<Self> {
         let projectors = projections
             .into_iter()
-            .map(|projection| (Arc::new(Projector { projection }), Arc::new(FollowerProgress::new())))
+            .map(|projection| {
+                let projector = Projector {
+                    projection,
+                    saved: std::sync::Mutex::new(None),
+                };
+                (Arc::new(projector), Arc::new(FollowerProgress::new()))
+            })
             .collect();
         Arc::new(ProjectionRunner { store, projectors })
     }

@@ -155,6 +155,11 @@ impl LogConsumer for JobReassignment {
         }
 
         let tx = connection.transaction().await?;
+        // Asynchronous commit is safe here: requeues, state and checkpoint
+        // commit together, so losing this commit in a crash equals crashing
+        // before it (the batch is redone), and any later durable commit
+        // flushes it (the WAL is sequential).
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
         for (job_id, holder) in &plan.held {
             match holder {
                 Some(runner_id) => {

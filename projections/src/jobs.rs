@@ -17,6 +17,10 @@ impl Projection for JobProjection {
         &["jobs"]
     }
 
+    fn needs_durable_commits(&self) -> bool {
+        false
+    }
+
     fn handles(&self, event: &Event) -> bool {
         matches!(
             event,

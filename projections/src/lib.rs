@@ -34,6 +34,15 @@ pub trait Projection: Send + Sync {
     /// for the projectors their events concern.
     fn handles(&self, event: &Event) -> bool;
 
+    /// Whether commits of this read model must be flushed before a command
+    /// that waits for it answers. Read models that decide who may do what
+    /// (users, runners) must; the others may commit asynchronously: one
+    /// lost in a PostgreSQL crash is re-projected from the log, which is
+    /// always durable, before warden serves again.
+    fn needs_durable_commits(&self) -> bool {
+        true
+    }
+
     /// Applies one event; events a projector does not care about are no-ops.
     async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
 }

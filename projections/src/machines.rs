@@ -18,6 +18,10 @@ impl Projection for MachineProjection {
         &["runner_machines"]
     }
 
+    fn needs_durable_commits(&self) -> bool {
+        false
+    }
+
     fn handles(&self, event: &Event) -> bool {
         matches!(
             event,

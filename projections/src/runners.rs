@@ -31,6 +31,17 @@ impl Projection for RunnerProjection {
     async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
         let version = recorded.stream_version;
         let at = recorded.recorded_at;
+        // A runner that stops taking jobs: wait for assignments in flight
+        // (they hold this lock shared), so that none that saw the runner
+        // available commits after this change does.
+        if let Some(runner_id) = stops_taking_jobs(&recorded.event) {
+            execute(
+                tx,
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&assignment_lock_key(runner_id)],
+            )
+            .await?;
+        }
         match &recorded.event {
             Event::RunnerCreated(e) => {
                 let created_by = match recorded.metadata.actor {
@@ -101,6 +112,21 @@ impl Projection for RunnerProjection {
         }
         Ok(())
     }
+}
+
+fn stops_taking_jobs(event: &Event) -> Option<uuid::Uuid> {
+    match event {
+        Event::RunnerPaused(e) => Some(e.runner_id),
+        Event::RunnerInvalidated(e) => Some(e.runner_id),
+        _ => None,
+    }
+}
+
+/// Advisory lock key that job assignment holds shared, and the runner
+/// projection exclusively while a runner stops taking jobs.
+pub fn assignment_lock_key(runner_id: uuid::Uuid) -> i64 {
+    let (high, low) = runner_id.as_u64_pair();
+    (high ^ low ^ 0x7275_6e6e_6572_5f61) as i64
 }
 
 async fn set_paused(

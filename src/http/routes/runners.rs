@@ -360,7 +360,7 @@ pub async fn heartbeat(
     let body: HeartbeatBody = optional_json(&request, &body)?.unwrap_or_default();
     let system_id = project_w_system_id(&request, body.system_id);
     let machine = machine(&state, &runner, &context, &system_id, None).await?;
-    if !state.dispatcher.seen(machine.machine_id) {
+    if !state.dispatcher.is_online(machine.machine_id) {
         return Err(ApiError::conflict(
             "machine_not_registered",
             "this runner machine is not registered (any more); call /api/runners/register first",
@@ -369,8 +369,8 @@ pub async fn heartbeat(
     let connection = state.db.get().await?;
     let current = jobs::current_job(&connection, machine.machine_id).await?;
     drop(connection);
+    state.dispatcher.seen(machine.machine_id, current.is_some());
     let Some(job_id) = current else {
-        state.dispatcher.kick();
         return Ok(HttpResponse::Ok().json(json!({ "abort": false, "job_assigned": false })));
     };
     let abort = match body.progress {

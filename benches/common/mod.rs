@@ -1,0 +1,278 @@
+//! Shared by the benchmarks: a durable throwaway cluster, warden on it,
+//! the pgbench baseline, concurrent load loops with latency percentiles,
+//! and the report table.
+
+#![allow(dead_code)] // each bench uses a part
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use warden::app::{AppState, Background};
+use warden::config::{Config, ProvisionedUser};
+use warden::db::Database;
+use warden::embedded_pg::{ClusterOptions, EmbeddedCluster, PgBinaries};
+use warden::secrets::Secret;
+
+const WARM_UP: Duration = Duration::from_secs(2);
+const ADMIN_PASSWORD: &str = "bench admin password";
+
+/// Seconds per measurement: `BENCH_SECONDS`, default 15.
+pub fn duration() -> Duration {
+    Duration::from_secs(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(15),
+    )
+}
+
+/// A durable cluster (fsync on, like `warden serve`'s) in a fresh folder,
+/// with the databases `warden` and `baseline`.
+pub async fn cluster() -> (tempfile::TempDir, EmbeddedCluster) {
+    let dir = tempfile::Builder::new().prefix("warden-bench-").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let options = ClusterOptions::durable(dir.path().join("data"));
+    let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
+        .await
+        .unwrap()
+        .expect("start PostgreSQL");
+    for name in ["warden", "baseline"] {
+        warden::database_setup::create_database_if_missing(&cluster.connect_config("postgres"), name)
+            .await
+            .unwrap();
+    }
+    (dir, cluster)
+}
+
+/// warden on the cluster's `warden` database, serving HTTP on loopback,
+/// with an admin provisioned and no rate limit in the way.
+pub struct Warden {
+    pub state: Arc<AppState>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub admin: String,
+    background: Background,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Warden {
+    pub async fn start(cluster: &EmbeddedCluster, connections: usize) -> Warden {
+        let db = Database::new(cluster.connect_config("warden"), 48).unwrap();
+        let mut config = Config::default();
+        config.http.workers = Some(2);
+        config.runners.rate_limit.per_second = 1_000_000;
+        config.runners.rate_limit.burst = 1_000_000;
+        config.security.local_account.user_provisioning.insert(
+            "0".into(),
+            ProvisionedUser {
+                email: "bench-admin@example.org".into(),
+                password: Secret::new(ADMIN_PASSWORD),
+                is_admin: true,
+            },
+        );
+        let (state, background) = AppState::start(config, db).await.unwrap();
+        warden::accounts::provision_from_config(&state).await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = warden::http::server(Arc::clone(&state), listener).unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .build()
+            .unwrap();
+        let login: serde_json::Value = http
+            .post(format!("{base}/api/local-account/login"))
+            .form(&[
+                ("grant_type", "password"),
+                ("scope", "admin"),
+                ("username", "bench-admin@example.org"),
+                ("password", ADMIN_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Warden {
+            state,
+            base,
+            http,
+            admin: login["access_token"].as_str().unwrap().to_owned(),
+            background,
+            server: handle,
+        }
+    }
+
+    /// A new runner's (id, token).
+    pub async fn create_runner(&self) -> (String, String) {
+        let created: serde_json::Value = self
+            .http
+            .post(format!("{}/api/admins/create_runner", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            created["id"].as_str().unwrap().to_owned(),
+            created["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        self.background.stop().await;
+    }
+}
+
+pub struct Measurement {
+    pub name: &'static str,
+    pub per_second: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Runs `pgbench` with `clients` clients and `script` against the
+/// `baseline` database, after running `setup` there.
+pub fn pgbench(
+    cluster: &EmbeddedCluster,
+    name: &'static str,
+    clients: usize,
+    duration: Duration,
+    setup: &str,
+    script: &str,
+) -> Measurement {
+    let binaries = PgBinaries::locate().unwrap();
+    let status = Command::new(binaries.tool("psql"))
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(cluster.socket_dir())
+        .args([
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            "warden",
+            "-d",
+            "baseline",
+            "-c",
+            setup,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "baseline set-up failed");
+    let script_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script_file.path(), script).unwrap();
+    let output = Command::new(binaries.tool("pgbench"))
+        .args(["-n", "-h"])
+        .arg(cluster.socket_dir())
+        .args(["-p", &cluster.port().to_string(), "-U", "warden"])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &duration.as_secs().to_string(),
+            "-f",
+        ])
+        .arg(script_file.path())
+        .arg("baseline")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let number_after = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    Measurement {
+        name,
+        per_second: number_after("tps = ").expect("pgbench printed no tps"),
+        // pgbench reports the average latency.
+        p50_ms: number_after("latency average = "),
+        p99_ms: None,
+    }
+}
+
+/// Runs `operation` from `clients` concurrent loops: a warm-up, then
+/// counts completions and latencies for `duration`.
+pub async fn run_clients<F, Fut>(name: &'static str, clients: usize, duration: Duration, operation: F) -> Measurement
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops: Vec<_> = (0..clients)
+        .map(|client| {
+            let operation = operation.clone();
+            let measuring = Arc::clone(&measuring);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    operation(client).await;
+                    if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                        latencies.push(started.elapsed());
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(WARM_UP).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    let mut latencies = Vec::new();
+    for task in loops {
+        latencies.extend(task.await.unwrap());
+    }
+    latencies.sort();
+    let percentile =
+        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    Measurement {
+        name,
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: Some(percentile(0.50)),
+        p99_ms: Some(percentile(0.99)),
+    }
+}
+
+/// Prints a Markdown table; ratios are against the mean of the rows at
+/// `baselines`.
+pub fn report(title: &str, results: &[Measurement], baselines: &[usize]) {
+    let baseline = baselines.iter().map(|i| results[*i].per_second).sum::<f64>() / baselines.len() as f64;
+    println!("\n{title}");
+    println!("Baseline = mean of rows {baselines:?} = {baseline:.0}/s.\n");
+    println!("| measurement | per second | ratio to baseline | p50 ms | p99 ms |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for m in results {
+        let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
+        println!(
+            "| {} | {:.0} | {:.2} | {} | {} |",
+            m.name,
+            m.per_second,
+            m.per_second / baseline,
+            ms(m.p50_ms),
+            ms(m.p99_ms)
+        );
+    }
+    println!("\n(pgbench rows show its average latency in the p50 column.)");
+}

@@ -1,0 +1,220 @@
+//! The runner side under load, each number next to a pgbench baseline run
+//! on the same cluster in the same run:
+//! - heartbeats: 64 concurrent connections, each a runner machine of one
+//!   token, `POST /api/runners/heartbeat`; baseline: pgbench with 64
+//!   clients doing the indexed token-hash lookup every heartbeat needs;
+//!   also warden's own `GET /api/health` (HTTP plus one query).
+//! - job assignments: 16 machines taking jobs from a full queue
+//!   (`jobs/request`, then `result`); baseline: pgbench single-row INSERTs
+//!   with 16 clients.
+//!
+//!     cargo bench --bench runner_protocol          # 15 s per measurement
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{pgbench, report, run_clients, Warden};
+use serde_json::json;
+use warden::events::Metadata;
+
+const HEARTBEAT_CLIENTS: usize = 64;
+const ASSIGN_CLIENTS: usize = 16;
+const LOOKUP_SETUP: &str = "CREATE TABLE IF NOT EXISTS lookup (id BIGINT PRIMARY KEY, token_hash TEXT NOT NULL);
+     CREATE UNIQUE INDEX IF NOT EXISTS lookup_hash ON lookup (token_hash);
+     INSERT INTO lookup SELECT n, md5(n::text) FROM generate_series(1, 1000) n ON CONFLICT DO NOTHING;";
+const LOOKUP_SCRIPT: &str = "\\set n random(1, 1000)\nSELECT id FROM lookup WHERE token_hash = md5(:n::text);\n";
+const INSERT_SETUP: &str = "CREATE TABLE IF NOT EXISTS bench_insert (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+const INSERT_SCRIPT: &str = "INSERT INTO bench_insert (payload) VALUES ('{\"job\": 1, \"runner\": \"00000000-0000-0000-0000-000000000000\"}');\n";
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let duration = common::duration();
+        let (_dir, cluster) = common::cluster().await;
+
+        // Heartbeats.
+        let mut heartbeats = vec![pgbench(
+            &cluster,
+            "pgbench token-hash lookup (baseline, before)",
+            HEARTBEAT_CLIENTS,
+            duration,
+            LOOKUP_SETUP,
+            LOOKUP_SCRIPT,
+        )];
+        let warden = Warden::start(&cluster, HEARTBEAT_CLIENTS).await;
+        let (_, token) = warden.create_runner().await;
+        for machine in 0..HEARTBEAT_CLIENTS {
+            let registered = warden
+                .http
+                .post(format!("{}/api/runners/register", warden.base))
+                .bearer_auth(&token)
+                .json(&json!({"system_id": format!("r_bench{machine:07}")}))
+                .send()
+                .await
+                .unwrap();
+            assert!(registered.status().is_success());
+        }
+        let (http, base) = (warden.http.clone(), warden.base.clone());
+        heartbeats.push(
+            run_clients(
+                "warden GET /api/health (HTTP + one query)",
+                HEARTBEAT_CLIENTS,
+                duration,
+                move |_| {
+                    let (http, url) = (http.clone(), format!("{base}/api/health"));
+                    async move {
+                        assert!(http.get(&url).send().await.unwrap().status().is_success());
+                    }
+                },
+            )
+            .await,
+        );
+        let events_before = event_count(&warden).await;
+        let (http, base, heartbeat_token) = (warden.http.clone(), warden.base.clone(), token.clone());
+        heartbeats.push(
+            run_clients(
+                "warden Project-W heartbeat (64 machines, one token)",
+                HEARTBEAT_CLIENTS,
+                duration,
+                move |client| {
+                    let (http, url, token) = (
+                        http.clone(),
+                        format!("{base}/api/runners/heartbeat"),
+                        heartbeat_token.clone(),
+                    );
+                    async move {
+                        let response = http
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .json(&json!({"system_id": format!("r_bench{client:07}")}))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert!(response.status().is_success());
+                    }
+                },
+            )
+            .await,
+        );
+        let heartbeat_events = event_count(&warden).await - events_before;
+        // Take the heartbeat machines offline, or they would compete for
+        // the jobs of the next measurement.
+        for machine in 0..HEARTBEAT_CLIENTS {
+            let gone = warden
+                .http
+                .post(format!("{}/api/runners/unregister", warden.base))
+                .bearer_auth(&token)
+                .json(&json!({"system_id": format!("r_bench{machine:07}")}))
+                .send()
+                .await
+                .unwrap();
+            assert!(gone.status().is_success());
+        }
+
+        // Job assignments from a queue that never runs dry.
+        let jobs = 1500 * (duration.as_secs() as usize + 5);
+        submit_jobs(&warden, jobs).await;
+        let (_, token) = warden.create_runner().await;
+        let (http, base) = (warden.http.clone(), warden.base.clone());
+        let assignments = run_clients(
+            "warden job assignment (jobs/request + result)",
+            ASSIGN_CLIENTS,
+            duration,
+            move |client| {
+                let (http, base, token) = (http.clone(), base.clone(), token.clone());
+                async move {
+                    let system_id = format!("r_assign{client:06}");
+                    let response = http
+                        .post(format!("{base}/api/runners/jobs/request"))
+                        .bearer_auth(&token)
+                        .json(&json!({"system_id": system_id}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), reqwest::StatusCode::OK, "the queue ran dry");
+                    let job: serde_json::Value = response.json().await.unwrap();
+                    let id = job["id"].as_str().unwrap();
+                    let done = http
+                        .post(format!("{base}/api/runners/jobs/{id}/result"))
+                        .bearer_auth(&token)
+                        .json(&json!({"system_id": system_id, "outcome": "succeeded"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(done.status().is_success());
+                }
+            },
+        )
+        .await;
+        warden.stop().await;
+
+        heartbeats.push(pgbench(
+            &cluster,
+            "pgbench token-hash lookup (baseline, after)",
+            HEARTBEAT_CLIENTS,
+            duration,
+            LOOKUP_SETUP,
+            LOOKUP_SCRIPT,
+        ));
+        let mut assigning = vec![pgbench(
+            &cluster,
+            "pgbench INSERT (baseline)",
+            ASSIGN_CLIENTS,
+            duration,
+            INSERT_SETUP,
+            INSERT_SCRIPT,
+        )];
+        assigning.push(assignments);
+
+        report(
+            &format!(
+                "Heartbeats: {HEARTBEAT_CLIENTS} concurrent connections, {} s per row.",
+                duration.as_secs()
+            ),
+            &heartbeats,
+            &[0, heartbeats.len() - 1],
+        );
+        println!("Events appended during the heartbeat run: {heartbeat_events}");
+        report(
+            &format!(
+                "Job assignments: {ASSIGN_CLIENTS} machines, {} s; each assignment is followed by its result.",
+                duration.as_secs()
+            ),
+            &assigning,
+            &[0],
+        );
+    });
+}
+
+async fn event_count(warden: &Warden) -> i64 {
+    let connection = warden.state.db.get().await.unwrap();
+    connection
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Fills the queue (through the command path, 16 at a time).
+async fn submit_jobs(warden: &Warden, count: usize) {
+    let user = uuid::Uuid::now_v7();
+    let tasks: Vec<_> = (0..16)
+        .map(|worker| {
+            let state = Arc::clone(&warden.state);
+            tokio::spawn(async move {
+                for n in (worker..count).step_by(16) {
+                    warden::jobs::submit(&state, user, json!({"n": n}), Vec::new(), 0, &Metadata::system("bench"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
