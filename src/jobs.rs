@@ -34,7 +34,7 @@ use crate::event_store::{self, claims, ExpectedVersion, StoreError};
 use warden_projections::runners::assignment_lock_key;
 
 /// Candidates read from the queue per round.
-const CANDIDATES: i64 = 16;
+const CANDIDATES: i32 = 16;
 /// Rounds of fresh candidates before a contended machine gives up (its
 /// long poll, if any, keeps waiting).
 const ROUNDS: usize = 4;
@@ -214,10 +214,8 @@ async fn queued_candidates(state: &AppState, tags: &[String]) -> Result<Vec<Uuid
     let in_flight = state.assigning.snapshot();
     let connection = state.db.get().await?;
     let select = connection
-        .prepare_cached(
-            "SELECT id FROM jobs WHERE status = 'queued' AND required_tags <@ $1 AND NOT (id = ANY($3))
-             ORDER BY priority DESC, submitted_at, id LIMIT $2",
-        )
+        // An ordered walk of the queue index (see migration V4).
+        .prepare_cached("SELECT queue_head($1, $2, $3)")
         .await?;
     Ok(connection
         .query(&select, &[&tags, &CANDIDATES, &in_flight])
