@@ -156,10 +156,13 @@ pub async fn cancel(
 }
 
 /// The job a machine runs, if any.
-pub async fn current_job<C: GenericClient>(client: &C, machine_id: Uuid) -> Result<Option<Uuid>, StoreError> {
-    Ok(claims::owner_of(client, claims::MACHINE_JOB, &machine_id.to_string())
-        .await?
-        .and_then(|stream| stream.id()))
+pub async fn current_job(state: &AppState, machine_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    let connection = state.db.get().await?;
+    Ok(
+        claims::owner_of(&connection, claims::MACHINE_JOB, &machine_id.to_string())
+            .await?
+            .and_then(|stream| stream.id()),
+    )
 }
 
 /// A machine that can take a job.
@@ -188,11 +191,9 @@ pub enum Assignment {
 /// the race for a job tries the other candidates in random order (so the
 /// losers spread out instead of colliding again), then re-reads the queue.
 pub async fn assign_next(state: &AppState, taker: &Taker, metadata: &Metadata) -> Result<Assignment, CommandError> {
-    let connection = state.db.get().await.map_err(StoreError::from)?;
-    if let Some(job) = current_job(&connection, taker.machine.machine_id).await? {
+    if let Some(job) = current_job(state, taker.machine.machine_id).await? {
         return Ok(Assignment::Busy(job));
     }
-    drop(connection);
     for _ in 0..ROUNDS {
         let mut candidates = queued_candidates(state, &taker.tags).await?;
         if candidates.is_empty() {
@@ -332,9 +333,8 @@ async fn try_assign(
         Err(StoreError::Conflict { .. }) => Ok(Attempt::Lost),
         Err(StoreError::ClaimTaken { scope }) if scope == claims::MACHINE_JOB => {
             drop(tx);
-            let connection = state.db.get().await.map_err(StoreError::from)?;
             Ok(Attempt::Done(
-                match current_job(&connection, taker.machine.machine_id).await? {
+                match current_job(state, taker.machine.machine_id).await? {
                     Some(job) => Assignment::Busy(job),
                     None => Assignment::NoJob,
                 },
@@ -437,11 +437,9 @@ pub async fn requeue_from(
     reason: &str,
     metadata: &Metadata,
 ) -> Result<Option<Uuid>, CommandError> {
-    let connection = state.db.get().await.map_err(StoreError::from)?;
-    let Some(job_id) = current_job(&connection, machine.machine_id).await? else {
+    let Some(job_id) = current_job(state, machine.machine_id).await? else {
         return Ok(None);
     };
-    drop(connection);
     let command = JobCommand::Requeue {
         runner_id: machine.runner_id,
         reason: reason.to_owned(),

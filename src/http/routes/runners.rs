@@ -179,9 +179,7 @@ pub async fn request_job(
         tokio::time::sleep(wait).await;
         return Ok(HttpResponse::NoContent().finish());
     }
-    let connection = state.db.get().await?;
-    let current = jobs::current_job(&connection, machine.machine_id).await?;
-    drop(connection);
+    let current = jobs::current_job(&state, machine.machine_id).await?;
     if let Some(job_id) = current {
         return job_for_runner(&state, job_id).await;
     }
@@ -366,9 +364,7 @@ pub async fn heartbeat(
             "this runner machine is not registered (any more); call /api/runners/register first",
         ));
     }
-    let connection = state.db.get().await?;
-    let current = jobs::current_job(&connection, machine.machine_id).await?;
-    drop(connection);
+    let current = jobs::current_job(&state, machine.machine_id).await?;
     state.dispatcher.seen(machine.machine_id, current.is_some());
     let Some(job_id) = current else {
         return Ok(HttpResponse::Ok().json(json!({ "abort": false, "job_assigned": false })));
@@ -394,9 +390,7 @@ pub async fn retrieve_job_info(
 ) -> Result<HttpResponse, ApiError> {
     let system_id = project_w_system_id(&request, None);
     let machine = machine(&state, &runner, &context, &system_id, None).await?;
-    let connection = state.db.get().await?;
-    let current = jobs::current_job(&connection, machine.machine_id).await?;
-    drop(connection);
+    let current = jobs::current_job(&state, machine.machine_id).await?;
     match current {
         Some(job_id) => job_for_runner(&state, job_id).await,
         None => Err(ApiError::not_found(
@@ -430,9 +424,7 @@ pub async fn submit_job_result(
     let body = body.into_inner();
     let system_id = project_w_system_id(&request, body.system_id);
     let machine = machine(&state, &runner, &context, &system_id, None).await?;
-    let connection = state.db.get().await?;
-    let current = jobs::current_job(&connection, machine.machine_id).await?;
-    drop(connection);
+    let current = jobs::current_job(&state, machine.machine_id).await?;
     let job_id =
         current.ok_or_else(|| ApiError::not_found("no_job_assigned", "no job is assigned to this runner machine"))?;
     let (outcome, result) = match body.error_msg {
