@@ -50,6 +50,59 @@ pub enum Command {
     /// Runner-host tools.
     #[command(subcommand)]
     Runner(RunnerCommand),
+    /// The audit trail as JSON lines (filters combine), or a subcommand.
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditAction>,
+        #[command(flatten)]
+        filters: AuditFilters,
+    },
+}
+
+#[derive(clap::Args, Default)]
+pub struct AuditFilters {
+    /// A user or runner id, or a system component (e.g. job-reassignment).
+    #[arg(long)]
+    actor: Option<String>,
+    /// A stream (runner-<id>) or a bare id.
+    #[arg(long)]
+    stream: Option<String>,
+    /// An event type, e.g. RunnerInvalidated.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// From this time on (RFC 3339).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Oldest first (default: newest first).
+    #[arg(long)]
+    oldest_first: bool,
+    /// At most this many entries [default: all].
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum AuditAction {
+    /// Check every stream's hash chain; with --anchor, also the log up to an
+    /// earlier anchor. Prints a JSON report, exits 1 when something is wrong.
+    Verify {
+        /// `<position>:<hex>` printed by an earlier verify, kept elsewhere.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
+    /// The state of a runner or user stream as of a time (time travel).
+    State {
+        /// runner-<id> or user-<id>
+        #[arg(long)]
+        stream: String,
+        /// RFC 3339 time [default: now]
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +199,7 @@ impl Cli {
             }
             Command::User(command) => with_app(config, |state| user_command(state, command)).await?,
             Command::Runner(_) => unreachable!("handled above"),
+            Command::Audit { action, filters } => return audit_command(config, action, filters).await,
         }
         Ok(0)
     }
@@ -295,4 +349,58 @@ fn read_password() -> anyhow::Result<Secret> {
         bail!("no password given: set WARDEN_USER_PASSWORD or pipe it on standard input");
     }
     Ok(Secret::new(password))
+}
+
+/// `warden audit ...`: reads the log only, needs no running projectors.
+async fn audit_command(config: Config, action: Option<AuditAction>, filters: AuditFilters) -> anyhow::Result<u8> {
+    let handle = DatabaseHandle::open(&config).await?;
+    handle.db.migrate().await?;
+    let connection = handle.db.get().await?;
+    let code = match action {
+        Some(AuditAction::Verify { anchor }) => {
+            let report = crate::event_store::chain::verify(&connection, anchor.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            u8::from(!report.problems.is_empty())
+        }
+        Some(AuditAction::State { stream, at }) => {
+            let stream = warden_events::StreamId::from_stored(stream);
+            let at = at.unwrap_or_else(chrono::Utc::now);
+            let state = crate::audit::state_at(&connection, &stream, at).await?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
+            0
+        }
+        None => {
+            let mut query = crate::audit::AuditQuery {
+                actor: filters.actor,
+                stream: filters.stream,
+                event_type: filters.event_type,
+                since: filters.since,
+                until: filters.until,
+                cursor: None,
+                oldest_first: filters.oldest_first,
+                limit: crate::audit::MAX_PAGE,
+            };
+            let mut left = filters.limit.unwrap_or(u64::MAX);
+            let mut out = std::io::stdout().lock();
+            'pages: loop {
+                let page = crate::audit::query(&connection, &query).await?;
+                for entry in &page.entries {
+                    if left == 0 {
+                        break 'pages;
+                    }
+                    use std::io::Write;
+                    writeln!(out, "{}", serde_json::to_string(entry)?)?;
+                    left -= 1;
+                }
+                match page.next_cursor {
+                    Some(cursor) => query.cursor = Some(cursor),
+                    None => break,
+                }
+            }
+            0
+        }
+    };
+    drop(connection);
+    handle.close().await;
+    Ok(code)
 }

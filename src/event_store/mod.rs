@@ -14,6 +14,7 @@
 //! to *before* its first write (so before it gets a transaction id). Every
 //! append path here loads state first and appends afterwards.
 
+pub mod chain;
 pub mod claims;
 mod pii;
 
@@ -122,7 +123,9 @@ pub async fn append_in<C: GenericClient>(
     let mut types = Vec::with_capacity(events.len());
     let mut versions = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
+    let mut content_hashes: Vec<Vec<u8>> = Vec::with_capacity(events.len());
     let mut forgotten = Vec::new();
+    let recorded_at = chain::storable_now();
     for mut event in events {
         claims::apply(tx, stream, &event).await?;
         if let Some(subject) = event.pii_subject() {
@@ -133,7 +136,21 @@ pub async fn append_in<C: GenericClient>(
             forgotten.push(subject);
         }
         let encoded = codec::encode(&event);
-        event_ids.push(Uuid::now_v7());
+        let event_id = Uuid::now_v7();
+        content_hashes.push(
+            chain::content_hash(
+                stream.as_str(),
+                expected.0 + event_ids.len() as i64 + 1,
+                event_id,
+                encoded.event_type,
+                encoded.schema_version as i32,
+                &encoded.payload,
+                &metadata_json,
+                recorded_at,
+            )
+            .to_vec(),
+        );
+        event_ids.push(event_id);
         types.push(encoded.event_type);
         versions.push(encoded.schema_version as i32);
         payloads.push(encoded.payload);
@@ -141,14 +158,28 @@ pub async fn append_in<C: GenericClient>(
 
     // The guard refuses gaps (expected ahead of the stream); the unique
     // (stream_id, stream_version) constraint refuses a concurrent writer.
+    // `chain` links each event's hash to the one before it in the stream
+    // (see chain.rs), inside this one statement.
     let insert = tx
         .prepare_cached(
-            "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
-             SELECT $1, $2 + e.ord, e.id, e.typ, e.ver, e.payload, $7
-             FROM unnest($3::uuid[], $4::text[], $5::int4[], $6::jsonb[])
-                  WITH ORDINALITY AS e(id, typ, ver, payload, ord)
+            "WITH RECURSIVE input AS (
+                 SELECT * FROM unnest($3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $8::bytea[])
+                     WITH ORDINALITY AS e(id, typ, ver, payload, content, ord)
+             ), chain (ord, hash) AS (
+                 SELECT i.ord, sha256(coalesce(
+                            (SELECT hash FROM events WHERE stream_id = $1 AND stream_version = $2), ''::bytea)
+                        || i.content)
+                 FROM input i WHERE i.ord = 1
+                 UNION ALL
+                 SELECT i.ord, sha256(c.hash || i.content)
+                 FROM chain c JOIN input i ON i.ord = c.ord + 1
+             )
+             INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, metadata,
+                                 recorded_at, hash)
+             SELECT $1, $2 + i.ord, i.id, i.typ, i.ver, i.payload, $7, $9, c.hash
+             FROM input i JOIN chain c ON c.ord = i.ord
              WHERE (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1) = $2
-             ORDER BY e.ord
+             ORDER BY i.ord
              RETURNING position, transaction_id",
         )
         .await?;
@@ -163,6 +194,8 @@ pub async fn append_in<C: GenericClient>(
                 &versions,
                 &payloads,
                 &metadata_json,
+                &content_hashes,
+                &recorded_at,
             ],
         )
         .await
@@ -206,7 +239,7 @@ fn conflict_or(error: tokio_postgres::Error, stream: &StreamId, expected: Expect
     }
 }
 
-const SELECT_EVENTS: &str = "SELECT position, transaction_id, stream_id, stream_version, event_id,
+pub(crate) const SELECT_EVENTS: &str = "SELECT position, transaction_id, stream_id, stream_version, event_id,
                                     event_type, schema_version, payload, metadata, recorded_at
                              FROM events";
 
@@ -241,7 +274,10 @@ pub async fn read_after<C: GenericClient>(
     decode_rows(client, rows).await
 }
 
-async fn decode_rows<C: GenericClient>(client: &C, rows: Vec<Row>) -> Result<Vec<RecordedEvent>, StoreError> {
+pub(crate) async fn decode_rows<C: GenericClient>(
+    client: &C,
+    rows: Vec<Row>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut events = rows.into_iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
     let subjects: Vec<Uuid> = events.iter().filter_map(|e| e.event.pii_subject()).collect();
     let keys = pii::keys_for_reading(client, subjects).await?;

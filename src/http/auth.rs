@@ -36,6 +36,29 @@ impl AuthenticatedUser {
 /// An admin with an admin-scoped token.
 pub struct Admin(pub AuthenticatedUser);
 
+/// May read admin views (audit log, read-model queries): an admin with an
+/// admin-scoped token, or a user with the read-only `support` role.
+pub struct AdminReader(pub AuthenticatedUser);
+
+impl FromRequest for AdminReader {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let user = authenticate_user(request).await?;
+            if !(user.admin_scope || user.role == Role::Support) {
+                return Err(ApiError::forbidden(
+                    "admin_read_required",
+                    "this view needs an admin-scoped token of an admin, or the support role",
+                ));
+            }
+            Ok(AdminReader(user))
+        })
+    }
+}
+
 /// A runner authenticated by its runner token (and within its rate limit).
 pub struct Runner(pub AuthenticatedRunner);
 

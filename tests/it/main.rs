@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod audit;
 mod event_store;
 mod http_api;
 mod processes;

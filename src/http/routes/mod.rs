@@ -1,6 +1,7 @@
 //! Route table. Paths of seed 000 (Project-W) are kept verbatim.
 
 pub mod admins;
+pub mod audit;
 pub mod health;
 pub mod jobs;
 pub mod local_account;
@@ -30,6 +31,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/admins/runners").route(web::get().to(admins::list_runners)))
         .service(resource("/api/admins/runners/{id}").route(web::patch().to(admins::update_runner)))
         .service(resource("/api/admins/jobs").route(web::get().to(admins::list_jobs)))
+        // Audit trail and time travel (admins, support role).
+        .service(resource("/api/admins/audit").route(web::get().to(audit::log)))
+        .service(resource("/api/admins/runners/{id}/state").route(web::get().to(audit::runner_at)))
+        .service(resource("/api/admins/users/{id}/state").route(web::get().to(audit::user_at)))
         // Runners: GitLab-style machine protocol ...
         .service(resource("/api/runners/verify").route(web::post().to(runners::verify)))
         .service(resource("/api/runners/jobs/request").route(web::post().to(runners::request_job)))

@@ -1,0 +1,107 @@
+//! The audit trail and time travel, for admins and the support role.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+use warden_events::StreamId;
+
+use crate::app::AppState;
+use crate::audit::{self, AuditQuery};
+use crate::http::auth::AdminReader;
+use crate::http::error::ApiError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default, rename = "type")]
+    event_type: Option<String>,
+    #[serde(default)]
+    since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    cursor: Option<i64>,
+    /// `newest` (default) or `oldest` first.
+    #[serde(default)]
+    order: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+/// Who did what, when, from where and why: newest first by default.
+pub async fn log(
+    state: web::Data<AppState>,
+    _reader: AdminReader,
+    params: web::Query<AuditParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let oldest_first = match params.order.as_deref() {
+        None | Some("newest") => false,
+        Some("oldest") => true,
+        Some(_) => return Err(ApiError::bad_request("invalid_query", "order is `newest` or `oldest`")),
+    };
+    if !(1..=audit::MAX_PAGE).contains(&params.limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be from 1 to {}", audit::MAX_PAGE),
+        ));
+    }
+    let query = AuditQuery {
+        actor: params.actor,
+        stream: params.stream,
+        event_type: params.event_type,
+        since: params.since,
+        until: params.until,
+        cursor: params.cursor,
+        oldest_first,
+        limit: params.limit,
+    };
+    let connection = state.db.get().await?;
+    Ok(HttpResponse::Ok().json(audit::query(&connection, &query).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtParams {
+    /// RFC 3339 time; default: now.
+    #[serde(default)]
+    at: Option<DateTime<Utc>>,
+}
+
+async fn state_at(state: &AppState, stream: StreamId, at: Option<DateTime<Utc>>) -> Result<HttpResponse, ApiError> {
+    let connection = state.db.get().await?;
+    let view = audit::state_at(&connection, &stream, at.unwrap_or_else(Utc::now)).await?;
+    if view.version == 0 && at.is_none() {
+        return Err(ApiError::not_found("not_found", format!("no stream {stream}")));
+    }
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// A runner as it was at `at`.
+pub async fn runner_at(
+    state: web::Data<AppState>,
+    _reader: AdminReader,
+    id: web::Path<Uuid>,
+    params: web::Query<AtParams>,
+) -> Result<HttpResponse, ApiError> {
+    state_at(&state, StreamId::runner(*id), params.at).await
+}
+
+/// A user as they were at `at`.
+pub async fn user_at(
+    state: web::Data<AppState>,
+    _reader: AdminReader,
+    id: web::Path<Uuid>,
+    params: web::Query<AtParams>,
+) -> Result<HttpResponse, ApiError> {
+    state_at(&state, StreamId::user(*id), params.at).await
+}
