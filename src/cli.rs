@@ -50,6 +50,12 @@ pub enum Command {
     /// Runner-host tools.
     #[command(subcommand)]
     Runner(RunnerCommand),
+    /// Rebuild every read model from the log and swap it in; with
+    /// --verify, rebuild aside and report differences (exit 1 if any).
+    Replay {
+        #[arg(long)]
+        verify: bool,
+    },
     /// The audit trail as JSON lines (filters combine), or a subcommand.
     #[command(args_conflicts_with_subcommands = true)]
     Audit {
@@ -200,6 +206,17 @@ impl Cli {
             Command::User(command) => with_app(config, |state| user_command(state, command)).await?,
             Command::Runner(_) => unreachable!("handled above"),
             Command::Audit { action, filters } => return audit_command(config, action, filters).await,
+            Command::Replay { verify } => {
+                let handle = DatabaseHandle::open(&config).await?;
+                handle.db.migrate().await?;
+                let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let report = crate::replay::run(&handle.db, verify, show_progress).await;
+                handle.close().await;
+                let report = report?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                let clean = report.differences.is_empty() && report.lagging.is_empty();
+                return Ok(u8::from(!clean));
+            }
         }
         Ok(0)
     }

@@ -27,6 +27,7 @@ pub mod projection_runner;
 pub mod rate_limit;
 pub mod reactions;
 pub mod reconcile;
+pub mod replay;
 pub mod runners;
 pub mod secrets;
 

@@ -9,5 +9,6 @@ mod processes;
 mod projections;
 mod provisioning;
 mod reconcile;
+mod replay;
 mod runners;
 mod simulation;

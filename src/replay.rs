@@ -1,0 +1,314 @@
+//! `warden replay`: rebuild every read model from the log, then swap the
+//! rebuilt rows in without downtime for readers; `--verify`: rebuild into
+//! scratch tables and report every difference from the live read models.
+//!
+//! 1. Scratch tables (`CREATE TABLE .. (LIKE .. INCLUDING ALL)`) in a
+//!    schema of their own; the projectors' own code folds the whole log
+//!    into them, in large transactions on a connection whose search path
+//!    starts with that schema (its statement cache is emptied first, so no
+//!    cached plan points at the live tables).
+//! 2. The live read models are frozen: their tables are locked in EXCLUSIVE
+//!    mode (plain reads go on, the live projectors' writes wait) and the
+//!    projectors' checkpoints locked. The scratch tables catch up to the
+//!    end of the log (replay) or to each live checkpoint (verify).
+//! 3. Replay: in the same transaction the live rows are replaced by the
+//!    rebuilt ones and the checkpoints set to where the rebuild ended;
+//!    readers see the old rows until the commit, then the new ones. Verify:
+//!    both sides are compared row by row.
+//!
+//! Reactions keep their own state and checkpoint and are not replayed.
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::GenericClient;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use warden_events::LogCursor;
+use warden_projections::Projection;
+
+use crate::db::{Connection, Database};
+use crate::event_store::{self, StoreError};
+use crate::log_follower::{load_checkpoint, save_checkpoint};
+
+const BATCH: i64 = 5000;
+/// How long verify waits for the live projectors to reach the point the
+/// rebuild reached before it compares.
+const LIVE_CATCH_UP: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize)]
+pub struct TableDifference {
+    pub table: String,
+    /// Rows in the live table that the rebuild does not have.
+    pub only_live: i64,
+    /// Rows the rebuild has that the live table does not.
+    pub only_rebuilt: i64,
+    /// A few differing rows, as JSON.
+    pub examples: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplayReport {
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    /// Verify: every difference; replay: empty.
+    pub differences: Vec<TableDifference>,
+    /// Verify: live projectors that had not reached the end of the
+    /// rebuild, so could not be compared.
+    pub lagging: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// The scratch tables and the connection that owns them.
+struct Scratch {
+    connection: Option<Connection>,
+    schema: String,
+}
+
+impl Scratch {
+    async fn create(db: &Database, projections: &[Box<dyn Projection>]) -> Result<Scratch, ReplayError> {
+        let connection = db.get().await.map_err(StoreError::from)?;
+        // Statements cached under another search path would still write to
+        // the tables they were prepared for.
+        connection.statement_cache.clear();
+        let schema = format!("replay_{}", uuid::Uuid::now_v7().simple());
+        let mut sql = format!("CREATE SCHEMA {schema};");
+        for projection in projections {
+            for table in projection.tables() {
+                sql.push_str(&format!(
+                    "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL);"
+                ));
+            }
+        }
+        sql.push_str(&format!("SET search_path = {schema}, public;"));
+        connection.batch_execute(&sql).await?;
+        Ok(Scratch {
+            connection: Some(connection),
+            schema,
+        })
+    }
+
+    fn connection(&mut self) -> &mut Connection {
+        self.connection.as_mut().expect("present until dropped")
+    }
+
+    async fn drop_schema(mut self) -> Result<(), ReplayError> {
+        let connection = self.connection.take().expect("present until dropped");
+        let outcome = connection
+            .batch_execute(&format!("RESET search_path; DROP SCHEMA {} CASCADE;", self.schema))
+            .await;
+        // Its session state and cache belong to the scratch schema.
+        crate::db::discard(connection);
+        Ok(outcome?)
+    }
+}
+
+/// Applies the next batch after `after` (and not beyond `until`) to
+/// `projections` in `tx`; returns where it ended and how many events it
+/// applied, or `None` when there was nothing left.
+async fn apply_batch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    projections: &[&dyn Projection],
+    after: LogCursor,
+    until: Option<LogCursor>,
+) -> Result<Option<(LogCursor, u64)>, ReplayError> {
+    let batch = event_store::read_after(tx, after, BATCH).await?;
+    let batch: Vec<_> = batch
+        .into_iter()
+        .filter(|e| until.is_none_or(|u| e.cursor() <= u))
+        .collect();
+    let Some(last) = batch.last().map(|e| e.cursor()) else {
+        return Ok(None);
+    };
+    for event in &batch {
+        for projection in projections {
+            projection.apply(tx, event).await.map_err(StoreError::from)?;
+        }
+    }
+    Ok(Some((last, batch.len() as u64)))
+}
+
+/// Applies everything after `from` (up to `until`) inside `tx`.
+async fn catch_up(
+    tx: &deadpool_postgres::Transaction<'_>,
+    projections: &[&dyn Projection],
+    from: LogCursor,
+    until: Option<LogCursor>,
+    events: &mut u64,
+) -> Result<LogCursor, ReplayError> {
+    let mut cursor = from;
+    while let Some((last, applied)) = apply_batch(tx, projections, cursor, until).await? {
+        cursor = last;
+        *events += applied;
+    }
+    Ok(cursor)
+}
+
+fn progress_bar(total: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {human_pos}/{human_len} events, {per_sec}, ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Rebuilds every read model; swaps the result in, or (`verify`) compares.
+pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<ReplayReport, ReplayError> {
+    let projections = warden_projections::all();
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    let all: Vec<&dyn Projection> = projections.iter().map(|p| p.as_ref()).collect();
+    let started = Instant::now();
+    let mut scratch = Scratch::create(db, &projections).await?;
+    let outcome = async {
+        let total: i64 = scratch
+            .connection()
+            .query_one("SELECT count(*) FROM events", &[])
+            .await?
+            .get(0);
+        let progress = progress_bar(total as u64, show_progress);
+        let mut rebuilt_to = LogCursor::START;
+        let mut events = 0;
+        loop {
+            let tx = scratch.connection().transaction().await?;
+            // A rebuild lost in a crash is simply started again.
+            tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+            let Some((last, applied)) = apply_batch(&tx, &all, rebuilt_to, None).await? else {
+                break;
+            };
+            tx.commit().await?;
+            rebuilt_to = last;
+            events += applied;
+            progress.inc(applied);
+        }
+
+        if verify {
+            wait_for_live(db, &names, rebuilt_to).await?;
+        }
+        let schema = scratch.schema.clone();
+        let connection = scratch.connection();
+        let tx = connection.transaction().await?;
+        let tables: Vec<String> = projections
+            .iter()
+            .flat_map(|p| p.tables().iter().map(|t| format!("public.{t}")))
+            .collect();
+        tx.batch_execute(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", tables.join(", ")))
+            .await?;
+        tx.execute(
+            "SELECT name FROM public.projection_checkpoints WHERE name = ANY($1) FOR UPDATE",
+            &[&names],
+        )
+        .await?;
+        let mut differences = Vec::new();
+        let mut lagging = Vec::new();
+        if verify {
+            // Bring each scratch projection to exactly where its live
+            // twin is, then compare.
+            for projection in &projections {
+                let live_at = load_checkpoint(&tx, projection.name()).await?;
+                if live_at < rebuilt_to {
+                    lagging.push(projection.name().to_owned());
+                    continue;
+                }
+                catch_up(&tx, &[projection.as_ref()], rebuilt_to, Some(live_at), &mut events).await?;
+                for table in projection.tables() {
+                    if let Some(difference) = compare(&tx, &schema, table).await? {
+                        differences.push(difference);
+                    }
+                }
+            }
+            tx.rollback().await?;
+        } else {
+            // Bring everything to the end of the log, then swap.
+            let end = catch_up(&tx, &all, rebuilt_to, None, &mut events).await?;
+            for projection in &projections {
+                for table in projection.tables() {
+                    tx.batch_execute(&format!(
+                        "DELETE FROM public.{table}; INSERT INTO public.{table} SELECT * FROM {schema}.{table};"
+                    ))
+                    .await?;
+                }
+                save_checkpoint(&tx, projection.name(), end).await?;
+            }
+            tx.commit().await?;
+        }
+        progress.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        Ok::<_, ReplayError>(ReplayReport {
+            events,
+            seconds,
+            events_per_second: events as f64 / seconds.max(1e-9),
+            differences,
+            lagging,
+        })
+    }
+    .await;
+    scratch.drop_schema().await?;
+    outcome
+}
+
+/// Waits until every live projector's checkpoint reached `target`.
+async fn wait_for_live(db: &Database, names: &[&str], target: LogCursor) -> Result<(), ReplayError> {
+    let deadline = Instant::now() + LIVE_CATCH_UP;
+    let connection = db.get().await.map_err(StoreError::from)?;
+    loop {
+        let mut behind = false;
+        for name in names {
+            behind |= load_checkpoint(&connection, name).await? < target;
+        }
+        if !behind || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Rows that differ between the live table and its rebuilt twin.
+async fn compare<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    table: &str,
+) -> Result<Option<TableDifference>, ReplayError> {
+    let count = |from: &str, minus: &str| {
+        format!("SELECT count(*) FROM (SELECT * FROM {from} EXCEPT ALL SELECT * FROM {minus}) d")
+    };
+    let live = format!("public.{table}");
+    let rebuilt = format!("{schema}.{table}");
+    let only_live: i64 = client.query_one(&count(&live, &rebuilt), &[]).await?.get(0);
+    let only_rebuilt: i64 = client.query_one(&count(&rebuilt, &live), &[]).await?.get(0);
+    if only_live == 0 && only_rebuilt == 0 {
+        return Ok(None);
+    }
+    let examples = client
+        .query(
+            &format!(
+                "(SELECT 'live: ' || row_to_json(d)::text FROM (SELECT * FROM {live} EXCEPT ALL SELECT * FROM {rebuilt}) d LIMIT 3)
+                 UNION ALL
+                 (SELECT 'rebuilt: ' || row_to_json(d)::text FROM (SELECT * FROM {rebuilt} EXCEPT ALL SELECT * FROM {live}) d LIMIT 3)"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(Some(TableDifference {
+        table: table.to_owned(),
+        only_live,
+        only_rebuilt,
+        examples,
+    }))
+}

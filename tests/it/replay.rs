@@ -1,0 +1,159 @@
+//! `warden replay` and `replay --verify` on a log from the runner, job and
+//! account features, with the server running.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::*;
+
+/// A log with every kind of read-model change: users (one deleted),
+/// runners (paused, invalidated, token reset), machines, jobs in several
+/// states.
+async fn busy_app() -> TestApp {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let metadata = warden::events::Metadata::system("test");
+    let gone = warden::accounts::add_local_user(
+        &app.state,
+        "gone@example.org",
+        &warden::secrets::Secret::new("a password long enough"),
+        warden::events::user::Role::User,
+        warden::events::user::UserOrigin::CommandLine,
+        &metadata,
+    )
+    .await
+    .unwrap();
+    warden::accounts::delete_user(&app.state, gone, &metadata)
+        .await
+        .unwrap();
+    let (runner_a, token_a) = app.create_runner(&admin).await;
+    let (runner_b, token_b) = app.create_runner(&admin).await;
+    for n in 0..6 {
+        app.submit_job(&user, json!({"n": n}), &[], n % 3).await;
+    }
+    for (token, system_id) in [(&token_a, "r_replay00001"), (&token_b, "r_replay00002")] {
+        let job = app.request_job(token, system_id, 2).await.unwrap();
+        let id = job["id"].as_str().unwrap();
+        let done = app
+            .post_json(
+                token,
+                &format!("/api/runners/jobs/{id}/result"),
+                json!({"system_id": system_id, "outcome": "succeeded"}),
+            )
+            .await;
+        assert_eq!(done.status(), StatusCode::OK);
+    }
+    app.request_job(&token_a, "r_replay00001", 2).await.unwrap();
+    let paused = app
+        .http
+        .patch(app.url(&format!("/api/admins/runners/{runner_b}")))
+        .bearer_auth(&admin)
+        .json(&json!({"paused": true, "tags": ["gpu"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), StatusCode::OK);
+    app.invalidate_runner(&admin, &runner_a).await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_on_a_real_log_and_catches_a_corrupted_read_model() {
+    let app = busy_app().await;
+    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    assert!(report.differences.is_empty() && report.lagging.is_empty(), "{report:?}");
+    assert!(report.events as i64 >= app.db.count_events().await);
+
+    // Hand-corrupt two read models.
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "UPDATE jobs SET status = 'failed' WHERE id = (SELECT id FROM jobs WHERE status = 'succeeded' LIMIT 1);
+             DELETE FROM runners WHERE paused;",
+        )
+        .await
+        .unwrap();
+    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    let mut tables: Vec<(&str, i64, i64)> = report
+        .differences
+        .iter()
+        .map(|d| (d.table.as_str(), d.only_live, d.only_rebuilt))
+        .collect();
+    tables.sort();
+    assert_eq!(tables, [("jobs", 1, 1), ("runners", 0, 1)], "{report:?}");
+    assert!(report.differences.iter().all(|d| !d.examples.is_empty()));
+
+    let output = Command::new(warden_binary())
+        .args(["--database-url", &app.db.url(), "replay", "--verify"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["differences"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_swaps_rebuilt_read_models_in_while_serving() {
+    let app = Arc::new(busy_app().await);
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    app.db
+        .client()
+        .await
+        .batch_execute("DELETE FROM jobs; UPDATE runners SET tags = '{corrupt}';")
+        .await
+        .unwrap();
+
+    // Readers keep working all through the replay.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (app, user, stop) = (Arc::clone(&app), user.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut reads = 0;
+            while !stop.load(Ordering::SeqCst) {
+                assert_eq!(app.get_json(&user, "/api/jobs").await.status(), StatusCode::OK);
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let output = Command::new(warden_binary())
+        .args(["--database-url", &app.db.url(), "replay"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::SeqCst);
+    assert!(reader.await.unwrap() > 0);
+
+    // Repaired, and still equal to the log.
+    let own: Vec<serde_json::Value> = app.get_json(&user, "/api/jobs").await.json().await.unwrap();
+    assert_eq!(own.len(), 6);
+    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    assert!(report.differences.is_empty(), "{report:?}");
+    // The live projectors carry on on the swapped-in rows.
+    let (_, token) = app.create_runner(&admin).await;
+    assert_eq!(app.verify_runner(&token).await.status(), StatusCode::OK);
+    assert_eq!(
+        warden::replay::run(&app.db.db, true, false)
+            .await
+            .unwrap()
+            .differences
+            .len(),
+        0
+    );
+    Arc::into_inner(app).unwrap().stop().await;
+}
