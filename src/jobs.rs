@@ -59,11 +59,11 @@ pub struct JobView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const JOB_COLUMNS: &str = "id, submitted_by, status, payload, required_tags, priority, runner_id, machine_id,
+pub const JOB_COLUMNS: &str = "id, submitted_by, status, payload, required_tags, priority, runner_id, machine_id,
                            cancel_requested, progress, progress_message, result, requeue_count, submitted_at,
                            assigned_at, finished_at";
 
-fn job_view(row: &tokio_postgres::Row) -> JobView {
+pub fn job_view(row: &tokio_postgres::Row) -> JobView {
     JobView {
         id: row.get(0),
         submitted_by: row.get(1),

@@ -6,6 +6,7 @@
 //! `warden-projections`). See docs/architecture.md for the map.
 
 pub mod accounts;
+pub mod admin_queries;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -136,45 +136,31 @@ pub struct MachineView {
 }
 
 /// Machines (not pruned) by runner, optionally of one runner only.
-pub async fn list_machines(
-    state: &AppState,
-    runner_id: Option<Uuid>,
-) -> Result<HashMap<Uuid, Vec<MachineView>>, StoreError> {
-    let connection = state.db.get().await?;
-    let rows = connection
-        .query(
-            "SELECT id, runner_id, system_id, name, runner_version, revision, platform, architecture, ip_address,
-                    priority, registered_at, contacted_at
-             FROM runner_machines
-             WHERE pruned_at IS NULL AND ($1::uuid IS NULL OR runner_id = $1)
-             ORDER BY registered_at, id",
-            &[&runner_id],
-        )
-        .await?;
-    let mut by_runner: HashMap<Uuid, Vec<MachineView>> = HashMap::new();
-    for row in rows {
-        let id: Uuid = row.get(0);
-        let recorded: DateTime<Utc> = row.get(11);
-        let view = MachineView {
-            id,
-            runner_id: row.get(1),
-            system_id: row.get(2),
-            name: row.get(3),
-            version: row.get(4),
-            revision: row.get(5),
-            platform: row.get(6),
-            architecture: row.get(7),
-            ip_address: row.get(8),
-            priority: row.get(9),
-            registered_at: row.get(10),
-            contacted_at: state
-                .presence
-                .contacted_at(id)
-                .map_or(recorded, |fresh| fresh.max(recorded)),
-        };
-        by_runner.entry(view.runner_id).or_default().push(view);
+/// Columns that [`machine_view`] reads, in its order.
+pub const MACHINE_COLUMNS: &str = "id, runner_id, system_id, name, runner_version, revision, platform, architecture,
+                                   ip_address, priority, registered_at, contacted_at";
+
+/// A `runner_machines` row with the freshest contact this process knows.
+pub fn machine_view(state: &AppState, row: &tokio_postgres::Row) -> MachineView {
+    let id: Uuid = row.get(0);
+    let recorded: DateTime<Utc> = row.get(11);
+    MachineView {
+        id,
+        runner_id: row.get(1),
+        system_id: row.get(2),
+        name: row.get(3),
+        version: row.get(4),
+        revision: row.get(5),
+        platform: row.get(6),
+        architecture: row.get(7),
+        ip_address: row.get(8),
+        priority: row.get(9),
+        registered_at: row.get(10),
+        contacted_at: state
+            .presence
+            .contacted_at(id)
+            .map_or(recorded, |fresh| fresh.max(recorded)),
     }
-    Ok(by_runner)
 }
 
 /// Prunes machines whose last recorded contact is older than the

@@ -429,17 +429,31 @@ impl Client {
         })
     }
 
+    /// Every runner, newest first (a host's newest matching runner is the
+    /// one used), following the pages.
     async fn list_runners(&self, admin: &str) -> Result<Vec<Value>, ReconcileError> {
-        let (status, body) = self
-            .send(
-                self.http
-                    .get(format!("{}/api/admins/runners", self.base))
-                    .bearer_auth(admin),
-            )
-            .await?;
-        let body = Self::admin_outcome(status, body, "listing runners")?;
-        // Newest first: a host's newest matching runner is the one used.
-        Ok(body.as_array().cloned().unwrap_or_default())
+        let mut runners = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "1000".to_owned())];
+            if let Some(cursor) = cursor.take() {
+                query.push(("cursor", cursor));
+            }
+            let (status, body) = self
+                .send(
+                    self.http
+                        .get(format!("{}/api/admins/runners", self.base))
+                        .query(&query)
+                        .bearer_auth(admin),
+                )
+                .await?;
+            let body = Self::admin_outcome(status, body, "listing runners")?;
+            runners.extend(body["items"].as_array().cloned().unwrap_or_default());
+            match body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(runners),
+            }
+        }
     }
 }
 

@@ -2,9 +2,8 @@
 //! reset, invalidation, and the token check every runner request goes
 //! through.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use deadpool_postgres::GenericClient;
-use serde::Serialize;
 use uuid::Uuid;
 use warden_events::{Metadata, StreamId};
 
@@ -130,49 +129,4 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<A
         priority: row.get(4),
         paused: row.get(5),
     })
-}
-
-#[derive(Serialize)]
-pub struct RunnerView {
-    pub id: Uuid,
-    pub status: String,
-    pub description: Option<String>,
-    pub tags: Vec<String>,
-    pub priority: i32,
-    pub paused: bool,
-    pub created_by: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-    pub invalidated_at: Option<DateTime<Utc>>,
-    pub machines: Vec<crate::machines::MachineView>,
-}
-
-/// Every runner with its (not pruned) machines, newest first.
-pub async fn list_runners(state: &AppState) -> Result<Vec<RunnerView>, StoreError> {
-    let connection = state.db.get().await?;
-    let rows = connection
-        .query(
-            "SELECT id, status, description, tags, priority, paused, created_by, created_at, invalidated_at
-             FROM runners ORDER BY created_at DESC, id",
-            &[],
-        )
-        .await?;
-    let mut machines = crate::machines::list_machines(state, None).await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let id: Uuid = row.get(0);
-            RunnerView {
-                id,
-                status: row.get(1),
-                description: row.get(2),
-                tags: row.get(3),
-                priority: row.get(4),
-                paused: row.get(5),
-                created_by: row.get(6),
-                created_at: row.get(7),
-                invalidated_at: row.get(8),
-                machines: machines.remove(&id).unwrap_or_default(),
-            }
-        })
-        .collect())
 }

@@ -360,6 +360,14 @@ impl TestApp {
         self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()
     }
 
+    /// The `items` of one page of an admin list; fails unless 200.
+    pub async fn get_items(&self, token: &str, path: &str) -> Vec<Value> {
+        let response = self.get_json(token, path).await;
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "GET {path}");
+        let body: Value = response.json().await.unwrap();
+        body["items"].as_array().cloned().expect("a page has items")
+    }
+
     /// Submits a job as the user of `token`; returns its id.
     pub async fn submit_job(&self, token: &str, payload: Value, tags: &[&str], priority: i32) -> String {
         let response = self

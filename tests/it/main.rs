@@ -8,6 +8,7 @@ mod http_api;
 mod processes;
 mod projections;
 mod provisioning;
+mod queries;
 mod reconcile;
 mod replay;
 mod runners;

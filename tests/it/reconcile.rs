@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use reqwest::StatusCode;
-use serde_json::Value;
 
 use crate::harness::*;
 
@@ -101,7 +100,7 @@ async fn stateful_reconcile_keeps_valid_tokens_and_replaces_dead_ones() {
         .contains(&renewed["shell"]["token"]));
 
     // The new runners carry the host and type tags.
-    let runners: Vec<Value> = app.get_json(&admin, "/api/admins/runners").await.json().await.unwrap();
+    let runners = app.get_items(&admin, "/api/admins/runners").await;
     let shell = runners
         .iter()
         .find(|r| r["id"] == renewed["shell"]["id"].as_str())
@@ -133,7 +132,7 @@ async fn stateless_reconcile_finds_runners_by_host_tag() {
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stdout).contains("shell: reset the token"));
     let admin = app.admin_token().await;
-    let runners: Vec<Value> = app.get_json(&admin, "/api/admins/runners").await.json().await.unwrap();
+    let runners = app.get_items(&admin, "/api/admins/runners").await;
     assert_eq!(runners.len(), 2, "no duplicate runners");
     for old in &tokens {
         assert_error(

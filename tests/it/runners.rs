@@ -18,9 +18,7 @@ async fn machine_events(db: &TestDb) -> i64 {
 }
 
 async fn admin_runners(app: &TestApp, admin: &str) -> Vec<Value> {
-    let response = app.get_json(admin, "/api/admins/runners").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
+    app.get_items(admin, "/api/admins/runners").await
 }
 
 async fn create_runner_with(app: &TestApp, admin: &str, body: Value) -> (String, String) {
@@ -208,12 +206,7 @@ async fn a_job_runs_through_its_whole_life() {
         "job_not_found",
     )
     .await;
-    let all: Vec<Value> = app
-        .get_json(&admin, "/api/admins/jobs?status=succeeded")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let all = app.get_items(&admin, "/api/admins/jobs?status=succeeded").await;
     assert_eq!(all.len(), 1);
     app.stop().await;
 }

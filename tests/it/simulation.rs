@@ -146,13 +146,13 @@ async fn every_job_finishes_exactly_once_while_runners_are_invalidated() {
                 // Strike while the runner holds a job, so it has to move.
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
-                    let held: Vec<Value> = app
-                        .get_json(&admin, "/api/admins/jobs?status=assigned&limit=1000")
-                        .await
-                        .json()
-                        .await
-                        .unwrap();
-                    if held.iter().any(|job| job["runner_id"] == id.as_str()) {
+                    let held = app
+                        .get_items(
+                            &admin,
+                            &format!("/api/admins/jobs?status=assigned&runner_id={id}&limit=1"),
+                        )
+                        .await;
+                    if !held.is_empty() {
                         break;
                     }
                     assert!(Instant::now() < deadline, "runner {runner} never got a job");
@@ -170,12 +170,9 @@ async fn every_job_finishes_exactly_once_while_runners_are_invalidated() {
     // Wait for every job to finish.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done: Vec<Value> = app
-            .get_json(&admin, "/api/admins/jobs?status=succeeded&limit=1000")
-            .await
-            .json()
-            .await
-            .unwrap();
+        let done = app
+            .get_items(&admin, "/api/admins/jobs?status=succeeded&limit=1000")
+            .await;
         if done.len() == JOBS {
             break;
         }

@@ -1,18 +1,18 @@
-//! Admin calls (admin-scoped tokens only): runners and all jobs.
+//! Admin calls that change things (admin-scoped tokens only): runners.
+//! The read-only admin views are in `queries` and `audit`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::jobs::ListQuery;
 use super::optional_json;
 use crate::app::AppState;
 use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
 use crate::http::auth::Admin;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
-use crate::{jobs, runners};
+use crate::{admin_queries, runners};
 
 /// Optional body of `create_runner`; the seed's call sends none.
 #[derive(Default, Deserialize)]
@@ -153,25 +153,8 @@ pub async fn update_runner(
         }
         None => {}
     }
-    let view = runners::list_runners(&state)
+    let view = admin_queries::runner(&state, runner_id)
         .await?
-        .into_iter()
-        .find(|r| r.id == runner_id)
         .ok_or_else(|| ApiError::not_found("runner_not_found", "runner not found"))?;
     Ok(HttpResponse::Ok().json(view))
-}
-
-/// Every runner with its machines.
-pub async fn list_runners(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(runners::list_runners(&state).await?))
-}
-
-/// Every user's jobs, newest first.
-pub async fn list_jobs(
-    state: web::Data<AppState>,
-    _admin: Admin,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (status, limit) = query.validated()?;
-    Ok(HttpResponse::Ok().json(jobs::list(&state, None, status, limit).await?))
 }

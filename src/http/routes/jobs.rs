@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::queries::JOB_STATUSES;
 use crate::app::AppState;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
@@ -42,6 +43,7 @@ pub async fn submit(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
     pub status: Option<String>,
@@ -55,12 +57,11 @@ fn default_limit() -> i64 {
 
 impl ListQuery {
     pub fn validated(&self) -> Result<(Option<&str>, i64), ApiError> {
-        const STATUSES: [&str; 6] = ["queued", "assigned", "succeeded", "failed", "aborted", "cancelled"];
         if let Some(status) = &self.status {
-            if !STATUSES.contains(&status.as_str()) {
+            if !JOB_STATUSES.contains(&status.as_str()) {
                 return Err(ApiError::bad_request(
                     "invalid_query",
-                    format!("status must be one of {}", STATUSES.join(", ")),
+                    format!("status must be one of {}", JOB_STATUSES.join(", ")),
                 ));
             }
         }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod health;
 pub mod jobs;
 pub mod local_account;
+pub mod queries;
 pub mod runners;
 pub mod users;
 
@@ -28,9 +29,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/admins/create_runner").route(web::post().to(admins::create_runner)))
         .service(resource("/api/admins/invalidate_runner").route(web::delete().to(admins::invalidate_runner)))
         .service(resource("/api/admins/reset_runner_token").route(web::post().to(admins::reset_runner_token)))
-        .service(resource("/api/admins/runners").route(web::get().to(admins::list_runners)))
         .service(resource("/api/admins/runners/{id}").route(web::patch().to(admins::update_runner)))
-        .service(resource("/api/admins/jobs").route(web::get().to(admins::list_jobs)))
+        // Read-model queries (admins, support role).
+        .service(resource("/api/admins/users").route(web::get().to(queries::users)))
+        .service(resource("/api/admins/runners").route(web::get().to(queries::runners)))
+        .service(resource("/api/admins/machines").route(web::get().to(queries::machines)))
+        .service(resource("/api/admins/jobs").route(web::get().to(queries::jobs)))
+        .service(resource("/api/admins/dashboard").route(web::get().to(queries::dashboard)))
         // Audit trail and time travel (admins, support role).
         .service(resource("/api/admins/audit").route(web::get().to(audit::log)))
         .service(resource("/api/admins/runners/{id}/state").route(web::get().to(audit::runner_at)))

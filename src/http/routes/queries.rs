@@ -1,0 +1,203 @@
+//! Admin read-model queries (admins and the read-only support role):
+//! filtered, cursor-paginated lists answering `{items, next_cursor}`, and
+//! dashboard counts. The SQL lives in `crate::admin_queries`.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::admin_queries::{self, JobFilter, MachineFilter, PageCursor, RunnerFilter, UserFilter};
+use crate::app::AppState;
+use crate::http::auth::AdminReader;
+use crate::http::error::ApiError;
+
+const USER_ROLES: [&str; 3] = ["user", "support", "admin"];
+const RUNNER_STATUSES: [&str; 2] = ["active", "invalidated"];
+pub const JOB_STATUSES: [&str; 6] = ["queued", "assigned", "succeeded", "failed", "aborted", "cancelled"];
+
+fn default_limit() -> i64 {
+    100
+}
+
+// The paging fields are repeated in each query struct rather than
+// `#[serde(flatten)]`ed: flatten breaks both `deny_unknown_fields` and
+// numbers in query strings.
+fn paging(cursor: &Option<String>, limit: i64) -> Result<(Option<PageCursor>, i64), ApiError> {
+    if !(1..=admin_queries::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be from 1 to {}", admin_queries::MAX_PAGE),
+        ));
+    }
+    let cursor = match cursor {
+        None => None,
+        Some(text) => Some(PageCursor::decode(text).ok_or_else(|| {
+            ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor this API returned")
+        })?),
+    };
+    Ok((cursor, limit))
+}
+
+fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{field} must be one of {}", allowed.join(", ")),
+        )),
+        other => Ok(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserParams {
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    include_deleted: bool,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+pub async fn users(
+    state: web::Data<AppState>,
+    _reader: AdminReader,
+    params: web::Query<UserParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let (cursor, limit) = paging(&params.cursor, params.limit)?;
+    let filter = UserFilter {
+        provider: params.provider,
+        role: one_of("role", params.role, &USER_ROLES)?,
+        include_deleted: params.include_deleted,
+    };
+    let connection = state.db.get().await?;
+    Ok(HttpResponse::Ok().json(admin_queries::users(&connection, filter, cursor, limit).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerParams {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    paused: Option<bool>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    contacted_since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    not_contacted_since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+pub async fn runners(
+    state: web::Data<AppState>,
+    _reader: AdminReader,
+    params: web::Query<RunnerParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let (cursor, limit) = paging(&params.cursor, params.limit)?;
+    let filter = RunnerFilter {
+        id: None,
+        status: one_of("status", params.status, &RUNNER_STATUSES)?,
+        paused: params.paused,
+        tag: params.tag,
+        contacted_since: params.contacted_since,
+        not_contacted_since: params.not_contacted_since,
+    };
+    Ok(HttpResponse::Ok().json(admin_queries::runners(&state, filter, cursor, limit).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineParams {
+    #[serde(default)]
+    runner_id: Option<Uuid>,
+    #[serde(default)]
+    contacted_since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    not_contacted_since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+pub async fn machines(
+    state: web::Data<AppState>,
+    _reader: AdminReader,
+    params: web::Query<MachineParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let (cursor, limit) = paging(&params.cursor, params.limit)?;
+    let filter = MachineFilter {
+        runner_id: params.runner_id,
+        contacted_since: params.contacted_since,
+        not_contacted_since: params.not_contacted_since,
+    };
+    Ok(HttpResponse::Ok().json(admin_queries::machines(&state, filter, cursor, limit).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobParams {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    runner_id: Option<Uuid>,
+    #[serde(default)]
+    submitted_by: Option<Uuid>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+pub async fn jobs(
+    state: web::Data<AppState>,
+    _reader: AdminReader,
+    params: web::Query<JobParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let (cursor, limit) = paging(&params.cursor, params.limit)?;
+    let filter = JobFilter {
+        status: one_of("status", params.status, &JOB_STATUSES)?,
+        runner_id: params.runner_id,
+        submitted_by: params.submitted_by,
+    };
+    let connection = state.db.get().await?;
+    Ok(HttpResponse::Ok().json(admin_queries::jobs(&connection, filter, cursor, limit).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardParams {
+    /// A machine counts as active if in contact within this, e.g. `1h`.
+    #[serde(default)]
+    active_within: Option<String>,
+}
+
+pub async fn dashboard(
+    state: web::Data<AppState>,
+    _reader: AdminReader,
+    params: web::Query<DashboardParams>,
+) -> Result<HttpResponse, ApiError> {
+    let active_within = match &params.active_within {
+        None => std::time::Duration::from_secs(3600),
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| ApiError::bad_request("invalid_query", format!("active_within: {e}")))?,
+    };
+    let active_within = chrono::Duration::from_std(active_within)
+        .map_err(|_| ApiError::bad_request("invalid_query", "active_within is too long"))?;
+    let connection = state.db.get().await?;
+    Ok(HttpResponse::Ok().json(admin_queries::dashboard(&connection, active_within).await?))
+}
