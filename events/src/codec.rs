@@ -1,10 +1,10 @@
 //! Turning events into stored rows and back, upcasting old payloads.
 //!
-//! Rule for changing an event (see docs/architecture.md): a change that old
-//! readers cannot ignore bumps the version in the `events!` declaration and
-//! adds one upcaster from the previous version here. Stored rows are never
-//! rewritten; they are upcast every time they are read.
+//! Stored rows are never rewritten; old versions are upcast every time they
+//! are read (the upcasters and the rule for changing an event are in
+//! `upcasters.rs`).
 
+use crate::upcasters::{upcast_once, Stored};
 use crate::{current_schema_version, Event};
 use serde_json::{json, Value};
 
@@ -47,7 +47,9 @@ pub fn encode(event: &Event) -> EncodedEvent {
     }
 }
 
-pub fn decode(event_type: &str, schema_version: u32, payload: Value) -> Result<Event, DecodeError> {
+/// The current-version event of a stored row; `stored` gives upcasters the
+/// envelope facts they may need.
+pub fn decode(event_type: &str, schema_version: u32, payload: Value, stored: Stored) -> Result<Event, DecodeError> {
     let current = current_schema_version(event_type).ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
     if schema_version > current {
         return Err(DecodeError::FromTheFuture {
@@ -59,7 +61,7 @@ pub fn decode(event_type: &str, schema_version: u32, payload: Value) -> Result<E
     let mut payload = payload;
     let mut version = schema_version;
     while version < current {
-        payload = upcast_once(event_type, version, payload)?;
+        payload = upcast_once(event_type, version, payload, stored)?;
         version += 1;
     }
     serde_json::from_value(json!({ "type": event_type, "data": payload })).map_err(|source| DecodeError::BadPayload {
@@ -68,20 +70,17 @@ pub fn decode(event_type: &str, schema_version: u32, payload: Value) -> Result<E
     })
 }
 
-/// Moves a payload from `version` to `version + 1`.
-fn upcast_once(event_type: &str, version: u32, _payload: Value) -> Result<Value, DecodeError> {
-    // One arm per (event type, old version) once an event changes shape.
-    Err(DecodeError::NoUpcaster {
-        event_type: event_type.to_owned(),
-        version,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runner::RunnerCreated;
     use uuid::Uuid;
+
+    fn stored() -> Stored {
+        Stored {
+            recorded_at: chrono::Utc::now(),
+        }
+    }
 
     #[test]
     fn encode_then_decode_is_identity() {
@@ -95,19 +94,22 @@ mod tests {
         let stored = encode(&event);
         assert_eq!(stored.event_type, "RunnerCreated");
         assert!(stored.payload.get("type").is_none(), "tag lives in its own column");
-        let back = decode(stored.event_type, stored.schema_version, stored.payload).unwrap();
+        let back = decode(stored.event_type, stored.schema_version, stored.payload, self::stored()).unwrap();
         assert_eq!(back, event);
     }
 
     #[test]
     fn unknown_and_future_events_are_errors_not_panics() {
-        assert!(matches!(decode("Nope", 1, json!({})), Err(DecodeError::UnknownType(_))));
         assert!(matches!(
-            decode("RunnerCreated", 9, json!({})),
+            decode("Nope", 1, json!({}), stored()),
+            Err(DecodeError::UnknownType(_))
+        ));
+        assert!(matches!(
+            decode("RunnerCreated", 9, json!({}), stored()),
             Err(DecodeError::FromTheFuture { .. })
         ));
         assert!(matches!(
-            decode("RunnerCreated", 1, json!({"runner_id": 5})),
+            decode("RunnerCreated", 1, json!({"runner_id": 5}), stored()),
             Err(DecodeError::BadPayload { .. })
         ));
     }

@@ -11,6 +11,7 @@ pub mod job;
 pub mod machine;
 pub mod pii;
 pub mod runner;
+pub mod upcasters;
 pub mod user;
 
 pub use envelope::{Actor, LogCursor, Metadata, RecordedEvent, StreamId};
@@ -68,7 +69,7 @@ events! {
     RunnerUpdated(runner::RunnerUpdated) = version 1,
     RunnerPaused(runner::RunnerPaused) = version 1,
     RunnerResumed(runner::RunnerResumed) = version 1,
-    RunnerMachineRegistered(machine::RunnerMachineRegistered) = version 1,
+    RunnerMachineRegistered(machine::RunnerMachineRegistered) = version 2,
     RunnerMachineContacted(machine::RunnerMachineContacted) = version 1,
     RunnerMachinePruned(machine::RunnerMachinePruned) = version 1,
     JobSubmitted(job::JobSubmitted) = version 1,

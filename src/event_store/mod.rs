@@ -295,7 +295,9 @@ fn decode_row(row: Row) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.get("position");
     let event_type: &str = row.get("event_type");
     let schema_version: i32 = row.get("schema_version");
-    let event = codec::decode(event_type, schema_version as u32, row.get("payload"))
+    let recorded_at: DateTime<Utc> = row.get("recorded_at");
+    let stored = warden_events::upcasters::Stored { recorded_at };
+    let event = codec::decode(event_type, schema_version as u32, row.get("payload"), stored)
         .map_err(|source| StoreError::Decode { position, source })?;
     let metadata: Metadata =
         serde_json::from_value(row.get("metadata")).map_err(|source| StoreError::Metadata { position, source })?;
@@ -305,7 +307,7 @@ fn decode_row(row: Row) -> Result<RecordedEvent, StoreError> {
         stream_id: StreamId::from_stored(row.get("stream_id")),
         stream_version: row.get("stream_version"),
         event_id: row.get("event_id"),
-        recorded_at: row.get::<_, DateTime<Utc>>("recorded_at"),
+        recorded_at,
         metadata,
         event,
     })

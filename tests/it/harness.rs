@@ -266,6 +266,12 @@ impl TestApp {
     }
 
     pub async fn start_on(db: TestDb, config: Config) -> TestApp {
+        // `RUST_LOG=warden=debug cargo test ... -- --nocapture` shows the
+        // server's log; silent otherwise.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let (state, background) = AppState::start(config, db.db.clone()).await.expect("app start");
         warden::accounts::provision_from_config(&state)
             .await

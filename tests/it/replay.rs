@@ -157,3 +157,63 @@ async fn replay_swaps_rebuilt_read_models_in_while_serving() {
     );
     Arc::into_inner(app).unwrap().stop().await;
 }
+
+/// A log written by the first release holds `RunnerMachineRegistered` v1
+/// (flat, no contact time); today's projector and replay read it as v2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_release_events_are_upcast_by_projectors_and_replay() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let (runner_id, _) = app.create_runner(&admin).await;
+    let runner_id: uuid::Uuid = runner_id.parse().unwrap();
+    let machine_id = warden::events::StreamId::machine_id(runner_id, "r_first_release");
+    let v1 = serde_json::json!({
+        "machine_id": machine_id,
+        "runner_id": runner_id,
+        "system_id": "r_first_release",
+        "version": "16.5.0",
+        "platform": "linux",
+        "ip_address": "10.0.0.7",
+    });
+    // Appended as that release did: no hash column yet, schema version 1.
+    let recorded_at: chrono::DateTime<chrono::Utc> = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+             VALUES ($1, 1, $2, 'RunnerMachineRegistered', 1, $3, $4)
+             RETURNING recorded_at",
+            &[
+                &format!("machine-{machine_id}"),
+                &uuid::Uuid::now_v7(),
+                &v1,
+                &serde_json::to_value(warden::events::Metadata::system("first-release")).unwrap(),
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let machines = loop {
+        let machines = app
+            .get_items(&admin, &format!("/api/admins/machines?runner_id={runner_id}"))
+            .await;
+        if !machines.is_empty() {
+            break machines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live projector never read the v1 event"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(machines[0]["version"], "16.5.0");
+    assert_eq!(machines[0]["platform"], "linux");
+    let contacted: chrono::DateTime<chrono::Utc> = machines[0]["contacted_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(contacted, recorded_at, "v1 registration time is its contact time");
+
+    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    assert!(report.differences.is_empty(), "{report:?}");
+    app.stop().await;
+}

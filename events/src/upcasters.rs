@@ -1,0 +1,155 @@
+//! Upcasters: each moves one event type's stored payload from version `n`
+//! to `n + 1`. The codec chains them on every read, so the log is never
+//! rewritten (its hash chain covers the stored bytes) and the code only
+//! ever sees the current shape.
+//!
+//! Rule for changing an event: adding an optional field (`#[serde(default)]`)
+//! needs nothing; any change an older payload would not fit (renaming,
+//! nesting, a new required field, a changed meaning) bumps the version in
+//! the `events!` declaration and adds one arm here, with a test that reads a
+//! real old payload. Upcasters are pure: they may use only the payload and
+//! the facts of the stored envelope ([`Stored`]).
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::codec::DecodeError;
+
+/// Facts of the stored envelope an upcaster may use.
+#[derive(Clone, Copy, Debug)]
+pub struct Stored {
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Moves a payload from `version` to `version + 1`.
+pub(crate) fn upcast_once(
+    event_type: &str,
+    version: u32,
+    payload: Value,
+    stored: Stored,
+) -> Result<Value, DecodeError> {
+    match (event_type, version) {
+        ("RunnerMachineRegistered", 1) => Ok(machine_registered_v1_to_v2(payload, stored)),
+        _ => Err(DecodeError::NoUpcaster {
+            event_type: event_type.to_owned(),
+            version,
+        }),
+    }
+}
+
+/// `RunnerMachineRegistered` v1 (the first release) had the runner's
+/// description flat on the event and no contact time:
+/// `{machine_id, runner_id, system_id, version?, revision?, platform?,
+/// architecture?, ip_address?}`. v2 nests the description under `info`
+/// (the shape `RunnerMachineContacted` shares) and records `contacted_at`;
+/// for v1 the registration time is the contact time, so it is the
+/// envelope's `recorded_at`.
+///
+/// Builds between the two labelled the nested shape v1 too; such payloads
+/// already fit v2 and pass through.
+fn machine_registered_v1_to_v2(payload: Value, stored: Stored) -> Value {
+    let Value::Object(mut fields) = payload else {
+        // Not an object: let decoding report the bad payload.
+        return payload;
+    };
+    if !fields.contains_key("info") {
+        let mut info = Map::new();
+        for key in ["version", "revision", "platform", "architecture"] {
+            if let Some(value) = fields.remove(key) {
+                info.insert(key.to_owned(), value);
+            }
+        }
+        fields.insert("info".to_owned(), Value::Object(info));
+    }
+    if !fields.contains_key("contacted_at") {
+        fields.insert(
+            "contacted_at".to_owned(),
+            Value::String(stored.recorded_at.to_rfc3339()),
+        );
+    }
+    Value::Object(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use crate::codec::{decode, encode};
+    use crate::machine::{MachineInfo, RunnerMachineRegistered};
+    use crate::Event;
+
+    use super::*;
+
+    fn stored() -> Stored {
+        Stored {
+            recorded_at: "2026-01-02T03:04:05.678901Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_first_release_machine_registration_reads_as_v2() {
+        let (machine_id, runner_id) = (Uuid::now_v7(), Uuid::now_v7());
+        // Exactly what the first release wrote (schema_version 1).
+        let v1 = json!({
+            "machine_id": machine_id,
+            "runner_id": runner_id,
+            "system_id": "r_0123456789ab",
+            "version": "16.5.0",
+            "platform": "linux",
+            "architecture": "amd64",
+            "ip_address": "10.0.0.7",
+        });
+        let event = decode("RunnerMachineRegistered", 1, v1, stored()).unwrap();
+        assert_eq!(
+            event,
+            Event::RunnerMachineRegistered(RunnerMachineRegistered {
+                machine_id,
+                runner_id,
+                system_id: "r_0123456789ab".into(),
+                info: MachineInfo {
+                    version: Some("16.5.0".into()),
+                    platform: Some("linux".into()),
+                    architecture: Some("amd64".into()),
+                    ..MachineInfo::default()
+                },
+                ip_address: Some("10.0.0.7".into()),
+                contacted_at: stored().recorded_at,
+            })
+        );
+    }
+
+    #[test]
+    fn nested_payloads_labelled_v1_pass_through_and_v2_round_trips() {
+        let event = Event::RunnerMachineRegistered(RunnerMachineRegistered {
+            machine_id: Uuid::now_v7(),
+            runner_id: Uuid::now_v7(),
+            system_id: "s_x".into(),
+            info: MachineInfo {
+                name: Some("host-1".into()),
+                revision: Some("abc".into()),
+                ..MachineInfo::default()
+            },
+            ip_address: None,
+            contacted_at: "2026-05-05T00:00:00Z".parse().unwrap(),
+        });
+        let encoded = encode(&event);
+        assert_eq!(encoded.schema_version, 2);
+        let as_v1 = decode(encoded.event_type, 1, encoded.payload.clone(), stored()).unwrap();
+        assert_eq!(as_v1, event, "contacted_at is kept, not replaced by recorded_at");
+        let as_v2 = decode(encoded.event_type, 2, encoded.payload, stored()).unwrap();
+        assert_eq!(as_v2, event);
+    }
+
+    #[test]
+    fn a_v1_payload_of_the_wrong_shape_is_a_decode_error() {
+        assert!(matches!(
+            decode("RunnerMachineRegistered", 1, json!([1, 2]), stored()),
+            Err(DecodeError::BadPayload { .. })
+        ));
+        assert!(matches!(
+            decode("RunnerMachineRegistered", 1, json!({"system_id": "x"}), stored()),
+            Err(DecodeError::BadPayload { .. })
+        ));
+    }
+}
