@@ -9,6 +9,7 @@
 //! (migrations V5, V6).
 
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -49,7 +50,7 @@ impl PageCursor {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; `None` on the last one.
@@ -133,7 +134,7 @@ pub struct UserFilter {
     pub include_deleted: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserSummary {
     pub id: Uuid,
     pub provider: String,
@@ -180,7 +181,7 @@ pub async fn users<C: GenericClient>(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RunnerView {
     pub id: Uuid,
     pub status: String,
@@ -364,7 +365,7 @@ pub async fn jobs<C: GenericClient>(
 }
 
 /// Counts for an admin dashboard, all from the read models.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Dashboard {
     /// provider -> role -> users (deleted ones left out).
     pub users: BTreeMap<String, BTreeMap<String, i64>>,
@@ -375,7 +376,7 @@ pub struct Dashboard {
     pub jobs: BTreeMap<String, i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MachineCounts {
     pub total: i64,
     /// Machines whose recorded contact is within `active_within`.

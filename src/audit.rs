@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 use warden_events::{Actor, Pii, RecordedEvent, StreamId};
 
@@ -34,7 +35,7 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AuditEntry {
     pub position: i64,
     pub event_id: Uuid,
@@ -54,7 +55,7 @@ pub struct AuditEntry {
     pub data: Value,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     /// Pass as `cursor` for the next page; `None` on the last one.

@@ -56,6 +56,8 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Print the OpenAPI description of the HTTP API (JSON) and exit.
+    Openapi,
     /// The audit trail as JSON lines (filters combine), or a subcommand.
     #[command(args_conflicts_with_subcommands = true)]
     Audit {
@@ -189,6 +191,11 @@ impl Cli {
             // A runner host's tool: no warden config or database needed.
             return Ok(self.reconcile().await);
         }
+        if let Command::Openapi = &self.command {
+            use utoipa::OpenApi;
+            println!("{}", crate::http::openapi::ApiDoc::openapi().to_pretty_json()?);
+            return Ok(0);
+        }
         let mut config = self.load_config()?;
         match self.command {
             Command::Serve { listen } => {
@@ -204,7 +211,7 @@ impl Cli {
                 handle.close().await;
             }
             Command::User(command) => with_app(config, |state| user_command(state, command)).await?,
-            Command::Runner(_) => unreachable!("handled above"),
+            Command::Runner(_) | Command::Openapi => unreachable!("handled above"),
             Command::Audit { action, filters } => return audit_command(config, action, filters).await,
             Command::Replay { verify } => {
                 let handle = DatabaseHandle::open(&config).await?;

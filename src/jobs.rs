@@ -17,6 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
+use utoipa::ToSchema;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -39,7 +40,7 @@ const CANDIDATES: i32 = 16;
 /// long poll, if any, keeps waiting).
 const ROUNDS: usize = 4;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct JobView {
     pub id: Uuid,
     pub submitted_by: Uuid,

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use utoipa::ToSchema;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -118,7 +119,7 @@ pub async fn touch(
     Ok(machine)
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct MachineView {
     pub id: Uuid,
     pub runner_id: Uuid,

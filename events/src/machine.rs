@@ -11,6 +11,7 @@ use uuid::Uuid;
 /// What a machine says about itself (GitLab's runner info, Project-W's
 /// register call).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,

@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::commands::CommandError;
 use crate::domain::DomainError;
@@ -23,10 +24,11 @@ pub struct ApiError {
     retry_after_seconds: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
+/// Every error answer: a stable `code` and a message for humans.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
 }
 
 impl ApiError {

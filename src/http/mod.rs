@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod context;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 
 use std::net::TcpListener;
@@ -47,6 +48,7 @@ pub fn server(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<ac
             .wrap(Logger::new("%{x-request-id}o %a \"%r\" %s %b %Dms"))
             .wrap_fn(context::assign_request_id)
             .configure(routes::configure)
+            .service(openapi::service())
             .default_service(web::to(routes::not_found))
     })
     .workers(workers)

@@ -4,18 +4,21 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::optional_json;
+use crate::admin_queries::RunnerView;
 use crate::app::AppState;
 use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
 use crate::http::auth::Admin;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
+use crate::http::error::ErrorBody;
 use crate::{admin_queries, runners};
 
 /// Optional body of `create_runner`; the seed's call sends none.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRunnerBody {
     #[serde(default)]
@@ -26,6 +29,22 @@ pub struct CreateRunnerBody {
     priority: i32,
 }
 
+/// Creates a runner; its token is shown only in this answer.
+///
+/// The body is optional.
+#[utoipa::path(
+    post,
+    path = "/api/admins/create_runner",
+    tag = "admin: runners",
+    request_body(content = Option<CreateRunnerBody>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "the runner and its token", body = serde_json::Value, example = json!({"id": "0194...", "token": "wdrt_..."})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]))
+)]
 pub async fn create_runner(
     state: web::Data<AppState>,
     admin: Admin,
@@ -49,13 +68,32 @@ fn parse_runner_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_runner_id", "runner_id must be a runner's UUID"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InvalidateQuery {
     runner_id: String,
     #[serde(default)]
     reason: Option<String>,
 }
 
+/// Invalidates a runner: its token stops working at once.
+///
+/// Its jobs go back to the queue (the re-assignment reaction).
+#[utoipa::path(
+    delete,
+    path = "/api/admins/invalidate_runner",
+    tag = "admin: runners",
+    params(InvalidateQuery),
+    responses(
+        (status = 200, description = "invalidated", body = serde_json::Value, example = json!({"id": "0194...", "status": "invalidated"})),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 404, description = "no such object", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]))
+)]
 pub async fn invalidate_runner(
     state: web::Data<AppState>,
     admin: Admin,
@@ -70,7 +108,8 @@ pub async fn invalidate_runner(
     Ok(HttpResponse::Ok().json(json!({ "id": runner_id, "status": "invalidated" })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResetTokenQuery {
     runner_id: String,
     /// How long the old token keeps working, e.g. `10m`; default: not at all.
@@ -78,6 +117,25 @@ pub struct ResetTokenQuery {
     grace_period: Option<String>,
 }
 
+/// Gives a runner a new token.
+///
+/// The old token stops at once or after `grace_period`.
+#[utoipa::path(
+    post,
+    path = "/api/admins/reset_runner_token",
+    tag = "admin: runners",
+    params(ResetTokenQuery),
+    responses(
+        (status = 200, description = "the new token, shown only here", body = serde_json::Value, example = json!({"id": "0194...", "token": "wdrt_..."})),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 404, description = "no such object", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]))
+)]
 pub async fn reset_runner_token(
     state: web::Data<AppState>,
     admin: Admin,
@@ -109,7 +167,7 @@ pub async fn reset_runner_token(
 }
 
 /// Fields to change; absent ones stay as they are.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRunnerBody {
     #[serde(default)]
@@ -122,6 +180,26 @@ pub struct UpdateRunnerBody {
     paused: Option<bool>,
 }
 
+/// Changes a runner's settings, pauses or resumes it.
+///
+/// Absent fields stay as they are.
+#[utoipa::path(
+    patch,
+    path = "/api/admins/runners/{id}",
+    tag = "admin: runners",
+    params(("id" = Uuid, Path, description = "runner id")),
+    request_body = UpdateRunnerBody,
+    responses(
+        (status = 200, description = "the runner", body = RunnerView),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 404, description = "no such object", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]))
+)]
 pub async fn update_runner(
     state: web::Data<AppState>,
     admin: Admin,

@@ -3,16 +3,20 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 use warden_events::StreamId;
 
 use crate::app::AppState;
+use crate::audit::AuditPage;
 use crate::audit::{self, AuditQuery};
 use crate::http::auth::AdminReader;
 use crate::http::error::ApiError;
+use crate::http::error::ErrorBody;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     #[serde(default)]
     actor: Option<String>,
@@ -37,7 +41,22 @@ fn default_limit() -> i64 {
     100
 }
 
-/// Who did what, when, from where and why: newest first by default.
+/// The audit trail: who did what, when, from where and why.
+///
+/// Newest first unless `order=oldest`; page with `cursor`.
+#[utoipa::path(
+    get,
+    path = "/api/admins/audit",
+    tag = "admin: audit",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "a page of log entries", body = AuditPage),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]), ("user_token" = []))
+)]
 pub async fn log(
     state: web::Data<AppState>,
     _reader: AdminReader,
@@ -69,8 +88,9 @@ pub async fn log(
     Ok(HttpResponse::Ok().json(audit::query(&connection, &query).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AtParams {
     /// RFC 3339 time; default: now.
     #[serde(default)]
@@ -86,7 +106,21 @@ async fn state_at(state: &AppState, stream: StreamId, at: Option<DateTime<Utc>>)
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// A runner as it was at `at`.
+/// A runner as it was at `at` (its stream folded up to then).
+#[utoipa::path(
+    get,
+    path = "/api/admins/runners/{id}/state",
+    tag = "admin: audit",
+    params(("id" = Uuid, Path, description = "runner id"), AtParams),
+    responses(
+        (status = 200, description = "the state", body = serde_json::Value),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 404, description = "no such object", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]), ("user_token" = []))
+)]
 pub async fn runner_at(
     state: web::Data<AppState>,
     _reader: AdminReader,
@@ -96,7 +130,21 @@ pub async fn runner_at(
     state_at(&state, StreamId::runner(*id), params.at).await
 }
 
-/// A user as they were at `at`.
+/// A user as they were at `at` (their stream folded up to then).
+#[utoipa::path(
+    get,
+    path = "/api/admins/users/{id}/state",
+    tag = "admin: audit",
+    params(("id" = Uuid, Path, description = "user id"), AtParams),
+    responses(
+        (status = 200, description = "the state", body = serde_json::Value),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 404, description = "no such object", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]), ("user_token" = []))
+)]
 pub async fn user_at(
     state: web::Data<AppState>,
     _reader: AdminReader,

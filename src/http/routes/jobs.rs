@@ -3,6 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::queries::JOB_STATUSES;
@@ -10,9 +11,11 @@ use crate::app::AppState;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
+use crate::http::error::ErrorBody;
 use crate::jobs;
+use crate::jobs::JobView;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     payload: serde_json::Value,
@@ -22,6 +25,20 @@ pub struct SubmitBody {
     priority: i32,
 }
 
+/// Submits a job to the queue.
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    tag = "jobs",
+    request_body = SubmitBody,
+    responses(
+        (status = 201, description = "queued", body = serde_json::Value, example = json!({"id": "0194...", "status": "queued"})),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
 pub async fn submit(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
@@ -42,8 +59,9 @@ pub async fn submit(
     Ok(HttpResponse::Created().json(json!({ "id": id, "status": "queued" })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     pub status: Option<String>,
@@ -73,6 +91,18 @@ impl ListQuery {
 }
 
 /// The caller's own jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "jobs", body = Vec<JobView>),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
 pub async fn list_own(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
@@ -83,7 +113,21 @@ pub async fn list_own(
     Ok(HttpResponse::Ok().json(jobs))
 }
 
-/// One job: the submitter's own, or any with an admin-scoped token.
+/// One job.
+///
+/// The submitter's own, or any with an admin-scoped token.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "job id")),
+    responses(
+        (status = 200, description = "the job", body = JobView),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "no such object", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
 pub async fn get(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
@@ -95,6 +139,22 @@ pub async fn get(
     }
 }
 
+/// Cancels a job.
+///
+/// A queued job is cancelled at once; a running one is told to abort.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "job id")),
+    responses(
+        (status = 200, description = "the job after the request", body = JobView),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "no such object", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
 pub async fn cancel(
     state: web::Data<AppState>,
     user: AuthenticatedUser,

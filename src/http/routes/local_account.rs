@@ -1,13 +1,15 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::accounts::{self, LoginError};
 use crate::app::AppState;
 use crate::auth::access_tokens::ADMIN_SCOPE;
 use crate::http::error::ApiError;
+use crate::http::error::ErrorBody;
 
 /// OAuth2 password-grant form, as Project-W's clients send it.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginForm {
     #[serde(default)]
     grant_type: Option<String>,
@@ -17,7 +19,7 @@ pub struct LoginForm {
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
@@ -41,6 +43,21 @@ pub fn wants_admin(scope: Option<&str>) -> Result<bool, ApiError> {
     Ok(admin)
 }
 
+/// Local account login (OAuth2 password grant form).
+///
+/// `scope=admin` is granted only to admins; the token carries it.
+#[utoipa::path(
+    post,
+    path = "/api/local-account/login",
+    tag = "accounts",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "an access token", body = TokenResponse),
+        (status = 401, description = "wrong email or password", body = ErrorBody),
+        (status = 403, description = "admin scope asked by a non-admin", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody)
+    )
+)]
 pub async fn login(state: web::Data<AppState>, form: web::Form<LoginForm>) -> Result<HttpResponse, ApiError> {
     let form = form.into_inner();
     if form.grant_type.as_deref().is_some_and(|g| g != "password") {

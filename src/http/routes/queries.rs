@@ -5,12 +5,17 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::admin_queries::{self, JobFilter, MachineFilter, PageCursor, RunnerFilter, UserFilter};
+use crate::admin_queries::{Dashboard, Page, RunnerView, UserSummary};
 use crate::app::AppState;
 use crate::http::auth::AdminReader;
 use crate::http::error::ApiError;
+use crate::http::error::ErrorBody;
+use crate::jobs::JobView;
+use crate::machines::MachineView;
 
 const USER_ROLES: [&str; 3] = ["user", "support", "admin"];
 const RUNNER_STATUSES: [&str; 2] = ["active", "invalidated"];
@@ -49,8 +54,9 @@ fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UserParams {
     #[serde(default)]
     provider: Option<String>,
@@ -64,6 +70,20 @@ pub struct UserParams {
     limit: i64,
 }
 
+/// Users, newest first, filtered and paginated.
+#[utoipa::path(
+    get,
+    path = "/api/admins/users",
+    tag = "admin: queries",
+    params(UserParams),
+    responses(
+        (status = 200, description = "a page of users", body = Page<UserSummary>),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]), ("user_token" = []))
+)]
 pub async fn users(
     state: web::Data<AppState>,
     _reader: AdminReader,
@@ -80,8 +100,9 @@ pub async fn users(
     Ok(HttpResponse::Ok().json(admin_queries::users(&connection, filter, cursor, limit).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RunnerParams {
     #[serde(default)]
     status: Option<String>,
@@ -99,6 +120,20 @@ pub struct RunnerParams {
     limit: i64,
 }
 
+/// Runners with their machines, newest first, filtered and paginated.
+#[utoipa::path(
+    get,
+    path = "/api/admins/runners",
+    tag = "admin: queries",
+    params(RunnerParams),
+    responses(
+        (status = 200, description = "a page of runners", body = Page<RunnerView>),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]), ("user_token" = []))
+)]
 pub async fn runners(
     state: web::Data<AppState>,
     _reader: AdminReader,
@@ -117,8 +152,9 @@ pub async fn runners(
     Ok(HttpResponse::Ok().json(admin_queries::runners(&state, filter, cursor, limit).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MachineParams {
     #[serde(default)]
     runner_id: Option<Uuid>,
@@ -132,6 +168,20 @@ pub struct MachineParams {
     limit: i64,
 }
 
+/// Runner machines, newest registration first, filtered and paginated.
+#[utoipa::path(
+    get,
+    path = "/api/admins/machines",
+    tag = "admin: queries",
+    params(MachineParams),
+    responses(
+        (status = 200, description = "a page of machines", body = Page<MachineView>),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]), ("user_token" = []))
+)]
 pub async fn machines(
     state: web::Data<AppState>,
     _reader: AdminReader,
@@ -147,8 +197,9 @@ pub async fn machines(
     Ok(HttpResponse::Ok().json(admin_queries::machines(&state, filter, cursor, limit).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct JobParams {
     #[serde(default)]
     status: Option<String>,
@@ -162,6 +213,20 @@ pub struct JobParams {
     limit: i64,
 }
 
+/// All jobs, newest first, filtered and paginated.
+#[utoipa::path(
+    get,
+    path = "/api/admins/jobs",
+    tag = "admin: queries",
+    params(JobParams),
+    responses(
+        (status = 200, description = "a page of jobs", body = Page<JobView>),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]), ("user_token" = []))
+)]
 pub async fn jobs(
     state: web::Data<AppState>,
     _reader: AdminReader,
@@ -178,14 +243,29 @@ pub async fn jobs(
     Ok(HttpResponse::Ok().json(admin_queries::jobs(&connection, filter, cursor, limit).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DashboardParams {
     /// A machine counts as active if in contact within this, e.g. `1h`.
     #[serde(default)]
     active_within: Option<String>,
 }
 
+/// Counts for a dashboard.
+#[utoipa::path(
+    get,
+    path = "/api/admins/dashboard",
+    tag = "admin: queries",
+    params(DashboardParams),
+    responses(
+        (status = 200, description = "counts", body = Dashboard),
+        (status = 400, description = "malformed query or body", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]), ("user_token" = []))
+)]
 pub async fn dashboard(
     state: web::Data<AppState>,
     _reader: AdminReader,

@@ -9,6 +9,7 @@
 //! `system_id` query parameter; Project-W calls default to `default`.
 
 use std::time::Duration;
+use utoipa::ToSchema;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,7 @@ use crate::domain::job::MachineRef;
 use crate::http::auth::Runner;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
+use crate::http::error::ErrorBody;
 use crate::jobs::{self, Assignment, JobView, Taker};
 use crate::machines;
 
@@ -82,7 +84,7 @@ async fn machine(
 }
 
 /// What a machine is told about its job.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct JobForRunner {
     id: Uuid,
     payload: serde_json::Value,
@@ -113,7 +115,7 @@ async fn job_for_runner(state: &AppState, job_id: Uuid) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok().json(JobForRunner::from(job)))
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     #[serde(default)]
@@ -122,7 +124,23 @@ pub struct VerifyBody {
     info: Option<MachineInfo>,
 }
 
-/// Checks the token; with a `system_id`, also registers the machine.
+/// Checks a runner token; with a `system_id`, registers the machine.
+///
+/// Machine named by the body's `system_id`, else the `X-Runner-System-Id` header, else the `system_id` query parameter.
+#[utoipa::path(
+    post,
+    path = "/api/runners/verify",
+    tag = "runners",
+    request_body(content = Option<VerifyBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the token is valid", body = serde_json::Value, example = json!({"runner_id": "0194...", "status": "active", "paused": false, "machine_id": "0194..."})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the runner was invalidated", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
 pub async fn verify(
     state: web::Data<AppState>,
     runner: Runner,
@@ -147,7 +165,7 @@ pub async fn verify(
     })))
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequestBody {
     #[serde(default)]
@@ -160,8 +178,23 @@ pub struct JobRequestBody {
     wait_seconds: u64,
 }
 
-/// Hands the machine a job: 200 with the job (its current one if it has
-/// one), or 204 when none came within the wait.
+/// Asks for a job, waiting up to `wait_seconds` (long poll).
+///
+/// Machine named by the body's `system_id`, else the `X-Runner-System-Id` header, else the `system_id` query parameter.
+#[utoipa::path(
+    post,
+    path = "/api/runners/jobs/request",
+    tag = "runners",
+    request_body(content = Option<JobRequestBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the job to run (also the one already running)", body = JobForRunner),
+        (status = 204, description = "no job within the wait"),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
 pub async fn request_job(
     state: web::Data<AppState>,
     runner: Runner,
@@ -206,7 +239,7 @@ pub async fn request_job(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressBody {
     #[serde(default)]
@@ -216,6 +249,25 @@ pub struct ProgressBody {
     message: Option<String>,
 }
 
+/// Reports progress of the running job; answers whether to abort.
+///
+/// Machine named by the body's `system_id`, else the `X-Runner-System-Id` header, else the `system_id` query parameter.
+#[utoipa::path(
+    post,
+    path = "/api/runners/jobs/{id}/progress",
+    tag = "runners",
+    params(("id" = Uuid, Path, description = "job id")),
+    request_body = ProgressBody,
+    responses(
+        (status = 200, description = "whether to abort", body = serde_json::Value, example = json!({"abort": false})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "no such object", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
 pub async fn report_progress(
     state: web::Data<AppState>,
     runner: Runner,
@@ -232,7 +284,7 @@ pub async fn report_progress(
     Ok(HttpResponse::Ok().json(answer))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultBody {
     #[serde(default)]
@@ -242,6 +294,25 @@ pub struct ResultBody {
     result: serde_json::Value,
 }
 
+/// Finishes the running job.
+///
+/// Machine named by the body's `system_id`, else the `X-Runner-System-Id` header, else the `system_id` query parameter.
+#[utoipa::path(
+    post,
+    path = "/api/runners/jobs/{id}/result",
+    tag = "runners",
+    params(("id" = Uuid, Path, description = "job id")),
+    request_body = ResultBody,
+    responses(
+        (status = 200, description = "finished", body = serde_json::Value, example = json!({"id": "0194...", "status": "succeeded"})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "no such object", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
 pub async fn submit_result(
     state: web::Data<AppState>,
     runner: Runner,
@@ -260,7 +331,7 @@ pub async fn submit_result(
 
 // ---- Project-W dialect ------------------------------------------------
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, ToSchema)]
 pub struct RegisterBody {
     #[serde(default)]
     system_id: Option<String>,
@@ -280,7 +351,22 @@ fn project_w_system_id(request: &HttpRequest, from_body: Option<String>) -> Stri
     system_id(request, from_body).unwrap_or_else(|| DEFAULT_SYSTEM_ID.to_owned())
 }
 
-/// Project-W: the machine comes online and waits for work.
+/// Project-W: a machine comes online and can get jobs.
+///
+/// Machine defaults to `default`.
+#[utoipa::path(
+    post,
+    path = "/api/runners/register",
+    tag = "runners (Project-W)",
+    request_body(content = Option<RegisterBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "registered", body = serde_json::Value, example = json!({"runner_id": "0194...", "machine_id": "0194...", "system_id": "default"})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
 pub async fn register(
     state: web::Data<AppState>,
     runner: Runner,
@@ -315,13 +401,26 @@ pub async fn register(
     })))
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, ToSchema)]
 pub struct MachineBody {
     #[serde(default)]
     system_id: Option<String>,
 }
 
-/// Project-W: the machine goes offline; its job goes back in the queue.
+/// Project-W: a machine goes offline; its job goes back to the queue.
+#[utoipa::path(
+    post,
+    path = "/api/runners/unregister",
+    tag = "runners (Project-W)",
+    request_body(content = Option<MachineBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "unregistered", body = serde_json::Value, example = json!({"machine_id": "0194...", "requeued_job": null})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
 pub async fn unregister(
     state: web::Data<AppState>,
     runner: Runner,
@@ -338,7 +437,7 @@ pub async fn unregister(
     Ok(HttpResponse::Ok().json(json!({ "machine_id": machine.machine_id, "requeued_job": requeued })))
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, ToSchema)]
 pub struct HeartbeatBody {
     #[serde(default)]
     system_id: Option<String>,
@@ -347,7 +446,22 @@ pub struct HeartbeatBody {
     progress: Option<f64>,
 }
 
-/// Project-W: `{abort, job_assigned}`.
+/// Project-W: keeps a machine online; says whether it has a job and must abort it.
+///
+/// Heartbeats do not append to the log.
+#[utoipa::path(
+    post,
+    path = "/api/runners/heartbeat",
+    tag = "runners (Project-W)",
+    request_body(content = Option<HeartbeatBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "what to do", body = serde_json::Value, example = json!({"abort": false, "job_assigned": true})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 409, description = "the machine is not registered", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
 pub async fn heartbeat(
     state: web::Data<AppState>,
     runner: Runner,
@@ -381,7 +495,19 @@ pub async fn heartbeat(
     Ok(HttpResponse::Ok().json(json!({ "abort": abort, "job_assigned": true })))
 }
 
-/// Project-W: the job assigned to this machine.
+/// Project-W: the machine's current job.
+#[utoipa::path(
+    get,
+    path = "/api/runners/retrieve_job_info",
+    tag = "runners (Project-W)",
+    responses(
+        (status = 200, description = "the job", body = JobForRunner),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "no job is assigned", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
 pub async fn retrieve_job_info(
     state: web::Data<AppState>,
     runner: Runner,
@@ -400,7 +526,7 @@ pub async fn retrieve_job_info(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ProjectWResultBody {
     #[serde(default)]
     system_id: Option<String>,
@@ -413,7 +539,21 @@ pub struct ProjectWResultBody {
     error_msg: Option<String>,
 }
 
-/// Project-W: the result of the job assigned to this machine.
+/// Project-W: finishes the machine's current job (`error_msg` means failed).
+#[utoipa::path(
+    post,
+    path = "/api/runners/submit_job_result",
+    tag = "runners (Project-W)",
+    request_body = ProjectWResultBody,
+    responses(
+        (status = 200, description = "finished", body = serde_json::Value, example = json!({"id": "0194...", "status": "succeeded"})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "no job is assigned", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
 pub async fn submit_job_result(
     state: web::Data<AppState>,
     runner: Runner,

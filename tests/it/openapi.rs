@@ -1,0 +1,109 @@
+//! The OpenAPI description matches the route table, and the UI is served
+//! from the binary.
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// `(METHOD, path)` of every route the server registers, read from the
+/// route table's source so a new route without a description fails here.
+fn registered_routes() -> BTreeSet<(String, String)> {
+    let table = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/routes/mod.rs")).unwrap();
+    let mut routes = BTreeSet::new();
+    for resource in table.split("resource(\"").skip(1) {
+        let path = &resource[..resource.find('"').unwrap()];
+        if !path.starts_with('/') {
+            continue;
+        }
+        for method in resource.split(".route(web::").skip(1) {
+            let method = &method[..method.find("()").unwrap()];
+            routes.insert((method.to_uppercase(), path.to_owned()));
+        }
+    }
+    routes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_described_and_the_ui_works_offline() {
+    let app = TestApp::start().await;
+    let response = app.http.get(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let spec: Value = response.json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+
+    let mut described = BTreeSet::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            described.insert((method.to_uppercase(), path.clone()));
+            let name = format!("{method} {path}");
+            assert!(operation["summary"].is_string(), "{name} has no summary");
+            assert!(operation["tags"].as_array().is_some_and(|t| !t.is_empty()), "{name}");
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{name} has no success answer"
+            );
+            if path.starts_with("/api/admins") || path.starts_with("/api/runners") || path.starts_with("/api/jobs") {
+                assert!(operation["security"].is_array(), "{name} says no token is needed");
+                assert!(responses.contains_key("401"), "{name}");
+            }
+        }
+    }
+    let registered = registered_routes();
+    assert!(registered.len() >= 28, "route table parse: {registered:?}");
+    assert_eq!(
+        registered.difference(&described).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routes without a description"
+    );
+    assert_eq!(
+        described.difference(&registered).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "descriptions of routes that do not exist"
+    );
+
+    // Every schema a description points to is in the spec.
+    let text = spec.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &reference[..reference.find('"').unwrap()];
+        assert!(spec["components"]["schemas"][name].is_object(), "missing schema {name}");
+    }
+
+    // The UI and its assets come from the binary.
+    let page = app.http.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    for asset in [
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/docs/swagger-initializer.js",
+    ] {
+        let response = app.http.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        assert!(!response.bytes().await.unwrap().is_empty());
+    }
+    let initializer = app
+        .http
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(initializer.contains("/openapi.json"), "the UI loads our spec");
+
+    // `warden openapi` prints the same description without a server.
+    let printed = std::process::Command::new(warden_binary())
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(printed, spec);
+    app.stop().await;
+}
