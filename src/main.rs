@@ -19,9 +19,11 @@ async fn main() -> std::process::ExitCode {
     }
     match warden::cli::Cli::parse().run().await {
         Ok(code) => std::process::ExitCode::from(code),
+        // 1 is "done, and found a problem" (verify, replay --verify); 2 is
+        // "could not do it".
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(2)
         }
     }
 }

@@ -44,6 +44,8 @@ pub trait Projection: Send + Sync {
     }
 
     /// Applies one event; events a projector does not care about are no-ops.
+    /// It may change only rows of the event's own stream (its user, runner,
+    /// machine or job): a rebuild applies different streams concurrently.
     async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
 }
 
