@@ -9,10 +9,11 @@ use warden_events::{Metadata, StreamId};
 use crate::app::AppState;
 use crate::commands::CommandError;
 use crate::config::LocalAccountMode;
-use crate::domain::user::{PasswordInput, User, UserCommand};
+use crate::domain::user::{Account, ActiveUser, PasswordInput, User, UserCommand};
 use crate::domain::DomainError;
 use crate::event_store::claims::{self, normalise_email};
 use crate::event_store::StoreError;
+use crate::login_throttle;
 use crate::secrets::passwords;
 use crate::secrets::Secret;
 
@@ -24,6 +25,8 @@ pub enum LoginError {
     InvalidCredentials,
     #[error("admin rights were requested (scope=admin) but this user is not an admin")]
     AdminScopeDenied,
+    #[error("too many failed logins; try again later")]
+    Throttled(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -33,6 +36,10 @@ pub struct UserRecord {
     pub id: Uuid,
     pub email: Option<String>,
     pub role: Role,
+    /// `local`, `ldap:<name>`, `oidc:<name>`.
+    pub provider: String,
+    /// Access tokens and session cookies issued before this are refused.
+    pub sessions_revoked_at: Option<chrono::DateTime<chrono::Utc>>,
     password_hash: Option<String>,
 }
 
@@ -47,13 +54,18 @@ pub fn parse_role(role: &str) -> Role {
 /// The live (not deleted) user with this id.
 pub async fn find_user<C: GenericClient>(client: &C, user_id: Uuid) -> Result<Option<UserRecord>, StoreError> {
     let select = client
-        .prepare_cached("SELECT id, email, role, password_hash FROM users WHERE id = $1 AND deleted_at IS NULL")
+        .prepare_cached(
+            "SELECT id, email, role, password_hash, provider, sessions_revoked_at
+             FROM users WHERE id = $1 AND deleted_at IS NULL",
+        )
         .await?;
     Ok(client.query_opt(&select, &[&user_id]).await?.map(|row| UserRecord {
         id: row.get(0),
         email: row.get(1),
         role: parse_role(row.get(2)),
         password_hash: row.get(3),
+        provider: row.get(4),
+        sessions_revoked_at: row.get(5),
     }))
 }
 
@@ -64,23 +76,32 @@ pub async fn find_local_user_id<C: GenericClient>(client: &C, email: &str) -> Re
         .and_then(|stream| stream.id()))
 }
 
-/// Checks a local account's password. Returns the user id; `want_admin`
-/// (scope=admin) is only granted to admins.
+/// Checks a local account's password, behind the brute-force throttle.
+/// Returns the user id; `want_admin` (scope=admin) is only granted to
+/// admins.
 pub async fn password_login(
     state: &AppState,
     email: &str,
     password: &str,
     want_admin: bool,
+    source_ip: Option<&str>,
 ) -> Result<Uuid, LoginError> {
     if state.config.security.local_account.mode == LocalAccountMode::Disabled {
         return Err(LoginError::LocalLoginDisabled);
     }
+    let attempt = login_throttle::Attempt {
+        provider: "local",
+        username: email,
+        source_ip,
+    };
     let connection = state.db.get().await.map_err(StoreError::from)?;
+    if let Some(wait) = login_throttle::locked_for(&connection, &attempt).await? {
+        return Err(LoginError::Throttled(wait));
+    }
     let user = match find_local_user_id(&connection, email).await? {
         Some(id) => find_user(&connection, id).await?,
         None => None,
     };
-    drop(connection);
     let password = password.to_owned();
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     // argon2 takes tens of milliseconds: keep it off the async workers.
@@ -94,12 +115,131 @@ pub async fn password_login(
     .await
     .unwrap_or(false);
     let Some(user) = user.filter(|_| matches) else {
+        login_throttle::record_failure(&connection, &state.config.security.login_throttle, &attempt).await?;
         return Err(LoginError::InvalidCredentials);
     };
+    login_throttle::record_success(&connection, &attempt).await?;
     if want_admin && user.role != Role::Admin {
         return Err(LoginError::AdminScopeDenied);
     }
     Ok(user.id)
+}
+
+/// Self sign-up of a local account (only in mode `enabled`).
+pub async fn sign_up(
+    state: &AppState,
+    email: &str,
+    password: &Secret,
+    metadata: &Metadata,
+) -> Result<Uuid, CommandError> {
+    if state.config.security.local_account.mode != LocalAccountMode::Enabled {
+        return Err(DomainError::Invalid {
+            code: "signup_disabled",
+            message: "self sign-up is disabled on this server".into(),
+        }
+        .into());
+    }
+    add_local_user(state, email, password, Role::User, UserOrigin::SignUp, metadata).await
+}
+
+/// A local account's new password, after checking the current one. Ends
+/// every session of the user (the caller issues a fresh token).
+pub async fn change_password(
+    state: &AppState,
+    user_id: Uuid,
+    current: &Secret,
+    new: &Secret,
+    metadata: &Metadata,
+) -> Result<(), CommandError> {
+    let stream = StreamId::user(user_id);
+    let (user, _) = state.commands.load::<User>(&stream).await?;
+    let current_hash = match &user {
+        User::Active(ActiveUser {
+            account: Account::Local { password_hash, .. },
+            ..
+        }) => password_hash.clone(),
+        User::Active(_) => {
+            return Err(DomainError::Invalid {
+                code: "managed_externally",
+                message: "the password of this user is kept by its directory or provider".into(),
+            }
+            .into())
+        }
+        _ => {
+            return Err(DomainError::NotFound {
+                code: "user_not_found",
+                what: "user",
+            }
+            .into())
+        }
+    };
+    let current = current.clone();
+    let matches = tokio::task::spawn_blocking(move || passwords::verify(current.expose(), &current_hash))
+        .await
+        .unwrap_or(false);
+    if !matches {
+        return Err(DomainError::Invalid {
+            code: "wrong_password",
+            message: "the current password is not right".into(),
+        }
+        .into());
+    }
+    let new_hash = hash_password(new).await?;
+    state
+        .commands
+        .execute::<User>(
+            &stream,
+            &UserCommand::ChangePassword {
+                new_hash,
+                at: chrono::Utc::now(),
+            },
+            metadata,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Promotes or demotes a local account. The last admin cannot be demoted.
+pub async fn change_role(state: &AppState, user_id: Uuid, role: Role, metadata: &Metadata) -> Result<(), CommandError> {
+    if role != Role::Admin {
+        let connection = state.db.get().await.map_err(StoreError::from)?;
+        let others: i64 = connection
+            .query_one(
+                "SELECT count(*) FROM users WHERE role = 'admin' AND deleted_at IS NULL AND id <> $1",
+                &[&user_id],
+            )
+            .await
+            .map_err(StoreError::from)?
+            .get(0);
+        let is_admin = find_user(&connection, user_id)
+            .await?
+            .is_some_and(|u| u.role == Role::Admin);
+        if is_admin && others == 0 {
+            return Err(DomainError::Conflict {
+                code: "last_admin",
+                message: "this is the only admin; promote another user first".into(),
+            }
+            .into());
+        }
+    }
+    state
+        .commands
+        .execute::<User>(&StreamId::user(user_id), &UserCommand::ChangeRole { role }, metadata)
+        .await?;
+    Ok(())
+}
+
+/// Log out everywhere.
+pub async fn revoke_sessions(state: &AppState, user_id: Uuid, metadata: &Metadata) -> Result<(), CommandError> {
+    state
+        .commands
+        .execute::<User>(
+            &StreamId::user(user_id),
+            &UserCommand::RevokeSessions { at: chrono::Utc::now() },
+            metadata,
+        )
+        .await?;
+    Ok(())
 }
 
 async fn hash_password(password: &Secret) -> Result<String, CommandError> {
@@ -211,7 +351,10 @@ pub async fn provision_from_config(state: &AppState) -> Result<Vec<String>, Prov
 async fn provided_password(current: &User, password: &Secret) -> PasswordInput {
     let password = password.clone();
     let current_hash = match current {
-        User::Active(user) => Some(user.password_hash.clone()),
+        User::Active(ActiveUser {
+            account: Account::Local { password_hash, .. },
+            ..
+        }) => Some(password_hash.clone()),
         _ => None,
     };
     tokio::task::spawn_blocking(move || match current_hash {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use warden_events::{Actor, Pii, RecordedEvent, StreamId};
 
 use crate::domain::runner::Runner;
-use crate::domain::user::User;
+use crate::domain::user::{Account, User};
 use crate::domain::Aggregate;
 use crate::event_store::{self, StoreError};
 
@@ -216,7 +216,12 @@ fn user_view(user: &User) -> Value {
             "id": u.id,
             "email": match &u.email { Pii::Plain(email) => Value::String(email.clone()), _ => Value::String("[forgotten]".into()) },
             "role": u.role.as_str(),
-            "origin": u.origin,
+            "account": match &u.account {
+                Account::Local { origin, .. } => json!({ "kind": "local", "origin": origin }),
+                Account::Ldap { provider } => json!({ "kind": "ldap", "provider": provider }),
+                Account::Oidc { provider } => json!({ "kind": "oidc", "provider": provider }),
+            },
+            "api_tokens": u.api_tokens.len(),
         }),
         User::Deleted { id } => json!({ "status": "deleted", "id": id }),
     }

@@ -233,6 +233,10 @@ pub struct SecurityConfig {
     pub access_token_lifetime: Duration,
     #[serde(default)]
     pub local_account: LocalAccountConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub login_throttle: LoginThrottleConfig,
 }
 
 impl Default for SecurityConfig {
@@ -241,8 +245,101 @@ impl Default for SecurityConfig {
             secret_key: None,
             access_token_lifetime: default_token_lifetime(),
             local_account: LocalAccountConfig::default(),
+            session: SessionConfig::default(),
+            login_throttle: LoginThrottleConfig::default(),
         }
     }
+}
+
+/// The session cookie every login also sets (seed 003's `session-max-age`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// How long a session cookie stays valid; `0s` = unlimited (until
+    /// log-out, password change or deletion).
+    #[serde(default = "default_session_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Send the cookie over HTTPS only. Turn off only for plain-HTTP
+    /// development set-ups.
+    #[serde(default = "default_true")]
+    pub cookie_secure: bool,
+    #[serde(default)]
+    pub same_site: SameSite,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_age: default_session_max_age(),
+            cookie_secure: true,
+            same_site: SameSite::default(),
+        }
+    }
+}
+
+fn default_session_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SameSite {
+    Strict,
+    #[default]
+    Lax,
+}
+
+/// Brute-force protection of every password login (local and LDAP).
+/// Failures count per account *and source address* and per source
+/// address: an attacker elsewhere cannot lock an admin out, and every
+/// lock-out ends.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginThrottleConfig {
+    /// Failed logins of one account from one address within `window`
+    /// before that pair is locked out.
+    #[serde(default = "default_account_failures")]
+    pub max_failures_per_account: u32,
+    /// Failed logins (any account) from one address within `window`
+    /// before that address is locked out.
+    #[serde(default = "default_address_failures")]
+    pub max_failures_per_address: u32,
+    #[serde(default = "default_throttle_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// How long a lock-out lasts.
+    #[serde(default = "default_lockout", with = "humantime_serde")]
+    pub lockout: Duration,
+}
+
+impl Default for LoginThrottleConfig {
+    fn default() -> Self {
+        LoginThrottleConfig {
+            max_failures_per_account: default_account_failures(),
+            max_failures_per_address: default_address_failures(),
+            window: default_throttle_window(),
+            lockout: default_lockout(),
+        }
+    }
+}
+
+fn default_account_failures() -> u32 {
+    5
+}
+
+fn default_address_failures() -> u32 {
+    50
+}
+
+fn default_throttle_window() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn default_lockout() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 fn default_token_lifetime() -> Duration {
@@ -321,6 +418,25 @@ impl Config {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| field_error("http.listen", format!("not an address like 127.0.0.1:8080 ({e})")))?;
+        let throttle = &self.security.login_throttle;
+        if throttle.max_failures_per_account == 0 || throttle.max_failures_per_address == 0 {
+            return Err(field_error(
+                "security.login_throttle",
+                "the failure limits must be at least 1",
+            ));
+        }
+        if throttle.window.is_zero() || throttle.lockout.is_zero() {
+            return Err(field_error(
+                "security.login_throttle",
+                "window and lockout must be longer than 0s",
+            ));
+        }
+        if throttle.lockout > Duration::from_secs(24 * 3600) {
+            return Err(field_error(
+                "security.login_throttle.lockout",
+                "at most 24h: a lock-out must end, or an attacker could keep an admin out",
+            ));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(field_error("http.max_body_bytes", "must be at least 1024"));
         }

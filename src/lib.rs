@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod admin_queries;
+pub mod api_tokens;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod failpoint;
 pub mod http;
 pub mod jobs;
 pub mod log_follower;
+pub mod login_throttle;
 pub mod machines;
 pub mod projection_runner;
 pub mod rate_limit;

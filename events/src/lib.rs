@@ -63,6 +63,12 @@ events! {
     UserPasswordChanged(user::UserPasswordChanged) = version 1,
     UserRoleChanged(user::UserRoleChanged) = version 1,
     UserDeleted(user::UserDeleted) = version 1,
+    LdapUserLinked(user::LdapUserLinked) = version 1,
+    OidcUserLinked(user::OidcUserLinked) = version 1,
+    ExternalUserSynced(user::ExternalUserSynced) = version 1,
+    ApiTokenCreated(user::ApiTokenCreated) = version 1,
+    ApiTokenRevoked(user::ApiTokenRevoked) = version 1,
+    UserSessionsRevoked(user::UserSessionsRevoked) = version 1,
     RunnerCreated(runner::RunnerCreated) = version 1,
     RunnerInvalidated(runner::RunnerInvalidated) = version 1,
     RunnerTokenReset(runner::RunnerTokenReset) = version 1,
@@ -87,6 +93,9 @@ impl Event {
         match self {
             Event::LocalUserCreated(e) => Some(e.user_id),
             Event::UserEmailChanged(e) => Some(e.user_id),
+            Event::LdapUserLinked(e) => Some(e.user_id),
+            Event::OidcUserLinked(e) => Some(e.user_id),
+            Event::ExternalUserSynced(e) => Some(e.user_id),
             _ => None,
         }
     }
@@ -96,6 +105,9 @@ impl Event {
         match self {
             Event::LocalUserCreated(e) => vec![&mut e.email],
             Event::UserEmailChanged(e) => vec![&mut e.email],
+            Event::LdapUserLinked(e) => vec![&mut e.uid, &mut e.email],
+            Event::OidcUserLinked(e) => vec![&mut e.subject, &mut e.email],
+            Event::ExternalUserSynced(e) => vec![&mut e.email],
             _ => Vec::new(),
         }
     }

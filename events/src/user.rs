@@ -68,3 +68,60 @@ pub struct UserRoleChanged {
 pub struct UserDeleted {
     pub user_id: Uuid,
 }
+
+/// A user of an LDAP directory, linked on first login or by a sync. The
+/// provider is the config's `ldap_providers.<name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LdapUserLinked {
+    pub user_id: Uuid,
+    pub provider: String,
+    /// The `uid_attribute` value: stable per directory user.
+    pub uid: Pii,
+    pub email: Pii,
+    pub role: Role,
+}
+
+/// A user of an OIDC provider, linked on first login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcUserLinked {
+    pub user_id: Uuid,
+    pub provider: String,
+    /// The provider's `sub` claim.
+    pub subject: Pii,
+    pub email: Pii,
+    pub role: Role,
+}
+
+/// What the directory or identity provider now says about a linked user
+/// (on login or an LDAP sync), when it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalUserSynced {
+    pub user_id: Uuid,
+    pub email: Pii,
+    pub role: Role,
+}
+
+/// A long-lived API token the user created; only its hash is kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenCreated {
+    pub user_id: Uuid,
+    pub token_id: Uuid,
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub token_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenRevoked {
+    pub user_id: Uuid,
+    pub token_id: Uuid,
+}
+
+/// Every access token and session cookie issued before `before` stops
+/// working (log-out, password change). The time is the issuing servers'
+/// clock, the one tokens are stamped with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSessionsRevoked {
+    pub user_id: Uuid,
+    pub before: chrono::DateTime<chrono::Utc>,
+}

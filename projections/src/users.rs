@@ -3,7 +3,7 @@
 use crate::{execute, Projection, ProjectionError, Transaction};
 use async_trait::async_trait;
 
-use warden_events::user::UserOrigin;
+use warden_events::user::{Role, UserOrigin};
 use warden_events::{Event, Pii, RecordedEvent};
 
 pub struct UserProjection;
@@ -15,7 +15,7 @@ impl Projection for UserProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["users"]
+        &["users", "api_tokens"]
     }
 
     fn handles(&self, event: &Event) -> bool {
@@ -26,6 +26,12 @@ impl Projection for UserProjection {
                 | Event::UserPasswordChanged(_)
                 | Event::UserRoleChanged(_)
                 | Event::UserDeleted(_)
+                | Event::LdapUserLinked(_)
+                | Event::OidcUserLinked(_)
+                | Event::ExternalUserSynced(_)
+                | Event::ApiTokenCreated(_)
+                | Event::ApiTokenRevoked(_)
+                | Event::UserSessionsRevoked(_)
         )
     }
 
@@ -90,10 +96,62 @@ impl Projection for UserProjection {
                 // the row; drop everything personal or secret.
                 execute(
                     tx,
-                    "UPDATE users SET email = NULL, password_hash = NULL, deleted_at = $2,
+                    "UPDATE users SET email = NULL, password_hash = NULL, external_id = NULL, deleted_at = $2,
                                       updated_at = $2, version = $3
                      WHERE id = $1 AND version < $3",
                     &[&e.user_id, &at, &version],
+                )
+                .await?;
+                execute(
+                    tx,
+                    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2), version = $3
+                     WHERE user_id = $1 AND version < $3",
+                    &[&e.user_id, &at, &version],
+                )
+                .await?;
+            }
+            Event::LdapUserLinked(e) => {
+                let provider = format!("ldap:{}", e.provider);
+                insert_external(tx, e.user_id, &provider, "ldap", &e.uid, &e.email, e.role, recorded).await?;
+            }
+            Event::OidcUserLinked(e) => {
+                let provider = format!("oidc:{}", e.provider);
+                insert_external(tx, e.user_id, &provider, "oidc", &e.subject, &e.email, e.role, recorded).await?;
+            }
+            Event::ExternalUserSynced(e) => {
+                execute(
+                    tx,
+                    "UPDATE users SET email = $2, role = $3, updated_at = $4, version = $5
+                     WHERE id = $1 AND version < $5",
+                    &[&e.user_id, &readable(&e.email), &e.role.as_str(), &at, &version],
+                )
+                .await?;
+            }
+            Event::ApiTokenCreated(e) => {
+                execute(
+                    tx,
+                    "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, version)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&e.token_id, &e.user_id, &e.name, &e.token_hash, &at, &version],
+                )
+                .await?;
+            }
+            Event::ApiTokenRevoked(e) => {
+                execute(
+                    tx,
+                    "UPDATE api_tokens SET revoked_at = $2, version = $3
+                     WHERE id = $1 AND version < $3",
+                    &[&e.token_id, &at, &version],
+                )
+                .await?;
+            }
+            Event::UserSessionsRevoked(e) => {
+                execute(
+                    tx,
+                    "UPDATE users SET sessions_revoked_at = $2, updated_at = $3, version = $4
+                     WHERE id = $1 AND version < $4",
+                    &[&e.user_id, &e.before, &at, &version],
                 )
                 .await?;
             }
@@ -101,6 +159,38 @@ impl Projection for UserProjection {
         }
         Ok(())
     }
+}
+
+/// The row of a user linked from a directory or identity provider.
+#[allow(clippy::too_many_arguments)]
+async fn insert_external(
+    tx: &Transaction<'_>,
+    user_id: uuid::Uuid,
+    provider: &str,
+    origin: &str,
+    external_id: &Pii,
+    email: &Pii,
+    role: Role,
+    recorded: &RecordedEvent,
+) -> Result<(), ProjectionError> {
+    execute(
+        tx,
+        "INSERT INTO users (id, provider, email, external_id, role, origin, created_at, updated_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)
+         ON CONFLICT (id) DO NOTHING",
+        &[
+            &user_id,
+            &provider,
+            &readable(email),
+            &readable(external_id),
+            &role.as_str(),
+            &origin,
+            &recorded.recorded_at,
+            &recorded.stream_version,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// A forgotten value is stored as NULL, never as a placeholder string.

@@ -35,6 +35,16 @@ impl AccessClaims {
     pub fn has_admin_scope(&self) -> bool {
         self.scope.split(' ').any(|s| s == ADMIN_SCOPE)
     }
+
+    /// When the token was issued, to the millisecond (from the UUIDv7
+    /// `jti`; `iat` has only seconds), for session revocation.
+    pub fn issued_at(&self) -> chrono::DateTime<chrono::Utc> {
+        let from_jti = self.jti.get_timestamp().and_then(|t| {
+            let (seconds, nanos) = t.to_unix();
+            chrono::DateTime::from_timestamp(seconds as i64, nanos)
+        });
+        from_jti.unwrap_or_else(|| chrono::DateTime::from_timestamp(self.iat as i64, 0).unwrap_or_default())
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,6 +87,17 @@ impl AccessTokens {
     }
 
     pub fn issue(&self, user_id: Uuid, admin: bool) -> IssuedToken {
+        self.issue_for(user_id, admin, self.lifetime)
+    }
+
+    /// A session cookie's token: never admin-scoped, valid for `lifetime`
+    /// (`None`: until revoked; the JWT then expires in 100 years).
+    pub fn issue_session(&self, user_id: Uuid, lifetime: Option<Duration>) -> IssuedToken {
+        let lifetime = lifetime.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
+        self.issue_for(user_id, false, lifetime)
+    }
+
+    fn issue_for(&self, user_id: Uuid, admin: bool, lifetime: Duration) -> IssuedToken {
         let now = unix_now();
         let scope = if admin { ADMIN_SCOPE } else { "" }.to_owned();
         let claims = AccessClaims {
@@ -84,14 +105,14 @@ impl AccessTokens {
             aud: AUDIENCE.into(),
             sub: user_id,
             iat: now,
-            exp: now + self.lifetime.as_secs(),
+            exp: now + lifetime.as_secs(),
             jti: Uuid::now_v7(),
             scope: scope.clone(),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail");
         IssuedToken {
             token,
-            expires_in: self.lifetime.as_secs(),
+            expires_in: lifetime.as_secs(),
             scope,
         }
     }

@@ -1,9 +1,14 @@
 //! The user aggregate: local accounts (provisioned from the config, added
-//! on the command line, or signed up) and their deletion.
+//! on the command line, or signed up), users linked from LDAP directories
+//! and OIDC providers, their API tokens and sessions, and their deletion.
 
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use warden_events::user::{
-    LocalUserCreated, Role, UserDeleted, UserEmailChanged, UserOrigin, UserPasswordChanged, UserRoleChanged,
+    ApiTokenCreated, ApiTokenRevoked, ExternalUserSynced, LdapUserLinked, LocalUserCreated, OidcUserLinked, Role,
+    UserDeleted, UserEmailChanged, UserOrigin, UserPasswordChanged, UserRoleChanged, UserSessionsRevoked,
 };
 use warden_events::{Event, Pii};
 
@@ -24,9 +29,37 @@ pub struct ActiveUser {
     pub id: Uuid,
     /// `Forgotten` only when read after the key was destroyed.
     pub email: Pii,
-    pub password_hash: String,
     pub role: Role,
-    pub origin: UserOrigin,
+    pub account: Account,
+    /// API tokens not revoked.
+    pub api_tokens: BTreeSet<Uuid>,
+}
+
+/// Where the user's identity lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Account {
+    Local {
+        password_hash: String,
+        origin: UserOrigin,
+    },
+    /// `ldap_providers.<provider>`; the directory decides email and role.
+    Ldap {
+        provider: String,
+    },
+    /// `oidc_providers.<provider>`; the provider decides email and role.
+    Oidc {
+        provider: String,
+    },
+}
+
+/// At most this many live API tokens per user.
+pub const MAX_API_TOKENS: usize = 50;
+
+/// Which kind of external identity a link command is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExternalKind {
+    Ldap,
+    Oidc,
 }
 
 /// A password given from outside, already compared with the current hash
@@ -56,6 +89,43 @@ pub enum UserCommand {
         role: Role,
         origin: UserOrigin,
     },
+    /// First login (or LDAP sync) of a directory or OIDC user.
+    LinkExternal {
+        user_id: Uuid,
+        kind: ExternalKind,
+        provider: String,
+        external_id: String,
+        email: String,
+        role: Role,
+    },
+    /// What the directory or provider says now; appends only changes.
+    SyncExternal {
+        email: String,
+        role: Role,
+    },
+    /// A local account's new password; ends every session issued before
+    /// `at`.
+    ChangePassword {
+        new_hash: String,
+        at: DateTime<Utc>,
+    },
+    /// Promote or demote a local account.
+    ChangeRole {
+        role: Role,
+    },
+    CreateApiToken {
+        token_id: Uuid,
+        name: String,
+        token_hash: String,
+    },
+    RevokeApiToken {
+        token_id: Uuid,
+    },
+    /// Log out everywhere: every access token and session cookie issued
+    /// before `at` stops working.
+    RevokeSessions {
+        at: DateTime<Utc>,
+    },
     Delete,
 }
 
@@ -68,14 +138,53 @@ impl Aggregate for User {
                 *self = User::Active(ActiveUser {
                     id: e.user_id,
                     email: e.email.clone(),
-                    password_hash: e.password_hash.clone(),
                     role: e.role,
-                    origin: e.origin.clone(),
+                    account: Account::Local {
+                        password_hash: e.password_hash.clone(),
+                        origin: e.origin.clone(),
+                    },
+                    api_tokens: BTreeSet::new(),
+                })
+            }
+            (_, Event::LdapUserLinked(e)) => {
+                *self = User::Active(ActiveUser {
+                    id: e.user_id,
+                    email: e.email.clone(),
+                    role: e.role,
+                    account: Account::Ldap {
+                        provider: e.provider.clone(),
+                    },
+                    api_tokens: BTreeSet::new(),
+                })
+            }
+            (_, Event::OidcUserLinked(e)) => {
+                *self = User::Active(ActiveUser {
+                    id: e.user_id,
+                    email: e.email.clone(),
+                    role: e.role,
+                    account: Account::Oidc {
+                        provider: e.provider.clone(),
+                    },
+                    api_tokens: BTreeSet::new(),
                 })
             }
             (User::Active(user), Event::UserEmailChanged(e)) => user.email = e.email.clone(),
-            (User::Active(user), Event::UserPasswordChanged(e)) => user.password_hash = e.password_hash.clone(),
+            (User::Active(user), Event::UserPasswordChanged(e)) => {
+                if let Account::Local { password_hash, .. } = &mut user.account {
+                    *password_hash = e.password_hash.clone();
+                }
+            }
             (User::Active(user), Event::UserRoleChanged(e)) => user.role = e.role,
+            (User::Active(user), Event::ExternalUserSynced(e)) => {
+                user.email = e.email.clone();
+                user.role = e.role;
+            }
+            (User::Active(user), Event::ApiTokenCreated(e)) => {
+                user.api_tokens.insert(e.token_id);
+            }
+            (User::Active(user), Event::ApiTokenRevoked(e)) => {
+                user.api_tokens.remove(&e.token_id);
+            }
             (_, Event::UserDeleted(e)) => *self = User::Deleted { id: e.user_id },
             _ => {}
         }
@@ -110,7 +219,12 @@ impl Aggregate for User {
                 )
             }
             (
-                User::Active(user),
+                User::Active(
+                    user @ ActiveUser {
+                        account: Account::Local { .. },
+                        ..
+                    },
+                ),
                 UserCommand::Provision {
                     email, role, password, ..
                 },
@@ -154,13 +268,163 @@ impl Aggregate for User {
                 })
             }
             (User::Active(user), UserCommand::Delete) => Ok(vec![Event::UserDeleted(UserDeleted { user_id: user.id })]),
-            (User::Deleted { .. }, UserCommand::Provision { .. }) | (_, UserCommand::Delete) => {
-                Err(DomainError::NotFound {
-                    code: "user_not_found",
-                    what: "user",
-                })
+            (
+                User::Unknown,
+                UserCommand::LinkExternal {
+                    user_id,
+                    kind,
+                    provider,
+                    external_id,
+                    email,
+                    role,
+                },
+            ) => {
+                validate_email(email)?;
+                let (email, external_id) = (Pii::plain(email.trim()), Pii::plain(external_id.clone()));
+                Ok(vec![match kind {
+                    ExternalKind::Ldap => Event::LdapUserLinked(LdapUserLinked {
+                        user_id: *user_id,
+                        provider: provider.clone(),
+                        uid: external_id,
+                        email,
+                        role: *role,
+                    }),
+                    ExternalKind::Oidc => Event::OidcUserLinked(OidcUserLinked {
+                        user_id: *user_id,
+                        provider: provider.clone(),
+                        subject: external_id,
+                        email,
+                        role: *role,
+                    }),
+                }])
             }
+            (_, UserCommand::LinkExternal { .. }) => Err(DomainError::Conflict {
+                code: "user_exists",
+                message: "a user with this id already exists".into(),
+            }),
+            (User::Active(user), UserCommand::SyncExternal { email, role }) => {
+                if matches!(user.account, Account::Local { .. }) {
+                    return Err(local_only_refused("a local account is not synchronised from outside"));
+                }
+                validate_email(email)?;
+                if user.email.as_plain() == Some(email.trim()) && user.role == *role {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Event::ExternalUserSynced(ExternalUserSynced {
+                    user_id: user.id,
+                    email: Pii::plain(email.trim()),
+                    role: *role,
+                })])
+            }
+            (User::Active(user), UserCommand::ChangePassword { new_hash, at }) => {
+                let Account::Local { .. } = user.account else {
+                    return Err(external_refused(
+                        "the password of this user is kept by its directory or provider",
+                    ));
+                };
+                Ok(vec![
+                    Event::UserPasswordChanged(UserPasswordChanged {
+                        user_id: user.id,
+                        password_hash: new_hash.clone(),
+                    }),
+                    Event::UserSessionsRevoked(UserSessionsRevoked {
+                        user_id: user.id,
+                        before: *at,
+                    }),
+                ])
+            }
+            (User::Active(user), UserCommand::ChangeRole { role }) => {
+                let Account::Local { .. } = user.account else {
+                    return Err(external_refused(
+                        "the role of this user comes from its directory or provider (admin_query, admin_role)",
+                    ));
+                };
+                if user.role == *role {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Event::UserRoleChanged(UserRoleChanged {
+                    user_id: user.id,
+                    role: *role,
+                })])
+            }
+            (
+                User::Active(user),
+                UserCommand::CreateApiToken {
+                    token_id,
+                    name,
+                    token_hash,
+                },
+            ) => {
+                let name = name.trim();
+                if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+                    return Err(DomainError::Invalid {
+                        code: "invalid_token_name",
+                        message: "an API token needs a name of 1 to 100 printable characters".into(),
+                    });
+                }
+                if user.api_tokens.len() >= MAX_API_TOKENS {
+                    return Err(DomainError::Conflict {
+                        code: "too_many_api_tokens",
+                        message: format!("a user may have at most {MAX_API_TOKENS} API tokens; revoke one first"),
+                    });
+                }
+                Ok(vec![Event::ApiTokenCreated(ApiTokenCreated {
+                    user_id: user.id,
+                    token_id: *token_id,
+                    name: name.to_owned(),
+                    token_hash: token_hash.clone(),
+                })])
+            }
+            (User::Active(user), UserCommand::RevokeApiToken { token_id }) => {
+                if !user.api_tokens.contains(token_id) {
+                    return Err(DomainError::NotFound {
+                        code: "api_token_not_found",
+                        what: "API token",
+                    });
+                }
+                Ok(vec![Event::ApiTokenRevoked(ApiTokenRevoked {
+                    user_id: user.id,
+                    token_id: *token_id,
+                })])
+            }
+            (User::Active(user), UserCommand::RevokeSessions { at }) => {
+                Ok(vec![Event::UserSessionsRevoked(UserSessionsRevoked {
+                    user_id: user.id,
+                    before: *at,
+                })])
+            }
+            (User::Active(_), UserCommand::Provision { .. }) => Err(external_refused(
+                "this provisioning id belongs to a user that is not a local account",
+            )),
+            (
+                _,
+                UserCommand::Provision { .. }
+                | UserCommand::Delete
+                | UserCommand::SyncExternal { .. }
+                | UserCommand::ChangePassword { .. }
+                | UserCommand::ChangeRole { .. }
+                | UserCommand::CreateApiToken { .. }
+                | UserCommand::RevokeApiToken { .. }
+                | UserCommand::RevokeSessions { .. },
+            ) => Err(DomainError::NotFound {
+                code: "user_not_found",
+                what: "user",
+            }),
         }
+    }
+}
+
+fn external_refused(message: &str) -> DomainError {
+    DomainError::Invalid {
+        code: "managed_externally",
+        message: message.into(),
+    }
+}
+
+fn local_only_refused(message: &str) -> DomainError {
+    DomainError::Invalid {
+        code: "not_external",
+        message: message.into(),
     }
 }
 
@@ -228,7 +492,8 @@ mod tests {
     #[test]
     fn provisioning_creates_then_is_idempotent() {
         let user = provisioned_admin();
-        assert!(matches!(&user, User::Active(u) if u.role == Role::Admin && u.password_hash == "h1"));
+        assert!(matches!(&user, User::Active(u) if u.role == Role::Admin
+            && matches!(&u.account, Account::Local { password_hash, .. } if password_hash == "h1")));
         let again = user
             .decide(&provision(
                 "root@example.org",

@@ -15,6 +15,22 @@ pub const PROVISIONING_ID: &str = "provisioning_id";
 /// machine's id in this scope is the one it runs.
 pub const MACHINE_JOB: &str = "machine_job";
 
+/// Scope of linked LDAP users: `<provider>\n<uid, lowercased>`.
+pub const LDAP_USER: &str = "ldap_user";
+/// Scope of linked OIDC users: `<provider>\n<sub>`.
+pub const OIDC_SUBJECT: &str = "oidc_subject";
+
+/// The claim key of an LDAP user (directory attributes compare
+/// case-insensitively).
+pub fn ldap_user_key(provider: &str, uid: &str) -> String {
+    format!("{provider}\n{}", uid.trim().to_lowercase())
+}
+
+/// The claim key of an OIDC user (`sub` is case-sensitive).
+pub fn oidc_subject_key(provider: &str, subject: &str) -> String {
+    format!("{provider}\n{subject}")
+}
+
 /// Emails compare case-insensitively and without surrounding spaces.
 pub fn normalise_email(email: &str) -> String {
     email.trim().to_lowercase()
@@ -57,6 +73,24 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
             }
             changes
         }
+        Event::LdapUserLinked(e) => e
+            .uid
+            .as_plain()
+            .map(|uid| ClaimChange::Take {
+                scope: LDAP_USER,
+                value: ldap_user_key(&e.provider, uid),
+            })
+            .into_iter()
+            .collect(),
+        Event::OidcUserLinked(e) => e
+            .subject
+            .as_plain()
+            .map(|subject| ClaimChange::Take {
+                scope: OIDC_SUBJECT,
+                value: oidc_subject_key(&e.provider, subject),
+            })
+            .into_iter()
+            .collect(),
         Event::UserDeleted(_) => vec![ClaimChange::ReleaseAll],
         Event::JobAssigned(e) => vec![ClaimChange::Take {
             scope: MACHINE_JOB,

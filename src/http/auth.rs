@@ -1,4 +1,5 @@
-//! Extractors that authenticate a request: a user (access token), an admin
+//! Extractors that authenticate a request: a user (access token in the
+//! `Authorization` header or the session cookie, or an API token), an admin
 //! (access token with scope=admin of a current admin), or a runner (runner
 //! token). Runner tokens are refused on user routes and vice versa.
 
@@ -13,10 +14,12 @@ use warden_events::Actor;
 
 use super::error::ApiError;
 use crate::accounts;
+use crate::api_tokens;
 use crate::app::AppState;
 use crate::auth::access_tokens::{AccessTokens, TokenError};
+use crate::http::session::SESSION_COOKIE;
 use crate::runners::{self, AuthenticatedRunner, RunnerAuthError};
-use crate::secrets::tokens::RUNNER_TOKEN_PREFIX;
+use crate::secrets::tokens::{API_TOKEN_PREFIX, RUNNER_TOKEN_PREFIX};
 
 /// A user authenticated by an access token.
 pub struct AuthenticatedUser {
@@ -92,8 +95,23 @@ fn bearer_token(request: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
+/// The user's credential: the `Authorization: Bearer` header, else the
+/// session cookie.
+fn user_credential(request: &HttpRequest) -> Result<String, ApiError> {
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        return bearer_token(request);
+    }
+    match request.cookie(SESSION_COOKIE) {
+        Some(cookie) if !cookie.value().is_empty() => Ok(cookie.value().to_owned()),
+        _ => Err(ApiError::unauthorized(
+            "missing_token",
+            "send `Authorization: Bearer <token>` or log in for a session cookie",
+        )),
+    }
+}
+
 async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, ApiError> {
-    let token = bearer_token(&request)?;
+    let token = user_credential(&request)?;
     if token.starts_with(RUNNER_TOKEN_PREFIX) {
         return Err(ApiError::unauthorized(
             "runner_token_not_accepted",
@@ -101,20 +119,50 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
         ));
     }
     let state = state(&request);
+    if token.starts_with(API_TOKEN_PREFIX) {
+        return authenticate_api_token(&state, &token).await;
+    }
     let claims = state.access_tokens.verify(&token).map_err(|error| match error {
         TokenError::Expired => ApiError::unauthorized("token_expired", "the access token has expired; log in again"),
         TokenError::Invalid => ApiError::unauthorized("invalid_token", "the access token is not valid"),
     })?;
-    // Checked on every request, so deletion and demotion apply at once.
+    // Checked on every request, so deletion, demotion and log-out apply at
+    // once.
     let connection = state.db.get().await?;
     let user = accounts::find_user(&connection, claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("user_not_found", "the user of this token no longer exists"))?;
+    if user
+        .sessions_revoked_at
+        .is_some_and(|revoked| claims.issued_at() < revoked)
+    {
+        return Err(ApiError::unauthorized(
+            "session_revoked",
+            "this token was issued before a log-out or password change; log in again",
+        ));
+    }
+    Ok(AuthenticatedUser {
+        user_id: user.id,
+        email: user.email,
+        role: user.role,
+        admin_scope: claims.has_admin_scope() && user.role == Role::Admin,
+    })
+}
+
+/// API tokens act for their user but never with admin rights.
+async fn authenticate_api_token(state: &AppState, token: &str) -> Result<AuthenticatedUser, ApiError> {
+    let connection = state.db.get().await?;
+    let user_id = api_tokens::authenticate(&connection, token)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid_api_token", "not a valid API token, or it was revoked"))?;
+    let user = accounts::find_user(&connection, user_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("user_not_found", "the user of this token no longer exists"))?;
     Ok(AuthenticatedUser {
         user_id: user.id,
         email: user.email,
         role: user.role,
-        admin_scope: claims.has_admin_scope() && user.role == Role::Admin,
+        admin_scope: false,
     })
 }
 

@@ -54,6 +54,19 @@ impl ApiError {
         }
     }
 
+    /// 429 for a login locked out by the brute-force throttle.
+    pub fn login_throttled(wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError {
+            retry_after_seconds: Some(seconds),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_login_attempts",
+                format!("too many failed logins; try again in {seconds}s"),
+            )
+        }
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }

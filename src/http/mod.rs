@@ -5,6 +5,7 @@ pub mod context;
 pub mod error;
 pub mod openapi;
 pub mod routes;
+pub mod session;
 
 use std::net::TcpListener;
 use std::sync::Arc;

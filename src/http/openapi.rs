@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::routes::{admins, audit, health, jobs, local_account, queries, runners, users};
+use super::routes::{admins, audit, auth, health, jobs, local_account, queries, runners, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,8 +18,16 @@ use super::routes::{admins, audit, health, jobs, local_account, queries, runners
     ),
     paths(
         health::health,
+        auth::providers,
+        auth::logout,
         local_account::login,
+        local_account::signup,
+        local_account::change_password,
         users::me,
+        users::delete_me,
+        users::create_api_token,
+        users::list_api_tokens,
+        users::revoke_api_token,
         jobs::submit,
         jobs::list_own,
         jobs::get,
@@ -28,6 +36,8 @@ use super::routes::{admins, audit, health, jobs, local_account, queries, runners
         admins::invalidate_runner,
         admins::reset_runner_token,
         admins::update_runner,
+        admins::delete_user,
+        admins::set_role,
         queries::users,
         queries::runners,
         queries::machines,

@@ -1,4 +1,5 @@
-//! Opaque bearer tokens (runner tokens): generation, hashing, comparison.
+//! Opaque bearer tokens (runner and API tokens): generation, hashing,
+//! comparison.
 //!
 //! A token is `<prefix><43 chars of base64url>`: 256 random bits behind a
 //! recognisable prefix so secret scanners can spot a leaked one. Only its
@@ -12,6 +13,8 @@ use subtle::ConstantTimeEq;
 
 /// Prefix of runner tokens ("warden runner token").
 pub const RUNNER_TOKEN_PREFIX: &str = "wdrt_";
+/// Prefix of users' long-lived API tokens ("warden API token").
+pub const API_TOKEN_PREFIX: &str = "wdat_";
 const RANDOM_BYTES: usize = 32;
 const ENCODED_LEN: usize = 43;
 

@@ -146,6 +146,31 @@ impl TestDb {
             .collect()
     }
 
+    /// Every row of every table, as text: for "this secret is nowhere"
+    /// checks.
+    pub async fn dump_everything(&self) -> String {
+        let client = self.client().await;
+        let tables: Vec<String> = client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut all = String::new();
+        for table in tables {
+            for row in self.dump(&table, "1").await {
+                all.push_str(&row);
+                all.push('\n');
+            }
+        }
+        all
+    }
+
     /// Waits until every transaction that wrote to the log has finished,
     /// so a reader from the start sees the whole log. (The safe point is
     /// cluster-wide: another test's transaction can hold it back briefly.)

@@ -5,6 +5,7 @@ mod harness;
 mod audit;
 mod event_store;
 mod http_api;
+mod identity;
 mod openapi;
 mod processes;
 mod projections;

@@ -16,6 +16,7 @@ use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::{admin_queries, runners};
+use warden_events::user::Role;
 
 /// Optional body of `create_runner`; the seed's call sends none.
 #[derive(Default, Deserialize, ToSchema)]
@@ -235,4 +236,98 @@ pub async fn update_runner(
         .await?
         .ok_or_else(|| ApiError::not_found("runner_not_found", "runner not found"))?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// Deletes a user at once: every token of theirs stops working and their
+/// personal data in the log becomes unreadable.
+#[utoipa::path(
+    delete,
+    path = "/api/admins/users/{id}",
+    tag = "admin: users",
+    params(("id" = Uuid, Path, description = "user id")),
+    responses(
+        (status = 200, description = "deleted", body = serde_json::Value, example = json!({"id": "0194...", "status": "deleted"})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+        (status = 409, description = "the only admin cannot delete themselves", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]))
+)]
+pub async fn delete_user(
+    state: web::Data<AppState>,
+    admin: Admin,
+    context: RequestContext,
+    user_id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = *user_id;
+    if user_id == admin.0.user_id {
+        let connection = state.db.get().await?;
+        let admins: i64 = connection
+            .query_one(
+                "SELECT count(*) FROM users WHERE role = 'admin' AND deleted_at IS NULL",
+                &[],
+            )
+            .await
+            .map_err(crate::event_store::StoreError::from)?
+            .get(0);
+        if admins <= 1 {
+            return Err(ApiError::conflict(
+                "last_admin",
+                "this is the only admin; promote another user first",
+            ));
+        }
+    }
+    let metadata = context.metadata(admin.0.actor());
+    crate::accounts::delete_user(&state, user_id, &metadata).await?;
+    Ok(HttpResponse::Ok().json(json!({ "id": user_id, "status": "deleted" })))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    /// `user`, `support` or `admin`.
+    role: String,
+}
+
+/// Promotes or demotes a local account (`user`, `support`, `admin`).
+///
+/// LDAP and OIDC users get their role from the directory or provider.
+#[utoipa::path(
+    put,
+    path = "/api/admins/users/{id}/role",
+    tag = "admin: users",
+    params(("id" = Uuid, Path, description = "user id")),
+    request_body = RoleBody,
+    responses(
+        (status = 200, description = "the role now", body = serde_json::Value, example = json!({"id": "0194...", "role": "admin"})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+        (status = 409, description = "the last admin cannot be demoted", body = ErrorBody),
+        (status = 422, description = "unknown role, or not a local account", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]))
+)]
+pub async fn set_role(
+    state: web::Data<AppState>,
+    admin: Admin,
+    context: RequestContext,
+    user_id: web::Path<Uuid>,
+    body: web::Json<RoleBody>,
+) -> Result<HttpResponse, ApiError> {
+    let role = match body.role.as_str() {
+        "user" => Role::User,
+        "support" => Role::Support,
+        "admin" => Role::Admin,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_role",
+                "role must be one of user, support, admin",
+            ))
+        }
+    };
+    let metadata = context.metadata(admin.0.actor());
+    crate::accounts::change_role(&state, *user_id, role, &metadata).await?;
+    Ok(HttpResponse::Ok().json(json!({ "id": *user_id, "role": role.as_str() })))
 }

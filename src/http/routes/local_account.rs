@@ -1,30 +1,60 @@
+//! Local accounts: password login (Project-W's form), self sign-up,
+//! password change.
+
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::accounts::{self, LoginError};
 use crate::app::AppState;
 use crate::auth::access_tokens::ADMIN_SCOPE;
+use crate::http::auth::AuthenticatedUser;
+use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::session::{login_response, TokenResponse};
+use crate::secrets::Secret;
 
 /// OAuth2 password-grant form, as Project-W's clients send it.
 #[derive(Deserialize, ToSchema)]
 pub struct LoginForm {
     #[serde(default)]
-    grant_type: Option<String>,
+    pub grant_type: Option<String>,
     #[serde(default)]
-    scope: Option<String>,
-    username: String,
-    password: String,
+    pub scope: Option<String>,
+    pub username: String,
+    pub password: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: u64,
-    pub scope: String,
+impl LoginForm {
+    /// Checks the form's shape; returns whether admin rights were asked.
+    pub fn validated(&self) -> Result<bool, ApiError> {
+        if self.grant_type.as_deref().is_some_and(|g| g != "password") {
+            return Err(ApiError::unprocessable(
+                "unsupported_grant_type",
+                "only grant_type=password is supported here",
+            ));
+        }
+        if self.username.is_empty() || self.password.is_empty() {
+            return Err(ApiError::unprocessable(
+                "invalid_form",
+                "username and password must not be empty",
+            ));
+        }
+        wants_admin(self.scope.as_deref())
+    }
+}
+
+/// The answer to a failed password login, the same for every provider.
+pub fn login_error(error: LoginError) -> ApiError {
+    match error {
+        LoginError::LocalLoginDisabled => ApiError::forbidden("local_login_disabled", error.to_string()),
+        LoginError::InvalidCredentials => ApiError::unauthorized("invalid_credentials", error.to_string()),
+        LoginError::AdminScopeDenied => ApiError::forbidden("admin_scope_denied", error.to_string()),
+        LoginError::Throttled(wait) => ApiError::login_throttled(wait),
+        LoginError::Store(error) => error.into(),
+    }
 }
 
 /// Parses the space-separated `scope`; only `admin` is known.
@@ -45,47 +75,116 @@ pub fn wants_admin(scope: Option<&str>) -> Result<bool, ApiError> {
 
 /// Local account login (OAuth2 password grant form).
 ///
-/// `scope=admin` is granted only to admins; the token carries it.
+/// `scope=admin` is granted only to admins; the token carries it. Also sets
+/// the session cookie (never admin-scoped).
 #[utoipa::path(
     post,
     path = "/api/local-account/login",
     tag = "accounts",
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "an access token", body = TokenResponse),
+        (status = 200, description = "an access token (and the session cookie)", body = TokenResponse),
         (status = 401, description = "wrong email or password", body = ErrorBody),
-        (status = 403, description = "admin scope asked by a non-admin", body = ErrorBody),
-        (status = 422, description = "a field has a wrong value", body = ErrorBody)
+        (status = 403, description = "admin scope asked by a non-admin, or local accounts disabled", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 429, description = "too many failed logins; see Retry-After", body = ErrorBody)
     )
 )]
-pub async fn login(state: web::Data<AppState>, form: web::Form<LoginForm>) -> Result<HttpResponse, ApiError> {
+pub async fn login(
+    state: web::Data<AppState>,
+    context: RequestContext,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, ApiError> {
     let form = form.into_inner();
-    if form.grant_type.as_deref().is_some_and(|g| g != "password") {
-        return Err(ApiError::unprocessable(
-            "unsupported_grant_type",
-            "only grant_type=password is supported here",
-        ));
-    }
-    if form.username.is_empty() || form.password.is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_form",
-            "username and password must not be empty",
-        ));
-    }
-    let want_admin = wants_admin(form.scope.as_deref())?;
-    let user_id = accounts::password_login(&state, &form.username, &form.password, want_admin)
+    let want_admin = form.validated()?;
+    let user_id = accounts::password_login(
+        &state,
+        &form.username,
+        &form.password,
+        want_admin,
+        context.source_ip.as_deref(),
+    )
+    .await
+    .map_err(login_error)?;
+    Ok(login_response(&state, user_id, want_admin))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignUpBody {
+    email: String,
+    password: String,
+}
+
+/// Self sign-up of a local account (only when `security.local_account.mode` is `enabled`).
+#[utoipa::path(
+    post,
+    path = "/api/local-account/signup",
+    tag = "accounts",
+    request_body = SignUpBody,
+    responses(
+        (status = 201, description = "the account; log in next", body = serde_json::Value, example = json!({"id": "0194...", "email": "new@example.org"})),
+        (status = 403, description = "sign-up is disabled", body = ErrorBody),
+        (status = 409, description = "the email is taken", body = ErrorBody),
+        (status = 422, description = "invalid email or weak password", body = ErrorBody)
+    )
+)]
+pub async fn signup(
+    state: web::Data<AppState>,
+    context: RequestContext,
+    body: web::Json<SignUpBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let metadata = context.metadata(warden_events::Actor::System {
+        component: "sign-up".into(),
+    });
+    let user_id = accounts::sign_up(&state, &body.email, &Secret::new(body.password), &metadata)
         .await
         .map_err(|error| match error {
-            LoginError::LocalLoginDisabled => ApiError::forbidden("local_login_disabled", error.to_string()),
-            LoginError::InvalidCredentials => ApiError::unauthorized("invalid_credentials", error.to_string()),
-            LoginError::AdminScopeDenied => ApiError::forbidden("admin_scope_denied", error.to_string()),
-            LoginError::Store(error) => error.into(),
+            crate::commands::CommandError::Domain(crate::domain::DomainError::Invalid {
+                code: "signup_disabled",
+                message,
+            }) => ApiError::forbidden("signup_disabled", message),
+            other => other.into(),
         })?;
-    let issued = state.access_tokens.issue(user_id, want_admin);
-    Ok(HttpResponse::Ok().json(TokenResponse {
-        access_token: issued.token,
-        token_type: "bearer",
-        expires_in: issued.expires_in,
-        scope: issued.scope,
-    }))
+    Ok(HttpResponse::Created().json(json!({ "id": user_id, "email": body.email.trim() })))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's local password; every other session ends and a fresh token is returned.
+#[utoipa::path(
+    post,
+    path = "/api/local-account/change_password",
+    tag = "accounts",
+    request_body = ChangePasswordBody,
+    responses(
+        (status = 200, description = "a fresh access token (the old ones stop working)", body = TokenResponse),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 422, description = "wrong current password, weak new one, or not a local account", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    context: RequestContext,
+    body: web::Json<ChangePasswordBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let metadata = context.metadata(user.actor());
+    accounts::change_password(
+        &state,
+        user.user_id,
+        &Secret::new(body.current_password),
+        &Secret::new(body.new_password),
+        &metadata,
+    )
+    .await?;
+    Ok(login_response(&state, user.user_id, false))
 }

@@ -2,6 +2,7 @@
 
 pub mod admins;
 pub mod audit;
+pub mod auth;
 pub mod health;
 pub mod jobs;
 pub mod local_account;
@@ -15,8 +16,23 @@ use super::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/api/health").route(web::get().to(health::health)))
+        // Accounts and sessions.
+        .service(resource("/api/auth/providers").route(web::get().to(auth::providers)))
+        .service(resource("/api/auth/logout").route(web::post().to(auth::logout)))
         .service(resource("/api/local-account/login").route(web::post().to(local_account::login)))
-        .service(resource("/api/users/me").route(web::get().to(users::me)))
+        .service(resource("/api/local-account/signup").route(web::post().to(local_account::signup)))
+        .service(resource("/api/local-account/change_password").route(web::post().to(local_account::change_password)))
+        .service(
+            resource("/api/users/me")
+                .route(web::get().to(users::me))
+                .route(web::delete().to(users::delete_me)),
+        )
+        .service(
+            resource("/api/users/api_tokens")
+                .route(web::post().to(users::create_api_token))
+                .route(web::get().to(users::list_api_tokens)),
+        )
+        .service(resource("/api/users/api_tokens/{id}").route(web::delete().to(users::revoke_api_token)))
         // Jobs, for users.
         .service(
             resource("/api/jobs")
@@ -30,6 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/admins/invalidate_runner").route(web::delete().to(admins::invalidate_runner)))
         .service(resource("/api/admins/reset_runner_token").route(web::post().to(admins::reset_runner_token)))
         .service(resource("/api/admins/runners/{id}").route(web::patch().to(admins::update_runner)))
+        .service(resource("/api/admins/users/{id}").route(web::delete().to(admins::delete_user)))
+        .service(resource("/api/admins/users/{id}/role").route(web::put().to(admins::set_role)))
         // Read-model queries (admins, support role).
         .service(resource("/api/admins/users").route(web::get().to(queries::users)))
         .service(resource("/api/admins/runners").route(web::get().to(queries::runners)))

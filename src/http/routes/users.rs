@@ -1,9 +1,18 @@
-use actix_web::HttpResponse;
-use serde_json::json;
+//! The caller's own account: who am I, API tokens, deleting oneself.
 
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::api_tokens::{self, ApiTokenView, CreatedApiToken};
+use crate::app::AppState;
 use crate::http::auth::AuthenticatedUser;
+use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::session::cleared_cookie;
 
 /// Who the access token belongs to.
 #[utoipa::path(
@@ -23,4 +32,100 @@ pub async fn me(user: AuthenticatedUser) -> Result<HttpResponse, ApiError> {
         "role": user.role.as_str(),
         "admin_scope": user.admin_scope,
     })))
+}
+
+/// Deletes the caller's own account, at once: every token stops working and
+/// the personal data in the log becomes unreadable.
+#[utoipa::path(
+    delete,
+    path = "/api/users/me",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "deleted", body = serde_json::Value, example = json!({"id": "0194...", "status": "deleted"})),
+        (status = 401, description = "no valid token", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
+pub async fn delete_me(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    context: RequestContext,
+) -> Result<HttpResponse, ApiError> {
+    let metadata = context.metadata(user.actor());
+    crate::accounts::delete_user(&state, user.user_id, &metadata).await?;
+    Ok(HttpResponse::Ok()
+        .cookie(cleared_cookie(&state))
+        .json(json!({ "id": user.user_id, "status": "deleted" })))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiTokenBody {
+    /// What the token is for, e.g. "laptop script".
+    name: String,
+}
+
+/// Creates a long-lived API token (never admin-scoped); it is shown only in this answer.
+#[utoipa::path(
+    post,
+    path = "/api/users/api_tokens",
+    tag = "accounts",
+    request_body = NewApiTokenBody,
+    responses(
+        (status = 201, description = "the token", body = CreatedApiToken),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 409, description = "too many tokens", body = ErrorBody),
+        (status = 422, description = "bad name", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
+pub async fn create_api_token(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    context: RequestContext,
+    body: web::Json<NewApiTokenBody>,
+) -> Result<HttpResponse, ApiError> {
+    let metadata = context.metadata(user.actor());
+    let created = api_tokens::create(&state, user.user_id, &body.name, &metadata).await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// The caller's API tokens, newest first (revoked ones marked).
+#[utoipa::path(
+    get,
+    path = "/api/users/api_tokens",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "the tokens (never their secrets)", body = Vec<ApiTokenView>),
+        (status = 401, description = "no valid token", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
+pub async fn list_api_tokens(state: web::Data<AppState>, user: AuthenticatedUser) -> Result<HttpResponse, ApiError> {
+    let connection = state.db.get().await?;
+    Ok(HttpResponse::Ok().json(api_tokens::list(&connection, user.user_id).await?))
+}
+
+/// Revokes one of the caller's API tokens; it stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/api/users/api_tokens/{id}",
+    tag = "accounts",
+    params(("id" = Uuid, Path, description = "API token id")),
+    responses(
+        (status = 200, description = "revoked", body = serde_json::Value, example = json!({"id": "0194...", "status": "revoked"})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "no such live token of this user", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
+pub async fn revoke_api_token(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    context: RequestContext,
+    token_id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let metadata = context.metadata(user.actor());
+    api_tokens::revoke(&state, user.user_id, *token_id, &metadata).await?;
+    Ok(HttpResponse::Ok().json(json!({ "id": *token_id, "status": "revoked" })))
 }

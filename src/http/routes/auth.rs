@@ -1,0 +1,83 @@
+//! Login options and log-out, for any provider.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::config::LocalAccountMode;
+use crate::http::auth::AuthenticatedUser;
+use crate::http::context::RequestContext;
+use crate::http::error::ApiError;
+use crate::http::error::ErrorBody;
+use crate::http::session::cleared_cookie;
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginOptions {
+    /// `None` when local accounts are disabled or hidden.
+    pub local: Option<LocalLogin>,
+    pub ldap: Vec<ProviderOption>,
+    pub oidc: Vec<ProviderOption>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LocalLogin {
+    pub login_url: String,
+    /// `None` when sign-up is off.
+    pub signup_url: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderOption {
+    pub name: String,
+    pub icon_url: Option<String>,
+    pub login_url: String,
+}
+
+/// The login options a frontend should show (hidden providers left out).
+#[utoipa::path(
+    get,
+    path = "/api/auth/providers",
+    tag = "accounts",
+    responses((status = 200, description = "login options", body = LoginOptions))
+)]
+pub async fn providers(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mode = state.config.security.local_account.mode;
+    let local = match mode {
+        LocalAccountMode::Disabled | LocalAccountMode::NoSignupHidden => None,
+        LocalAccountMode::Enabled | LocalAccountMode::NoSignup => Some(LocalLogin {
+            login_url: "/api/local-account/login".into(),
+            signup_url: (mode == LocalAccountMode::Enabled).then(|| "/api/local-account/signup".into()),
+        }),
+    };
+    Ok(HttpResponse::Ok().json(LoginOptions {
+        local,
+        ldap: Vec::new(),
+        oidc: Vec::new(),
+    }))
+}
+
+/// Logs out everywhere: every access token and session cookie of the
+/// caller issued until now stops working; the cookie is cleared.
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "logged out", body = serde_json::Value, example = json!({"status": "logged_out"})),
+        (status = 401, description = "no valid token", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
+pub async fn logout(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    context: RequestContext,
+) -> Result<HttpResponse, ApiError> {
+    let metadata = context.metadata(user.actor());
+    crate::accounts::revoke_sessions(&state, user.user_id, &metadata).await?;
+    Ok(HttpResponse::Ok()
+        .cookie(cleared_cookie(&state))
+        .json(json!({ "status": "logged_out" })))
+}
