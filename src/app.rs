@@ -32,6 +32,7 @@ pub struct AppState {
     pub progress: ProgressThrottle,
     pub assigning: InFlight,
     pub runner_rate_limit: RunnerRateLimit,
+    pub ldap: crate::ldap::LdapProviders,
 }
 
 /// Background tasks of a running instance.
@@ -81,8 +82,10 @@ impl AppState {
             Arc::new(FollowerProgress::new()),
             cancel.clone(),
         )));
+        let ldap = crate::ldap::LdapProviders::from_config(&config)?;
         let state = Arc::new(AppState {
             runner_rate_limit: RunnerRateLimit::new(&config.runners.rate_limit),
+            ldap,
             config,
             db,
             commands,
@@ -94,6 +97,7 @@ impl AppState {
         });
         tasks.push(dispatcher.spawn(Arc::clone(&state), cancel.clone()));
         tasks.push(crate::machines::spawn_pruner(Arc::clone(&state), cancel.clone()));
+        tasks.extend(crate::ldap::spawn_periodic_sync(Arc::clone(&state), cancel.clone()));
         Ok((state, Background { cancel, tasks }))
     }
 }

@@ -58,6 +58,9 @@ pub enum Command {
     },
     /// Print the OpenAPI description of the HTTP API (JSON) and exit.
     Openapi,
+    /// LDAP directories.
+    #[command(subcommand)]
+    Ldap(LdapCommand),
     /// The audit trail as JSON lines (filters combine), or a subcommand.
     #[command(args_conflicts_with_subcommands = true)]
     Audit {
@@ -110,6 +113,17 @@ pub enum AuditAction {
         /// RFC 3339 time [default: now]
         #[arg(long)]
         at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LdapCommand {
+    /// Bring warden's users of the LDAP providers in line with their
+    /// directories now (JSON report per provider).
+    Sync {
+        /// Only this provider [default: all].
+        #[arg(long)]
+        provider: Option<String>,
     },
 }
 
@@ -211,6 +225,23 @@ impl Cli {
                 handle.close().await;
             }
             Command::User(command) => with_app(config, |state| user_command(state, command)).await?,
+            Command::Ldap(LdapCommand::Sync { provider }) => {
+                with_app(config, |state| async move {
+                    let names: Vec<String> = match provider {
+                        Some(name) => vec![name],
+                        None => state.ldap.names().cloned().collect(),
+                    };
+                    if names.is_empty() {
+                        anyhow::bail!("no ldap_providers are configured");
+                    }
+                    for name in names {
+                        let report = crate::ldap::sync(&state, &name).await?;
+                        println!("{}", serde_json::to_string(&report)?);
+                    }
+                    Ok(())
+                })
+                .await?
+            }
             Command::Runner(_) | Command::Openapi => unreachable!("handled above"),
             Command::Audit { action, filters } => return audit_command(config, action, filters).await,
             Command::Replay { verify } => {

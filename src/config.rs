@@ -48,6 +48,75 @@ pub struct Config {
     pub security: SecurityConfig,
     #[serde(default)]
     pub runners: RunnersConfig,
+    /// LDAP directories users may log in with, by name (seed 000).
+    #[serde(default)]
+    pub ldap_providers: BTreeMap<String, LdapProviderConfig>,
+}
+
+/// One LDAP directory (`ldap_providers.<name>`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapProviderConfig {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub server_address: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM file with the CA certificates that sign the server's
+    /// certificate; default: the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    pub service_account_auth: LdapServiceAccount,
+    /// Attributes a user may type as username, e.g. `[uid, mail]`.
+    pub username_attributes: Vec<String>,
+    /// Attribute with the stable user id, e.g. `uid`.
+    pub uid_attribute: String,
+    /// Attribute with the email address, e.g. `mail`.
+    pub mail_attribute: String,
+    /// Who may log in.
+    pub user_query: LdapQuery,
+    /// Who is an admin (also needs to pass `user_query`); none: nobody.
+    #[serde(default)]
+    pub admin_query: Option<LdapQuery>,
+    /// Not advertised as a login option (still usable).
+    #[serde(default)]
+    pub hidden: bool,
+    #[serde(default)]
+    pub icon_url: Option<String>,
+    /// Synchronise all users this often (`0s`: never; `warden ldap sync`
+    /// still works).
+    #[serde(default, with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// A sync deletes users of this directory that are no longer in it.
+    #[serde(default)]
+    pub sync_del_old_users: bool,
+    /// A directory user unknown to warden may log in (and is linked);
+    /// otherwise only users a sync added may.
+    #[serde(default = "default_true")]
+    pub sync_user_on_login: bool,
+    /// Connect and operation timeout.
+    #[serde(default = "default_ldap_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapServiceAccount {
+    /// Bind DN of the account that searches the directory.
+    pub user: String,
+    pub password: Secret,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapQuery {
+    pub base_dn: String,
+    /// An LDAP filter, e.g. `(objectClass=inetOrgPerson)`.
+    pub filter: String,
+}
+
+fn default_ldap_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The runner side: machines, job hand-out, limits.
@@ -387,7 +456,7 @@ impl Config {
             figment = figment.merge(Serialized::defaults(read_yaml(path)?));
         }
         figment = figment.merge(Env::prefixed("WARDEN_").split("__").filter(|key| {
-            ["database.", "http.", "security.", "runners."]
+            ["database.", "http.", "security.", "runners.", "ldap_providers."]
                 .iter()
                 .any(|s| key.as_str().starts_with(s))
                 || key.as_str().contains("__")
@@ -459,6 +528,9 @@ impl Config {
         if self.database.max_connections < 4 {
             return Err(field_error("database.max_connections", "must be at least 4"));
         }
+        for (name, ldap) in &self.ldap_providers {
+            validate_ldap_provider(name, ldap)?;
+        }
         let mut emails = BTreeMap::new();
         for (id, user) in &self.security.local_account.user_provisioning {
             let field = format!("security.local_account.user_provisioning.{id}");
@@ -475,6 +547,86 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A provider's name appears in URLs and in user ids (`ldap:<name>`).
+fn validate_provider_name(kind: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty() && name.len() <= 64 && !name.chars().any(|c| c.is_control() || c == '/' || c == ':');
+    if valid {
+        Ok(())
+    } else {
+        Err(field_error(
+            format!("{kind}.{name}"),
+            "a provider name must be 1 to 64 characters without '/', ':' or control characters",
+        ))
+    }
+}
+
+fn validate_ldap_provider(name: &str, ldap: &LdapProviderConfig) -> Result<(), ConfigError> {
+    validate_provider_name("ldap_providers", name)?;
+    let field = |f: &str| format!("ldap_providers.{name}.{f}");
+    let url = url::Url::parse(&ldap.server_address)
+        .map_err(|e| field_error(field("server_address"), format!("not a URL ({e})")))?;
+    match url.scheme() {
+        "ldap" => {}
+        "ldaps" if ldap.starttls => {
+            return Err(field_error(
+                field("starttls"),
+                "StartTLS is for ldap:// URLs; ldaps:// is TLS already",
+            ))
+        }
+        "ldaps" => {}
+        other => {
+            return Err(field_error(
+                field("server_address"),
+                format!("scheme must be ldap or ldaps, not {other}"),
+            ))
+        }
+    }
+    if let Some(ca) = &ldap.ca_file {
+        if !ca.is_file() {
+            return Err(field_error(
+                field("ca_file"),
+                format!("{} is not a readable file", ca.display()),
+            ));
+        }
+    }
+    let attribute = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';');
+    if ldap.username_attributes.is_empty() || !ldap.username_attributes.iter().all(|a| attribute(a)) {
+        return Err(field_error(
+            field("username_attributes"),
+            "a list of one or more attribute names",
+        ));
+    }
+    for (f, value) in [
+        ("uid_attribute", &ldap.uid_attribute),
+        ("mail_attribute", &ldap.mail_attribute),
+    ] {
+        if !attribute(value) {
+            return Err(field_error(field(f), "an attribute name"));
+        }
+    }
+    let queries = [
+        ("user_query", Some(&ldap.user_query)),
+        ("admin_query", ldap.admin_query.as_ref()),
+    ];
+    for (f, query) in queries {
+        if let Some(query) = query {
+            let filter = query.filter.trim();
+            if !(filter.starts_with('(') && filter.ends_with(')'))
+                || filter.matches('(').count() != filter.matches(')').count()
+            {
+                return Err(field_error(
+                    format!("{}.filter", field(f)),
+                    "an LDAP filter in parentheses",
+                ));
+            }
+        }
+    }
+    if ldap.timeout.is_zero() {
+        return Err(field_error(field("timeout"), "must be longer than 0s"));
+    }
+    Ok(())
 }
 
 /// Parses the YAML file and expands `${NAME}` in its strings. Map keys

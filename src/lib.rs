@@ -23,6 +23,7 @@ pub mod event_store;
 pub mod failpoint;
 pub mod http;
 pub mod jobs;
+pub mod ldap;
 pub mod log_follower;
 pub mod login_throttle;
 pub mod machines;

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::routes::{admins, audit, auth, health, jobs, local_account, queries, runners, users};
+use super::routes::{admins, audit, auth, health, jobs, ldap, local_account, queries, runners, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use super::routes::{admins, audit, auth, health, jobs, local_account, queries, r
         auth::logout,
         local_account::login,
         local_account::signup,
+        ldap::login,
         local_account::change_password,
         users::me,
         users::delete_me,

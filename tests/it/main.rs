@@ -6,6 +6,8 @@ mod audit;
 mod event_store;
 mod http_api;
 mod identity;
+mod ldap;
+mod ldap_server;
 mod openapi;
 mod processes;
 mod projections;

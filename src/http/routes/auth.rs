@@ -51,11 +51,28 @@ pub async fn providers(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
             signup_url: (mode == LocalAccountMode::Enabled).then(|| "/api/local-account/signup".into()),
         }),
     };
+    let ldap = state
+        .config
+        .ldap_providers
+        .iter()
+        .filter(|(_, provider)| !provider.hidden)
+        .map(|(name, provider)| ProviderOption {
+            name: name.clone(),
+            icon_url: provider.icon_url.clone(),
+            login_url: format!("/api/ldap/login/{}", urlencode(name)),
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(LoginOptions {
         local,
-        ldap: Vec::new(),
+        ldap,
         oidc: Vec::new(),
     }))
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// Logs out everywhere: every access token and session cookie of the

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod jobs;
+pub mod ldap;
 pub mod local_account;
 pub mod queries;
 pub mod runners;
@@ -20,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/auth/providers").route(web::get().to(auth::providers)))
         .service(resource("/api/auth/logout").route(web::post().to(auth::logout)))
         .service(resource("/api/local-account/login").route(web::post().to(local_account::login)))
+        .service(resource("/api/ldap/login/{provider}").route(web::post().to(ldap::login)))
         .service(resource("/api/local-account/signup").route(web::post().to(local_account::signup)))
         .service(resource("/api/local-account/change_password").route(web::post().to(local_account::change_password)))
         .service(

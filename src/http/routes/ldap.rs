@@ -1,0 +1,65 @@
+//! LDAP login: `POST /api/ldap/login/<provider name>` with the same form as
+//! local login (seed 000).
+
+use actix_web::{web, HttpResponse};
+
+use super::local_account::{login_error, LoginForm};
+use crate::app::AppState;
+use crate::http::context::RequestContext;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::session::{login_response, TokenResponse};
+use crate::ldap::{self, LdapLoginError};
+
+/// Login with an LDAP directory user (OAuth2 password grant form).
+///
+/// `username` may be any of the provider's `username_attributes`;
+/// `scope=admin` is granted only to users its `admin_query` returns.
+#[utoipa::path(
+    post,
+    path = "/api/ldap/login/{provider}",
+    tag = "accounts",
+    params(("provider" = String, Path, description = "the provider's name in ldap_providers")),
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "an access token (and the session cookie)", body = TokenResponse),
+        (status = 401, description = "wrong username or password, or not synchronised yet", body = ErrorBody),
+        (status = 403, description = "admin scope asked by a non-admin", body = ErrorBody),
+        (status = 404, description = "no such LDAP provider", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 429, description = "too many failed logins; see Retry-After", body = ErrorBody),
+        (status = 503, description = "the directory is unreachable", body = ErrorBody)
+    )
+)]
+pub async fn login(
+    state: web::Data<AppState>,
+    context: RequestContext,
+    provider: web::Path<String>,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, ApiError> {
+    let form = form.into_inner();
+    let want_admin = form.validated()?;
+    let user_id = ldap::login(
+        &state,
+        &provider,
+        &form.username,
+        &form.password,
+        want_admin,
+        context.source_ip.as_deref(),
+    )
+    .await
+    .map_err(|error| match error {
+        LdapLoginError::UnknownProvider(_) => ApiError::not_found("unknown_provider", error.to_string()),
+        LdapLoginError::NotSynced => ApiError::unauthorized("user_not_synced", error.to_string()),
+        LdapLoginError::Login(error) => login_error(error),
+        LdapLoginError::Directory(error) => {
+            tracing::warn!(provider = %provider, %error, "LDAP login failed on the directory side");
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "ldap_unavailable",
+                "the LDAP directory could not be reached or refused the query; try again later",
+            )
+        }
+        LdapLoginError::Command(error) => error.into(),
+    })?;
+    Ok(login_response(&state, user_id, want_admin))
+}

@@ -1,0 +1,246 @@
+//! Talking to one LDAP directory (ldap3): service-account search, user
+//! bind, admin check. Every value typed by a user goes into filters only
+//! through `ldap_escape`; users bind with the DN the search returned, so no
+//! DN is ever built from input.
+
+use std::sync::Arc;
+
+use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+
+use crate::config::LdapProviderConfig;
+
+/// What warden needs of a directory user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// The `uid_attribute` value.
+    pub uid: String,
+    pub email: String,
+    pub admin: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// Unknown user, ambiguous username, wrong or empty password: one
+    /// answer for all, so logins do not reveal which.
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("the directory entry {dn} has no {attribute} attribute")]
+    MissingAttribute { dn: String, attribute: String },
+    #[error("LDAP directory unavailable: {0}")]
+    Unavailable(String),
+    #[error("the directory refused a query: {0}")]
+    Query(String),
+}
+
+/// LDAP result code 49: invalid credentials.
+const INVALID_CREDENTIALS: u32 = 49;
+
+pub struct Directory {
+    config: LdapProviderConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Directory {
+    /// Reads the CA file once; fails on an unreadable or empty one.
+    pub fn new(config: LdapProviderConfig) -> Result<Directory, String> {
+        let tls = match &config.ca_file {
+            None => None,
+            Some(path) => Some(Arc::new(tls_with_ca(path)?)),
+        };
+        Ok(Directory { config, tls })
+    }
+
+    pub fn config(&self) -> &LdapProviderConfig {
+        &self.config
+    }
+
+    async fn connect(&self) -> Result<Ldap, DirectoryError> {
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(self.config.timeout)
+            .set_starttls(self.config.starttls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(Arc::clone(tls));
+        }
+        let (connection, ldap) = LdapConnAsync::with_settings(settings, &self.config.server_address)
+            .await
+            .map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
+        ldap3::drive!(connection);
+        Ok(ldap)
+    }
+
+    /// A connection bound as the service account.
+    async fn service_connection(&self) -> Result<Ldap, DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let account = &self.config.service_account_auth;
+        ldap.with_timeout(self.config.timeout)
+            .simple_bind(&account.user, account.password.expose())
+            .await
+            .and_then(|result| result.success())
+            .map_err(|e| DirectoryError::Unavailable(format!("service account bind failed: {e}")))?;
+        Ok(ldap)
+    }
+
+    /// Checks `username` (any of `username_attributes`) and `password`.
+    pub async fn authenticate(&self, username: &str, password: &str) -> Result<DirectoryUser, DirectoryError> {
+        // An empty password would be an "unauthenticated bind", which
+        // servers accept without checking anything (RFC 4513 5.1.2).
+        if username.trim().is_empty() || password.is_empty() {
+            return Err(DirectoryError::InvalidCredentials);
+        }
+        let mut service = self.service_connection().await?;
+        let entries = self.search_users(&mut service, Some(username.trim())).await?;
+        let entry = match <[SearchEntry; 1]>::try_from(entries) {
+            Ok([entry]) => entry,
+            // None, or several (a username must name one person).
+            Err(_) => {
+                let _ = service.unbind().await;
+                return Err(DirectoryError::InvalidCredentials);
+            }
+        };
+        let mut user = self.directory_user(&entry)?;
+        user.admin = self.is_admin(&mut service, &user.uid).await?;
+        let _ = service.unbind().await;
+
+        let mut own = self.connect().await?;
+        let bound = own
+            .with_timeout(self.config.timeout)
+            .simple_bind(&entry.dn, password)
+            .await
+            .map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
+        let _ = own.unbind().await;
+        match bound.rc {
+            0 => Ok(user),
+            INVALID_CREDENTIALS => Err(DirectoryError::InvalidCredentials),
+            _ => Err(DirectoryError::Query(bound.to_string())),
+        }
+    }
+
+    /// Every user `user_query` returns, with their admin flag (for sync).
+    pub async fn all_users(&self) -> Result<Vec<DirectoryUser>, DirectoryError> {
+        let mut service = self.service_connection().await?;
+        let entries = self.search_users(&mut service, None).await?;
+        let admins = self.admin_uids(&mut service).await?;
+        let _ = service.unbind().await;
+        let mut users = Vec::new();
+        for entry in &entries {
+            match self.directory_user(entry) {
+                Ok(mut user) => {
+                    user.admin = admins.contains(&user.uid.to_lowercase());
+                    users.push(user);
+                }
+                Err(error) => tracing::warn!(%error, "skipping a directory entry in the sync"),
+            }
+        }
+        Ok(users)
+    }
+
+    /// `user_query`, narrowed to entries whose username attributes equal
+    /// `username` when given.
+    async fn search_users(&self, ldap: &mut Ldap, username: Option<&str>) -> Result<Vec<SearchEntry>, DirectoryError> {
+        let query = &self.config.user_query;
+        let filter = match username {
+            None => query.filter.trim().to_owned(),
+            Some(username) => {
+                let escaped = ldap_escape(username);
+                let any_of: String = self
+                    .config
+                    .username_attributes
+                    .iter()
+                    .map(|attribute| format!("({attribute}={escaped})"))
+                    .collect();
+                format!("(&{}(|{any_of}))", query.filter.trim())
+            }
+        };
+        let attributes = [self.config.uid_attribute.as_str(), self.config.mail_attribute.as_str()];
+        let (entries, _) = ldap
+            .with_timeout(self.config.timeout)
+            .search(&query.base_dn, Scope::Subtree, &filter, attributes.to_vec())
+            .await
+            .and_then(|result| result.success())
+            .map_err(|e| DirectoryError::Query(e.to_string()))?;
+        Ok(entries.into_iter().map(SearchEntry::construct).collect())
+    }
+
+    async fn is_admin(&self, ldap: &mut Ldap, uid: &str) -> Result<bool, DirectoryError> {
+        let Some(query) = &self.config.admin_query else {
+            return Ok(false);
+        };
+        let filter = format!(
+            "(&{}({}={}))",
+            query.filter.trim(),
+            self.config.uid_attribute,
+            ldap_escape(uid)
+        );
+        let (entries, _) = ldap
+            .with_timeout(self.config.timeout)
+            .search(&query.base_dn, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .and_then(|result| result.success())
+            .map_err(|e| DirectoryError::Query(e.to_string()))?;
+        Ok(!entries.is_empty())
+    }
+
+    /// The uids (lowercased) `admin_query` returns.
+    async fn admin_uids(&self, ldap: &mut Ldap) -> Result<std::collections::HashSet<String>, DirectoryError> {
+        let Some(query) = &self.config.admin_query else {
+            return Ok(Default::default());
+        };
+        let (entries, _) = ldap
+            .with_timeout(self.config.timeout)
+            .search(
+                &query.base_dn,
+                Scope::Subtree,
+                query.filter.trim(),
+                vec![self.config.uid_attribute.as_str()],
+            )
+            .await
+            .and_then(|result| result.success())
+            .map_err(|e| DirectoryError::Query(e.to_string()))?;
+        Ok(entries
+            .into_iter()
+            .map(SearchEntry::construct)
+            .filter_map(|entry| first(&entry, &self.config.uid_attribute))
+            .map(|uid| uid.to_lowercase())
+            .collect())
+    }
+
+    fn directory_user(&self, entry: &SearchEntry) -> Result<DirectoryUser, DirectoryError> {
+        let missing = |attribute: &str| DirectoryError::MissingAttribute {
+            dn: entry.dn.clone(),
+            attribute: attribute.to_owned(),
+        };
+        Ok(DirectoryUser {
+            uid: first(entry, &self.config.uid_attribute).ok_or_else(|| missing(&self.config.uid_attribute))?,
+            email: first(entry, &self.config.mail_attribute).ok_or_else(|| missing(&self.config.mail_attribute))?,
+            admin: false,
+        })
+    }
+}
+
+/// An attribute's first value; attribute names compare case-insensitively.
+fn first(entry: &SearchEntry, attribute: &str) -> Option<String> {
+    entry
+        .attrs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
+        .and_then(|(_, values)| values.first().cloned())
+}
+
+fn tls_with_ca(path: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))? {
+        let certificate = certificate.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots.add(certificate).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

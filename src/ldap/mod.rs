@@ -1,0 +1,285 @@
+//! LDAP providers (`ldap_providers.<name>`): password login against the
+//! directory, and synchronising its users into warden (periodically,
+//! `warden ldap sync`, or one user at login). Directory users become users
+//! of the log (`LdapUserLinked`, then `ExternalUserSynced` when their email
+//! or admin status changes, `UserDeleted` when a sync finds them gone and
+//! `sync_del_old_users` is on).
+
+pub mod directory;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use warden_events::user::Role;
+use warden_events::{Metadata, StreamId};
+
+use crate::accounts::LoginError;
+use crate::app::AppState;
+use crate::commands::CommandError;
+use crate::config::Config;
+use crate::domain::user::{ExternalKind, User, UserCommand};
+use crate::event_store::claims;
+use crate::event_store::StoreError;
+use crate::login_throttle;
+pub use directory::{Directory, DirectoryError, DirectoryUser};
+
+/// The configured directories, by provider name.
+#[derive(Default)]
+pub struct LdapProviders {
+    directories: BTreeMap<String, Arc<Directory>>,
+}
+
+impl LdapProviders {
+    pub fn from_config(config: &Config) -> anyhow::Result<LdapProviders> {
+        let mut directories = BTreeMap::new();
+        for (name, provider) in &config.ldap_providers {
+            let directory =
+                Directory::new(provider.clone()).map_err(|e| anyhow::anyhow!("ldap_providers.{name}.ca_file: {e}"))?;
+            directories.insert(name.clone(), Arc::new(directory));
+        }
+        Ok(LdapProviders { directories })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Directory>> {
+        self.directories.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.directories.keys()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LdapLoginError {
+    #[error("no LDAP provider named `{0}`")]
+    UnknownProvider(String),
+    #[error("this directory user has not been synchronised into warden yet")]
+    NotSynced,
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error(transparent)]
+    Directory(DirectoryError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+/// `provider` as stored on users (`ldap:<name>`).
+fn user_provider(name: &str) -> String {
+    format!("ldap:{name}")
+}
+
+/// Password login through directory `name`, behind the brute-force
+/// throttle; links or updates the warden user. `want_admin` is granted only
+/// to users `admin_query` returns.
+pub async fn login(
+    state: &AppState,
+    name: &str,
+    username: &str,
+    password: &str,
+    want_admin: bool,
+    source_ip: Option<&str>,
+) -> Result<Uuid, LdapLoginError> {
+    let directory = state
+        .ldap
+        .get(name)
+        .ok_or_else(|| LdapLoginError::UnknownProvider(name.to_owned()))?;
+    let provider = user_provider(name);
+    let attempt = login_throttle::Attempt {
+        provider: &provider,
+        username,
+        source_ip,
+    };
+    let connection = state
+        .db
+        .get()
+        .await
+        .map_err(StoreError::from)
+        .map_err(LoginError::from)?;
+    if let Some(wait) = login_throttle::locked_for(&connection, &attempt)
+        .await
+        .map_err(LoginError::from)?
+    {
+        return Err(LoginError::Throttled(wait).into());
+    }
+    let user = match directory.authenticate(username, password).await {
+        Ok(user) => user,
+        Err(DirectoryError::InvalidCredentials) => {
+            login_throttle::record_failure(&connection, &state.config.security.login_throttle, &attempt)
+                .await
+                .map_err(LoginError::from)?;
+            return Err(LoginError::InvalidCredentials.into());
+        }
+        Err(other) => return Err(LdapLoginError::Directory(other)),
+    };
+    login_throttle::record_success(&connection, &attempt)
+        .await
+        .map_err(LoginError::from)?;
+    drop(connection);
+    let existing = linked_user(state, name, &user.uid).await.map_err(LoginError::from)?;
+    if existing.is_none() && !directory.config().sync_user_on_login {
+        return Err(LdapLoginError::NotSynced);
+    }
+    let metadata = Metadata::system(&format!("ldap-login:{name}"));
+    let user_id = link_or_update(state, name, &user, existing, &metadata).await?;
+    if want_admin && !user.admin {
+        return Err(LoginError::AdminScopeDenied.into());
+    }
+    Ok(user_id)
+}
+
+/// The warden user linked to directory user `uid`, if any.
+async fn linked_user(state: &AppState, name: &str, uid: &str) -> Result<Option<Uuid>, StoreError> {
+    let connection = state.db.get().await?;
+    Ok(
+        claims::owner_of(&connection, claims::LDAP_USER, &claims::ldap_user_key(name, uid))
+            .await?
+            .and_then(|stream| stream.id()),
+    )
+}
+
+fn role_of(user: &DirectoryUser) -> Role {
+    if user.admin {
+        Role::Admin
+    } else {
+        Role::User
+    }
+}
+
+/// Links a new directory user, or records what changed about a known one.
+async fn link_or_update(
+    state: &AppState,
+    name: &str,
+    user: &DirectoryUser,
+    existing: Option<Uuid>,
+    metadata: &Metadata,
+) -> Result<Uuid, CommandError> {
+    match existing {
+        Some(user_id) => {
+            let command = UserCommand::SyncExternal {
+                email: user.email.clone(),
+                role: role_of(user),
+            };
+            state
+                .commands
+                .execute::<User>(&StreamId::user(user_id), &command, metadata)
+                .await?;
+            Ok(user_id)
+        }
+        None => {
+            let user_id = Uuid::now_v7();
+            let command = UserCommand::LinkExternal {
+                user_id,
+                kind: ExternalKind::Ldap,
+                provider: name.to_owned(),
+                external_id: user.uid.clone(),
+                email: user.email.clone(),
+                role: role_of(user),
+            };
+            match state
+                .commands
+                .execute_new::<User>(&StreamId::user(user_id), &command, metadata)
+                .await
+            {
+                Ok(_) => Ok(user_id),
+                // A concurrent login linked them first: update that user.
+                Err(CommandError::Store(StoreError::ClaimTaken { scope })) if scope == claims::LDAP_USER => {
+                    let winner = linked_user(state, name, &user.uid).await?;
+                    Box::pin(link_or_update(state, name, user, winner, metadata)).await
+                }
+                Err(other) => Err(other),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub provider: String,
+    pub linked: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+}
+
+/// Brings warden's users of directory `name` in line with the directory.
+pub async fn sync(state: &AppState, name: &str) -> anyhow::Result<SyncReport> {
+    let directory = state
+        .ldap
+        .get(name)
+        .ok_or_else(|| anyhow::anyhow!("no LDAP provider named `{name}`"))?;
+    let users = directory.all_users().await?;
+    let metadata = Metadata::system(&format!("ldap-sync:{name}"));
+    let mut report = SyncReport {
+        provider: name.to_owned(),
+        ..SyncReport::default()
+    };
+    let mut present = HashSet::new();
+    for user in &users {
+        let existing = linked_user(state, name, &user.uid).await?;
+        let version_before = match existing {
+            Some(id) => Some(state.commands.load::<User>(&StreamId::user(id)).await?.1),
+            None => None,
+        };
+        let user_id = link_or_update(state, name, user, existing, &metadata).await?;
+        present.insert(user_id);
+        match version_before {
+            None => report.linked += 1,
+            Some(before) => {
+                let (_, after) = state.commands.load::<User>(&StreamId::user(user_id)).await?;
+                if after != before {
+                    report.updated += 1;
+                } else {
+                    report.unchanged += 1;
+                }
+            }
+        }
+    }
+    if directory.config().sync_del_old_users {
+        let connection = state.db.get().await?;
+        let known: Vec<Uuid> = connection
+            .query(
+                "SELECT id FROM users WHERE provider = $1 AND deleted_at IS NULL",
+                &[&user_provider(name)],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        drop(connection);
+        for user_id in known.into_iter().filter(|id| !present.contains(id)) {
+            crate::accounts::delete_user(state, user_id, &metadata).await?;
+            report.deleted += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Syncs every directory with a `sync_interval` that often; failures are
+/// logged and retried at the next interval.
+pub fn spawn_periodic_sync(state: Arc<AppState>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for name in state.ldap.names().cloned().collect::<Vec<_>>() {
+        let interval = state.config.ldap_providers[&name].sync_interval;
+        if interval.is_zero() {
+            continue;
+        }
+        let (state, cancel) = (Arc::clone(&state), cancel.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match sync(&state, &name).await {
+                    Ok(report) => tracing::info!(?report, "LDAP sync done"),
+                    Err(error) => tracing::warn!(provider = %name, %error, "LDAP sync failed; retrying next interval"),
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+        }));
+    }
+    tasks
+}

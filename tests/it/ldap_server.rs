@@ -1,0 +1,97 @@
+//! A real OpenLDAP `slapd` for the LDAP tests, on a private loopback port,
+//! with the directory in tests/ldap/ (loaded with `ldapadd`, so overlays
+//! such as memberof see it). Stopped when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SERVICE_DN: &str = "cn=warden-service,ou=services,dc=example,dc=org";
+pub const SERVICE_PASSWORD: &str = "service-password-for-tests";
+const ROOT_DN: &str = "cn=root,dc=example,dc=org";
+const ROOT_PASSWORD: &str = "root-secret-for-tests";
+
+pub struct LdapServer {
+    pub url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn slapd() -> PathBuf {
+    ["/usr/sbin/slapd", "/usr/local/sbin/slapd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("slapd is not installed (.ci/install-deps installs slapd and ldap-utils)")
+}
+
+fn shipped(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ldap").join(file)
+}
+
+impl LdapServer {
+    pub fn start() -> LdapServer {
+        let dir = tempfile::Builder::new().prefix("warden-slapd-").tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("db")).unwrap();
+        let template = std::fs::read_to_string(shipped("slapd.conf.in")).unwrap();
+        let config = dir.path().join("slapd.conf");
+        std::fs::write(&config, template.replace("@DIR@", &dir.path().display().to_string())).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("ldap://127.0.0.1:{port}");
+        // -d keeps slapd in the foreground, so it is our child to stop.
+        let child = Command::new(slapd())
+            .args(["-f", config.to_str().unwrap(), "-h", &format!("{url}/"), "-d", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start slapd");
+        let server = LdapServer { url, child, _dir: dir };
+        server.wait_until_listening(port);
+        server.ldap_tool("ldapadd", &["-f", shipped("directory.ldif").to_str().unwrap()]);
+        server
+    }
+
+    fn wait_until_listening(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "slapd did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs an ldap-utils tool as the directory's root.
+    fn ldap_tool(&self, tool: &str, args: &[&str]) {
+        let output = Command::new(tool)
+            .args(["-x", "-H", &self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool} (ldap-utils) not runnable: {e}"));
+        assert!(
+            output.status.success(),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Changes the directory as its root, from LDIF.
+    pub fn modify(&self, ldif: &str) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), ldif).unwrap();
+        self.ldap_tool("ldapmodify", &["-f", file.path().to_str().unwrap()]);
+    }
+
+    pub fn delete(&self, dn: &str) {
+        self.ldap_tool("ldapdelete", &[dn]);
+    }
+}
+
+impl Drop for LdapServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
