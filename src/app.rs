@@ -33,6 +33,7 @@ pub struct AppState {
     pub assigning: InFlight,
     pub runner_rate_limit: RunnerRateLimit,
     pub ldap: crate::ldap::LdapProviders,
+    pub oidc: crate::oidc::OidcProviders,
 }
 
 /// Background tasks of a running instance.
@@ -86,6 +87,7 @@ impl AppState {
         let state = Arc::new(AppState {
             runner_rate_limit: RunnerRateLimit::new(&config.runners.rate_limit),
             ldap,
+            oidc: crate::oidc::OidcProviders::from_config(&config)?,
             config,
             db,
             commands,

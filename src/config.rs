@@ -51,6 +51,37 @@ pub struct Config {
     /// LDAP directories users may log in with, by name (seed 000).
     #[serde(default)]
     pub ldap_providers: BTreeMap<String, LdapProviderConfig>,
+    /// OpenID Connect providers users may log in with, by name (seed 000).
+    #[serde(default)]
+    pub oidc_providers: BTreeMap<String, OidcProviderConfig>,
+}
+
+/// One OpenID Connect provider (`oidc_providers.<name>`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// The issuer URL, without `/.well-known/openid-configuration`.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Users must have this claim value to log in; none: any user may.
+    #[serde(default)]
+    pub user_role: Option<OidcRole>,
+    /// Users with this claim value are admins; none: nobody.
+    #[serde(default)]
+    pub admin_role: Option<OidcRole>,
+    #[serde(default)]
+    pub hidden: bool,
+    #[serde(default)]
+    pub icon_url: Option<String>,
+}
+
+/// A claim (string or list of strings) that must contain `name`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcRole {
+    pub field_name: String,
+    pub name: String,
 }
 
 /// One LDAP directory (`ldap_providers.<name>`).
@@ -259,6 +290,11 @@ pub struct HttpConfig {
     /// Defaults to one per CPU.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// warden's own URL as clients reach it (behind a proxy: the public
+    /// one), e.g. `https://warden.example.org`. OIDC callbacks are built
+    /// from it; without it, from the request's host.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// Largest JSON or form body accepted.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -273,6 +309,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_listen(),
             workers: None,
+            public_url: None,
             max_body_bytes: default_max_body_bytes(),
             consistency_timeout: default_consistency_timeout(),
         }
@@ -456,9 +493,16 @@ impl Config {
             figment = figment.merge(Serialized::defaults(read_yaml(path)?));
         }
         figment = figment.merge(Env::prefixed("WARDEN_").split("__").filter(|key| {
-            ["database.", "http.", "security.", "runners.", "ldap_providers."]
-                .iter()
-                .any(|s| key.as_str().starts_with(s))
+            [
+                "database.",
+                "http.",
+                "security.",
+                "runners.",
+                "ldap_providers.",
+                "oidc_providers.",
+            ]
+            .iter()
+            .any(|s| key.as_str().starts_with(s))
                 || key.as_str().contains("__")
         }));
         let config: Config = figment.extract().map_err(|error| {
@@ -530,6 +574,33 @@ impl Config {
         }
         for (name, ldap) in &self.ldap_providers {
             validate_ldap_provider(name, ldap)?;
+        }
+        for (name, oidc) in &self.oidc_providers {
+            validate_provider_name("oidc_providers", name)?;
+            let url = url::Url::parse(&oidc.base_url)
+                .map_err(|e| field_error(format!("oidc_providers.{name}.base_url"), format!("not a URL ({e})")))?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(field_error(
+                    format!("oidc_providers.{name}.base_url"),
+                    "must be an http(s) URL",
+                ));
+            }
+            if oidc.client_id.is_empty() {
+                return Err(field_error(
+                    format!("oidc_providers.{name}.client_id"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if let Some(public) = &self.http.public_url {
+            let url =
+                url::Url::parse(public).map_err(|e| field_error("http.public_url", format!("not a URL ({e})")))?;
+            if !matches!(url.scheme(), "https" | "http") || url.path() != "/" {
+                return Err(field_error(
+                    "http.public_url",
+                    "an http(s) URL without a path, e.g. https://warden.example.org",
+                ));
+            }
         }
         let mut emails = BTreeMap::new();
         for (id, user) in &self.security.local_account.user_provisioning {

@@ -27,6 +27,7 @@ pub mod ldap;
 pub mod log_follower;
 pub mod login_throttle;
 pub mod machines;
+pub mod oidc;
 pub mod projection_runner;
 pub mod rate_limit;
 pub mod reactions;

@@ -122,10 +122,16 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
     if token.starts_with(API_TOKEN_PREFIX) {
         return authenticate_api_token(&state, &token).await;
     }
-    let claims = state.access_tokens.verify(&token).map_err(|error| match error {
-        TokenError::Expired => ApiError::unauthorized("token_expired", "the access token has expired; log in again"),
-        TokenError::Invalid => ApiError::unauthorized("invalid_token", "the access token is not valid"),
-    })?;
+    let claims = match state.access_tokens.verify(&token) {
+        Ok(claims) => claims,
+        Err(TokenError::Expired) => {
+            return Err(ApiError::unauthorized(
+                "token_expired",
+                "the access token has expired; log in again",
+            ))
+        }
+        Err(TokenError::Invalid) => return authenticate_provider_id_token(&state, &token).await,
+    };
     // Checked on every request, so deletion, demotion and log-out apply at
     // once.
     let connection = state.db.get().await?;
@@ -146,6 +152,41 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
         email: user.email,
         role: user.role,
         admin_scope: claims.has_admin_scope() && user.role == Role::Admin,
+    })
+}
+
+/// An OIDC provider's ID token (seed 000: admins use it for admin calls):
+/// admin rights if it carries the provider's admin role.
+async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result<AuthenticatedUser, ApiError> {
+    let invalid = || ApiError::unauthorized("invalid_token", "the access token is not valid");
+    if state.oidc.is_empty() || !AccessTokens::looks_like_jwt(token) {
+        return Err(invalid());
+    }
+    let found = match state.oidc.verify_bearer_id_token(state, token).await {
+        Ok(found) => found,
+        Err(crate::oidc::OidcError::Unavailable(message)) => {
+            tracing::warn!(%message, "could not check an OIDC ID token");
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "oidc_unavailable",
+                "the OIDC provider that issued this token cannot be reached; try again later",
+            ));
+        }
+        Err(crate::oidc::OidcError::InvalidIdToken(message)) if message.contains("expired") => {
+            return Err(ApiError::unauthorized("token_expired", "the ID token has expired"))
+        }
+        Err(_) => return Err(invalid()),
+    };
+    let (user_id, admin_role) = found.ok_or_else(invalid)?;
+    let connection = state.db.get().await?;
+    let user = accounts::find_user(&connection, user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("user_not_found", "the user of this token no longer exists"))?;
+    Ok(AuthenticatedUser {
+        user_id: user.id,
+        email: user.email,
+        role: user.role,
+        admin_scope: admin_role && user.role == Role::Admin,
     })
 }
 

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::routes::{admins, audit, auth, health, jobs, ldap, local_account, queries, runners, users};
+use super::routes::{admins, audit, auth, health, jobs, ldap, local_account, oidc, queries, runners, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ use super::routes::{admins, audit, auth, health, jobs, ldap, local_account, quer
         local_account::login,
         local_account::signup,
         ldap::login,
+        oidc::login,
+        oidc::callback,
         local_account::change_password,
         users::me,
         users::delete_me,

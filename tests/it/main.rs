@@ -8,6 +8,8 @@ mod http_api;
 mod identity;
 mod ldap;
 mod ldap_server;
+mod oidc;
+mod oidc_server;
 mod openapi;
 mod processes;
 mod projections;

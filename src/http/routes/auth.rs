@@ -62,11 +62,16 @@ pub async fn providers(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
             login_url: format!("/api/ldap/login/{}", urlencode(name)),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(LoginOptions {
-        local,
-        ldap,
-        oidc: Vec::new(),
-    }))
+    let oidc = state
+        .oidc
+        .visible()
+        .map(|(name, icon_url)| ProviderOption {
+            name: name.clone(),
+            icon_url: icon_url.cloned(),
+            login_url: format!("/api/oidc/login/{}", urlencode(name)),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(LoginOptions { local, ldap, oidc }))
 }
 
 fn urlencode(text: &str) -> String {

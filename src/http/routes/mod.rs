@@ -7,6 +7,7 @@ pub mod health;
 pub mod jobs;
 pub mod ldap;
 pub mod local_account;
+pub mod oidc;
 pub mod queries;
 pub mod runners;
 pub mod users;
@@ -22,6 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/auth/logout").route(web::post().to(auth::logout)))
         .service(resource("/api/local-account/login").route(web::post().to(local_account::login)))
         .service(resource("/api/ldap/login/{provider}").route(web::post().to(ldap::login)))
+        .service(resource("/api/oidc/login/{provider}").route(web::get().to(oidc::login)))
+        .service(resource("/api/oidc/callback/{provider}").route(web::get().to(oidc::callback)))
         .service(resource("/api/local-account/signup").route(web::post().to(local_account::signup)))
         .service(resource("/api/local-account/change_password").route(web::post().to(local_account::change_password)))
         .service(

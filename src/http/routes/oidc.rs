@@ -1,0 +1,166 @@
+//! OIDC login: `GET /api/oidc/login/<provider>` sends the browser to the
+//! provider; the provider sends it back to `/api/oidc/callback/<provider>`,
+//! which answers like a password login (token and session cookie).
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::app::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::session::{login_response, TokenResponse};
+use crate::oidc::OidcError;
+use crate::secrets::tokens::hashes_match;
+
+/// Ties the callback to the browser that started the login.
+const STATE_COOKIE: &str = "warden_oidc_state";
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LoginParams {
+    /// `admin` to ask for admin rights (granted only with the admin role).
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+fn callback_url(state: &AppState, request: &HttpRequest, provider: &str) -> String {
+    let base = match &state.config.http.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let info = request.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    };
+    let provider: String = url::form_urlencoded::byte_serialize(provider.as_bytes()).collect();
+    format!("{base}/api/oidc/callback/{}", provider.replace('+', "%20"))
+}
+
+fn oidc_error(error: OidcError) -> ApiError {
+    match error {
+        OidcError::UnknownProvider(_) => ApiError::not_found("unknown_provider", error.to_string()),
+        OidcError::Unavailable(_) => {
+            tracing::warn!(%error, "OIDC provider unavailable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "oidc_unavailable", error.to_string())
+        }
+        OidcError::UnknownState => ApiError::bad_request("invalid_state", error.to_string()),
+        OidcError::Refused(_) | OidcError::InvalidIdToken(_) => {
+            ApiError::unauthorized("oidc_login_failed", error.to_string())
+        }
+        OidcError::RoleMissing => ApiError::forbidden("role_missing", error.to_string()),
+        OidcError::AdminScopeDenied => ApiError::forbidden("admin_scope_denied", error.to_string()),
+        OidcError::NoEmail => ApiError::unprocessable("no_email", error.to_string()),
+        OidcError::Store(error) => error.into(),
+        OidcError::Command(error) => error.into(),
+    }
+}
+
+/// Starts an OIDC login (authorization code flow with PKCE): redirects to the provider.
+#[utoipa::path(
+    get,
+    path = "/api/oidc/login/{provider}",
+    tag = "accounts",
+    params(("provider" = String, Path, description = "the provider's name in oidc_providers"), LoginParams),
+    responses(
+        (status = 302, description = "to the provider's login page"),
+        (status = 404, description = "no such OIDC provider", body = ErrorBody),
+        (status = 422, description = "unknown scope", body = ErrorBody),
+        (status = 503, description = "the provider is unreachable", body = ErrorBody)
+    )
+)]
+pub async fn login(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    provider: web::Path<String>,
+    params: web::Query<LoginParams>,
+) -> Result<HttpResponse, ApiError> {
+    let want_admin = super::local_account::wants_admin(params.scope.as_deref())?;
+    let redirect_uri = callback_url(&state, &request, &provider);
+    let (url, csrf_state) = state
+        .oidc
+        .begin_login(&state, &provider, &redirect_uri, want_admin)
+        .await
+        .map_err(oidc_error)?;
+    let cookie = Cookie::build(STATE_COOKIE, csrf_state)
+        .path("/api/oidc")
+        .http_only(true)
+        .secure(state.config.security.session.cookie_secure)
+        .same_site(SameSite::Lax)
+        .max_age(actix_web::cookie::time::Duration::minutes(10))
+        .finish();
+    Ok(HttpResponse::Found()
+        .insert_header((header::LOCATION, url))
+        .cookie(cookie)
+        .finish())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackParams {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    /// Set by the provider when the user or the provider refused.
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// Where the provider sends the browser back; completes the login.
+#[utoipa::path(
+    get,
+    path = "/api/oidc/callback/{provider}",
+    tag = "accounts",
+    params(("provider" = String, Path, description = "the provider's name in oidc_providers"), CallbackParams),
+    responses(
+        (status = 200, description = "an access token (and the session cookie)", body = TokenResponse),
+        (status = 400, description = "missing or unknown state or code", body = ErrorBody),
+        (status = 401, description = "the provider refused, or its ID token is not valid", body = ErrorBody),
+        (status = 403, description = "role missing, or admin scope asked without the admin role", body = ErrorBody),
+        (status = 503, description = "the provider is unreachable", body = ErrorBody)
+    )
+)]
+pub async fn callback(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    provider: web::Path<String>,
+    params: web::Query<CallbackParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    if let Some(error) = params.error {
+        let detail = params.error_description.unwrap_or_default();
+        return Err(ApiError::unauthorized(
+            "oidc_login_failed",
+            format!("the provider refused the login: {error} {detail}"),
+        ));
+    }
+    let (Some(code), Some(returned_state)) = (params.code, params.state) else {
+        return Err(ApiError::bad_request("invalid_state", "code and state are required"));
+    };
+    let from_this_browser = request
+        .cookie(STATE_COOKIE)
+        .is_some_and(|cookie| hashes_match(cookie.value(), &returned_state));
+    if !from_this_browser {
+        return Err(ApiError::bad_request(
+            "invalid_state",
+            "this login was not started in this browser (state cookie missing or different)",
+        ));
+    }
+    let redirect_uri = callback_url(&state, &request, &provider);
+    let (user_id, admin) = state
+        .oidc
+        .finish_login(&state, &provider, &redirect_uri, &code, &returned_state)
+        .await
+        .map_err(oidc_error)?;
+    let mut response = login_response(&state, user_id, admin);
+    let mut cleared = Cookie::build(STATE_COOKIE, "").path("/api/oidc").finish();
+    cleared.make_removal();
+    response
+        .add_cookie(&cleared)
+        .map_err(|e| ApiError::bad_request("invalid_state", e.to_string()))?;
+    Ok(response)
+}
