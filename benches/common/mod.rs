@@ -17,7 +17,7 @@ use warden::embedded_pg::{ClusterOptions, EmbeddedCluster, PgBinaries};
 use warden::secrets::Secret;
 
 const WARM_UP: Duration = Duration::from_secs(2);
-const ADMIN_PASSWORD: &str = "bench admin password";
+pub const ADMIN_PASSWORD: &str = "bench admin password";
 
 /// Seconds per measurement: `BENCH_SECONDS`, default 15.
 pub fn duration() -> Duration {
@@ -60,6 +60,15 @@ pub struct Warden {
 
 impl Warden {
     pub async fn start(cluster: &EmbeddedCluster, connections: usize) -> Warden {
+        Self::start_with(cluster, connections, |_| {}).await
+    }
+
+    /// Like `start`, with the config changed by `configure` first.
+    pub async fn start_with(
+        cluster: &EmbeddedCluster,
+        connections: usize,
+        configure: impl FnOnce(&mut Config),
+    ) -> Warden {
         let db = Database::new(cluster.connect_config("warden"), 48).unwrap();
         let mut config = Config::default();
         config.http.workers = Some(2);
@@ -73,6 +82,7 @@ impl Warden {
                 is_admin: true,
             },
         );
+        configure(&mut config);
         let (state, background) = AppState::start(config, db).await.unwrap();
         warden::accounts::provision_from_config(&state).await.unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -117,7 +117,7 @@ pub async fn id_token_for(issuer: &str, client_id: &str, account: &str) -> Strin
     let authorize = format!(
         "{issuer}/auth?client_id={client_id}&response_type=code&scope=openid%20email%20profile\
          &redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256&nonce=n0nce&state=st4te",
-        super::harness::urlencode(TEST_CLIENT_REDIRECT)
+        url::form_urlencoded::byte_serialize(TEST_CLIENT_REDIRECT.as_bytes()).collect::<String>()
     );
     let back = log_in_at_provider(&browser, issuer, &authorize, account).await;
     let code = url::Url::parse(&back)
