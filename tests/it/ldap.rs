@@ -249,6 +249,9 @@ async fn ldap_sync_links_updates_and_deletes_users() {
     let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(printed["provider"], "corp");
     assert_eq!(printed["linked"], 0);
+    // The read models rebuilt from this log equal the live ones.
+    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    assert!(report.differences.is_empty() && report.lagging.is_empty(), "{report:?}");
     app.stop().await;
 }
 
@@ -272,6 +275,35 @@ async fn periodic_ldap_sync_and_an_unreachable_directory() {
     }
     assert_error(
         ldap_login(&app, "gone", "alice", "alice-password", false).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ldap_unavailable",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldaps_and_starttls_check_the_servers_certificate() {
+    let directory = LdapServer::start_with_tls();
+    let ca = directory.ca_file.clone().unwrap();
+    let tls_url = directory.tls_url.clone().unwrap();
+    let mut ldaps = provider(&tls_url);
+    ldaps.ca_file = Some(ca.clone());
+    let mut starttls = provider(&directory.url);
+    starttls.starttls = true;
+    starttls.ca_file = Some(ca);
+    // The test CA is not in the system's trust store.
+    let untrusted = provider(&tls_url);
+    let app = TestApp::start_with(config_with(vec![
+        ("ldaps", ldaps),
+        ("starttls", starttls),
+        ("untrusted", untrusted),
+    ]))
+    .await;
+    ldap_token(&app, "ldaps", "alice", "alice-password", false).await;
+    ldap_token(&app, "starttls", "alice", "alice-password", false).await;
+    assert_error(
+        ldap_login(&app, "untrusted", "alice", "alice-password", false).await,
         StatusCode::SERVICE_UNAVAILABLE,
         "ldap_unavailable",
     )

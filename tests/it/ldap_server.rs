@@ -13,6 +13,10 @@ const ROOT_PASSWORD: &str = "root-secret-for-tests";
 
 pub struct LdapServer {
     pub url: String,
+    /// `ldaps://` URL when started with TLS.
+    pub tls_url: Option<String>,
+    /// The CA that signed the server certificate (PEM), with TLS.
+    pub ca_file: Option<PathBuf>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -29,28 +33,138 @@ fn shipped(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ldap").join(file)
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, made with the
+/// `openssl` command line in `dir`; returns the slapd TLS lines.
+fn make_certificates(dir: &std::path::Path) -> String {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed for the LDAP TLS test");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=warden test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let path = |f: &str| dir.join(f).display().to_string();
+    format!(
+        "TLSCACertificateFile {}\nTLSCertificateFile {}\nTLSCertificateKeyFile {}",
+        path("ca.pem"),
+        path("server.pem"),
+        path("server.key")
+    )
+}
+
 impl LdapServer {
     pub fn start() -> LdapServer {
+        Self::start_inner(false)
+    }
+
+    /// Also serves `ldaps://` (and StartTLS on `ldap://`) with a
+    /// certificate from a fresh test CA.
+    pub fn start_with_tls() -> LdapServer {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(tls: bool) -> LdapServer {
         let dir = tempfile::Builder::new().prefix("warden-slapd-").tempdir().unwrap();
         std::fs::create_dir(dir.path().join("db")).unwrap();
+        let tls_lines = if tls {
+            make_certificates(dir.path())
+        } else {
+            String::new()
+        };
         let template = std::fs::read_to_string(shipped("slapd.conf.in")).unwrap();
         let config = dir.path().join("slapd.conf");
-        std::fs::write(&config, template.replace("@DIR@", &dir.path().display().to_string())).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        std::fs::write(
+            &config,
+            template
+                .replace("@TLS@", &tls_lines)
+                .replace("@DIR@", &dir.path().display().to_string()),
+        )
+        .unwrap();
+        let port = free_port();
         let url = format!("ldap://127.0.0.1:{port}");
+        let tls_port = tls.then(free_port);
+        let tls_url = tls_port.map(|p| format!("ldaps://127.0.0.1:{p}"));
+        let listen = match &tls_url {
+            Some(tls_url) => format!("{url}/ {tls_url}/"),
+            None => format!("{url}/"),
+        };
         // -d keeps slapd in the foreground, so it is our child to stop.
         let child = Command::new(slapd())
-            .args(["-f", config.to_str().unwrap(), "-h", &format!("{url}/"), "-d", "0"])
+            .args(["-f", config.to_str().unwrap(), "-h", &listen, "-d", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start slapd");
-        let server = LdapServer { url, child, _dir: dir };
+        let ca_file = tls.then(|| dir.path().join("ca.pem"));
+        let server = LdapServer {
+            url,
+            tls_url,
+            ca_file,
+            child,
+            _dir: dir,
+        };
         server.wait_until_listening(port);
+        if let Some(tls_port) = tls_port {
+            server.wait_until_listening(tls_port);
+        }
         server.ldap_tool("ldapadd", &["-f", shipped("directory.ldif").to_str().unwrap()]);
         server
     }
