@@ -9,7 +9,7 @@ use warden_events::{Metadata, StreamId};
 use crate::app::AppState;
 use crate::commands::CommandError;
 use crate::config::LocalAccountMode;
-use crate::domain::user::{Account, ActiveUser, PasswordInput, User, UserCommand};
+use crate::domain::user::{Account, ActiveUser, ExternalKind, PasswordInput, User, UserCommand};
 use crate::domain::DomainError;
 use crate::event_store::claims::{self, normalise_email};
 use crate::event_store::StoreError;
@@ -363,4 +363,80 @@ async fn provided_password(current: &User, password: &Secret) -> PasswordInput {
     })
     .await
     .expect("argon2 does not panic")
+}
+
+/// The claim that holds an external user's identity.
+fn external_claim(kind: ExternalKind, provider: &str, external_id: &str) -> (&'static str, String) {
+    match kind {
+        ExternalKind::Ldap => (claims::LDAP_USER, claims::ldap_user_key(provider, external_id)),
+        ExternalKind::Oidc => (claims::OIDC_SUBJECT, claims::oidc_subject_key(provider, external_id)),
+    }
+}
+
+/// The warden user linked to a directory or provider identity, if any.
+pub async fn find_external_user(
+    state: &AppState,
+    kind: ExternalKind,
+    provider: &str,
+    external_id: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    let (scope, key) = external_claim(kind, provider, external_id);
+    let connection = state.db.get().await?;
+    Ok(claims::owner_of(&connection, scope, &key)
+        .await?
+        .and_then(|stream| stream.id()))
+}
+
+/// What a directory or OIDC provider says about one of its users.
+pub struct ExternalIdentity<'a> {
+    pub kind: ExternalKind,
+    /// The config's provider name.
+    pub provider: &'a str,
+    /// LDAP uid or OIDC subject.
+    pub external_id: &'a str,
+    pub email: &'a str,
+    pub role: Role,
+}
+
+/// Links the identity on first sight (`LdapUserLinked`/`OidcUserLinked`),
+/// or records what changed about the linked user (`ExternalUserSynced`).
+/// Two first logins at once link one user: the loser updates the winner's.
+pub async fn link_or_sync_external(
+    state: &AppState,
+    identity: &ExternalIdentity<'_>,
+    metadata: &Metadata,
+) -> Result<Uuid, CommandError> {
+    let (scope, _) = external_claim(identity.kind, identity.provider, identity.external_id);
+    loop {
+        let existing = find_external_user(state, identity.kind, identity.provider, identity.external_id).await?;
+        if let Some(user_id) = existing {
+            let command = UserCommand::SyncExternal {
+                email: identity.email.to_owned(),
+                role: identity.role,
+            };
+            state
+                .commands
+                .execute::<User>(&StreamId::user(user_id), &command, metadata)
+                .await?;
+            return Ok(user_id);
+        }
+        let user_id = Uuid::now_v7();
+        let command = UserCommand::LinkExternal {
+            user_id,
+            kind: identity.kind,
+            provider: identity.provider.to_owned(),
+            external_id: identity.external_id.to_owned(),
+            email: identity.email.to_owned(),
+            role: identity.role,
+        };
+        match state
+            .commands
+            .execute_new::<User>(&StreamId::user(user_id), &command, metadata)
+            .await
+        {
+            Ok(_) => return Ok(user_id),
+            Err(CommandError::Store(StoreError::ClaimTaken { scope: taken })) if taken == scope => continue,
+            Err(other) => return Err(other),
+        }
+    }
 }

@@ -26,13 +26,13 @@ use serde_json::Value;
 use tokio::sync::RwLock;
 use uuid::Uuid;
 use warden_events::user::Role;
-use warden_events::{Metadata, StreamId};
+use warden_events::Metadata;
 
 use crate::app::AppState;
 use crate::commands::CommandError;
 use crate::config::{Config, OidcProviderConfig, OidcRole};
-use crate::domain::user::{ExternalKind, User, UserCommand};
-use crate::event_store::{claims, StoreError};
+use crate::domain::user::ExternalKind;
+use crate::event_store::StoreError;
 use crate::secrets::tokens;
 
 /// How long a started login may take.
@@ -265,14 +265,7 @@ impl OidcProviders {
             }
         }
         let identity = identity.expect("set or returned above");
-        let connection = state.db.get().await.map_err(StoreError::from)?;
-        let user = claims::owner_of(
-            &connection,
-            claims::OIDC_SUBJECT,
-            &claims::oidc_subject_key(name, &identity.subject),
-        )
-        .await?
-        .and_then(|stream| stream.id());
+        let user = crate::accounts::find_external_user(state, ExternalKind::Oidc, name, &identity.subject).await?;
         Ok(user.map(|user_id| (user_id, identity.admin)))
     }
 
@@ -360,48 +353,14 @@ fn unverified_claims(token: &str) -> Option<Value> {
 
 async fn link_or_update(state: &AppState, name: &str, identity: &OidcIdentity) -> Result<Uuid, OidcError> {
     let metadata = Metadata::system(&format!("oidc-login:{name}"));
-    let role = if identity.admin { Role::Admin } else { Role::User };
-    let key = claims::oidc_subject_key(name, &identity.subject);
-    for _ in 0..3 {
-        let connection = state.db.get().await.map_err(StoreError::from)?;
-        let existing = claims::owner_of(&connection, claims::OIDC_SUBJECT, &key)
-            .await?
-            .and_then(|stream| stream.id());
-        drop(connection);
-        if let Some(user_id) = existing {
-            let command = UserCommand::SyncExternal {
-                email: identity.email.clone(),
-                role,
-            };
-            state
-                .commands
-                .execute::<User>(&StreamId::user(user_id), &command, &metadata)
-                .await?;
-            return Ok(user_id);
-        }
-        let user_id = Uuid::now_v7();
-        let command = UserCommand::LinkExternal {
-            user_id,
-            kind: ExternalKind::Oidc,
-            provider: name.to_owned(),
-            external_id: identity.subject.clone(),
-            email: identity.email.clone(),
-            role,
-        };
-        match state
-            .commands
-            .execute_new::<User>(&StreamId::user(user_id), &command, &metadata)
-            .await
-        {
-            Ok(_) => return Ok(user_id),
-            // A concurrent login linked them first: update that user.
-            Err(CommandError::Store(StoreError::ClaimTaken { scope })) if scope == claims::OIDC_SUBJECT => continue,
-            Err(other) => return Err(other.into()),
-        }
-    }
-    Err(OidcError::Unavailable(
-        "the user was linked and unlinked concurrently too often; try again".into(),
-    ))
+    let identity = crate::accounts::ExternalIdentity {
+        kind: ExternalKind::Oidc,
+        provider: name,
+        external_id: &identity.subject,
+        email: &identity.email,
+        role: if identity.admin { Role::Admin } else { Role::User },
+    };
+    Ok(crate::accounts::link_or_sync_external(state, &identity, &metadata).await?)
 }
 
 #[cfg(test)]

@@ -31,6 +31,17 @@ pub struct AuthenticatedUser {
 }
 
 impl AuthenticatedUser {
+    /// `user` as of the read model; admin rights only if the credential
+    /// asked for them and the user is an admin now.
+    fn of(user: accounts::UserRecord, credential_is_admin: bool) -> Self {
+        AuthenticatedUser {
+            admin_scope: credential_is_admin && user.role == Role::Admin,
+            user_id: user.id,
+            email: user.email,
+            role: user.role,
+        }
+    }
+
     pub fn actor(&self) -> Actor {
         Actor::User { user_id: self.user_id }
     }
@@ -147,12 +158,7 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
             "this token was issued before a log-out or password change; log in again",
         ));
     }
-    Ok(AuthenticatedUser {
-        user_id: user.id,
-        email: user.email,
-        role: user.role,
-        admin_scope: claims.has_admin_scope() && user.role == Role::Admin,
-    })
+    Ok(AuthenticatedUser::of(user, claims.has_admin_scope()))
 }
 
 /// An OIDC provider's ID token (seed 000: admins use it for admin calls):
@@ -182,12 +188,7 @@ async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result
     let user = accounts::find_user(&connection, user_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("user_not_found", "the user of this token no longer exists"))?;
-    Ok(AuthenticatedUser {
-        user_id: user.id,
-        email: user.email,
-        role: user.role,
-        admin_scope: admin_role && user.role == Role::Admin,
-    })
+    Ok(AuthenticatedUser::of(user, admin_role))
 }
 
 /// API tokens act for their user but never with admin rights.
@@ -199,12 +200,7 @@ async fn authenticate_api_token(state: &AppState, token: &str) -> Result<Authent
     let user = accounts::find_user(&connection, user_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("user_not_found", "the user of this token no longer exists"))?;
-    Ok(AuthenticatedUser {
-        user_id: user.id,
-        email: user.email,
-        role: user.role,
-        admin_scope: false,
-    })
+    Ok(AuthenticatedUser::of(user, false))
 }
 
 impl FromRequest for AuthenticatedUser {

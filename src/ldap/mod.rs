@@ -17,12 +17,12 @@ use uuid::Uuid;
 use warden_events::user::Role;
 use warden_events::{Metadata, StreamId};
 
+use crate::accounts;
 use crate::accounts::LoginError;
 use crate::app::AppState;
 use crate::commands::CommandError;
 use crate::config::Config;
-use crate::domain::user::{ExternalKind, User, UserCommand};
-use crate::event_store::claims;
+use crate::domain::user::{ExternalKind, User};
 use crate::event_store::StoreError;
 use crate::login_throttle;
 pub use directory::{Directory, DirectoryError, DirectoryUser};
@@ -124,29 +124,15 @@ pub async fn login(
         return Err(LdapLoginError::NotSynced);
     }
     let metadata = Metadata::system(&format!("ldap-login:{name}"));
-    let user_id = link_or_update(state, name, &user, existing, &metadata).await?;
+    let user_id = link_or_update(state, name, &user, &metadata).await?;
     if want_admin && !user.admin {
         return Err(LoginError::AdminScopeDenied.into());
     }
     Ok(user_id)
 }
 
-/// The warden user linked to directory user `uid`, if any.
 async fn linked_user(state: &AppState, name: &str, uid: &str) -> Result<Option<Uuid>, StoreError> {
-    let connection = state.db.get().await?;
-    Ok(
-        claims::owner_of(&connection, claims::LDAP_USER, &claims::ldap_user_key(name, uid))
-            .await?
-            .and_then(|stream| stream.id()),
-    )
-}
-
-fn role_of(user: &DirectoryUser) -> Role {
-    if user.admin {
-        Role::Admin
-    } else {
-        Role::User
-    }
+    accounts::find_external_user(state, ExternalKind::Ldap, name, uid).await
 }
 
 /// Links a new directory user, or records what changed about a known one.
@@ -154,46 +140,16 @@ async fn link_or_update(
     state: &AppState,
     name: &str,
     user: &DirectoryUser,
-    existing: Option<Uuid>,
     metadata: &Metadata,
 ) -> Result<Uuid, CommandError> {
-    match existing {
-        Some(user_id) => {
-            let command = UserCommand::SyncExternal {
-                email: user.email.clone(),
-                role: role_of(user),
-            };
-            state
-                .commands
-                .execute::<User>(&StreamId::user(user_id), &command, metadata)
-                .await?;
-            Ok(user_id)
-        }
-        None => {
-            let user_id = Uuid::now_v7();
-            let command = UserCommand::LinkExternal {
-                user_id,
-                kind: ExternalKind::Ldap,
-                provider: name.to_owned(),
-                external_id: user.uid.clone(),
-                email: user.email.clone(),
-                role: role_of(user),
-            };
-            match state
-                .commands
-                .execute_new::<User>(&StreamId::user(user_id), &command, metadata)
-                .await
-            {
-                Ok(_) => Ok(user_id),
-                // A concurrent login linked them first: update that user.
-                Err(CommandError::Store(StoreError::ClaimTaken { scope })) if scope == claims::LDAP_USER => {
-                    let winner = linked_user(state, name, &user.uid).await?;
-                    Box::pin(link_or_update(state, name, user, winner, metadata)).await
-                }
-                Err(other) => Err(other),
-            }
-        }
-    }
+    let identity = accounts::ExternalIdentity {
+        kind: ExternalKind::Ldap,
+        provider: name,
+        external_id: &user.uid,
+        email: &user.email,
+        role: if user.admin { Role::Admin } else { Role::User },
+    };
+    accounts::link_or_sync_external(state, &identity, metadata).await
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -224,7 +180,7 @@ pub async fn sync(state: &AppState, name: &str) -> anyhow::Result<SyncReport> {
             Some(id) => Some(state.commands.load::<User>(&StreamId::user(id)).await?.1),
             None => None,
         };
-        let user_id = link_or_update(state, name, user, existing, &metadata).await?;
+        let user_id = link_or_update(state, name, user, &metadata).await?;
         present.insert(user_id);
         match version_before {
             None => report.linked += 1,
