@@ -181,7 +181,8 @@ impl OidcProviders {
     }
 
     /// Completes a login from the provider's redirect; returns the warden
-    /// user and whether admin rights were asked for (and granted).
+    /// user and whether admin rights were asked for (and granted). Link and
+    /// sync events record `request_metadata` (the callback request).
     pub async fn finish_login(
         &self,
         state: &AppState,
@@ -189,6 +190,7 @@ impl OidcProviders {
         redirect_uri: &str,
         code: &str,
         returned_state: &str,
+        request_metadata: &Metadata,
     ) -> Result<(Uuid, bool), OidcError> {
         let provider = self.provider(name)?;
         let connection = state.db.get().await.map_err(StoreError::from)?;
@@ -222,7 +224,7 @@ impl OidcProviders {
         if want_admin && !identity.admin {
             return Err(OidcError::AdminScopeDenied);
         }
-        let user_id = link_or_update(state, name, &identity).await?;
+        let user_id = link_or_update(state, name, &identity, request_metadata).await?;
         Ok((user_id, want_admin))
     }
 
@@ -351,8 +353,12 @@ fn unverified_claims(token: &str) -> Option<Value> {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
 
-async fn link_or_update(state: &AppState, name: &str, identity: &OidcIdentity) -> Result<Uuid, OidcError> {
-    let metadata = Metadata::system(&format!("oidc-login:{name}"));
+async fn link_or_update(
+    state: &AppState,
+    name: &str,
+    identity: &OidcIdentity,
+    metadata: &Metadata,
+) -> Result<Uuid, OidcError> {
     let identity = crate::accounts::ExternalIdentity {
         kind: ExternalKind::Oidc,
         provider: name,
@@ -360,7 +366,7 @@ async fn link_or_update(state: &AppState, name: &str, identity: &OidcIdentity) -
         email: &identity.email,
         role: if identity.admin { Role::Admin } else { Role::User },
     };
-    Ok(crate::accounts::link_or_sync_external(state, &identity, &metadata).await?)
+    Ok(crate::accounts::link_or_sync_external(state, &identity, metadata).await?)
 }
 
 #[cfg(test)]

@@ -73,16 +73,18 @@ fn user_provider(name: &str) -> String {
 }
 
 /// Password login through directory `name`, behind the brute-force
-/// throttle; links or updates the warden user. `want_admin` is granted only
-/// to users `admin_query` returns.
+/// throttle (keyed by `metadata.source_ip`); links or updates the warden
+/// user, recording `metadata` (the login request) on those events.
+/// `want_admin` is granted only to users `admin_query` returns.
 pub async fn login(
     state: &AppState,
     name: &str,
     username: &str,
     password: &str,
     want_admin: bool,
-    source_ip: Option<&str>,
+    metadata: &Metadata,
 ) -> Result<Uuid, LdapLoginError> {
+    let source_ip = metadata.source_ip.as_deref();
     let directory = state
         .ldap
         .get(name)
@@ -123,8 +125,7 @@ pub async fn login(
     if existing.is_none() && !directory.config().sync_user_on_login {
         return Err(LdapLoginError::NotSynced);
     }
-    let metadata = Metadata::system(&format!("ldap-login:{name}"));
-    let user_id = link_or_update(state, name, &user, &metadata).await?;
+    let user_id = link_or_update(state, name, &user, metadata).await?;
     if want_admin && !user.admin {
         return Err(LoginError::AdminScopeDenied.into());
     }

@@ -164,6 +164,22 @@ async fn ldap_logins_grant_admin_only_to_admins_and_resist_filter_injection() {
     // Directory users are users of the log, their personal data sealed.
     let users = app.get_items(&bob, "/api/admins/users?provider=ldap:corp").await;
     assert_eq!(users.len(), 4, "{users:?}");
+    // The audit trail says from where each link came (the login request).
+    let audit: Value = app
+        .get_json(&bob, "/api/admins/audit?type=LdapUserLinked")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    // Four users of `corp`, and bob once more through the hidden provider
+    // (another provider: another identity).
+    assert_eq!(entries.len(), 5);
+    for entry in entries {
+        assert_eq!(entry["source_ip"], "127.0.0.1", "{entry}");
+        assert!(entry["request_id"].is_string(), "{entry}");
+        assert!(entry["actor"]["component"].as_str().unwrap().starts_with("ldap-login:"), "{entry}");
+    }
     let events = app.db.dump("events", "position").await.join("\n");
     assert!(events.contains("LdapUserLinked"));
     for secret in ["alice@example.org", "alice-password", SERVICE_PASSWORD] {

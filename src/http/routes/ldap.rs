@@ -2,6 +2,7 @@
 //! local login (seed 000).
 
 use actix_web::{web, HttpResponse};
+use warden_events::Actor;
 
 use super::local_account::{login_error, LoginForm};
 use crate::app::AppState;
@@ -38,28 +39,24 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let form = form.into_inner();
     let want_admin = form.validated()?;
-    let user_id = ldap::login(
-        &state,
-        &provider,
-        &form.username,
-        &form.password,
-        want_admin,
-        context.source_ip.as_deref(),
-    )
-    .await
-    .map_err(|error| match error {
-        LdapLoginError::UnknownProvider(_) => ApiError::not_found("unknown_provider", error.to_string()),
-        LdapLoginError::NotSynced => ApiError::unauthorized("user_not_synced", error.to_string()),
-        LdapLoginError::Login(error) => login_error(error),
-        LdapLoginError::Directory(error) => {
-            tracing::warn!(provider = %provider, %error, "LDAP login failed on the directory side");
-            ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "ldap_unavailable",
-                "the LDAP directory could not be reached or refused the query; try again later",
-            )
-        }
-        LdapLoginError::Command(error) => error.into(),
-    })?;
+    let metadata = context.metadata(Actor::System {
+        component: format!("ldap-login:{provider}"),
+    });
+    let user_id = ldap::login(&state, &provider, &form.username, &form.password, want_admin, &metadata)
+        .await
+        .map_err(|error| match error {
+            LdapLoginError::UnknownProvider(_) => ApiError::not_found("unknown_provider", error.to_string()),
+            LdapLoginError::NotSynced => ApiError::unauthorized("user_not_synced", error.to_string()),
+            LdapLoginError::Login(error) => login_error(error),
+            LdapLoginError::Directory(error) => {
+                tracing::warn!(provider = %provider, %error, "LDAP login failed on the directory side");
+                ApiError::new(
+                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "ldap_unavailable",
+                    "the LDAP directory could not be reached or refused the query; try again later",
+                )
+            }
+            LdapLoginError::Command(error) => error.into(),
+        })?;
     Ok(login_response(&state, user_id, want_admin))
 }

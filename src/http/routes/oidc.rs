@@ -9,6 +9,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
+use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::session::{login_response, TokenResponse};
 use crate::oidc::OidcError;
@@ -127,6 +128,7 @@ pub struct CallbackParams {
 pub async fn callback(
     state: web::Data<AppState>,
     request: HttpRequest,
+    context: RequestContext,
     provider: web::Path<String>,
     params: web::Query<CallbackParams>,
 ) -> Result<HttpResponse, ApiError> {
@@ -151,9 +153,12 @@ pub async fn callback(
         ));
     }
     let redirect_uri = callback_url(&state, &request, &provider);
+    let metadata = context.metadata(warden_events::Actor::System {
+        component: format!("oidc-login:{provider}"),
+    });
     let (user_id, admin) = state
         .oidc
-        .finish_login(&state, &provider, &redirect_uri, &code, &returned_state)
+        .finish_login(&state, &provider, &redirect_uri, &code, &returned_state, &metadata)
         .await
         .map_err(oidc_error)?;
     let mut response = login_response(&state, user_id, admin);
