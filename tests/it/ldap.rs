@@ -178,7 +178,10 @@ async fn ldap_logins_grant_admin_only_to_admins_and_resist_filter_injection() {
     for entry in entries {
         assert_eq!(entry["source_ip"], "127.0.0.1", "{entry}");
         assert!(entry["request_id"].is_string(), "{entry}");
-        assert!(entry["actor"]["component"].as_str().unwrap().starts_with("ldap-login:"), "{entry}");
+        assert!(
+            entry["actor"]["component"].as_str().unwrap().starts_with("ldap-login:"),
+            "{entry}"
+        );
     }
     let events = app.db.dump("events", "position").await.join("\n");
     assert!(events.contains("LdapUserLinked"));
