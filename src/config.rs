@@ -295,6 +295,11 @@ pub struct HttpConfig {
     /// from it; without it, from the request's host.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
+    /// is believed; the client is the rightmost address not in this list.
+    /// Empty: the TCP peer is the client and the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest JSON or form body accepted.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -310,6 +315,7 @@ impl Default for HttpConfig {
             listen: default_listen(),
             workers: None,
             public_url: None,
+            trusted_proxies: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
             consistency_timeout: default_consistency_timeout(),
         }

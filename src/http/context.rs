@@ -2,6 +2,7 @@
 //! caller's address, both recorded in event metadata.
 
 use std::future::{ready, Ready};
+use std::net::IpAddr;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -70,10 +71,34 @@ impl FromRequest for RequestContext {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let trusted = request
+            .app_data::<actix_web::web::Data<crate::app::AppState>>()
+            .map(|state| state.config.http.trusted_proxies.as_slice())
+            .unwrap_or_default();
         ready(Ok(RequestContext {
             request_id: request.extensions().get::<RequestId>().map(|id| id.0.clone()),
-            // The peer address: forwarded-for headers are caller-controlled.
-            source_ip: request.peer_addr().map(|addr| addr.ip().to_string()),
+            source_ip: client_address(request, trusted).map(|ip| ip.to_string()),
         }))
     }
+}
+
+/// The client's address: the TCP peer, unless the peer is a trusted proxy;
+/// then the rightmost `X-Forwarded-For` entry that is not a trusted proxy
+/// (entries left of it are written by the client and proves nothing).
+fn client_address(request: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = request.peer_addr()?.ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|entry| entry.trim().parse::<IpAddr>())
+        .collect::<Result<_, _>>()
+        // A malformed header: trust none of it.
+        .unwrap_or_default();
+    Some(forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer))
 }

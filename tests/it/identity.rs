@@ -568,3 +568,78 @@ async fn password_guessing_is_throttled_without_locking_the_owner_out() {
     );
     app.stop().await;
 }
+
+async fn login_via(app: &TestApp, forwarded_for: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/local-account/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .form(&[
+            ("grant_type", "password"),
+            ("username", USER_EMAIL),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_behind_trusted_proxies() {
+    // Without trusted proxies the header is the client's word: ignored.
+    let mut config = test_config();
+    config.security.login_throttle.max_failures_per_account = 2;
+    let app = TestApp::start_with(config.clone()).await;
+    for fake in ["203.0.113.1", "203.0.113.2"] {
+        assert_eq!(login_via(&app, fake, "wrong").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_error(
+        login_via(&app, "203.0.113.3", USER_PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_login_attempts",
+    )
+    .await;
+    app.stop().await;
+
+    // Behind a trusted proxy (loopback here) the forwarded client counts.
+    config.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let app = TestApp::start_with(config).await;
+    for _ in 0..2 {
+        assert_eq!(
+            login_via(&app, "203.0.113.7", "wrong").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Prepending a fake address does not escape: the rightmost untrusted
+    // entry is the client.
+    assert_error(
+        login_via(&app, "198.51.100.1, 203.0.113.7", USER_PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_login_attempts",
+    )
+    .await;
+    assert_eq!(
+        login_via(&app, "198.51.100.9", USER_PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    // The address lands in the audit trail too.
+    let token = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let changed = app
+        .http
+        .post(app.url("/api/users/api_tokens"))
+        .bearer_auth(&token)
+        .header("x-forwarded-for", "198.51.100.9")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::CREATED);
+    let admin = app.admin_token().await;
+    let audit: Value = app
+        .get_json(&admin, "/api/admins/audit?type=ApiTokenCreated")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["entries"][0]["source_ip"], "198.51.100.9");
+    app.stop().await;
+}
