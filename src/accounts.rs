@@ -102,6 +102,8 @@ pub async fn password_login(
         Some(id) => find_user(&connection, id).await?,
         None => None,
     };
+    // The pool connection is not held during the ~30 ms of argon2.
+    drop(connection);
     let password = password.to_owned();
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     // argon2 takes tens of milliseconds: keep it off the async workers.
@@ -114,6 +116,7 @@ pub async fn password_login(
     })
     .await
     .unwrap_or(false);
+    let connection = state.db.get().await.map_err(StoreError::from)?;
     let Some(user) = user.filter(|_| matches) else {
         login_throttle::record_failure(&connection, &state.config.security.login_throttle, &attempt).await?;
         return Err(LoginError::InvalidCredentials);

@@ -95,13 +95,10 @@ pub async fn login(
         username,
         source_ip,
     };
-    let connection = state
-        .db
-        .get()
-        .await
-        .map_err(StoreError::from)
-        .map_err(LoginError::from)?;
-    if let Some(wait) = login_throttle::locked_for(&connection, &attempt)
+    // No pooled connection is held while the directory answers (it may
+    // take up to its timeout).
+    let connection = || async { state.db.get().await.map_err(StoreError::from).map_err(LoginError::from) };
+    if let Some(wait) = login_throttle::locked_for(&connection().await?, &attempt)
         .await
         .map_err(LoginError::from)?
     {
@@ -110,17 +107,17 @@ pub async fn login(
     let user = match directory.authenticate(username, password).await {
         Ok(user) => user,
         Err(DirectoryError::InvalidCredentials) => {
-            login_throttle::record_failure(&connection, &state.config.security.login_throttle, &attempt)
+            let throttle = &state.config.security.login_throttle;
+            login_throttle::record_failure(&connection().await?, throttle, &attempt)
                 .await
                 .map_err(LoginError::from)?;
             return Err(LoginError::InvalidCredentials.into());
         }
         Err(other) => return Err(LdapLoginError::Directory(other)),
     };
-    login_throttle::record_success(&connection, &attempt)
+    login_throttle::record_success(&connection().await?, &attempt)
         .await
         .map_err(LoginError::from)?;
-    drop(connection);
     let existing = linked_user(state, name, &user.uid).await.map_err(LoginError::from)?;
     if existing.is_none() && !directory.config().sync_user_on_login {
         return Err(LdapLoginError::NotSynced);
