@@ -401,6 +401,22 @@ pub struct ExternalIdentity<'a> {
     pub role: Role,
 }
 
+/// What `link_or_sync_external` did to the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExternalSync {
+    Linked(Uuid),
+    Updated(Uuid),
+    Unchanged(Uuid),
+}
+
+impl ExternalSync {
+    pub fn user_id(self) -> Uuid {
+        match self {
+            ExternalSync::Linked(id) | ExternalSync::Updated(id) | ExternalSync::Unchanged(id) => id,
+        }
+    }
+}
+
 /// Links the identity on first sight (`LdapUserLinked`/`OidcUserLinked`),
 /// or records what changed about the linked user (`ExternalUserSynced`).
 /// Two first logins at once link one user: the loser updates the winner's.
@@ -408,7 +424,7 @@ pub async fn link_or_sync_external(
     state: &AppState,
     identity: &ExternalIdentity<'_>,
     metadata: &Metadata,
-) -> Result<Uuid, CommandError> {
+) -> Result<ExternalSync, CommandError> {
     let (scope, _) = external_claim(identity.kind, identity.provider, identity.external_id);
     loop {
         let existing = find_external_user(state, identity.kind, identity.provider, identity.external_id).await?;
@@ -417,11 +433,15 @@ pub async fn link_or_sync_external(
                 email: identity.email.to_owned(),
                 role: identity.role,
             };
-            state
+            let executed = state
                 .commands
                 .execute::<User>(&StreamId::user(user_id), &command, metadata)
                 .await?;
-            return Ok(user_id);
+            return Ok(if executed.appended.is_some() {
+                ExternalSync::Updated(user_id)
+            } else {
+                ExternalSync::Unchanged(user_id)
+            });
         }
         let user_id = Uuid::now_v7();
         let command = UserCommand::LinkExternal {
@@ -437,7 +457,7 @@ pub async fn link_or_sync_external(
             .execute_new::<User>(&StreamId::user(user_id), &command, metadata)
             .await
         {
-            Ok(_) => return Ok(user_id),
+            Ok(_) => return Ok(ExternalSync::Linked(user_id)),
             Err(CommandError::Store(StoreError::ClaimTaken { scope: taken })) if taken == scope => continue,
             Err(other) => return Err(other),
         }

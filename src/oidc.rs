@@ -366,7 +366,9 @@ async fn link_or_update(
         email: &identity.email,
         role: if identity.admin { Role::Admin } else { Role::User },
     };
-    Ok(crate::accounts::link_or_sync_external(state, &identity, metadata).await?)
+    Ok(crate::accounts::link_or_sync_external(state, &identity, metadata)
+        .await?
+        .user_id())
 }
 
 #[cfg(test)]

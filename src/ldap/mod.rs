@@ -15,14 +15,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warden_events::user::Role;
-use warden_events::{Metadata, StreamId};
+use warden_events::Metadata;
 
-use crate::accounts;
 use crate::accounts::LoginError;
+use crate::accounts::{self, ExternalSync};
 use crate::app::AppState;
 use crate::commands::CommandError;
 use crate::config::Config;
-use crate::domain::user::{ExternalKind, User};
+use crate::domain::user::ExternalKind;
 use crate::event_store::StoreError;
 use crate::login_throttle;
 pub use directory::{Directory, DirectoryError, DirectoryUser};
@@ -122,7 +122,7 @@ pub async fn login(
     if existing.is_none() && !directory.config().sync_user_on_login {
         return Err(LdapLoginError::NotSynced);
     }
-    let user_id = link_or_update(state, name, &user, metadata).await?;
+    let user_id = link_or_update(state, name, &user, metadata).await?.user_id();
     if want_admin && !user.admin {
         return Err(LoginError::AdminScopeDenied.into());
     }
@@ -139,7 +139,7 @@ async fn link_or_update(
     name: &str,
     user: &DirectoryUser,
     metadata: &Metadata,
-) -> Result<Uuid, CommandError> {
+) -> Result<ExternalSync, CommandError> {
     let identity = accounts::ExternalIdentity {
         kind: ExternalKind::Ldap,
         provider: name,
@@ -173,23 +173,12 @@ pub async fn sync(state: &AppState, name: &str) -> anyhow::Result<SyncReport> {
     };
     let mut present = HashSet::new();
     for user in &users {
-        let existing = linked_user(state, name, &user.uid).await?;
-        let version_before = match existing {
-            Some(id) => Some(state.commands.load::<User>(&StreamId::user(id)).await?.1),
-            None => None,
-        };
-        let user_id = link_or_update(state, name, user, &metadata).await?;
-        present.insert(user_id);
-        match version_before {
-            None => report.linked += 1,
-            Some(before) => {
-                let (_, after) = state.commands.load::<User>(&StreamId::user(user_id)).await?;
-                if after != before {
-                    report.updated += 1;
-                } else {
-                    report.unchanged += 1;
-                }
-            }
+        let outcome = link_or_update(state, name, user, &metadata).await?;
+        present.insert(outcome.user_id());
+        match outcome {
+            ExternalSync::Linked(_) => report.linked += 1,
+            ExternalSync::Updated(_) => report.updated += 1,
+            ExternalSync::Unchanged(_) => report.unchanged += 1,
         }
     }
     if directory.config().sync_del_old_users {
