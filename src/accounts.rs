@@ -205,30 +205,37 @@ pub async fn change_password(
 /// Promotes or demotes a local account. The last admin cannot be demoted.
 pub async fn change_role(state: &AppState, user_id: Uuid, role: Role, metadata: &Metadata) -> Result<(), CommandError> {
     if role != Role::Admin {
-        let connection = state.db.get().await.map_err(StoreError::from)?;
-        let others: i64 = connection
-            .query_one(
-                "SELECT count(*) FROM users WHERE role = 'admin' AND deleted_at IS NULL AND id <> $1",
-                &[&user_id],
-            )
-            .await
-            .map_err(StoreError::from)?
-            .get(0);
-        let is_admin = find_user(&connection, user_id)
-            .await?
-            .is_some_and(|u| u.role == Role::Admin);
-        if is_admin && others == 0 {
-            return Err(DomainError::Conflict {
-                code: "last_admin",
-                message: "this is the only admin; promote another user first".into(),
-            }
-            .into());
-        }
+        ensure_not_last_admin(state, user_id).await?;
     }
     state
         .commands
         .execute::<User>(&StreamId::user(user_id), &UserCommand::ChangeRole { role }, metadata)
         .await?;
+    Ok(())
+}
+
+/// Refuses (409 `last_admin`) when `user_id` is the only admin left, so
+/// demoting or deleting them cannot leave warden without one.
+pub async fn ensure_not_last_admin(state: &AppState, user_id: Uuid) -> Result<(), CommandError> {
+    let connection = state.db.get().await.map_err(StoreError::from)?;
+    let others: i64 = connection
+        .query_one(
+            "SELECT count(*) FROM users WHERE role = 'admin' AND deleted_at IS NULL AND id <> $1",
+            &[&user_id],
+        )
+        .await
+        .map_err(StoreError::from)?
+        .get(0);
+    let is_admin = find_user(&connection, user_id)
+        .await?
+        .is_some_and(|u| u.role == Role::Admin);
+    if is_admin && others == 0 {
+        return Err(DomainError::Conflict {
+            code: "last_admin",
+            message: "this is the only admin; promote another user first".into(),
+        }
+        .into());
+    }
     Ok(())
 }
 

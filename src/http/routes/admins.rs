@@ -262,21 +262,7 @@ pub async fn delete_user(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = *user_id;
     if user_id == admin.0.user_id {
-        let connection = state.db.get().await?;
-        let admins: i64 = connection
-            .query_one(
-                "SELECT count(*) FROM users WHERE role = 'admin' AND deleted_at IS NULL",
-                &[],
-            )
-            .await
-            .map_err(crate::event_store::StoreError::from)?
-            .get(0);
-        if admins <= 1 {
-            return Err(ApiError::conflict(
-                "last_admin",
-                "this is the only admin; promote another user first",
-            ));
-        }
+        crate::accounts::ensure_not_last_admin(&state, user_id).await?;
     }
     let metadata = context.metadata(admin.0.actor());
     crate::accounts::delete_user(&state, user_id, &metadata).await?;
