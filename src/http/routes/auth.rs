@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::path_segment;
 use crate::app::AppState;
 use crate::config::LocalAccountMode;
 use crate::http::auth::AuthenticatedUser;
@@ -59,7 +60,7 @@ pub async fn providers(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         .map(|(name, provider)| ProviderOption {
             name: name.clone(),
             icon_url: provider.icon_url.clone(),
-            login_url: format!("/api/ldap/login/{}", urlencode(name)),
+            login_url: format!("/api/ldap/login/{}", path_segment(name)),
         })
         .collect();
     let oidc = state
@@ -68,16 +69,10 @@ pub async fn providers(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         .map(|(name, icon_url)| ProviderOption {
             name: name.clone(),
             icon_url: icon_url.cloned(),
-            login_url: format!("/api/oidc/login/{}", urlencode(name)),
+            login_url: format!("/api/oidc/login/{}", path_segment(name)),
         })
         .collect();
     Ok(HttpResponse::Ok().json(LoginOptions { local, ldap, oidc }))
-}
-
-fn urlencode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
 }
 
 /// Logs out everywhere: every access token and session cookie of the

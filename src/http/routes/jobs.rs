@@ -6,7 +6,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::queries::JOB_STATUSES;
+use super::queries::{check_limit, one_of, JOB_STATUSES};
 use crate::app::AppState;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
@@ -74,19 +74,8 @@ fn default_limit() -> i64 {
 }
 
 impl ListQuery {
-    pub fn validated(&self) -> Result<(Option<&str>, i64), ApiError> {
-        if let Some(status) = &self.status {
-            if !JOB_STATUSES.contains(&status.as_str()) {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("status must be one of {}", JOB_STATUSES.join(", ")),
-                ));
-            }
-        }
-        if !(1..=1000).contains(&self.limit) {
-            return Err(ApiError::bad_request("invalid_query", "limit must be from 1 to 1000"));
-        }
-        Ok((self.status.as_deref(), self.limit))
+    pub fn validated(self) -> Result<(Option<String>, i64), ApiError> {
+        Ok((one_of("status", self.status, &JOB_STATUSES)?, check_limit(self.limit)?))
     }
 }
 
@@ -108,8 +97,8 @@ pub async fn list_own(
     user: AuthenticatedUser,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (status, limit) = query.validated()?;
-    let jobs = jobs::list(&state, Some(user.user_id), status, limit).await?;
+    let (status, limit) = query.into_inner().validated()?;
+    let jobs = jobs::list(&state, Some(user.user_id), status.as_deref(), limit).await?;
     Ok(HttpResponse::Ok().json(jobs))
 }
 

@@ -95,6 +95,13 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     ))
 }
 
+/// `text` escaped as one URL path segment (provider names may hold spaces).
+pub fn path_segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 /// An optional JSON body: empty means `None`; anything else must be JSON
 /// of the right shape (a malformed body is an error, never ignored).
 pub fn optional_json<T: serde::de::DeserializeOwned>(

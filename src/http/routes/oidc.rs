@@ -35,8 +35,7 @@ fn callback_url(state: &AppState, request: &HttpRequest, provider: &str) -> Stri
             format!("{}://{}", info.scheme(), info.host())
         }
     };
-    let provider: String = url::form_urlencoded::byte_serialize(provider.as_bytes()).collect();
-    format!("{base}/api/oidc/callback/{}", provider.replace('+', "%20"))
+    format!("{base}/api/oidc/callback/{}", super::path_segment(provider))
 }
 
 fn oidc_error(error: OidcError) -> ApiError {

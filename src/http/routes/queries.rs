@@ -29,12 +29,7 @@ fn default_limit() -> i64 {
 // `#[serde(flatten)]`ed: flatten breaks both `deny_unknown_fields` and
 // numbers in query strings.
 fn paging(cursor: &Option<String>, limit: i64) -> Result<(Option<PageCursor>, i64), ApiError> {
-    if !(1..=admin_queries::MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be from 1 to {}", admin_queries::MAX_PAGE),
-        ));
-    }
+    check_limit(limit)?;
     let cursor = match cursor {
         None => None,
         Some(text) => Some(PageCursor::decode(text).ok_or_else(|| {
@@ -44,7 +39,19 @@ fn paging(cursor: &Option<String>, limit: i64) -> Result<(Option<PageCursor>, i6
     Ok((cursor, limit))
 }
 
-fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+/// A page size within 1..=MAX_PAGE.
+pub fn check_limit(limit: i64) -> Result<i64, ApiError> {
+    if !(1..=admin_queries::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be from 1 to {}", admin_queries::MAX_PAGE),
+        ));
+    }
+    Ok(limit)
+}
+
+/// `value`, if given, must be one of `allowed`.
+pub fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, ApiError> {
     match value {
         Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::bad_request(
             "invalid_query",
