@@ -22,11 +22,7 @@ const CLIENTS: usize = 16;
 const SETUP: &str = "CREATE TABLE IF NOT EXISTS bench_insert (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::block_on(async {
         let duration = common::duration();
         let (_dir, cluster) = common::cluster().await;
         // A row of about the size of a RunnerCreated event.

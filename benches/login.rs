@@ -55,11 +55,7 @@ fn ldap_provider(url: &str) -> LdapProviderConfig {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::block_on(async {
         let duration = common::duration();
         let (_dir, cluster) = common::cluster().await;
         let directory = ldap_server::LdapServer::start();

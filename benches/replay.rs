@@ -236,11 +236,7 @@ async fn raw_copy(db: &Database, events: u64, name: &'static str) -> Measurement
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::block_on(async {
         let total: usize = std::env::var("REPLAY_EVENTS")
             .ok()
             .and_then(|s| s.parse().ok())

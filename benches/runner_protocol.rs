@@ -28,11 +28,7 @@ const INSERT_SETUP: &str = "CREATE TABLE IF NOT EXISTS bench_insert (id BIGINT G
 const INSERT_SCRIPT: &str = "INSERT INTO bench_insert (payload) VALUES ('{\"job\": 1, \"runner\": \"00000000-0000-0000-0000-000000000000\"}');\n";
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::block_on(async {
         let duration = common::duration();
         let (_dir, cluster) = common::cluster().await;
 

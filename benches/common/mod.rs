@@ -19,6 +19,15 @@ use warden::secrets::Secret;
 const WARM_UP: Duration = Duration::from_secs(2);
 pub const ADMIN_PASSWORD: &str = "bench admin password";
 
+/// Runs a benchmark's body on a multi-threaded tokio runtime.
+pub fn block_on<F: std::future::Future>(body: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(body)
+}
+
 /// Seconds per measurement: `BENCH_SECONDS`, default 15.
 pub fn duration() -> Duration {
     Duration::from_secs(
