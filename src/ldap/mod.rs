@@ -118,8 +118,13 @@ pub async fn login(
     login_throttle::record_success(&connection().await?, &attempt)
         .await
         .map_err(LoginError::from)?;
-    let existing = linked_user(state, name, &user.uid).await.map_err(LoginError::from)?;
-    if existing.is_none() && !directory.config().sync_user_on_login {
+    // Only looked up when it matters: linking looks again anyway.
+    if !directory.config().sync_user_on_login
+        && linked_user(state, name, &user.uid)
+            .await
+            .map_err(LoginError::from)?
+            .is_none()
+    {
         return Err(LdapLoginError::NotSynced);
     }
     let user_id = link_or_update(state, name, &user, metadata).await?.user_id();
