@@ -28,6 +28,15 @@ fn request_id_for(request: &ServiceRequest) -> String {
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
 }
 
+/// The id `assign_request_id` gave this request ("-" before it ran), for
+/// the access log.
+pub fn request_id_of(request: &ServiceRequest) -> String {
+    request
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| "-".to_owned(), |id| id.0.clone())
+}
+
 /// Middleware body (used with `App::wrap_fn`).
 pub fn assign_request_id<S, B>(
     request: ServiceRequest,

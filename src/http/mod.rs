@@ -46,7 +46,14 @@ pub fn server(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<ac
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::PayloadConfig::new(max_body))
             .wrap(ErrorHandlers::new().default_handler(error::json_for_any_error))
-            .wrap(Logger::new("%{x-request-id}o %a \"%r\" %s %b %Dms"))
+            // Method and path, never the query string: OIDC callbacks carry
+            // the authorization code and state there. The request id comes
+            // from the request: the header is only added outside this layer.
+            .wrap(
+                Logger::new("%{request_id}xi %a \"%{method}xi %U\" %s %b %Dms")
+                    .custom_request_replace("request_id", context::request_id_of)
+                    .custom_request_replace("method", |request| request.method().to_string()),
+            )
             .wrap_fn(context::assign_request_id)
             .configure(routes::configure)
             .service(openapi::service())
