@@ -7,6 +7,7 @@
 //!
 //! Order: pgbench, warden (HTTP, command path, raw append), pgbench again,
 //! so drift on a shared machine shows up as a gap between the baselines.
+#![allow(clippy::unwrap_used)] // a benchmark that fails may panic
 
 mod common;
 
@@ -14,9 +15,9 @@ use std::sync::Arc;
 
 use common::{pgbench, report, run_clients, Warden};
 use uuid::Uuid;
-use warden::event_store::{EventStore, ExpectedVersion};
 use warden::events::runner::RunnerCreated;
 use warden::events::{Event, Metadata, StreamId};
+use warden::log::event_store::{EventStore, ExpectedVersion};
 
 const CLIENTS: usize = 16;
 const SETUP: &str = "CREATE TABLE IF NOT EXISTS bench_insert (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
@@ -63,7 +64,7 @@ fn main() {
             run_clients("warden CreateRunner command, no HTTP", CLIENTS, duration, move |_| {
                 let state = Arc::clone(&state);
                 async move {
-                    warden::runners::create_runner(&state, Default::default(), &Metadata::system("bench"))
+                    warden::fleet::runners::create_runner(&state, Default::default(), &Metadata::system("bench"))
                         .await
                         .unwrap();
                 }

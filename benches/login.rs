@@ -6,6 +6,7 @@
 //!
 //!     cargo bench --bench login                 # 15 s per row
 //!     BENCH_SECONDS=5 cargo bench --bench login
+#![allow(clippy::unwrap_used)] // a benchmark that fails may panic
 
 mod common;
 
@@ -20,8 +21,8 @@ use std::time::Duration;
 
 use common::{report, run_clients, Warden};
 use reqwest::StatusCode;
-use warden::config::{LdapProviderConfig, LdapQuery, LdapServiceAccount, OidcProviderConfig, OidcRole};
-use warden::secrets::Secret;
+use warden::platform::config::{LdapProviderConfig, LdapQuery, LdapServiceAccount, OidcProviderConfig, OidcRole};
+use warden::platform::secrets::Secret;
 
 const CLIENTS: usize = 2;
 

@@ -15,6 +15,7 @@
 //! 3. `warden replay --verify` (rebuild aside, compare row by row): seconds;
 //! 4. `warden audit verify` (recompute the hash chain): events/s;
 //! 5. the baseline again, so drift shows as a gap between the two.
+#![allow(clippy::unwrap_used)] // a benchmark that fails may panic
 
 mod common;
 
@@ -24,13 +25,13 @@ use chrono::{DateTime, Utc};
 use common::{report, Measurement};
 use serde_json::{json, Value};
 use uuid::Uuid;
-use warden::db::Database;
-use warden::event_store::chain;
 use warden::events::codec;
 use warden::events::job::{JobAssigned, JobFinished, JobOutcome, JobSubmitted};
 use warden::events::machine::{MachineInfo, RunnerMachineRegistered};
 use warden::events::runner::RunnerCreated;
 use warden::events::{Event, Metadata, StreamId};
+use warden::log::event_store::chain;
+use warden::platform::db::Database;
 
 const LOAD_BATCH: usize = 5000;
 
@@ -294,7 +295,7 @@ fn main() {
         let connection = db.get().await.unwrap();
         let (mut cursor, mut read) = (warden::events::LogCursor::START, 0u64);
         loop {
-            let batch = warden::event_store::read_after(&connection, cursor, 5000)
+            let batch = warden::log::event_store::read_after(&connection, cursor, 5000)
                 .await
                 .unwrap();
             let Some(last) = batch.last() else { break };
@@ -310,12 +311,12 @@ fn main() {
         ));
 
         let started = Instant::now();
-        let replayed = warden::replay::run(&db, false, false).await.unwrap();
+        let replayed = warden::log::replay::run(&db, false, false).await.unwrap();
         assert_eq!(replayed.events, events);
         results.push(report_of("warden replay (rebuild + swap)", events, started.elapsed()));
 
         let started = Instant::now();
-        let verified = warden::replay::run(&db, true, false).await.unwrap();
+        let verified = warden::log::replay::run(&db, true, false).await.unwrap();
         assert!(
             verified.differences.is_empty() && verified.lagging.is_empty(),
             "{verified:?}"

@@ -9,6 +9,7 @@
 //!   with 16 clients.
 //!
 //!     cargo bench --bench runner_protocol          # 15 s per measurement
+#![allow(clippy::unwrap_used)] // a benchmark that fails may panic
 
 mod common;
 
@@ -203,9 +204,16 @@ async fn submit_jobs(warden: &Warden, count: usize) {
             let state = Arc::clone(&warden.state);
             tokio::spawn(async move {
                 for n in (worker..count).step_by(16) {
-                    warden::jobs::submit(&state, user, json!({"n": n}), Vec::new(), 0, &Metadata::system("bench"))
-                        .await
-                        .unwrap();
+                    warden::fleet::jobs::submit(
+                        &state,
+                        user,
+                        json!({"n": n}),
+                        Vec::new(),
+                        0,
+                        &Metadata::system("bench"),
+                    )
+                    .await
+                    .unwrap();
                 }
             })
         })

@@ -5,19 +5,19 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::access_tokens::AccessTokens;
-use crate::auth::signing_key;
-use crate::commands::CommandService;
-use crate::config::Config;
-use crate::db::Database;
-use crate::dispatcher::Dispatcher;
-use crate::event_store::EventStore;
-use crate::jobs::{InFlight, ProgressThrottle};
-use crate::log_follower::{self, FollowerProgress, LogConsumer};
-use crate::machines::MachinePresence;
-use crate::projection_runner::ProjectionRunner;
-use crate::rate_limit::RunnerRateLimit;
-use crate::reactions::JobReassignment;
+use crate::fleet::dispatcher::Dispatcher;
+use crate::fleet::jobs::{InFlight, ProgressThrottle};
+use crate::fleet::machines::MachinePresence;
+use crate::fleet::rate_limit::RunnerRateLimit;
+use crate::fleet::reactions::JobReassignment;
+use crate::identity::access_tokens::AccessTokens;
+use crate::identity::signing_key;
+use crate::log::commands::CommandService;
+use crate::log::event_store::EventStore;
+use crate::log::follower::{self, FollowerProgress, LogConsumer};
+use crate::log::projection_runner::ProjectionRunner;
+use crate::platform::config::Config;
+use crate::platform::db::Database;
 
 /// How long start-up waits for the projectors to reach the end of the log.
 const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -32,8 +32,8 @@ pub struct AppState {
     pub progress: ProgressThrottle,
     pub assigning: InFlight,
     pub runner_rate_limit: RunnerRateLimit,
-    pub ldap: crate::ldap::LdapProviders,
-    pub oidc: crate::oidc::OidcProviders,
+    pub ldap: crate::identity::ldap::LdapProviders,
+    pub oidc: crate::identity::oidc::OidcProviders,
 }
 
 /// Background tasks of a running instance.
@@ -77,17 +77,17 @@ impl AppState {
             commands: commands.clone(),
             dispatcher: Arc::clone(&dispatcher),
         });
-        tasks.push(tokio::spawn(log_follower::follow(
+        tasks.push(tokio::spawn(follower::follow(
             store,
             reassignment,
             Arc::new(FollowerProgress::new()),
             cancel.clone(),
         )));
-        let ldap = crate::ldap::LdapProviders::from_config(&config)?;
+        let ldap = crate::identity::ldap::LdapProviders::from_config(&config)?;
         let state = Arc::new(AppState {
             runner_rate_limit: RunnerRateLimit::new(&config.runners.rate_limit),
             ldap,
-            oidc: crate::oidc::OidcProviders::from_config(&config)?,
+            oidc: crate::identity::oidc::OidcProviders::from_config(&config)?,
             config,
             db,
             commands,
@@ -98,8 +98,11 @@ impl AppState {
             assigning: InFlight::default(),
         });
         tasks.push(dispatcher.spawn(Arc::clone(&state), cancel.clone()));
-        tasks.push(crate::machines::spawn_pruner(Arc::clone(&state), cancel.clone()));
-        tasks.extend(crate::ldap::spawn_periodic_sync(Arc::clone(&state), cancel.clone()));
+        tasks.push(crate::fleet::machines::spawn_pruner(Arc::clone(&state), cancel.clone()));
+        tasks.extend(crate::identity::ldap::spawn_periodic_sync(
+            Arc::clone(&state),
+            cancel.clone(),
+        ));
         Ok((state, Background { cancel, tasks }))
     }
 }

@@ -10,12 +10,12 @@ use uuid::Uuid;
 use warden_events::user::{Role, UserOrigin};
 use warden_events::{Actor, Metadata};
 
-use crate::accounts;
 use crate::app::AppState;
-use crate::config::Config;
-use crate::database_setup::DatabaseHandle;
-use crate::reconcile;
-use crate::secrets::Secret;
+use crate::fleet::reconcile;
+use crate::identity::accounts;
+use crate::platform::config::Config;
+use crate::platform::database_setup::DatabaseHandle;
+use crate::platform::secrets::Secret;
 
 #[derive(Parser)]
 #[command(name = "warden", version, about = "Who may do what for a fleet of job runners")]
@@ -235,7 +235,7 @@ impl Cli {
                         anyhow::bail!("no ldap_providers are configured");
                     }
                     for name in names {
-                        let report = crate::ldap::sync(&state, &name).await?;
+                        let report = crate::identity::ldap::sync(&state, &name).await?;
                         println!("{}", serde_json::to_string(&report)?);
                     }
                     Ok(())
@@ -248,7 +248,7 @@ impl Cli {
                 let handle = DatabaseHandle::open(&config).await?;
                 handle.db.migrate().await?;
                 let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-                let report = crate::replay::run(&handle.db, verify, show_progress).await;
+                let report = crate::log::replay::run(&handle.db, verify, show_progress).await;
                 handle.close().await;
                 let report = report?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -413,19 +413,19 @@ async fn audit_command(config: Config, action: Option<AuditAction>, filters: Aud
     let connection = handle.db.get().await?;
     let code = match action {
         Some(AuditAction::Verify { anchor }) => {
-            let report = crate::event_store::chain::verify(&connection, anchor.as_deref()).await?;
+            let report = crate::log::event_store::chain::verify(&connection, anchor.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             u8::from(!report.problems.is_empty())
         }
         Some(AuditAction::State { stream, at }) => {
             let stream = warden_events::StreamId::from_stored(stream);
             let at = at.unwrap_or_else(chrono::Utc::now);
-            let state = crate::audit::state_at(&connection, &stream, at).await?;
+            let state = crate::log::audit::state_at(&connection, &stream, at).await?;
             println!("{}", serde_json::to_string_pretty(&state)?);
             0
         }
         None => {
-            let mut query = crate::audit::AuditQuery {
+            let mut query = crate::log::audit::AuditQuery {
                 actor: filters.actor,
                 stream: filters.stream,
                 event_type: filters.event_type,
@@ -433,12 +433,12 @@ async fn audit_command(config: Config, action: Option<AuditAction>, filters: Aud
                 until: filters.until,
                 cursor: None,
                 oldest_first: filters.oldest_first,
-                limit: crate::audit::MAX_PAGE,
+                limit: crate::log::audit::MAX_PAGE,
             };
             let mut left = filters.limit.unwrap_or(u64::MAX);
             let mut out = std::io::stdout().lock();
             'pages: loop {
-                let page = crate::audit::query(&connection, &query).await?;
+                let page = crate::log::audit::query(&connection, &query).await?;
                 for entry in &page.entries {
                     if left == 0 {
                         break 'pages;

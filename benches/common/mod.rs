@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use warden::app::{AppState, Background};
-use warden::config::{Config, ProvisionedUser};
-use warden::db::Database;
-use warden::embedded_pg::{ClusterOptions, EmbeddedCluster, PgBinaries};
-use warden::secrets::Secret;
+use warden::platform::config::{Config, ProvisionedUser};
+use warden::platform::db::Database;
+use warden::platform::embedded_pg::{ClusterOptions, EmbeddedCluster, PgBinaries};
+use warden::platform::secrets::Secret;
 
 const WARM_UP: Duration = Duration::from_secs(2);
 pub const ADMIN_PASSWORD: &str = "bench admin password";
@@ -49,7 +49,7 @@ pub async fn cluster() -> (tempfile::TempDir, EmbeddedCluster) {
         .unwrap()
         .expect("start PostgreSQL");
     for name in ["warden", "baseline"] {
-        warden::database_setup::create_database_if_missing(&cluster.connect_config("postgres"), name)
+        warden::platform::database_setup::create_database_if_missing(&cluster.connect_config("postgres"), name)
             .await
             .unwrap();
     }
@@ -93,7 +93,7 @@ impl Warden {
         );
         configure(&mut config);
         let (state, background) = AppState::start(config, db).await.unwrap();
-        warden::accounts::provision_from_config(&state).await.unwrap();
+        warden::identity::accounts::provision_from_config(&state).await.unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = warden::http::server(Arc::clone(&state), listener).unwrap();

@@ -13,13 +13,13 @@ use warden_events::user::Role;
 use warden_events::Actor;
 
 use super::error::ApiError;
-use crate::accounts;
-use crate::api_tokens;
 use crate::app::AppState;
-use crate::auth::access_tokens::{AccessTokens, TokenError};
+use crate::fleet::runners::{self, AuthenticatedRunner, RunnerAuthError};
 use crate::http::session::SESSION_COOKIE;
-use crate::runners::{self, AuthenticatedRunner, RunnerAuthError};
-use crate::secrets::tokens::{API_TOKEN_PREFIX, RUNNER_TOKEN_PREFIX};
+use crate::identity::access_tokens::{AccessTokens, TokenError};
+use crate::identity::accounts;
+use crate::identity::api_tokens;
+use crate::platform::secrets::tokens::{API_TOKEN_PREFIX, RUNNER_TOKEN_PREFIX};
 
 /// A user authenticated by an access token.
 pub struct AuthenticatedUser {
@@ -170,7 +170,7 @@ async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result
     }
     let found = match state.oidc.verify_bearer_id_token(state, token).await {
         Ok(found) => found,
-        Err(crate::oidc::OidcError::Unavailable(message)) => {
+        Err(crate::identity::oidc::OidcError::Unavailable(message)) => {
             tracing::warn!(%message, "could not check an OIDC ID token");
             return Err(ApiError::new(
                 actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -178,7 +178,7 @@ async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result
                 "the OIDC provider that issued this token cannot be reached; try again later",
             ));
         }
-        Err(crate::oidc::OidcError::InvalidIdToken(message)) if message.contains("expired") => {
+        Err(crate::identity::oidc::OidcError::InvalidIdToken(message)) if message.contains("expired") => {
             return Err(ApiError::unauthorized("token_expired", "the ID token has expired"))
         }
         Err(_) => return Err(invalid()),

@@ -11,10 +11,10 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::commands::CommandError;
 use crate::domain::DomainError;
-use crate::event_store::{claims, StoreError};
-use crate::projection_runner::ProjectionLag;
+use crate::log::commands::CommandError;
+use crate::log::event_store::{claims, StoreError};
+use crate::log::projection_runner::ProjectionLag;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -162,7 +162,7 @@ impl From<StoreError> for ApiError {
             StoreError::SubjectForgotten(_) => {
                 ApiError::new(StatusCode::GONE, "user_deleted", "this user has been deleted")
             }
-            StoreError::Db(crate::db::DbError::Pool(_)) => {
+            StoreError::Db(crate::platform::db::DbError::Pool(_)) => {
                 tracing::error!(%error, "database unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -192,8 +192,8 @@ impl From<CommandError> for ApiError {
     }
 }
 
-impl From<crate::db::DbError> for ApiError {
-    fn from(error: crate::db::DbError) -> Self {
+impl From<crate::platform::db::DbError> for ApiError {
+    fn from(error: crate::platform::db::DbError) -> Self {
         StoreError::Db(error).into()
     }
 }

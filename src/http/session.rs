@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::config;
+use crate::platform::config;
 
 pub const SESSION_COOKIE: &str = "warden_session";
 

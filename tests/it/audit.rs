@@ -5,10 +5,10 @@ use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use warden::event_store::chain::{self, Problem};
 use warden::events::user::{Role, UserOrigin};
 use warden::events::Metadata;
-use warden::secrets::Secret;
+use warden::log::event_store::chain::{self, Problem};
+use warden::platform::secrets::Secret;
 
 use crate::harness::*;
 
@@ -21,7 +21,7 @@ async fn busy_app() -> (TestApp, String, String) {
     let admin = app.admin_token().await;
     let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
     let metadata = Metadata::system("test");
-    warden::accounts::add_local_user(
+    warden::identity::accounts::add_local_user(
         &app.state,
         SUPPORT_EMAIL,
         &Secret::new(SUPPORT_PASSWORD),
@@ -31,7 +31,7 @@ async fn busy_app() -> (TestApp, String, String) {
     )
     .await
     .unwrap();
-    let gone = warden::accounts::add_local_user(
+    let gone = warden::identity::accounts::add_local_user(
         &app.state,
         "gone@example.org",
         &Secret::new("a password long enough"),
@@ -41,7 +41,7 @@ async fn busy_app() -> (TestApp, String, String) {
     )
     .await
     .unwrap();
-    warden::accounts::delete_user(&app.state, gone, &metadata)
+    warden::identity::accounts::delete_user(&app.state, gone, &metadata)
         .await
         .unwrap();
     let (runner_id, token) = app.create_runner(&admin).await;

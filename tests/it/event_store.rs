@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use rand::Rng;
 use uuid::Uuid;
-use warden::event_store::{self, EventStore, ExpectedVersion, StoreError};
 use warden::events::runner::{RunnerCreated, RunnerInvalidated};
 use warden::events::user::{LocalUserCreated, Role, UserDeleted, UserOrigin};
 use warden::events::{Event, LogCursor, Metadata, Pii, StreamId};
+use warden::log::event_store::{self, EventStore, ExpectedVersion, StoreError};
 
 use crate::harness::TestDb;
 
@@ -251,7 +251,7 @@ async fn an_event_that_commits_late_is_not_skipped() {
     assert_eq!(positions, HashSet::from([slow.cursor.position, fast.cursor.position]));
 }
 
-async fn log_settled(client: &warden::db::Connection) -> bool {
+async fn log_settled(client: &warden::platform::db::Connection) -> bool {
     client
         .query_one(
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint > coalesce(max(transaction_id), 0) FROM events",
@@ -262,7 +262,7 @@ async fn log_settled(client: &warden::db::Connection) -> bool {
         .get(0)
 }
 
-async fn naive_read_after(client: &warden::db::Connection, after: i64) -> Vec<i64> {
+async fn naive_read_after(client: &warden::platform::db::Connection, after: i64) -> Vec<i64> {
     client
         .query(
             "SELECT position FROM events WHERE position > $1 ORDER BY position",

@@ -13,10 +13,10 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 use warden::app::{AppState, Background};
-use warden::config::{Config, ProvisionedUser};
-use warden::db::Database;
-use warden::embedded_pg::{ClusterOptions, EmbeddedCluster};
-use warden::secrets::Secret;
+use warden::platform::config::{Config, ProvisionedUser};
+use warden::platform::db::Database;
+use warden::platform::embedded_pg::{ClusterOptions, EmbeddedCluster};
+use warden::platform::secrets::Secret;
 
 pub const ADMIN_EMAIL: &str = "admin@example.org";
 pub const ADMIN_PASSWORD: &str = "admin password that is long";
@@ -72,7 +72,7 @@ fn shared() -> &'static SharedCluster {
 }
 
 async fn create_template(cluster: &EmbeddedCluster) {
-    warden::database_setup::create_database_if_missing(&cluster.connect_config("postgres"), TEMPLATE)
+    warden::platform::database_setup::create_database_if_missing(&cluster.connect_config("postgres"), TEMPLATE)
         .await
         .unwrap();
     let db = Database::new(cluster.connect_config(TEMPLATE), 2).unwrap();
@@ -127,7 +127,7 @@ impl TestDb {
         )
     }
 
-    pub async fn client(&self) -> warden::db::Connection {
+    pub async fn client(&self) -> warden::platform::db::Connection {
         self.db.get().await.unwrap()
     }
 
@@ -219,7 +219,7 @@ impl TestDb {
         }
         let mut cursor = warden::events::LogCursor::START;
         loop {
-            let batch = warden::event_store::read_after(&tx, cursor, 1000).await.unwrap();
+            let batch = warden::log::event_store::read_after(&tx, cursor, 1000).await.unwrap();
             let Some(last) = batch.last().map(|e| e.cursor()) else {
                 break;
             };
@@ -298,7 +298,7 @@ impl TestApp {
             .with_test_writer()
             .try_init();
         let (state, background) = AppState::start(config, db.db.clone()).await.expect("app start");
-        warden::accounts::provision_from_config(&state)
+        warden::identity::accounts::provision_from_config(&state)
             .await
             .expect("provisioning");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

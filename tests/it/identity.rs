@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use warden::config::LocalAccountMode;
+use warden::platform::config::LocalAccountMode;
 
 use crate::harness::*;
 
@@ -492,7 +492,7 @@ async fn deleted_users_are_gone_at_once_and_their_personal_data_unreadable() {
             .status(),
         StatusCode::CREATED
     );
-    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
     assert!(report.differences.is_empty() && report.lagging.is_empty(), "{report:?}");
     // An admin cannot delete themselves while they are the only admin.
     let admin_id = self::user_id(&app, &admin).await;

@@ -1,4 +1,5 @@
 //! Integration tests: real PostgreSQL, real HTTP server, real binary.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
 mod harness;
 

@@ -5,8 +5,8 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use warden::config::{OidcProviderConfig, OidcRole};
-use warden::secrets::Secret;
+use warden::platform::config::{OidcProviderConfig, OidcRole};
+use warden::platform::secrets::Secret;
 
 use crate::harness::*;
 use crate::oidc_server::{browser, free_port, id_token_for, log_in_at_provider, OidcServer, CLIENT_ID, CLIENT_SECRET};

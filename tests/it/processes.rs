@@ -503,7 +503,9 @@ async fn reassignment_is_exactly_once_across_a_crash() {
     let (clean, log) = serve.stop();
     assert!(clean, "{}", important_lines(&log));
     assert_eq!(job_counts(&db).await, (2, 2));
-    let requeues = warden::reactions::requeues_by_job(&db.client().await).await.unwrap();
+    let requeues = warden::fleet::reactions::requeues_by_job(&db.client().await)
+        .await
+        .unwrap();
     assert_eq!(requeues.len(), 2);
     assert!(requeues.values().all(|n| *n == 1), "{requeues:?}");
 }

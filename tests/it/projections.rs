@@ -2,8 +2,8 @@
 //! the live tables.
 
 use reqwest::StatusCode;
-use warden::event_store;
 use warden::events::LogCursor;
+use warden::log::event_store;
 use warden::projections;
 
 use crate::harness::*;
@@ -23,17 +23,17 @@ async fn busy_app() -> TestApp {
         }
     }
     let metadata = warden::events::Metadata::system("test");
-    let extra = warden::accounts::add_local_user(
+    let extra = warden::identity::accounts::add_local_user(
         &app.state,
         "temp@example.org",
-        &warden::secrets::Secret::new("a temporary password"),
+        &warden::platform::secrets::Secret::new("a temporary password"),
         warden::events::user::Role::User,
         warden::events::user::UserOrigin::CommandLine,
         &metadata,
     )
     .await
     .unwrap();
-    warden::accounts::delete_user(&app.state, extra, &metadata)
+    warden::identity::accounts::delete_user(&app.state, extra, &metadata)
         .await
         .unwrap();
     app

@@ -2,7 +2,7 @@
 //! then changed only when the config differs.
 
 use reqwest::StatusCode;
-use warden::secrets::Secret;
+use warden::platform::secrets::Secret;
 
 use crate::harness::*;
 
@@ -23,7 +23,9 @@ async fn provisioning_is_idempotent_and_follows_config_changes() {
     assert_eq!(event_types(&app.db).await, ["LocalUserCreated", "LocalUserCreated"]);
 
     // Same config again (a restart): nothing is appended.
-    let changed = warden::accounts::provision_from_config(&app.state).await.unwrap();
+    let changed = warden::identity::accounts::provision_from_config(&app.state)
+        .await
+        .unwrap();
     assert!(changed.is_empty());
     let db = app.stop().await;
     let app = TestApp::start_on(db, test_config()).await;
@@ -79,7 +81,7 @@ async fn provisioning_is_idempotent_and_follows_config_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provisioned_email_taken_by_another_account_names_the_field() {
     let app = TestApp::start().await;
-    warden::accounts::add_local_user(
+    warden::identity::accounts::add_local_user(
         &app.state,
         "taken@example.org",
         &Secret::new("some long password"),
@@ -99,7 +101,7 @@ async fn a_provisioned_email_taken_by_another_account_names_the_field() {
         .unwrap()
         .email = "Taken@Example.org".into();
     let (state, background) = warden::app::AppState::start(config, db.db.clone()).await.unwrap();
-    let error = warden::accounts::provision_from_config(&state)
+    let error = warden::identity::accounts::provision_from_config(&state)
         .await
         .unwrap_err()
         .to_string();
@@ -123,7 +125,7 @@ async fn two_instances_provisioning_at_once_create_each_user_once() {
         .iter()
         .map(|(state, _)| {
             let state = std::sync::Arc::clone(state);
-            tokio::spawn(async move { warden::accounts::provision_from_config(&state).await })
+            tokio::spawn(async move { warden::identity::accounts::provision_from_config(&state).await })
         })
         .collect();
     for run in runs {

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use warden::events::user::{Role, UserOrigin};
 use warden::events::Metadata;
-use warden::secrets::Secret;
+use warden::platform::secrets::Secret;
 
 use crate::harness::*;
 
@@ -74,7 +74,7 @@ async fn admin_lists_filter_paginate_and_count() {
         let state = app.state.clone();
         let metadata = metadata.clone();
         async move {
-            warden::accounts::add_local_user(
+            warden::identity::accounts::add_local_user(
                 &state,
                 &email,
                 &Secret::new("a password long enough"),
@@ -86,7 +86,7 @@ async fn admin_lists_filter_paginate_and_count() {
             .unwrap()
         }
     };
-    warden::accounts::add_local_user(
+    warden::identity::accounts::add_local_user(
         &app.state,
         SUPPORT_EMAIL,
         &Secret::new(SUPPORT_PASSWORD),
@@ -100,7 +100,7 @@ async fn admin_lists_filter_paginate_and_count() {
         add(format!("extra{n}@example.org"), Role::User).await;
     }
     let gone = add("gone@example.org".into(), Role::User).await;
-    warden::accounts::delete_user(&app.state, gone, &metadata)
+    warden::identity::accounts::delete_user(&app.state, gone, &metadata)
         .await
         .unwrap();
     app.db.settle_log().await;

@@ -19,17 +19,17 @@ async fn busy_app() -> TestApp {
     let admin = app.admin_token().await;
     let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
     let metadata = warden::events::Metadata::system("test");
-    let gone = warden::accounts::add_local_user(
+    let gone = warden::identity::accounts::add_local_user(
         &app.state,
         "gone@example.org",
-        &warden::secrets::Secret::new("a password long enough"),
+        &warden::platform::secrets::Secret::new("a password long enough"),
         warden::events::user::Role::User,
         warden::events::user::UserOrigin::CommandLine,
         &metadata,
     )
     .await
     .unwrap();
-    warden::accounts::delete_user(&app.state, gone, &metadata)
+    warden::identity::accounts::delete_user(&app.state, gone, &metadata)
         .await
         .unwrap();
     let (runner_a, token_a) = app.create_runner(&admin).await;
@@ -66,7 +66,7 @@ async fn busy_app() -> TestApp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_passes_on_a_real_log_and_catches_a_corrupted_read_model() {
     let app = busy_app().await;
-    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
     assert!(report.differences.is_empty() && report.lagging.is_empty(), "{report:?}");
     assert!(report.events as i64 >= app.db.count_events().await);
 
@@ -80,7 +80,7 @@ async fn verify_passes_on_a_real_log_and_catches_a_corrupted_read_model() {
         )
         .await
         .unwrap();
-    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
     let mut tables: Vec<(&str, i64, i64)> = report
         .differences
         .iter()
@@ -142,13 +142,13 @@ async fn replay_swaps_rebuilt_read_models_in_while_serving() {
     // Repaired, and still equal to the log.
     let own: Vec<serde_json::Value> = app.get_json(&user, "/api/jobs").await.json().await.unwrap();
     assert_eq!(own.len(), 6);
-    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
     assert!(report.differences.is_empty(), "{report:?}");
     // The live projectors carry on on the swapped-in rows.
     let (_, token) = app.create_runner(&admin).await;
     assert_eq!(app.verify_runner(&token).await.status(), StatusCode::OK);
     assert_eq!(
-        warden::replay::run(&app.db.db, true, false)
+        warden::log::replay::run(&app.db.db, true, false)
             .await
             .unwrap()
             .differences
@@ -213,7 +213,7 @@ async fn first_release_events_are_upcast_by_projectors_and_replay() {
     let contacted: chrono::DateTime<chrono::Utc> = machines[0]["contacted_at"].as_str().unwrap().parse().unwrap();
     assert_eq!(contacted, recorded_at, "v1 registration time is its contact time");
 
-    let report = warden::replay::run(&app.db.db, true, false).await.unwrap();
+    let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
     assert!(report.differences.is_empty(), "{report:?}");
     app.stop().await;
 }

@@ -583,7 +583,7 @@ async fn an_invalidated_runners_jobs_go_to_another_runner() {
         assert_eq!(job["status"], "succeeded");
         assert_eq!(job["requeue_count"], 1);
     }
-    let requeues = warden::reactions::requeues_by_job(&app.db.client().await)
+    let requeues = warden::fleet::reactions::requeues_by_job(&app.db.client().await)
         .await
         .unwrap();
     assert_eq!(requeues.len(), 2);
@@ -630,7 +630,7 @@ async fn stale_machines_are_pruned_and_can_come_back() {
         app.post_json(&token, "/api/runners/verify", json!({"system_id": "r_fresh0000000"}))
             .await;
     }
-    let pruned = warden::machines::prune_stale(&app.state).await.unwrap();
+    let pruned = warden::fleet::machines::prune_stale(&app.state).await.unwrap();
     assert_eq!(pruned, 1);
     let machines = |runners: Vec<Value>| -> Vec<String> {
         let runner = runners.into_iter().find(|r| r["id"] == runner_id.as_str()).unwrap();

@@ -8,14 +8,15 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::optional_json;
-use crate::admin_queries::RunnerView;
 use crate::app::AppState;
 use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
+use crate::fleet::runners;
 use crate::http::auth::Admin;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
-use crate::{admin_queries, runners};
+use crate::queries;
+use crate::queries::RunnerView;
 use warden_events::user::Role;
 
 /// Optional body of `create_runner`; the seed's call sends none.
@@ -232,7 +233,7 @@ pub async fn update_runner(
         }
         None => {}
     }
-    let view = admin_queries::runner(&state, runner_id)
+    let view = queries::runner(&state, runner_id)
         .await?
         .ok_or_else(|| ApiError::not_found("runner_not_found", "runner not found"))?;
     Ok(HttpResponse::Ok().json(view))
@@ -262,10 +263,10 @@ pub async fn delete_user(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = *user_id;
     if user_id == admin.0.user_id {
-        crate::accounts::ensure_not_last_admin(&state, user_id).await?;
+        crate::identity::accounts::ensure_not_last_admin(&state, user_id).await?;
     }
     let metadata = context.metadata(admin.0.actor());
-    crate::accounts::delete_user(&state, user_id, &metadata).await?;
+    crate::identity::accounts::delete_user(&state, user_id, &metadata).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": user_id, "status": "deleted" })))
 }
 
@@ -314,6 +315,6 @@ pub async fn set_role(
         }
     };
     let metadata = context.metadata(admin.0.actor());
-    crate::accounts::change_role(&state, *user_id, role, &metadata).await?;
+    crate::identity::accounts::change_role(&state, *user_id, role, &metadata).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": *user_id, "role": role.as_str() })))
 }

@@ -8,11 +8,11 @@ use uuid::Uuid;
 use warden_events::StreamId;
 
 use crate::app::AppState;
-use crate::audit::AuditPage;
-use crate::audit::{self, AuditQuery};
 use crate::http::auth::AdminReader;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::log::audit::AuditPage;
+use crate::log::audit::{self, AuditQuery};
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

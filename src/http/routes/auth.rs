@@ -7,12 +7,12 @@ use utoipa::ToSchema;
 
 use super::path_segment;
 use crate::app::AppState;
-use crate::config::LocalAccountMode;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::session::cleared_cookie;
+use crate::platform::config::LocalAccountMode;
 
 #[derive(Serialize, ToSchema)]
 pub struct LoginOptions {
@@ -93,7 +93,7 @@ pub async fn logout(
     context: RequestContext,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
-    crate::accounts::revoke_sessions(&state, user.user_id, &metadata).await?;
+    crate::identity::accounts::revoke_sessions(&state, user.user_id, &metadata).await?;
     Ok(HttpResponse::Ok()
         .cookie(cleared_cookie(&state))
         .json(json!({ "status": "logged_out" })))

@@ -20,7 +20,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     connection
         .query_one("SELECT 1", &[])
         .await
-        .map_err(crate::db::DbError::from)?;
+        .map_err(crate::platform::db::DbError::from)?;
     Ok(HttpResponse::Ok().json(json!({
         "status": "ok",
         "projectors": state.commands.projections().status(),

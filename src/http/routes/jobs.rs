@@ -8,12 +8,12 @@ use uuid::Uuid;
 
 use super::queries::{check_limit, one_of, JOB_STATUSES};
 use crate::app::AppState;
+use crate::fleet::jobs;
+use crate::fleet::jobs::JobView;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
-use crate::jobs;
-use crate::jobs::JobView;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

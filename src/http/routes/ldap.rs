@@ -9,7 +9,7 @@ use crate::app::AppState;
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::session::{login_response, TokenResponse};
-use crate::ldap::{self, LdapLoginError};
+use crate::identity::ldap::{self, LdapLoginError};
 
 /// Login with an LDAP directory user (OAuth2 password grant form).
 ///

@@ -6,15 +6,15 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::accounts::{self, LoginError};
 use crate::app::AppState;
-use crate::auth::access_tokens::ADMIN_SCOPE;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::session::{login_response, TokenResponse};
-use crate::secrets::Secret;
+use crate::identity::access_tokens::ADMIN_SCOPE;
+use crate::identity::accounts::{self, LoginError};
+use crate::platform::secrets::Secret;
 
 /// OAuth2 password-grant form, as Project-W's clients send it.
 #[derive(Deserialize, ToSchema)]
@@ -141,7 +141,7 @@ pub async fn signup(
     let user_id = accounts::sign_up(&state, &body.email, &Secret::new(body.password), &metadata)
         .await
         .map_err(|error| match error {
-            crate::commands::CommandError::Domain(crate::domain::DomainError::Invalid {
+            crate::log::commands::CommandError::Domain(crate::domain::DomainError::Invalid {
                 code: "signup_disabled",
                 message,
             }) => ApiError::forbidden("signup_disabled", message),

@@ -12,8 +12,8 @@ use crate::app::AppState;
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::session::{login_response, TokenResponse};
-use crate::oidc::OidcError;
-use crate::secrets::tokens::hashes_match;
+use crate::identity::oidc::OidcError;
+use crate::platform::secrets::tokens::hashes_match;
 
 /// Ties the callback to the browser that started the login.
 const STATE_COOKIE: &str = "warden_oidc_state";

@@ -1,6 +1,6 @@
 //! Admin read-model queries (admins and the read-only support role):
 //! filtered, cursor-paginated lists answering `{items, next_cursor}`, and
-//! dashboard counts. The SQL lives in `crate::admin_queries`.
+//! dashboard counts. The SQL lives in `crate::queries`.
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -8,14 +8,14 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::admin_queries::{self, JobFilter, MachineFilter, PageCursor, RunnerFilter, UserFilter};
-use crate::admin_queries::{Dashboard, Page, RunnerView, UserSummary};
 use crate::app::AppState;
+use crate::fleet::jobs::JobView;
+use crate::fleet::machines::MachineView;
 use crate::http::auth::AdminReader;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
-use crate::jobs::JobView;
-use crate::machines::MachineView;
+use crate::queries::{self, JobFilter, MachineFilter, PageCursor, RunnerFilter, UserFilter};
+use crate::queries::{Dashboard, Page, RunnerView, UserSummary};
 
 const USER_ROLES: [&str; 3] = ["user", "support", "admin"];
 const RUNNER_STATUSES: [&str; 2] = ["active", "invalidated"];
@@ -41,10 +41,10 @@ fn paging(cursor: &Option<String>, limit: i64) -> Result<(Option<PageCursor>, i6
 
 /// A page size within 1..=MAX_PAGE.
 pub fn check_limit(limit: i64) -> Result<i64, ApiError> {
-    if !(1..=admin_queries::MAX_PAGE).contains(&limit) {
+    if !(1..=queries::MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_query",
-            format!("limit must be from 1 to {}", admin_queries::MAX_PAGE),
+            format!("limit must be from 1 to {}", queries::MAX_PAGE),
         ));
     }
     Ok(limit)
@@ -104,7 +104,7 @@ pub async fn users(
         include_deleted: params.include_deleted,
     };
     let connection = state.db.get().await?;
-    Ok(HttpResponse::Ok().json(admin_queries::users(&connection, filter, cursor, limit).await?))
+    Ok(HttpResponse::Ok().json(queries::users(&connection, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -156,7 +156,7 @@ pub async fn runners(
         contacted_since: params.contacted_since,
         not_contacted_since: params.not_contacted_since,
     };
-    Ok(HttpResponse::Ok().json(admin_queries::runners(&state, filter, cursor, limit).await?))
+    Ok(HttpResponse::Ok().json(queries::runners(&state, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -201,7 +201,7 @@ pub async fn machines(
         contacted_since: params.contacted_since,
         not_contacted_since: params.not_contacted_since,
     };
-    Ok(HttpResponse::Ok().json(admin_queries::machines(&state, filter, cursor, limit).await?))
+    Ok(HttpResponse::Ok().json(queries::machines(&state, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -247,7 +247,7 @@ pub async fn jobs(
         submitted_by: params.submitted_by,
     };
     let connection = state.db.get().await?;
-    Ok(HttpResponse::Ok().json(admin_queries::jobs(&connection, filter, cursor, limit).await?))
+    Ok(HttpResponse::Ok().json(queries::jobs(&connection, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -286,5 +286,5 @@ pub async fn dashboard(
     let active_within = chrono::Duration::from_std(active_within)
         .map_err(|_| ApiError::bad_request("invalid_query", "active_within is too long"))?;
     let connection = state.db.get().await?;
-    Ok(HttpResponse::Ok().json(admin_queries::dashboard(&connection, active_within).await?))
+    Ok(HttpResponse::Ok().json(queries::dashboard(&connection, active_within).await?))
 }

@@ -21,14 +21,14 @@ use warden_events::{Actor, Metadata};
 
 use super::optional_json;
 use crate::app::AppState;
-use crate::dispatcher::{Candidate, Delivery};
 use crate::domain::job::MachineRef;
+use crate::fleet::dispatcher::{Candidate, Delivery};
+use crate::fleet::jobs::{self, Assignment, JobView, Taker};
+use crate::fleet::machines;
 use crate::http::auth::Runner;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
-use crate::jobs::{self, Assignment, JobView, Taker};
-use crate::machines;
 
 const SYSTEM_ID_HEADER: &str = "x-runner-system-id";
 /// The machine of Project-W runners that do not name one.

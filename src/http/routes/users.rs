@@ -6,13 +6,13 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::api_tokens::{self, ApiTokenView, CreatedApiToken};
 use crate::app::AppState;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::session::cleared_cookie;
+use crate::identity::api_tokens::{self, ApiTokenView, CreatedApiToken};
 
 /// Who the access token belongs to.
 #[utoipa::path(
@@ -52,7 +52,7 @@ pub async fn delete_me(
     context: RequestContext,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
-    crate::accounts::delete_user(&state, user.user_id, &metadata).await?;
+    crate::identity::accounts::delete_user(&state, user.user_id, &metadata).await?;
     Ok(HttpResponse::Ok()
         .cookie(cleared_cookie(&state))
         .json(json!({ "id": user.user_id, "status": "deleted" })))

@@ -17,14 +17,14 @@ use uuid::Uuid;
 use warden_events::user::Role;
 use warden_events::Metadata;
 
-use crate::accounts::LoginError;
-use crate::accounts::{self, ExternalSync};
 use crate::app::AppState;
-use crate::commands::CommandError;
-use crate::config::Config;
 use crate::domain::user::ExternalKind;
-use crate::event_store::StoreError;
-use crate::login_throttle;
+use crate::identity::accounts::LoginError;
+use crate::identity::accounts::{self, ExternalSync};
+use crate::identity::throttle;
+use crate::log::commands::CommandError;
+use crate::log::event_store::StoreError;
+use crate::platform::config::Config;
 pub use directory::{Directory, DirectoryError, DirectoryUser};
 
 /// The configured directories, by provider name.
@@ -90,7 +90,7 @@ pub async fn login(
         .get(name)
         .ok_or_else(|| LdapLoginError::UnknownProvider(name.to_owned()))?;
     let provider = user_provider(name);
-    let attempt = login_throttle::Attempt {
+    let attempt = throttle::Attempt {
         provider: &provider,
         username,
         source_ip,
@@ -98,7 +98,7 @@ pub async fn login(
     // No pooled connection is held while the directory answers (it may
     // take up to its timeout).
     let connection = || async { state.db.get().await.map_err(StoreError::from).map_err(LoginError::from) };
-    if let Some(wait) = login_throttle::locked_for(&connection().await?, &attempt)
+    if let Some(wait) = throttle::locked_for(&connection().await?, &attempt)
         .await
         .map_err(LoginError::from)?
     {
@@ -107,15 +107,15 @@ pub async fn login(
     let user = match directory.authenticate(username, password).await {
         Ok(user) => user,
         Err(DirectoryError::InvalidCredentials) => {
-            let throttle = &state.config.security.login_throttle;
-            login_throttle::record_failure(&connection().await?, throttle, &attempt)
+            let limits = &state.config.security.login_throttle;
+            throttle::record_failure(&connection().await?, limits, &attempt)
                 .await
                 .map_err(LoginError::from)?;
             return Err(LoginError::InvalidCredentials.into());
         }
         Err(other) => return Err(LdapLoginError::Directory(other)),
     };
-    login_throttle::record_success(&connection().await?, &attempt)
+    throttle::record_success(&connection().await?, &attempt)
         .await
         .map_err(LoginError::from)?;
     // Only looked up when it matters: linking looks again anyway.
@@ -199,7 +199,7 @@ pub async fn sync(state: &AppState, name: &str) -> anyhow::Result<SyncReport> {
             .collect();
         drop(connection);
         for user_id in known.into_iter().filter(|id| !present.contains(id)) {
-            crate::accounts::delete_user(state, user_id, &metadata).await?;
+            crate::identity::accounts::delete_user(state, user_id, &metadata).await?;
             report.deleted += 1;
         }
     }

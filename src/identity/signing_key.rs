@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 use rand::RngCore;
 
-use crate::db::{Database, DbError};
+use crate::platform::db::{Database, DbError};
 
 const NAME: &str = "access_token_signing_key";
 pub const MIN_CONFIGURED_LENGTH: usize = 32;

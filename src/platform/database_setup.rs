@@ -1,9 +1,9 @@
 //! Picks the database: the configured URL, or warden's own embedded
 //! PostgreSQL cluster under `database.data_dir`.
 
-use crate::config::Config;
-use crate::db::Database;
-use crate::embedded_pg::{ClusterOptions, EmbeddedCluster};
+use crate::platform::config::Config;
+use crate::platform::db::Database;
+use crate::platform::embedded_pg::{ClusterOptions, EmbeddedCluster};
 
 /// Name of warden's database inside an embedded cluster.
 pub const EMBEDDED_DATABASE: &str = "warden";

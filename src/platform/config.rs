@@ -15,8 +15,8 @@ use figment::providers::{Env, Serialized};
 use figment::Figment;
 use serde::Deserialize;
 
-use crate::secrets::passwords;
-use crate::secrets::Secret;
+use crate::platform::secrets::passwords;
+use crate::platform::secrets::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -526,7 +526,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(key) = &self.security.secret_key {
-            if key.expose().len() < crate::auth::signing_key::MIN_CONFIGURED_LENGTH {
+            if key.expose().len() < crate::identity::signing_key::MIN_CONFIGURED_LENGTH {
                 return Err(field_error("security.secret_key", "must be at least 32 bytes long"));
             }
         }
@@ -614,7 +614,7 @@ impl Config {
             crate::domain::user::validate_email(&user.email)
                 .map_err(|e| field_error(format!("{field}.email"), e.to_string()))?;
             passwords::check_policy(user.password.expose()).map_err(|m| field_error(format!("{field}.password"), m))?;
-            let normalised = crate::event_store::claims::normalise_email(&user.email);
+            let normalised = crate::log::event_store::claims::normalise_email(&user.email);
             if let Some(other) = emails.insert(normalised, id) {
                 return Err(field_error(
                     format!("{field}.email"),

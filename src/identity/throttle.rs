@@ -14,8 +14,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
-use crate::config::LoginThrottleConfig;
-use crate::event_store::StoreError;
+use crate::log::event_store::StoreError;
+use crate::platform::config::LoginThrottleConfig;
 
 /// Which login form: the keys of different providers never mix.
 pub struct Attempt<'a> {
@@ -35,8 +35,11 @@ impl Attempt<'_> {
     /// The username only as a hash: this table must not become a list of
     /// people's emails (it outlives a user's deletion by up to a window).
     fn account_key(&self) -> String {
-        let account =
-            crate::secrets::tokens::hash(&format!("{}\n{}", self.provider, self.username.trim().to_lowercase()));
+        let account = crate::platform::secrets::tokens::hash(&format!(
+            "{}\n{}",
+            self.provider,
+            self.username.trim().to_lowercase()
+        ));
         format!("acct:{account}@{}", self.source_ip.unwrap_or("unknown"))
     }
 }

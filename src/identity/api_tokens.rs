@@ -10,10 +10,10 @@ use uuid::Uuid;
 use warden_events::{Metadata, StreamId};
 
 use crate::app::AppState;
-use crate::commands::CommandError;
 use crate::domain::user::{User, UserCommand};
-use crate::event_store::StoreError;
-use crate::secrets::tokens::{self, API_TOKEN_PREFIX};
+use crate::log::commands::CommandError;
+use crate::log::event_store::StoreError;
+use crate::platform::secrets::tokens::{self, API_TOKEN_PREFIX};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedApiToken {

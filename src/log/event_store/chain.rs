@@ -109,7 +109,7 @@ pub struct Verification {
 pub async fn verify<C: GenericClient>(client: &C, anchor: Option<&str>) -> Result<Verification, StoreError> {
     let anchor_position = match anchor {
         Some(anchor) => Some(parse_anchor(anchor).ok_or_else(|| {
-            StoreError::Db(crate::db::DbError::Config(format!(
+            StoreError::Db(crate::platform::db::DbError::Config(format!(
                 "malformed anchor `{anchor}`, expected <position>:<hex>"
             )))
         })?),

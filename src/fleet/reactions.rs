@@ -24,13 +24,13 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 use warden_events::{Event, LogCursor, Metadata, RecordedEvent, StreamId};
 
-use crate::commands::CommandService;
-use crate::db::Connection;
-use crate::dispatcher::Dispatcher;
 use crate::domain::job::{Job, JobCommand};
 use crate::domain::Aggregate;
-use crate::event_store::{self, ExpectedVersion, StoreError};
-use crate::log_follower::{save_checkpoint, LogConsumer};
+use crate::fleet::dispatcher::Dispatcher;
+use crate::log::commands::CommandService;
+use crate::log::event_store::{self, ExpectedVersion, StoreError};
+use crate::log::follower::{save_checkpoint, LogConsumer};
+use crate::platform::db::Connection;
 
 pub const NAME: &str = "reaction:job-reassignment";
 pub const REASON: &str = "runner invalidated";
@@ -191,7 +191,7 @@ impl LogConsumer for JobReassignment {
         }
         save_checkpoint(&tx, NAME, through).await?;
         if requeued > 0 {
-            crate::failpoint::pause_if_armed("reassignment-before-commit").await;
+            crate::platform::failpoint::pause_if_armed("reassignment-before-commit").await;
         }
         tx.commit().await?;
         if requeued > 0 {

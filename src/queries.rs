@@ -20,9 +20,9 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::event_store::StoreError;
-use crate::jobs::{job_view, JobView, JOB_COLUMNS};
-use crate::machines::MachineView;
+use crate::fleet::jobs::{job_view, JobView, JOB_COLUMNS};
+use crate::fleet::machines::MachineView;
+use crate::log::event_store::StoreError;
 
 pub const MAX_PAGE: i64 = 1000;
 
@@ -287,14 +287,14 @@ async fn machines_of<C: GenericClient>(
             &format!(
                 "SELECT {} FROM runner_machines WHERE pruned_at IS NULL AND runner_id = ANY($1)
                  ORDER BY registered_at, id",
-                crate::machines::MACHINE_COLUMNS
+                crate::fleet::machines::MACHINE_COLUMNS
             ),
             &[&runner_ids],
         )
         .await?;
     let mut by_runner: BTreeMap<Uuid, Vec<MachineView>> = BTreeMap::new();
     for row in &rows {
-        let view = crate::machines::machine_view(state, row);
+        let view = crate::fleet::machines::machine_view(state, row);
         by_runner.entry(view.runner_id).or_default().push(view);
     }
     Ok(by_runner)
@@ -323,12 +323,12 @@ pub async fn machines(
     let tail = select.page("registered_at", "id", cursor, limit);
     let sql = format!(
         "SELECT {} FROM runner_machines {tail}",
-        crate::machines::MACHINE_COLUMNS
+        crate::fleet::machines::MACHINE_COLUMNS
     );
     let rows = connection.query(&sql, &select.params()).await?;
     let machines = rows
         .iter()
-        .map(|row| crate::machines::machine_view(state, row))
+        .map(|row| crate::fleet::machines::machine_view(state, row))
         .collect();
     Ok(into_page(machines, limit, |m: &MachineView| PageCursor {
         at: m.registered_at,

@@ -8,7 +8,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use uuid::Uuid;
 
-use crate::config::RateLimitConfig;
+use crate::platform::config::RateLimitConfig;
 
 pub struct RunnerRateLimit {
     limiter: DefaultKeyedRateLimiter<Uuid>,

@@ -7,15 +7,15 @@ use warden_events::user::{Role, UserOrigin};
 use warden_events::{Metadata, StreamId};
 
 use crate::app::AppState;
-use crate::commands::CommandError;
-use crate::config::LocalAccountMode;
 use crate::domain::user::{Account, ActiveUser, ExternalKind, PasswordInput, User, UserCommand};
 use crate::domain::DomainError;
-use crate::event_store::claims::{self, normalise_email};
-use crate::event_store::StoreError;
-use crate::login_throttle;
-use crate::secrets::passwords;
-use crate::secrets::Secret;
+use crate::identity::throttle;
+use crate::log::commands::CommandError;
+use crate::log::event_store::claims::{self, normalise_email};
+use crate::log::event_store::StoreError;
+use crate::platform::config::LocalAccountMode;
+use crate::platform::secrets::passwords;
+use crate::platform::secrets::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -89,13 +89,13 @@ pub async fn password_login(
     if state.config.security.local_account.mode == LocalAccountMode::Disabled {
         return Err(LoginError::LocalLoginDisabled);
     }
-    let attempt = login_throttle::Attempt {
+    let attempt = throttle::Attempt {
         provider: "local",
         username: email,
         source_ip,
     };
     let connection = state.db.get().await.map_err(StoreError::from)?;
-    if let Some(wait) = login_throttle::locked_for(&connection, &attempt).await? {
+    if let Some(wait) = throttle::locked_for(&connection, &attempt).await? {
         return Err(LoginError::Throttled(wait));
     }
     let user = match find_local_user_id(&connection, email).await? {
@@ -118,10 +118,10 @@ pub async fn password_login(
     .unwrap_or(false);
     let connection = state.db.get().await.map_err(StoreError::from)?;
     let Some(user) = user.filter(|_| matches) else {
-        login_throttle::record_failure(&connection, &state.config.security.login_throttle, &attempt).await?;
+        throttle::record_failure(&connection, &state.config.security.login_throttle, &attempt).await?;
         return Err(LoginError::InvalidCredentials);
     };
-    login_throttle::record_success(&connection, &attempt).await?;
+    throttle::record_success(&connection, &attempt).await?;
     if want_admin && user.role != Role::Admin {
         return Err(LoginError::AdminScopeDenied);
     }

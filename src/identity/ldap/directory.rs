@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 
-use crate::config::LdapProviderConfig;
+use crate::platform::config::LdapProviderConfig;
 
 /// What warden needs of a directory user.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use rand::Rng;
 use warden_events::{Event, Metadata, StreamId};
 
 use crate::domain::{Aggregate, DomainError};
-use crate::event_store::{Appended, EventStore, ExpectedVersion, StoreError};
-use crate::projection_runner::{ProjectionLag, ProjectionRunner};
+use crate::log::event_store::{Appended, EventStore, ExpectedVersion, StoreError};
+use crate::log::projection_runner::{ProjectionLag, ProjectionRunner};
 
 /// Attempts per command before a conflict is reported to the caller.
 const MAX_ATTEMPTS: u32 = 8;

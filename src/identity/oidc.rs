@@ -29,11 +29,11 @@ use warden_events::user::Role;
 use warden_events::Metadata;
 
 use crate::app::AppState;
-use crate::commands::CommandError;
-use crate::config::{Config, OidcProviderConfig, OidcRole};
 use crate::domain::user::ExternalKind;
-use crate::event_store::StoreError;
-use crate::secrets::tokens;
+use crate::log::commands::CommandError;
+use crate::log::event_store::StoreError;
+use crate::platform::config::{Config, OidcProviderConfig, OidcRole};
+use crate::platform::secrets::tokens;
 
 /// How long a started login may take.
 const LOGIN_TIMEOUT_MINUTES: i32 = 10;
@@ -267,7 +267,8 @@ impl OidcProviders {
             }
         }
         let identity = identity.expect("set or returned above");
-        let user = crate::accounts::find_external_user(state, ExternalKind::Oidc, name, &identity.subject).await?;
+        let user =
+            crate::identity::accounts::find_external_user(state, ExternalKind::Oidc, name, &identity.subject).await?;
         Ok(user.map(|user_id| (user_id, identity.admin)))
     }
 
@@ -359,16 +360,18 @@ async fn link_or_update(
     identity: &OidcIdentity,
     metadata: &Metadata,
 ) -> Result<Uuid, OidcError> {
-    let identity = crate::accounts::ExternalIdentity {
+    let identity = crate::identity::accounts::ExternalIdentity {
         kind: ExternalKind::Oidc,
         provider: name,
         external_id: &identity.subject,
         email: &identity.email,
         role: if identity.admin { Role::Admin } else { Role::User },
     };
-    Ok(crate::accounts::link_or_sync_external(state, &identity, metadata)
-        .await?
-        .user_id())
+    Ok(
+        crate::identity::accounts::link_or_sync_external(state, &identity, metadata)
+            .await?
+            .user_id(),
+    )
 }
 
 #[cfg(test)]

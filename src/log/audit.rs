@@ -13,7 +13,7 @@ use warden_events::{Actor, Pii, RecordedEvent, StreamId};
 use crate::domain::runner::Runner;
 use crate::domain::user::{Account, User};
 use crate::domain::Aggregate;
-use crate::event_store::{self, StoreError};
+use crate::log::event_store::{self, StoreError};
 
 /// Fields never shown in the audit trail, even as hashes.
 const REDACTED: [&str; 2] = ["password_hash", "token_hash"];

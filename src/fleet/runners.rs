@@ -8,10 +8,10 @@ use uuid::Uuid;
 use warden_events::{Metadata, StreamId};
 
 use crate::app::AppState;
-use crate::commands::CommandError;
 use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
-use crate::event_store::StoreError;
-use crate::secrets::tokens::{self, RUNNER_TOKEN_PREFIX};
+use crate::log::commands::CommandError;
+use crate::log::event_store::StoreError;
+use crate::platform::secrets::tokens::{self, RUNNER_TOKEN_PREFIX};
 
 pub struct CreatedRunner {
     pub id: Uuid,

@@ -28,9 +28,9 @@ use serde::Serialize;
 use warden_events::{LogCursor, RecordedEvent};
 use warden_projections::Projection;
 
-use crate::db::{Connection, Database};
-use crate::event_store::{self, StoreError};
-use crate::log_follower::{load_checkpoint, save_checkpoint};
+use crate::log::event_store::{self, StoreError};
+use crate::log::follower::{load_checkpoint, save_checkpoint};
+use crate::platform::db::{Connection, Database};
 
 const BATCH: i64 = 5000;
 /// How long verify waits for the live projectors to reach the point the
@@ -116,7 +116,7 @@ impl Scratch {
             .batch_execute(&format!("RESET search_path; DROP SCHEMA {} CASCADE;", self.schema))
             .await;
         // Its session state and cache belong to the scratch schema.
-        crate::db::discard(connection);
+        crate::platform::db::discard(connection);
         Ok(outcome?)
     }
 }

@@ -28,10 +28,10 @@ use warden_events::job::JobOutcome;
 use warden_events::{Metadata, StreamId};
 
 use crate::app::AppState;
-use crate::commands::CommandError;
 use crate::domain::job::{Job, JobCommand, MachineRef};
 use crate::domain::Aggregate as _;
-use crate::event_store::{self, claims, ExpectedVersion, StoreError};
+use crate::log::commands::CommandError;
+use crate::log::event_store::{self, claims, ExpectedVersion, StoreError};
 use warden_projections::runners::assignment_lock_key;
 
 /// Candidates read from the queue per round.

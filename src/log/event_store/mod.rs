@@ -31,7 +31,7 @@ use uuid::Uuid;
 use warden_events::codec::{self, DecodeError};
 use warden_events::{Event, LogCursor, Metadata, RecordedEvent, StreamId};
 
-use crate::db::{Database, DbError};
+use crate::platform::db::{Database, DbError};
 
 /// Channel on which instances tell each other about appends.
 pub const APPEND_CHANNEL: &str = "warden_events";

@@ -22,11 +22,11 @@ use warden_events::machine::MachineInfo;
 use warden_events::{Metadata, StreamId};
 
 use crate::app::AppState;
-use crate::commands::CommandError;
 use crate::domain::job::MachineRef;
 use crate::domain::machine::{validate_system_id, Contact, Machine, MachineCommand};
-use crate::event_store::StoreError;
-use crate::runners::AuthenticatedRunner;
+use crate::fleet::runners::AuthenticatedRunner;
+use crate::log::commands::CommandError;
+use crate::log::event_store::StoreError;
 
 /// What this process knows about a machine beyond the log.
 struct Seen {

@@ -18,8 +18,8 @@ use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use warden_events::{LogCursor, RecordedEvent};
 
-use crate::db::Connection;
-use crate::event_store::{self, EventStore, StoreError};
+use crate::log::event_store::{self, EventStore, StoreError};
+use crate::platform::db::Connection;
 
 /// Upper bound of the idle poll; appends by this process wake followers
 /// at once, other instances' appends arrive through LISTEN.
@@ -203,7 +203,7 @@ impl SessionConnection {
 impl Drop for SessionConnection {
     fn drop(&mut self) {
         if let Some(connection) = self.0.take() {
-            crate::db::discard(connection);
+            crate::platform::db::discard(connection);
         }
     }
 }

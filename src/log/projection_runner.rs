@@ -1,4 +1,4 @@
-//! Runs the projectors: each follows the log ([`crate::log_follower`]) and
+//! Runs the projectors: each follows the log ([`crate::log::follower`]) and
 //! applies events to its read models, moving its checkpoint in the same
 //! transaction. Commands wait on [`ProjectionRunner::wait_for_events`]
 //! until the projectors concerned have passed their events, which makes
@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use warden_events::{Event, LogCursor, RecordedEvent};
 use warden_projections::Projection;
 
-use crate::db::Connection;
-use crate::event_store::{EventStore, StoreError};
-use crate::log_follower::{self, load_checkpoint, save_checkpoint, FollowerProgress, LogConsumer};
+use crate::log::event_store::{EventStore, StoreError};
+use crate::log::follower::{self, load_checkpoint, save_checkpoint, FollowerProgress, LogConsumer};
+use crate::platform::db::Connection;
 
 #[derive(Debug, thiserror::Error)]
 #[error("read models did not catch up within {waited:?} (projector `{projection}` is behind); the change is recorded and will apply once it does")]
@@ -143,7 +143,7 @@ impl ProjectionRunner {
             .iter()
             .map(|(projector, progress)| {
                 let consumer: Arc<dyn LogConsumer> = projector.clone();
-                tokio::spawn(log_follower::follow(
+                tokio::spawn(follower::follow(
                     self.store.clone(),
                     consumer,
                     Arc::clone(progress),

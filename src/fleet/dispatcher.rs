@@ -22,7 +22,7 @@ use uuid::Uuid;
 use warden_events::Metadata;
 
 use crate::app::AppState;
-use crate::jobs::{self, Assignment, JobView, Taker};
+use crate::fleet::jobs::{self, Assignment, JobView, Taker};
 
 const SAFETY_TICK: Duration = Duration::from_secs(1);
 /// Appends that are not known to concern jobs trigger a round at most this
@@ -174,7 +174,7 @@ impl Dispatcher {
     }
 
     /// Offers the queue to every waiting machine once, best first.
-    async fn round(&self, state: &AppState) -> Result<(), crate::commands::CommandError> {
+    async fn round(&self, state: &AppState) -> Result<(), crate::log::commands::CommandError> {
         let online_timeout = state.config.runners.online_timeout;
         let mut line: Vec<(i32, Instant, Slot, Candidate)> = Vec::new();
         {
@@ -230,11 +230,15 @@ impl Dispatcher {
     }
 }
 
-async fn queue_has_jobs(state: &AppState) -> Result<bool, crate::commands::CommandError> {
-    let connection = state.db.get().await.map_err(crate::event_store::StoreError::from)?;
+async fn queue_has_jobs(state: &AppState) -> Result<bool, crate::log::commands::CommandError> {
+    let connection = state
+        .db
+        .get()
+        .await
+        .map_err(crate::log::event_store::StoreError::from)?;
     let row = connection
         .query_one("SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued')", &[])
         .await
-        .map_err(crate::event_store::StoreError::from)?;
+        .map_err(crate::log::event_store::StoreError::from)?;
     Ok(row.get(0))
 }
