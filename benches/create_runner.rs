@@ -64,9 +64,13 @@ fn main() {
             run_clients("warden CreateRunner command, no HTTP", CLIENTS, duration, move |_| {
                 let state = Arc::clone(&state);
                 async move {
-                    warden::fleet::runners::create_runner(&state, Default::default(), &Metadata::system("bench"))
-                        .await
-                        .unwrap();
+                    warden::fleet::runners::create_runner(
+                        &state.commands,
+                        Default::default(),
+                        &Metadata::system("bench"),
+                    )
+                    .await
+                    .unwrap();
                 }
             })
             .await,

@@ -205,7 +205,7 @@ async fn submit_jobs(warden: &Warden, count: usize) {
             tokio::spawn(async move {
                 for n in (worker..count).step_by(16) {
                     warden::fleet::jobs::submit(
-                        &state,
+                        &state.fleet,
                         user,
                         json!({"n": n}),
                         Vec::new(),

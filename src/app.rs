@@ -1,17 +1,26 @@
-//! Everything a running warden needs, wired together once at start-up.
+//! The composition root: the one place that builds warden from its parts.
+//!
+//! Start-up has two stages:
+//! - [`Core::start`]: what every command needs, one-shot CLI commands
+//!   included: migrations, the event store, the projectors (so a command's
+//!   effects reach the read models before the process exits), the command
+//!   service, and the identity and fleet services (which start nothing).
+//! - [`AppState::serve`]: what only `warden serve` runs on top: the token
+//!   signing key, and the background tasks that act on their own (job
+//!   dispatcher, re-assignment reaction, machine pruner, periodic LDAP
+//!   sync). A one-shot command never starts one of them.
 
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::dispatcher::Dispatcher;
-use crate::fleet::jobs::{InFlight, ProgressThrottle};
-use crate::fleet::machines::MachinePresence;
-use crate::fleet::rate_limit::RunnerRateLimit;
 use crate::fleet::reactions::JobReassignment;
+use crate::fleet::Fleet;
 use crate::identity::access_tokens::AccessTokens;
-use crate::identity::signing_key;
+use crate::identity::ldap::LdapProviders;
+use crate::identity::oidc::OidcProviders;
+use crate::identity::{signing_key, Identity};
 use crate::log::commands::CommandService;
 use crate::log::event_store::EventStore;
 use crate::log::follower::{self, FollowerProgress, LogConsumer};
@@ -22,20 +31,6 @@ use crate::platform::db::Database;
 /// How long start-up waits for the projectors to reach the end of the log.
 const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
-pub struct AppState {
-    pub config: Config,
-    pub db: Database,
-    pub commands: CommandService,
-    pub access_tokens: AccessTokens,
-    pub dispatcher: Arc<Dispatcher>,
-    pub presence: MachinePresence,
-    pub progress: ProgressThrottle,
-    pub assigning: InFlight,
-    pub runner_rate_limit: RunnerRateLimit,
-    pub ldap: crate::identity::ldap::LdapProviders,
-    pub oidc: crate::identity::oidc::OidcProviders,
-}
-
 /// Background tasks of a running instance.
 pub struct Background {
     cancel: CancellationToken,
@@ -43,7 +38,7 @@ pub struct Background {
 }
 
 impl Background {
-    /// Stops the projectors after their current batch.
+    /// Stops every task (projectors after their current batch).
     pub async fn stop(self) {
         self.cancel.cancel();
         for task in self.tasks {
@@ -52,10 +47,19 @@ impl Background {
     }
 }
 
-impl AppState {
+/// What every command needs: the log, its projectors, and the services.
+pub struct Core {
+    pub config: Config,
+    pub db: Database,
+    pub commands: CommandService,
+    pub identity: Arc<Identity>,
+    pub fleet: Arc<Fleet>,
+}
+
+impl Core {
     /// Migrates the database, starts the projectors and the append
-    /// listener, and loads the token signing key.
-    pub async fn start(config: Config, db: Database) -> anyhow::Result<(Arc<AppState>, Background)> {
+    /// listener, and waits until the read models include the whole log.
+    pub async fn start(config: Config, db: Database) -> anyhow::Result<(Core, Background)> {
         let applied = db.migrate().await?;
         if !applied.is_empty() {
             tracing::info!(?applied, "applied database migrations");
@@ -66,43 +70,91 @@ impl AppState {
         let mut tasks = projections.start(cancel.clone());
         tasks.push(store.spawn_append_listener(db.config().clone(), cancel.clone()));
         tasks.push(store.spawn_append_notifier(cancel.clone()));
+        let background = Background { cancel, tasks };
         // Read models must not lag the log when the first request arrives
         // (after a crash the last projector batches may be missing).
-        projections.catch_up(CATCH_UP_TIMEOUT).await?;
-        let commands = CommandService::new(store.clone(), projections, config.http.consistency_timeout);
-        let key = signing_key::load_or_create(&db, config.security.secret_key.as_ref().map(|k| k.expose())).await?;
-        let access_tokens = AccessTokens::new(&key, config.security.access_token_lifetime);
-        let dispatcher = Arc::new(Dispatcher::default());
-        let reassignment: Arc<dyn LogConsumer> = Arc::new(JobReassignment {
+        if let Err(error) = projections.catch_up(CATCH_UP_TIMEOUT).await {
+            background.stop().await;
+            return Err(error.into());
+        }
+        let commands = CommandService::new(store, projections, config.http.consistency_timeout);
+        let identity = Arc::new(Identity {
+            db: db.clone(),
             commands: commands.clone(),
-            dispatcher: Arc::clone(&dispatcher),
+            security: config.security.clone(),
+            ldap: LdapProviders::from_config(&config)?,
+            oidc: OidcProviders::from_config(&config)?,
         });
-        tasks.push(tokio::spawn(follower::follow(
-            store,
+        let fleet = Arc::new(Fleet::new(db.clone(), commands.clone(), config.runners.clone()));
+        let core = Core {
+            config,
+            db,
+            commands,
+            identity,
+            fleet,
+        };
+        Ok((core, background))
+    }
+}
+
+/// Everything a serving instance needs (HTTP handlers take this).
+pub struct AppState {
+    pub config: Config,
+    pub db: Database,
+    pub commands: CommandService,
+    pub identity: Arc<Identity>,
+    pub fleet: Arc<Fleet>,
+    pub access_tokens: AccessTokens,
+}
+
+impl AppState {
+    /// Loads the token signing key and starts the serve-only background
+    /// tasks on top of `core`.
+    pub async fn serve(core: Core, background: &mut Background) -> anyhow::Result<Arc<AppState>> {
+        let key =
+            signing_key::load_or_create(&core.db, core.config.security.secret_key.as_ref().map(|k| k.expose())).await?;
+        let access_tokens = AccessTokens::new(&key, core.config.security.access_token_lifetime);
+        let cancel = background.cancel.clone();
+        let fleet = &core.fleet;
+        let reassignment: Arc<dyn LogConsumer> = Arc::new(JobReassignment {
+            commands: core.commands.clone(),
+            dispatcher: Arc::clone(&fleet.dispatcher),
+        });
+        background.tasks.push(tokio::spawn(follower::follow(
+            core.commands.store().clone(),
             reassignment,
             Arc::new(FollowerProgress::new()),
             cancel.clone(),
         )));
-        let ldap = crate::identity::ldap::LdapProviders::from_config(&config)?;
-        let state = Arc::new(AppState {
-            runner_rate_limit: RunnerRateLimit::new(&config.runners.rate_limit),
-            ldap,
-            oidc: crate::identity::oidc::OidcProviders::from_config(&config)?,
-            config,
-            db,
-            commands,
-            access_tokens,
-            dispatcher: Arc::clone(&dispatcher),
-            presence: MachinePresence::default(),
-            progress: ProgressThrottle::default(),
-            assigning: InFlight::default(),
-        });
-        tasks.push(dispatcher.spawn(Arc::clone(&state), cancel.clone()));
-        tasks.push(crate::fleet::machines::spawn_pruner(Arc::clone(&state), cancel.clone()));
-        tasks.extend(crate::identity::ldap::spawn_periodic_sync(
-            Arc::clone(&state),
-            cancel.clone(),
+        background
+            .tasks
+            .push(fleet.dispatcher.spawn(Arc::clone(fleet), cancel.clone()));
+        background
+            .tasks
+            .push(crate::fleet::machines::spawn_pruner(Arc::clone(fleet), cancel.clone()));
+        background.tasks.extend(crate::identity::ldap::spawn_periodic_sync(
+            Arc::clone(&core.identity),
+            cancel,
         ));
-        Ok((state, Background { cancel, tasks }))
+        Ok(Arc::new(AppState {
+            config: core.config,
+            db: core.db,
+            commands: core.commands,
+            identity: core.identity,
+            fleet: core.fleet,
+            access_tokens,
+        }))
+    }
+
+    /// Core and serve-only tasks together: a serving instance.
+    pub async fn start(config: Config, db: Database) -> anyhow::Result<(Arc<AppState>, Background)> {
+        let (core, mut background) = Core::start(config, db).await?;
+        match AppState::serve(core, &mut background).await {
+            Ok(state) => Ok((state, background)),
+            Err(error) => {
+                background.stop().await;
+                Err(error)
+            }
+        }
     }
 }

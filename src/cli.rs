@@ -10,7 +10,7 @@ use uuid::Uuid;
 use warden_events::user::{Role, UserOrigin};
 use warden_events::{Actor, Metadata};
 
-use crate::app::AppState;
+use crate::app::{AppState, Core};
 use crate::fleet::reconcile;
 use crate::identity::accounts;
 use crate::platform::config::Config;
@@ -192,10 +192,20 @@ impl Cli {
         let mut config = Config::load(path.as_deref())?;
         if let Some(url) = &self.database_url {
             config.database.url = Some(Secret::new(url.clone()));
+            config.unresolved.retain(|u| u.field != "database.url");
         }
         if let Some(dir) = &self.data_dir {
             config.database.data_dir = dir.clone();
+            config.unresolved.retain(|u| u.field != "database.data_dir");
         }
+        // Each command needs only the configuration it uses: `serve` all
+        // of it, `replay` only the database (not the admin's password).
+        let needed: &[&str] = match &self.command {
+            Command::Serve { .. } => &[""],
+            Command::Ldap(_) => &["database", "ldap_providers"],
+            _ => &["database"],
+        };
+        config.require(needed)?;
         Ok(config)
     }
 
@@ -224,18 +234,18 @@ impl Cli {
                 println!("applied {} migration(s)", applied.len());
                 handle.close().await;
             }
-            Command::User(command) => with_app(config, |state| user_command(state, command)).await?,
+            Command::User(command) => with_core(config, |core| user_command(core, command)).await?,
             Command::Ldap(LdapCommand::Sync { provider }) => {
-                with_app(config, |state| async move {
+                with_core(config, |core| async move {
                     let names: Vec<String> = match provider {
                         Some(name) => vec![name],
-                        None => state.ldap.names().cloned().collect(),
+                        None => core.identity.ldap.names().cloned().collect(),
                     };
                     if names.is_empty() {
                         anyhow::bail!("no ldap_providers are configured");
                     }
                     for name in names {
-                        let report = crate::identity::ldap::sync(&state, &name).await?;
+                        let report = crate::identity::ldap::sync(&core.identity, &name).await?;
                         println!("{}", serde_json::to_string(&report)?);
                     }
                     Ok(())
@@ -313,7 +323,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.http.listen.clone();
     let handle = DatabaseHandle::open(&config).await?;
     let (state, background) = AppState::start(config, handle.db.clone()).await?;
-    let changed = accounts::provision_from_config(&state).await?;
+    let changed = accounts::provision_from_config(&state.identity).await?;
     if !changed.is_empty() {
         tracing::info!(ids = ?changed, "provisioned users from the config");
     }
@@ -338,16 +348,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     outcome.context("HTTP server failed")
 }
 
-/// Runs a one-off operation with projectors running, so its effects reach
-/// the read models before the process exits.
-async fn with_app<F, Fut>(config: Config, operation: F) -> anyhow::Result<()>
+/// Runs a one-off operation on the core (projectors running, so its
+/// effects reach the read models before the process exits), never with a
+/// serve-only background task.
+async fn with_core<F, Fut>(config: Config, operation: F) -> anyhow::Result<()>
 where
-    F: FnOnce(std::sync::Arc<AppState>) -> Fut,
+    F: FnOnce(Core) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let handle = DatabaseHandle::open(&config).await?;
-    let (state, background) = AppState::start(config, handle.db.clone()).await?;
-    let outcome = operation(state).await;
+    let (core, background) = Core::start(config, handle.db.clone()).await?;
+    let outcome = operation(core).await;
     background.stop().await;
     handle.close().await;
     outcome
@@ -365,12 +376,12 @@ fn operator_metadata() -> Metadata {
     }
 }
 
-async fn user_command(state: std::sync::Arc<AppState>, command: UserCommand) -> anyhow::Result<()> {
+async fn user_command(core: Core, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add { email, role } => {
             let password = read_password()?;
             let id = accounts::add_local_user(
-                &state,
+                &core.commands,
                 &email,
                 &password,
                 role.into(),
@@ -381,12 +392,12 @@ async fn user_command(state: std::sync::Arc<AppState>, command: UserCommand) -> 
             println!("added user {id}");
         }
         UserCommand::Del { email } => {
-            let connection = state.db.get().await?;
+            let connection = core.db.get().await?;
             let Some(id) = accounts::find_local_user_id(&connection, &email).await? else {
                 bail!("no local account has the email {email}");
             };
             drop(connection);
-            accounts::delete_user(&state, id, &operator_metadata()).await?;
+            accounts::delete_user(&core.commands, id, &operator_metadata()).await?;
             println!("deleted user {id}");
         }
     }

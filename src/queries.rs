@@ -19,9 +19,9 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::fleet::jobs::{job_view, JobView, JOB_COLUMNS};
 use crate::fleet::machines::MachineView;
+use crate::fleet::Fleet;
 use crate::log::event_store::StoreError;
 
 pub const MAX_PAGE: i64 = 1000;
@@ -217,12 +217,12 @@ const LAST_CONTACT: &str =
     "(SELECT max(m.contacted_at) FROM runner_machines m WHERE m.runner_id = r.id AND m.pruned_at IS NULL)";
 
 pub async fn runners(
-    state: &AppState,
+    fleet: &Fleet,
     filter: RunnerFilter,
     cursor: Option<PageCursor>,
     limit: i64,
 ) -> Result<Page<RunnerView>, StoreError> {
-    let connection = state.db.get().await?;
+    let connection = fleet.db.get().await?;
     let mut select = Select::new();
     select.filter_opt("r.id = $", filter.id);
     select.filter_opt("r.status = $", filter.status);
@@ -241,7 +241,7 @@ pub async fn runners(
     );
     let rows = connection.query(&sql, &select.params()).await?;
     let ids: Vec<Uuid> = rows.iter().map(|row| row.get(0)).collect();
-    let mut machines = machines_of(state, &connection, &ids).await?;
+    let mut machines = machines_of(fleet, &connection, &ids).await?;
     let runners = rows
         .iter()
         .map(|row| {
@@ -269,16 +269,16 @@ pub async fn runners(
 }
 
 /// One runner with its machines.
-pub async fn runner(state: &AppState, id: Uuid) -> Result<Option<RunnerView>, StoreError> {
+pub async fn runner(fleet: &Fleet, id: Uuid) -> Result<Option<RunnerView>, StoreError> {
     let filter = RunnerFilter {
         id: Some(id),
         ..RunnerFilter::default()
     };
-    Ok(runners(state, filter, None, 1).await?.items.pop())
+    Ok(runners(fleet, filter, None, 1).await?.items.pop())
 }
 
 async fn machines_of<C: GenericClient>(
-    state: &AppState,
+    fleet: &Fleet,
     client: &C,
     runner_ids: &[Uuid],
 ) -> Result<BTreeMap<Uuid, Vec<MachineView>>, StoreError> {
@@ -294,7 +294,7 @@ async fn machines_of<C: GenericClient>(
         .await?;
     let mut by_runner: BTreeMap<Uuid, Vec<MachineView>> = BTreeMap::new();
     for row in &rows {
-        let view = crate::fleet::machines::machine_view(state, row);
+        let view = crate::fleet::machines::machine_view(&fleet.presence, row);
         by_runner.entry(view.runner_id).or_default().push(view);
     }
     Ok(by_runner)
@@ -309,12 +309,12 @@ pub struct MachineFilter {
 
 /// Runner machines (not pruned), newest registration first.
 pub async fn machines(
-    state: &AppState,
+    fleet: &Fleet,
     filter: MachineFilter,
     cursor: Option<PageCursor>,
     limit: i64,
 ) -> Result<Page<MachineView>, StoreError> {
-    let connection = state.db.get().await?;
+    let connection = fleet.db.get().await?;
     let mut select = Select::new();
     select.conditions.push("pruned_at IS NULL".to_owned());
     select.filter_opt("runner_id = $", filter.runner_id);
@@ -328,7 +328,7 @@ pub async fn machines(
     let rows = connection.query(&sql, &select.params()).await?;
     let machines = rows
         .iter()
-        .map(|row| crate::fleet::machines::machine_view(state, row))
+        .map(|row| crate::fleet::machines::machine_view(&fleet.presence, row))
         .collect();
     Ok(into_page(machines, limit, |m: &MachineView| PageCursor {
         at: m.registered_at,

@@ -93,7 +93,9 @@ impl Warden {
         );
         configure(&mut config);
         let (state, background) = AppState::start(config, db).await.unwrap();
-        warden::identity::accounts::provision_from_config(&state).await.unwrap();
+        warden::identity::accounts::provision_from_config(&state.identity)
+            .await
+            .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = warden::http::server(Arc::clone(&state), listener).unwrap();

@@ -40,7 +40,7 @@ pub struct RunnerSettings {
 pub enum RunnerCommand {
     Create {
         runner_id: Uuid,
-        /// SHA-256 of the freshly generated token (see `crate::platform::secrets`).
+        /// SHA-256 of the freshly generated token (see `platform::secrets::tokens`).
         token_hash: String,
         settings: RunnerSettings,
     },

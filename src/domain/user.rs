@@ -445,6 +445,11 @@ fn created(
     })])
 }
 
+/// Emails compare case-insensitively and without surrounding spaces.
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
 /// Deliberately loose: one `@` with text on both sides, no spaces. The
 /// address is an account name here, not something warden mails to.
 pub fn validate_email(email: &str) -> Result<(), DomainError> {

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warden_events::Metadata;
 
-use crate::app::AppState;
 use crate::fleet::jobs::{self, Assignment, JobView, Taker};
+use crate::fleet::Fleet;
 
 const SAFETY_TICK: Duration = Duration::from_secs(1);
 /// Appends that are not known to concern jobs trigger a round at most this
@@ -152,9 +152,9 @@ impl Dispatcher {
     }
 
     /// Runs dispatch rounds until `cancel` fires.
-    pub fn spawn(self: &Arc<Self>, state: Arc<AppState>, cancel: CancellationToken) -> JoinHandle<()> {
+    pub fn spawn(self: &Arc<Self>, fleet: Arc<Fleet>, cancel: CancellationToken) -> JoinHandle<()> {
         let dispatcher = Arc::clone(self);
-        let mut appends = state.commands.store().subscribe_appends();
+        let mut appends = fleet.commands.store().subscribe_appends();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -165,7 +165,7 @@ impl Dispatcher {
                     _ = appends.changed() => tokio::time::sleep(APPEND_ROUND_INTERVAL).await,
                     _ = tokio::time::sleep(SAFETY_TICK) => {}
                 }
-                if let Err(error) = dispatcher.round(&state).await {
+                if let Err(error) = dispatcher.round(&fleet).await {
                     tracing::warn!(%error, "job dispatch round failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -174,8 +174,8 @@ impl Dispatcher {
     }
 
     /// Offers the queue to every waiting machine once, best first.
-    async fn round(&self, state: &AppState) -> Result<(), crate::log::commands::CommandError> {
-        let online_timeout = state.config.runners.online_timeout;
+    async fn round(&self, fleet: &Fleet) -> Result<(), crate::log::commands::CommandError> {
+        let online_timeout = fleet.config.online_timeout;
         let mut line: Vec<(i32, Instant, Slot, Candidate)> = Vec::new();
         {
             let mut waiting = self.waiting.lock().expect("waiting room");
@@ -194,12 +194,12 @@ impl Dispatcher {
                     .map(|(id, o)| (o.candidate.priority, o.since, Slot::Online(*id), o.candidate.clone())),
             );
         }
-        if line.is_empty() || !queue_has_jobs(state).await? {
+        if line.is_empty() || !queue_has_jobs(fleet).await? {
             return Ok(());
         }
         line.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         for (_, _, slot, candidate) in line {
-            let outcome = jobs::assign_next(state, &candidate.taker, &candidate.metadata).await?;
+            let outcome = jobs::assign_next(fleet, &candidate.taker, &candidate.metadata).await?;
             let delivery = match outcome {
                 Assignment::NoJob => continue,
                 Assignment::Assigned(job) => Delivery::Job(job),
@@ -230,8 +230,8 @@ impl Dispatcher {
     }
 }
 
-async fn queue_has_jobs(state: &AppState) -> Result<bool, crate::log::commands::CommandError> {
-    let connection = state
+async fn queue_has_jobs(fleet: &Fleet) -> Result<bool, crate::log::commands::CommandError> {
+    let connection = fleet
         .db
         .get()
         .await

@@ -27,9 +27,9 @@ use uuid::Uuid;
 use warden_events::job::JobOutcome;
 use warden_events::{Metadata, StreamId};
 
-use crate::app::AppState;
 use crate::domain::job::{Job, JobCommand, MachineRef};
 use crate::domain::Aggregate as _;
+use crate::fleet::Fleet;
 use crate::log::commands::CommandError;
 use crate::log::event_store::{self, claims, ExpectedVersion, StoreError};
 use warden_projections::runners::assignment_lock_key;
@@ -86,7 +86,7 @@ pub fn job_view(row: &tokio_postgres::Row) -> JobView {
 }
 
 pub async fn submit(
-    state: &AppState,
+    fleet: &Fleet,
     submitted_by: Uuid,
     payload: serde_json::Value,
     required_tags: Vec<String>,
@@ -101,16 +101,16 @@ pub async fn submit(
         required_tags,
         priority,
     };
-    state
+    fleet
         .commands
         .execute_new::<Job>(&StreamId::job(job_id), &command, metadata)
         .await?;
-    state.dispatcher.kick();
+    fleet.dispatcher.kick();
     Ok(job_id)
 }
 
-pub async fn get(state: &AppState, job_id: Uuid) -> Result<Option<JobView>, StoreError> {
-    let connection = state.db.get().await?;
+pub async fn get(fleet: &Fleet, job_id: Uuid) -> Result<Option<JobView>, StoreError> {
+    let connection = fleet.db.get().await?;
     let select = connection
         .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
         .await?;
@@ -119,12 +119,12 @@ pub async fn get(state: &AppState, job_id: Uuid) -> Result<Option<JobView>, Stor
 
 /// Jobs, newest first; only `submitted_by`'s when given.
 pub async fn list(
-    state: &AppState,
+    fleet: &Fleet,
     submitted_by: Option<Uuid>,
     status: Option<&str>,
     limit: i64,
 ) -> Result<Vec<JobView>, StoreError> {
-    let connection = state.db.get().await?;
+    let connection = fleet.db.get().await?;
     let rows = connection
         .query(
             &format!(
@@ -139,13 +139,13 @@ pub async fn list(
 }
 
 pub async fn cancel(
-    state: &AppState,
+    fleet: &Fleet,
     job_id: Uuid,
     requested_by: Uuid,
     admin: bool,
     metadata: &Metadata,
 ) -> Result<(), CommandError> {
-    state
+    fleet
         .commands
         .execute::<Job>(
             &StreamId::job(job_id),
@@ -157,8 +157,8 @@ pub async fn cancel(
 }
 
 /// The job a machine runs, if any.
-pub async fn current_job(state: &AppState, machine_id: Uuid) -> Result<Option<Uuid>, StoreError> {
-    let connection = state.db.get().await?;
+pub async fn current_job(fleet: &Fleet, machine_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    let connection = fleet.db.get().await?;
     Ok(
         claims::owner_of(&connection, claims::MACHINE_JOB, &machine_id.to_string())
             .await?
@@ -191,19 +191,19 @@ pub enum Assignment {
 /// Machines asking at once read the same head of the queue; whoever loses
 /// the race for a job tries the other candidates in random order (so the
 /// losers spread out instead of colliding again), then re-reads the queue.
-pub async fn assign_next(state: &AppState, taker: &Taker, metadata: &Metadata) -> Result<Assignment, CommandError> {
-    if let Some(job) = current_job(state, taker.machine.machine_id).await? {
+pub async fn assign_next(fleet: &Fleet, taker: &Taker, metadata: &Metadata) -> Result<Assignment, CommandError> {
+    if let Some(job) = current_job(fleet, taker.machine.machine_id).await? {
         return Ok(Assignment::Busy(job));
     }
     for _ in 0..ROUNDS {
-        let mut candidates = queued_candidates(state, &taker.tags).await?;
+        let mut candidates = queued_candidates(fleet, &taker.tags).await?;
         if candidates.is_empty() {
             return Ok(Assignment::NoJob);
         }
         // The best first; the rest only matter after losing a race.
         candidates[1..].shuffle(&mut rand::thread_rng());
         for job_id in candidates {
-            match try_assign(state, taker, job_id, metadata).await? {
+            match try_assign(fleet, taker, job_id, metadata).await? {
                 Attempt::Lost => continue,
                 Attempt::Done(assignment) => return Ok(assignment),
             }
@@ -212,9 +212,9 @@ pub async fn assign_next(state: &AppState, taker: &Taker, metadata: &Metadata) -
     Ok(Assignment::NoJob)
 }
 
-async fn queued_candidates(state: &AppState, tags: &[String]) -> Result<Vec<Uuid>, StoreError> {
-    let in_flight = state.assigning.snapshot();
-    let connection = state.db.get().await?;
+async fn queued_candidates(fleet: &Fleet, tags: &[String]) -> Result<Vec<Uuid>, StoreError> {
+    let in_flight = fleet.assigning.snapshot();
+    let connection = fleet.db.get().await?;
     let select = connection
         // An ordered walk of the queue index (see migration V4).
         .prepare_cached("SELECT queue_head($1, $2, $3)")
@@ -267,18 +267,13 @@ enum Attempt {
     Done(Assignment),
 }
 
-async fn try_assign(
-    state: &AppState,
-    taker: &Taker,
-    job_id: Uuid,
-    metadata: &Metadata,
-) -> Result<Attempt, CommandError> {
+async fn try_assign(fleet: &Fleet, taker: &Taker, job_id: Uuid, metadata: &Metadata) -> Result<Attempt, CommandError> {
     // Held until the read model shows the outcome (the end of this call).
-    let Some(_in_flight) = state.assigning.mark(job_id) else {
+    let Some(_in_flight) = fleet.assigning.mark(job_id) else {
         return Ok(Attempt::Lost);
     };
     let stream = StreamId::job(job_id);
-    let mut connection = state.db.get().await.map_err(StoreError::from)?;
+    let mut connection = fleet.db.get().await.map_err(StoreError::from)?;
     let tx = connection.transaction().await.map_err(StoreError::from)?;
     // Reserve the job like SKIP LOCKED would, but with an advisory lock:
     // it is not a write, so the transaction still has no id when it loads
@@ -322,20 +317,16 @@ async fn try_assign(
     match event_store::append_in(&tx, &stream, expected, events.clone(), metadata).await {
         Ok(appended) => {
             tx.commit().await.map_err(StoreError::from)?;
-            state.commands.store().signal_append();
-            state
-                .commands
-                .projections()
-                .wait_for_events(appended.cursor, &events, state.config.http.consistency_timeout)
-                .await?;
-            let view = get(state, job_id).await?.expect("assigned job is projected");
+            fleet.commands.store().signal_append();
+            fleet.commands.wait_for_projection(&appended, &events).await?;
+            let view = get(fleet, job_id).await?.expect("assigned job is projected");
             Ok(Attempt::Done(Assignment::Assigned(Box::new(view))))
         }
         Err(StoreError::Conflict { .. }) => Ok(Attempt::Lost),
         Err(StoreError::ClaimTaken { scope }) if scope == claims::MACHINE_JOB => {
             drop(tx);
             Ok(Attempt::Done(
-                match current_job(state, taker.machine.machine_id).await? {
+                match current_job(fleet, taker.machine.machine_id).await? {
                     Some(job) => Assignment::Busy(job),
                     None => Assignment::NoJob,
                 },
@@ -385,7 +376,7 @@ pub struct ReportAnswer {
 }
 
 pub async fn report_progress(
-    state: &AppState,
+    fleet: &Fleet,
     machine: MachineRef,
     job_id: Uuid,
     progress: f64,
@@ -393,7 +384,7 @@ pub async fn report_progress(
     metadata: &Metadata,
 ) -> Result<ReportAnswer, CommandError> {
     let stream = StreamId::job(job_id);
-    let (job, _) = state.commands.load::<Job>(&stream).await?;
+    let (job, _) = fleet.commands.load::<Job>(&stream).await?;
     let command = JobCommand::Progress {
         by: machine,
         progress,
@@ -402,15 +393,15 @@ pub async fn report_progress(
     // Validate (ownership, range) on every report, record only some.
     job.decide(&command)?;
     let abort = matches!(&job, Job::Assigned(_, a) if a.cancel_requested);
-    let interval = state.config.runners.progress_record_interval;
-    if state.progress.should_record(job_id, progress, interval) {
-        state.commands.execute::<Job>(&stream, &command, metadata).await?;
+    let interval = fleet.config.progress_record_interval;
+    if fleet.progress.should_record(job_id, progress, interval) {
+        fleet.commands.execute::<Job>(&stream, &command, metadata).await?;
     }
     Ok(ReportAnswer { abort })
 }
 
 pub async fn finish(
-    state: &AppState,
+    fleet: &Fleet,
     machine: MachineRef,
     job_id: Uuid,
     outcome: JobOutcome,
@@ -422,34 +413,34 @@ pub async fn finish(
         outcome,
         result,
     };
-    state
+    fleet
         .commands
         .execute::<Job>(&StreamId::job(job_id), &command, metadata)
         .await?;
     // The machine is free again.
-    state.dispatcher.kick();
+    fleet.dispatcher.kick();
     Ok(())
 }
 
 /// Puts a machine's job back in the queue (the machine said goodbye).
 pub async fn requeue_from(
-    state: &AppState,
+    fleet: &Fleet,
     machine: MachineRef,
     reason: &str,
     metadata: &Metadata,
 ) -> Result<Option<Uuid>, CommandError> {
-    let Some(job_id) = current_job(state, machine.machine_id).await? else {
+    let Some(job_id) = current_job(fleet, machine.machine_id).await? else {
         return Ok(None);
     };
     let command = JobCommand::Requeue {
         runner_id: machine.runner_id,
         reason: reason.to_owned(),
     };
-    state
+    fleet
         .commands
         .execute::<Job>(&StreamId::job(job_id), &command, metadata)
         .await?;
-    state.dispatcher.kick();
+    fleet.dispatcher.kick();
     Ok(Some(job_id))
 }
 

@@ -21,10 +21,10 @@ use uuid::Uuid;
 use warden_events::machine::MachineInfo;
 use warden_events::{Metadata, StreamId};
 
-use crate::app::AppState;
 use crate::domain::job::MachineRef;
 use crate::domain::machine::{validate_system_id, Contact, Machine, MachineCommand};
 use crate::fleet::runners::AuthenticatedRunner;
+use crate::fleet::Fleet;
 use crate::log::commands::CommandError;
 use crate::log::event_store::StoreError;
 
@@ -57,7 +57,7 @@ impl MachinePresence {
 /// Records a request of machine `system_id` of `runner`; registers the
 /// machine on first contact. Cheap when nothing needs recording.
 pub async fn touch(
-    state: &AppState,
+    fleet: &Fleet,
     runner: &AuthenticatedRunner,
     system_id: &str,
     info: Option<MachineInfo>,
@@ -71,9 +71,9 @@ pub async fn touch(
         machine_id,
     };
     let now = Utc::now();
-    let record_every = state.config.runners.contact_record_interval;
+    let record_every = fleet.config.contact_record_interval;
     let due = {
-        let mut seen = state.presence.seen.lock().expect("presence");
+        let mut seen = fleet.presence.seen.lock().expect("presence");
         let entry = seen.entry(machine_id).or_insert_with(|| Seen {
             contacted_at: now,
             checked_at: DateTime::<Utc>::MIN_UTC,
@@ -104,13 +104,13 @@ pub async fn touch(
             at: now,
             record_every: chrono::Duration::from_std(record_every).unwrap_or(chrono::Duration::MAX),
         }));
-        let outcome = state
+        let outcome = fleet
             .commands
             .execute::<Machine>(&StreamId::runner_machine(machine_id), &command, metadata)
             .await;
         if let Err(error) = outcome {
             // Try again on the next request.
-            if let Some(entry) = state.presence.seen.lock().expect("presence").get_mut(&machine_id) {
+            if let Some(entry) = fleet.presence.seen.lock().expect("presence").get_mut(&machine_id) {
                 entry.checked_at = DateTime::<Utc>::MIN_UTC;
             }
             return Err(error);
@@ -142,7 +142,7 @@ pub const MACHINE_COLUMNS: &str = "id, runner_id, system_id, name, runner_versio
                                    ip_address, priority, registered_at, contacted_at";
 
 /// A `runner_machines` row with the freshest contact this process knows.
-pub fn machine_view(state: &AppState, row: &tokio_postgres::Row) -> MachineView {
+pub fn machine_view(presence: &MachinePresence, row: &tokio_postgres::Row) -> MachineView {
     let id: Uuid = row.get(0);
     let recorded: DateTime<Utc> = row.get(11);
     MachineView {
@@ -157,19 +157,16 @@ pub fn machine_view(state: &AppState, row: &tokio_postgres::Row) -> MachineView 
         ip_address: row.get(8),
         priority: row.get(9),
         registered_at: row.get(10),
-        contacted_at: state
-            .presence
-            .contacted_at(id)
-            .map_or(recorded, |fresh| fresh.max(recorded)),
+        contacted_at: presence.contacted_at(id).map_or(recorded, |fresh| fresh.max(recorded)),
     }
 }
 
 /// Prunes machines whose last recorded contact is older than the
 /// retention. Returns how many were pruned.
-pub async fn prune_stale(state: &AppState) -> Result<usize, CommandError> {
-    let retention = chrono::Duration::from_std(state.config.runners.machine_retention).unwrap_or(chrono::Duration::MAX);
+pub async fn prune_stale(fleet: &Fleet) -> Result<usize, CommandError> {
+    let retention = chrono::Duration::from_std(fleet.config.machine_retention).unwrap_or(chrono::Duration::MAX);
     let cutoff = Utc::now() - retention;
-    let connection = state.db.get().await.map_err(StoreError::from)?;
+    let connection = fleet.db.get().await.map_err(StoreError::from)?;
     let stale: Vec<Uuid> = connection
         .query(
             "SELECT id FROM runner_machines WHERE pruned_at IS NULL AND contacted_at < $1",
@@ -184,7 +181,7 @@ pub async fn prune_stale(state: &AppState) -> Result<usize, CommandError> {
     let metadata = Metadata::system("machine-pruning");
     let mut pruned = 0;
     for machine_id in stale {
-        let executed = state
+        let executed = fleet
             .commands
             .execute::<Machine>(
                 &StreamId::runner_machine(machine_id),
@@ -200,15 +197,15 @@ pub async fn prune_stale(state: &AppState) -> Result<usize, CommandError> {
 }
 
 /// Prunes every `runners.prune_check_interval` until `cancel` fires.
-pub fn spawn_pruner(state: Arc<AppState>, cancel: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_pruner(fleet: Arc<Fleet>, cancel: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let interval = state.config.runners.prune_check_interval;
+        let interval = fleet.config.prune_check_interval;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            match prune_stale(&state).await {
+            match prune_stale(&fleet).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned stale runner machines"),
                 Err(error) => tracing::warn!(%error, "pruning runner machines failed"),

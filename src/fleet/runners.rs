@@ -7,9 +7,8 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 use warden_events::{Metadata, StreamId};
 
-use crate::app::AppState;
 use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
-use crate::log::commands::CommandError;
+use crate::log::commands::{CommandError, CommandService};
 use crate::log::event_store::StoreError;
 use crate::platform::secrets::tokens::{self, RUNNER_TOKEN_PREFIX};
 
@@ -20,7 +19,7 @@ pub struct CreatedRunner {
 }
 
 pub async fn create_runner(
-    state: &AppState,
+    commands: &CommandService,
     settings: RunnerSettings,
     metadata: &Metadata,
 ) -> Result<CreatedRunner, CommandError> {
@@ -31,8 +30,7 @@ pub async fn create_runner(
         token_hash: token.hash,
         settings,
     };
-    state
-        .commands
+    commands
         .execute_new::<Runner>(&StreamId::runner(runner_id), &command, metadata)
         .await?;
     Ok(CreatedRunner {
@@ -44,13 +42,12 @@ pub async fn create_runner(
 /// Runs an admin command on a runner; when this returns, token checks and
 /// assignment see the change.
 pub async fn change_runner(
-    state: &AppState,
+    commands: &CommandService,
     runner_id: Uuid,
     command: RunnerCommand,
     metadata: &Metadata,
 ) -> Result<(), CommandError> {
-    state
-        .commands
+    commands
         .execute::<Runner>(&StreamId::runner(runner_id), &command, metadata)
         .await?;
     Ok(())
@@ -59,7 +56,7 @@ pub async fn change_runner(
 /// A fresh token for the runner; the old one stops at once, or at the end
 /// of `grace`.
 pub async fn reset_token(
-    state: &AppState,
+    commands: &CommandService,
     runner_id: Uuid,
     grace: Option<std::time::Duration>,
     metadata: &Metadata,
@@ -71,7 +68,7 @@ pub async fn reset_token(
         token_hash: token.hash,
         previous_token_valid_until,
     };
-    change_runner(state, runner_id, command, metadata).await?;
+    change_runner(commands, runner_id, command, metadata).await?;
     Ok(token.plain)
 }
 

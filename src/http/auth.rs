@@ -165,10 +165,10 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
 /// admin rights if it carries the provider's admin role.
 async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result<AuthenticatedUser, ApiError> {
     let invalid = || ApiError::unauthorized("invalid_token", "the access token is not valid");
-    if state.oidc.is_empty() || !AccessTokens::looks_like_jwt(token) {
+    if state.identity.oidc.is_empty() || !AccessTokens::looks_like_jwt(token) {
         return Err(invalid());
     }
-    let found = match state.oidc.verify_bearer_id_token(state, token).await {
+    let found = match state.identity.oidc.verify_bearer_id_token(&state.identity, token).await {
         Ok(found) => found,
         Err(crate::identity::oidc::OidcError::Unavailable(message)) => {
             tracing::warn!(%message, "could not check an OIDC ID token");
@@ -252,7 +252,8 @@ impl FromRequest for Runner {
             match outcome {
                 Ok(runner) => {
                     state
-                        .runner_rate_limit
+                        .fleet
+                        .rate_limit
                         .check(runner.runner_id)
                         .map_err(ApiError::too_many_requests)?;
                     Ok(Runner(runner))

@@ -6,11 +6,11 @@ use uuid::Uuid;
 use warden_events::user::{Role, UserOrigin};
 use warden_events::{Metadata, StreamId};
 
-use crate::app::AppState;
 use crate::domain::user::{Account, ActiveUser, ExternalKind, PasswordInput, User, UserCommand};
 use crate::domain::DomainError;
 use crate::identity::throttle;
-use crate::log::commands::CommandError;
+use crate::identity::Identity;
+use crate::log::commands::{CommandError, CommandService};
 use crate::log::event_store::claims::{self, normalise_email};
 use crate::log::event_store::StoreError;
 use crate::platform::config::LocalAccountMode;
@@ -80,13 +80,13 @@ pub async fn find_local_user_id<C: GenericClient>(client: &C, email: &str) -> Re
 /// Returns the user id; `want_admin` (scope=admin) is only granted to
 /// admins.
 pub async fn password_login(
-    state: &AppState,
+    identity: &Identity,
     email: &str,
     password: &str,
     want_admin: bool,
     source_ip: Option<&str>,
 ) -> Result<Uuid, LoginError> {
-    if state.config.security.local_account.mode == LocalAccountMode::Disabled {
+    if identity.security.local_account.mode == LocalAccountMode::Disabled {
         return Err(LoginError::LocalLoginDisabled);
     }
     let attempt = throttle::Attempt {
@@ -94,7 +94,7 @@ pub async fn password_login(
         username: email,
         source_ip,
     };
-    let connection = state.db.get().await.map_err(StoreError::from)?;
+    let connection = identity.db.get().await.map_err(StoreError::from)?;
     if let Some(wait) = throttle::locked_for(&connection, &attempt).await? {
         return Err(LoginError::Throttled(wait));
     }
@@ -116,9 +116,9 @@ pub async fn password_login(
     })
     .await
     .unwrap_or(false);
-    let connection = state.db.get().await.map_err(StoreError::from)?;
+    let connection = identity.db.get().await.map_err(StoreError::from)?;
     let Some(user) = user.filter(|_| matches) else {
-        throttle::record_failure(&connection, &state.config.security.login_throttle, &attempt).await?;
+        throttle::record_failure(&connection, &identity.security.login_throttle, &attempt).await?;
         return Err(LoginError::InvalidCredentials);
     };
     throttle::record_success(&connection, &attempt).await?;
@@ -130,32 +130,40 @@ pub async fn password_login(
 
 /// Self sign-up of a local account (only in mode `enabled`).
 pub async fn sign_up(
-    state: &AppState,
+    identity: &Identity,
     email: &str,
     password: &Secret,
     metadata: &Metadata,
 ) -> Result<Uuid, CommandError> {
-    if state.config.security.local_account.mode != LocalAccountMode::Enabled {
+    if identity.security.local_account.mode != LocalAccountMode::Enabled {
         return Err(DomainError::Invalid {
             code: "signup_disabled",
             message: "self sign-up is disabled on this server".into(),
         }
         .into());
     }
-    add_local_user(state, email, password, Role::User, UserOrigin::SignUp, metadata).await
+    add_local_user(
+        &identity.commands,
+        email,
+        password,
+        Role::User,
+        UserOrigin::SignUp,
+        metadata,
+    )
+    .await
 }
 
 /// A local account's new password, after checking the current one. Ends
 /// every session of the user (the caller issues a fresh token).
 pub async fn change_password(
-    state: &AppState,
+    commands: &CommandService,
     user_id: Uuid,
     current: &Secret,
     new: &Secret,
     metadata: &Metadata,
 ) -> Result<(), CommandError> {
     let stream = StreamId::user(user_id);
-    let (user, _) = state.commands.load::<User>(&stream).await?;
+    let (user, _) = commands.load::<User>(&stream).await?;
     let current_hash = match &user {
         User::Active(ActiveUser {
             account: Account::Local { password_hash, .. },
@@ -188,8 +196,7 @@ pub async fn change_password(
         .into());
     }
     let new_hash = hash_password(new).await?;
-    state
-        .commands
+    commands
         .execute::<User>(
             &stream,
             &UserCommand::ChangePassword {
@@ -203,11 +210,16 @@ pub async fn change_password(
 }
 
 /// Promotes or demotes a local account. The last admin cannot be demoted.
-pub async fn change_role(state: &AppState, user_id: Uuid, role: Role, metadata: &Metadata) -> Result<(), CommandError> {
+pub async fn change_role(
+    identity: &Identity,
+    user_id: Uuid,
+    role: Role,
+    metadata: &Metadata,
+) -> Result<(), CommandError> {
     if role != Role::Admin {
-        ensure_not_last_admin(state, user_id).await?;
+        ensure_not_last_admin(identity, user_id).await?;
     }
-    state
+    identity
         .commands
         .execute::<User>(&StreamId::user(user_id), &UserCommand::ChangeRole { role }, metadata)
         .await?;
@@ -216,8 +228,8 @@ pub async fn change_role(state: &AppState, user_id: Uuid, role: Role, metadata: 
 
 /// Refuses (409 `last_admin`) when `user_id` is the only admin left, so
 /// demoting or deleting them cannot leave warden without one.
-pub async fn ensure_not_last_admin(state: &AppState, user_id: Uuid) -> Result<(), CommandError> {
-    let connection = state.db.get().await.map_err(StoreError::from)?;
+pub async fn ensure_not_last_admin(identity: &Identity, user_id: Uuid) -> Result<(), CommandError> {
+    let connection = identity.db.get().await.map_err(StoreError::from)?;
     let others: i64 = connection
         .query_one(
             "SELECT count(*) FROM users WHERE role = 'admin' AND deleted_at IS NULL AND id <> $1",
@@ -240,9 +252,12 @@ pub async fn ensure_not_last_admin(state: &AppState, user_id: Uuid) -> Result<()
 }
 
 /// Log out everywhere.
-pub async fn revoke_sessions(state: &AppState, user_id: Uuid, metadata: &Metadata) -> Result<(), CommandError> {
-    state
-        .commands
+pub async fn revoke_sessions(
+    commands: &CommandService,
+    user_id: Uuid,
+    metadata: &Metadata,
+) -> Result<(), CommandError> {
+    commands
         .execute::<User>(
             &StreamId::user(user_id),
             &UserCommand::RevokeSessions { at: chrono::Utc::now() },
@@ -265,7 +280,7 @@ async fn hash_password(password: &Secret) -> Result<String, CommandError> {
 
 /// Creates a local account (command line, sign-up).
 pub async fn add_local_user(
-    state: &AppState,
+    commands: &CommandService,
     email: &str,
     password: &Secret,
     role: Role,
@@ -281,16 +296,14 @@ pub async fn add_local_user(
         role,
         origin,
     };
-    state
-        .commands
+    commands
         .execute_new::<User>(&StreamId::user(user_id), &command, metadata)
         .await?;
     Ok(user_id)
 }
 
-pub async fn delete_user(state: &AppState, user_id: Uuid, metadata: &Metadata) -> Result<(), CommandError> {
-    state
-        .commands
+pub async fn delete_user(commands: &CommandService, user_id: Uuid, metadata: &Metadata) -> Result<(), CommandError> {
+    commands
         .execute::<User>(&StreamId::user(user_id), &UserCommand::Delete, metadata)
         .await?;
     Ok(())
@@ -305,10 +318,10 @@ pub struct ProvisioningError {
 
 /// Makes every provisioned account match the config; appends events only
 /// for what differs. Returns the ids that changed.
-pub async fn provision_from_config(state: &AppState) -> Result<Vec<String>, ProvisioningError> {
+pub async fn provision_from_config(identity: &Identity) -> Result<Vec<String>, ProvisioningError> {
     let mut changed = Vec::new();
     let metadata = Metadata::system("config-provisioning");
-    for (id, wanted) in &state.config.security.local_account.user_provisioning {
+    for (id, wanted) in &identity.security.local_account.user_provisioning {
         let error = |reason: String| ProvisioningError { id: id.clone(), reason };
         let role = if wanted.is_admin { Role::Admin } else { Role::User };
         // Two instances starting together race for the provisioning id;
@@ -316,14 +329,14 @@ pub async fn provision_from_config(state: &AppState) -> Result<Vec<String>, Prov
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let connection = state.db.get().await.map_err(|e| error(e.to_string()))?;
+            let connection = identity.db.get().await.map_err(|e| error(e.to_string()))?;
             let existing = claims::owner_of(&connection, claims::PROVISIONING_ID, id)
                 .await
                 .map_err(|e| error(e.to_string()))?;
             drop(connection);
             let stream = existing.unwrap_or_else(|| StreamId::user(Uuid::now_v7()));
             let user_id = stream.id().expect("user streams carry their id");
-            let (current, _) = state
+            let (current, _) = identity
                 .commands
                 .load::<User>(&stream)
                 .await
@@ -336,7 +349,7 @@ pub async fn provision_from_config(state: &AppState) -> Result<Vec<String>, Prov
                 role,
                 password,
             };
-            match state.commands.execute::<User>(&stream, &command, &metadata).await {
+            match identity.commands.execute::<User>(&stream, &command, &metadata).await {
                 Ok(executed) => {
                     if executed.appended.is_some() {
                         changed.push(id.clone());
@@ -385,13 +398,13 @@ fn external_claim(kind: ExternalKind, provider: &str, external_id: &str) -> (&'s
 
 /// The warden user linked to a directory or provider identity, if any.
 pub async fn find_external_user(
-    state: &AppState,
+    identity: &Identity,
     kind: ExternalKind,
     provider: &str,
     external_id: &str,
 ) -> Result<Option<Uuid>, StoreError> {
     let (scope, key) = external_claim(kind, provider, external_id);
-    let connection = state.db.get().await?;
+    let connection = identity.db.get().await?;
     Ok(claims::owner_of(&connection, scope, &key)
         .await?
         .and_then(|stream| stream.id()))
@@ -428,19 +441,19 @@ impl ExternalSync {
 /// or records what changed about the linked user (`ExternalUserSynced`).
 /// Two first logins at once link one user: the loser updates the winner's.
 pub async fn link_or_sync_external(
-    state: &AppState,
-    identity: &ExternalIdentity<'_>,
+    identity: &Identity,
+    external: &ExternalIdentity<'_>,
     metadata: &Metadata,
 ) -> Result<ExternalSync, CommandError> {
-    let (scope, _) = external_claim(identity.kind, identity.provider, identity.external_id);
+    let (scope, _) = external_claim(external.kind, external.provider, external.external_id);
     loop {
-        let existing = find_external_user(state, identity.kind, identity.provider, identity.external_id).await?;
+        let existing = find_external_user(identity, external.kind, external.provider, external.external_id).await?;
         if let Some(user_id) = existing {
             let command = UserCommand::SyncExternal {
-                email: identity.email.to_owned(),
-                role: identity.role,
+                email: external.email.to_owned(),
+                role: external.role,
             };
-            let executed = state
+            let executed = identity
                 .commands
                 .execute::<User>(&StreamId::user(user_id), &command, metadata)
                 .await?;
@@ -453,13 +466,13 @@ pub async fn link_or_sync_external(
         let user_id = Uuid::now_v7();
         let command = UserCommand::LinkExternal {
             user_id,
-            kind: identity.kind,
-            provider: identity.provider.to_owned(),
-            external_id: identity.external_id.to_owned(),
-            email: identity.email.to_owned(),
-            role: identity.role,
+            kind: external.kind,
+            provider: external.provider.to_owned(),
+            external_id: external.external_id.to_owned(),
+            email: external.email.to_owned(),
+            role: external.role,
         };
-        match state
+        match identity
             .commands
             .execute_new::<User>(&StreamId::user(user_id), &command, metadata)
             .await

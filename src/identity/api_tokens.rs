@@ -9,9 +9,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use warden_events::{Metadata, StreamId};
 
-use crate::app::AppState;
 use crate::domain::user::{User, UserCommand};
-use crate::log::commands::CommandError;
+use crate::log::commands::{CommandError, CommandService};
 use crate::log::event_store::StoreError;
 use crate::platform::secrets::tokens::{self, API_TOKEN_PREFIX};
 
@@ -32,7 +31,7 @@ pub struct ApiTokenView {
 }
 
 pub async fn create(
-    state: &AppState,
+    commands: &CommandService,
     user_id: Uuid,
     name: &str,
     metadata: &Metadata,
@@ -44,8 +43,7 @@ pub async fn create(
         name: name.to_owned(),
         token_hash: generated.hash,
     };
-    state
-        .commands
+    commands
         .execute::<User>(&StreamId::user(user_id), &command, metadata)
         .await?;
     Ok(CreatedApiToken {
@@ -55,9 +53,13 @@ pub async fn create(
     })
 }
 
-pub async fn revoke(state: &AppState, user_id: Uuid, token_id: Uuid, metadata: &Metadata) -> Result<(), CommandError> {
-    state
-        .commands
+pub async fn revoke(
+    commands: &CommandService,
+    user_id: Uuid,
+    token_id: Uuid,
+    metadata: &Metadata,
+) -> Result<(), CommandError> {
+    commands
         .execute::<User>(
             &StreamId::user(user_id),
             &UserCommand::RevokeApiToken { token_id },

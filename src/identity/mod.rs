@@ -9,3 +9,17 @@ pub mod ldap;
 pub mod oidc;
 pub mod signing_key;
 pub mod throttle;
+
+use crate::log::commands::CommandService;
+use crate::platform::config::SecurityConfig;
+use crate::platform::db::Database;
+
+/// What the identity use cases work with. Built once by the composition
+/// root (`app.rs`); the periodic LDAP sync is started only by `serve`.
+pub struct Identity {
+    pub db: Database,
+    pub commands: CommandService,
+    pub security: SecurityConfig,
+    pub ldap: ldap::LdapProviders,
+    pub oidc: oidc::OidcProviders,
+}

@@ -28,8 +28,8 @@ use uuid::Uuid;
 use warden_events::user::Role;
 use warden_events::Metadata;
 
-use crate::app::AppState;
 use crate::domain::user::ExternalKind;
+use crate::identity::Identity;
 use crate::log::commands::CommandError;
 use crate::log::event_store::StoreError;
 use crate::platform::config::{Config, OidcProviderConfig, OidcRole};
@@ -136,7 +136,7 @@ impl OidcProviders {
     /// the `state` the callback must bring back.
     pub async fn begin_login(
         &self,
-        state: &AppState,
+        identity: &Identity,
         name: &str,
         redirect_uri: &str,
         want_admin: bool,
@@ -155,7 +155,7 @@ impl OidcProviders {
             .add_scope(Scope::new("profile".into()))
             .set_pkce_challenge(challenge)
             .url();
-        let connection = state.db.get().await.map_err(StoreError::from)?;
+        let connection = identity.db.get().await.map_err(StoreError::from)?;
         connection
             .execute(
                 "DELETE FROM oidc_logins WHERE created_at < now() - make_interval(mins => $1)",
@@ -185,7 +185,7 @@ impl OidcProviders {
     /// sync events record `request_metadata` (the callback request).
     pub async fn finish_login(
         &self,
-        state: &AppState,
+        identity: &Identity,
         name: &str,
         redirect_uri: &str,
         code: &str,
@@ -193,7 +193,7 @@ impl OidcProviders {
         request_metadata: &Metadata,
     ) -> Result<(Uuid, bool), OidcError> {
         let provider = self.provider(name)?;
-        let connection = state.db.get().await.map_err(StoreError::from)?;
+        let connection = identity.db.get().await.map_err(StoreError::from)?;
         // Taken at most once, and only for this provider, while fresh.
         let pending = connection
             .query_opt(
@@ -220,11 +220,11 @@ impl OidcProviders {
         let id_token = openidconnect::TokenResponse::id_token(&response)
             .ok_or_else(|| OidcError::InvalidIdToken("the provider sent no ID token".into()))?;
         let nonce = Nonce::new(nonce);
-        let identity = identify(provider, id_token, &client.id_token_verifier(), &nonce)?;
-        if want_admin && !identity.admin {
+        let verified = identify(provider, id_token, &client.id_token_verifier(), &nonce)?;
+        if want_admin && !verified.admin {
             return Err(OidcError::AdminScopeDenied);
         }
-        let user_id = link_or_update(state, name, &identity, request_metadata).await?;
+        let user_id = link_or_update(identity, name, &verified, request_metadata).await?;
         Ok((user_id, want_admin))
     }
 
@@ -233,7 +233,7 @@ impl OidcProviders {
     /// issued it.
     pub async fn verify_bearer_id_token(
         &self,
-        state: &AppState,
+        identity: &Identity,
         token: &str,
     ) -> Result<Option<(Uuid, bool)>, OidcError> {
         // Which provider: by the (not yet trusted) issuer.
@@ -249,7 +249,7 @@ impl OidcProviders {
         };
         let id_token: CoreIdToken = serde_json::from_value(Value::String(token.to_owned()))
             .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
-        let mut identity = None;
+        let mut verified = None;
         // Once more with fresh keys, in case the provider rotated them.
         for refresh in [false, true] {
             let metadata = self.metadata(provider, refresh).await?;
@@ -259,17 +259,17 @@ impl OidcProviders {
             let outcome = identify(provider, &id_token, &verifier, |_: Option<&Nonce>| Ok(()));
             match outcome {
                 Ok(found) => {
-                    identity = Some(found);
+                    verified = Some(found);
                     break;
                 }
                 Err(error) if refresh => return Err(error),
                 Err(_) => continue,
             }
         }
-        let identity = identity.expect("set or returned above");
-        let user =
-            crate::identity::accounts::find_external_user(state, ExternalKind::Oidc, name, &identity.subject).await?;
-        Ok(user.map(|user_id| (user_id, identity.admin)))
+        let verified = verified.expect("set or returned above");
+        let user = crate::identity::accounts::find_external_user(identity, ExternalKind::Oidc, name, &verified.subject)
+            .await?;
+        Ok(user.map(|user_id| (user_id, verified.admin)))
     }
 
     /// Login options to advertise: (name, icon) of providers not hidden.
@@ -355,20 +355,20 @@ fn unverified_claims(token: &str) -> Option<Value> {
 }
 
 async fn link_or_update(
-    state: &AppState,
+    identity: &Identity,
     name: &str,
-    identity: &OidcIdentity,
+    verified: &OidcIdentity,
     metadata: &Metadata,
 ) -> Result<Uuid, OidcError> {
-    let identity = crate::identity::accounts::ExternalIdentity {
+    let external = crate::identity::accounts::ExternalIdentity {
         kind: ExternalKind::Oidc,
         provider: name,
-        external_id: &identity.subject,
-        email: &identity.email,
-        role: if identity.admin { Role::Admin } else { Role::User },
+        external_id: &verified.subject,
+        email: &verified.email,
+        role: if verified.admin { Role::Admin } else { Role::User },
     };
     Ok(
-        crate::identity::accounts::link_or_sync_external(state, &identity, metadata)
+        crate::identity::accounts::link_or_sync_external(identity, &external, metadata)
             .await?
             .user_id(),
     )

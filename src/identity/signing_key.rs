@@ -7,7 +7,6 @@ use rand::RngCore;
 use crate::platform::db::{Database, DbError};
 
 const NAME: &str = "access_token_signing_key";
-pub const MIN_CONFIGURED_LENGTH: usize = 32;
 
 pub async fn load_or_create(db: &Database, configured: Option<&str>) -> Result<Vec<u8>, DbError> {
     if let Some(key) = configured {

@@ -58,6 +58,15 @@ impl CommandService {
         &self.projections
     }
 
+    /// Waits (up to the consistency timeout) until the read models that
+    /// `events` concern include an append made outside [`Self::execute`]
+    /// (inside a caller's own transaction).
+    pub async fn wait_for_projection(&self, appended: &Appended, events: &[Event]) -> Result<(), ProjectionLag> {
+        self.projections
+            .wait_for_events(appended.cursor, events, self.consistency_timeout)
+            .await
+    }
+
     /// Loads the current state of `stream`.
     pub async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<(A, ExpectedVersion), StoreError> {
         let history = self.store.read_stream(stream).await?;
@@ -113,9 +122,7 @@ impl CommandService {
             match self.store.append(stream, expected, events.clone(), metadata).await {
                 Ok(appended) => {
                     events.iter().for_each(|event| state.evolve(event));
-                    self.projections
-                        .wait_for_events(appended.cursor, &events, self.consistency_timeout)
-                        .await?;
+                    self.wait_for_projection(&appended, &events).await?;
                     return Ok(Executed {
                         state,
                         appended: Some(appended),

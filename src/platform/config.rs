@@ -18,6 +18,9 @@ use serde::Deserialize;
 use crate::platform::secrets::passwords;
 use crate::platform::secrets::Secret;
 
+/// Shortest `security.secret_key` accepted (it signs access tokens).
+pub const MIN_SECRET_KEY_LENGTH: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -54,6 +57,19 @@ pub struct Config {
     /// OpenID Connect providers users may log in with, by name (seed 000).
     #[serde(default)]
     pub oidc_providers: BTreeMap<String, OidcProviderConfig>,
+    /// Fields whose `${VARIABLE}` is not set (they hold an empty string).
+    /// Only the commands that use such a field refuse to run
+    /// ([`Config::require`]): `warden replay` needs no admin password.
+    #[serde(skip)]
+    pub unresolved: Vec<UnresolvedVariable>,
+}
+
+/// A `${VARIABLE}` in the config file that the environment does not set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnresolvedVariable {
+    /// Dotted path of the field, e.g. `security.local_account.user_provisioning.0.password`.
+    pub field: String,
+    pub variable: String,
 }
 
 /// One OpenID Connect provider (`oidc_providers.<name>`).
@@ -495,8 +511,9 @@ impl Config {
     /// Reads `path` (if any), applies `WARDEN_*` variables, validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::new();
+        let mut unresolved = Vec::new();
         if let Some(path) = path {
-            figment = figment.merge(Serialized::defaults(read_yaml(path)?));
+            figment = figment.merge(Serialized::defaults(read_yaml(path, &mut unresolved)?));
         }
         figment = figment.merge(Env::prefixed("WARDEN_").split("__").filter(|key| {
             [
@@ -511,7 +528,7 @@ impl Config {
             .any(|s| key.as_str().starts_with(s))
                 || key.as_str().contains("__")
         }));
-        let config: Config = figment.extract().map_err(|error| {
+        let mut config: Config = figment.extract().map_err(|error| {
             let field = error.path.join(".");
             let message = error.kind.to_string();
             if field.is_empty() {
@@ -520,13 +537,54 @@ impl Config {
                 field_error(field, message)
             }
         })?;
-        config.validate()?;
+        // A variable set through WARDEN_* after all is resolved.
+        unresolved.retain(|u: &UnresolvedVariable| {
+            let env_name = format!("WARDEN_{}", u.field.replace('.', "__")).to_uppercase();
+            std::env::var_os(env_name).is_none()
+        });
+        config.unresolved = unresolved;
+        if let Err(error) = config.validate() {
+            // A field that failed only because its variable is unset says so.
+            if let ConfigError::Field { field, .. } = &error {
+                config.require(&[field])?;
+            }
+            return Err(error);
+        }
         Ok(config)
     }
 
+    /// Refuses when a field under one of `sections` (dotted prefixes; `""`
+    /// is everything) names an environment variable that is not set.
+    pub fn require(&self, sections: &[&str]) -> Result<(), ConfigError> {
+        let covered = |field: &str| {
+            sections.iter().any(|section| {
+                section.is_empty()
+                    || field == *section
+                    || field.starts_with(&format!("{section}."))
+                    || section.starts_with(&format!("{field}."))
+            })
+        };
+        match self.unresolved.iter().find(|u| covered(&u.field)) {
+            Some(u) => Err(field_error(
+                u.field.clone(),
+                format!("environment variable {} is not set", u.variable),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn is_unresolved(&self, field: &str) -> bool {
+        self.unresolved.iter().any(|u| u.field == field)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(key) = &self.security.secret_key {
-            if key.expose().len() < crate::identity::signing_key::MIN_CONFIGURED_LENGTH {
+        if let Some(key) = self
+            .security
+            .secret_key
+            .as_ref()
+            .filter(|_| !self.is_unresolved("security.secret_key"))
+        {
+            if key.expose().len() < MIN_SECRET_KEY_LENGTH {
                 return Err(field_error("security.secret_key", "must be at least 32 bytes long"));
             }
         }
@@ -613,8 +671,11 @@ impl Config {
             let field = format!("security.local_account.user_provisioning.{id}");
             crate::domain::user::validate_email(&user.email)
                 .map_err(|e| field_error(format!("{field}.email"), e.to_string()))?;
-            passwords::check_policy(user.password.expose()).map_err(|m| field_error(format!("{field}.password"), m))?;
-            let normalised = crate::log::event_store::claims::normalise_email(&user.email);
+            if !self.is_unresolved(&format!("{field}.password")) {
+                passwords::check_policy(user.password.expose())
+                    .map_err(|m| field_error(format!("{field}.password"), m))?;
+            }
+            let normalised = crate::domain::user::normalise_email(&user.email);
             if let Some(other) = emails.insert(normalised, id) {
                 return Err(field_error(
                     format!("{field}.email"),
@@ -706,9 +767,10 @@ fn validate_ldap_provider(name: &str, ldap: &LdapProviderConfig) -> Result<(), C
     Ok(())
 }
 
-/// Parses the YAML file and expands `${NAME}` in its strings. Map keys
-/// become strings (provisioning ids are written as integers).
-fn read_yaml(path: &Path) -> Result<serde_yaml::Value, ConfigError> {
+/// Parses the YAML file and expands `${NAME}` in its strings; a field whose
+/// variable is not set becomes empty and is listed in `unresolved`. Map
+/// keys become strings (provisioning ids are written as integers).
+fn read_yaml(path: &Path, unresolved: &mut Vec<UnresolvedVariable>) -> Result<serde_yaml::Value, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
@@ -722,23 +784,30 @@ fn read_yaml(path: &Path) -> Result<serde_yaml::Value, ConfigError> {
     } else {
         value
     };
-    interpolate(value, &mut Vec::new())
+    interpolate(value, &mut Vec::new(), unresolved)
 }
 
-fn interpolate(value: serde_yaml::Value, field: &mut Vec<String>) -> Result<serde_yaml::Value, ConfigError> {
+fn interpolate(
+    value: serde_yaml::Value,
+    field: &mut Vec<String>,
+    unresolved: &mut Vec<UnresolvedVariable>,
+) -> Result<serde_yaml::Value, ConfigError> {
     use serde_yaml::Value;
     Ok(match value {
-        Value::String(text) => Value::String(
-            expand_env(&text)
-                .map_err(|name| field_error(field.join("."), format!("environment variable {name} is not set")))?,
-        ),
+        Value::String(text) => Value::String(expand_env(&text).unwrap_or_else(|variable| {
+            unresolved.push(UnresolvedVariable {
+                field: field.join("."),
+                variable,
+            });
+            String::new()
+        })),
         Value::Sequence(items) => Value::Sequence(
             items
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| {
                     field.push(i.to_string());
-                    let item = interpolate(item, field);
+                    let item = interpolate(item, field, unresolved);
                     field.pop();
                     item
                 })
@@ -756,13 +825,13 @@ fn interpolate(value: serde_yaml::Value, field: &mut Vec<String>) -> Result<serd
                     }
                 };
                 field.push(key.clone());
-                let item = interpolate(item, field)?;
+                let item = interpolate(item, field, unresolved)?;
                 field.pop();
                 out.insert(Value::String(key), item);
             }
             Value::Mapping(out)
         }
-        Value::Tagged(tagged) => interpolate(tagged.value, field)?,
+        Value::Tagged(tagged) => interpolate(tagged.value, field, unresolved)?,
         other => other,
     })
 }
@@ -829,7 +898,6 @@ mod tests {
             ("security:\n  local_account:\n    mode: sometimes\n", "security.local_account.mode"),
             ("security:\n  local_account:\n    user_provisioning:\n      7:\n        email: nope\n        password: long enough password\n", "security.local_account.user_provisioning.7.email"),
             ("security:\n  local_account:\n    user_provisioning:\n      1:\n        email: a@b.c\n        password: short\n", "security.local_account.user_provisioning.1.password"),
-            ("security:\n  local_account:\n    user_provisioning:\n      1:\n        email: a@b.c\n        password: ${WARDEN_TEST_SURELY_UNSET}\n", "security.local_account.user_provisioning.1.password"),
             ("http:\n  listen: not-an-address\n", "http.listen"),
             ("security:\n  secret_key: tooshort\n", "security.secret_key"),
             ("databse:\n  url: x\n", "databse"),
@@ -838,6 +906,29 @@ mod tests {
             let error = Config::load(Some(write(yaml).path())).unwrap_err().to_string();
             assert!(error.contains(field), "{field} missing from: {error}");
         }
+    }
+
+    #[test]
+    fn unset_variables_only_stop_the_commands_that_use_them() {
+        let yaml = "security:\n  local_account:\n    user_provisioning:\n      1:\n        email: a@b.c\n        password: ${WARDEN_TEST_SURELY_UNSET}\n";
+        let config = Config::load(Some(write(yaml).path())).expect("loads: replay needs no password");
+        config.require(&["database"]).expect("the database section is complete");
+        for sections in [&[""][..], &["security"], &["security.local_account.user_provisioning"]] {
+            let error = config.require(sections).unwrap_err().to_string();
+            assert!(
+                error.contains("security.local_account.user_provisioning.1.password")
+                    && error.contains("WARDEN_TEST_SURELY_UNSET"),
+                "{error}"
+            );
+        }
+        // A field that cannot be empty fails at load, naming the variable.
+        let listen = Config::load(Some(write("http:\n  listen: ${WARDEN_TEST_SURELY_UNSET}\n").path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            listen.contains("http.listen") && listen.contains("WARDEN_TEST_SURELY_UNSET"),
+            "{listen}"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ async fn busy_app() -> (TestApp, String, String) {
     let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
     let metadata = Metadata::system("test");
     warden::identity::accounts::add_local_user(
-        &app.state,
+        &app.state.commands,
         SUPPORT_EMAIL,
         &Secret::new(SUPPORT_PASSWORD),
         Role::Support,
@@ -32,7 +32,7 @@ async fn busy_app() -> (TestApp, String, String) {
     .await
     .unwrap();
     let gone = warden::identity::accounts::add_local_user(
-        &app.state,
+        &app.state.commands,
         "gone@example.org",
         &Secret::new("a password long enough"),
         Role::User,
@@ -41,7 +41,7 @@ async fn busy_app() -> (TestApp, String, String) {
     )
     .await
     .unwrap();
-    warden::identity::accounts::delete_user(&app.state, gone, &metadata)
+    warden::identity::accounts::delete_user(&app.state.commands, gone, &metadata)
         .await
         .unwrap();
     let (runner_id, token) = app.create_runner(&admin).await;

@@ -298,7 +298,7 @@ impl TestApp {
             .with_test_writer()
             .try_init();
         let (state, background) = AppState::start(config, db.db.clone()).await.expect("app start");
-        warden::identity::accounts::provision_from_config(&state)
+        warden::identity::accounts::provision_from_config(&state.identity)
             .await
             .expect("provisioning");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -205,7 +205,7 @@ async fn deleting_a_user_revokes_their_tokens_at_once() {
         .unwrap()
         .parse()
         .unwrap();
-    warden::identity::accounts::delete_user(&app.state, user_id, &warden::events::Metadata::system("test"))
+    warden::identity::accounts::delete_user(&app.state.commands, user_id, &warden::events::Metadata::system("test"))
         .await
         .unwrap();
     let after = app

@@ -205,7 +205,7 @@ async fn ldap_sync_links_updates_and_deletes_users() {
         "user_not_synced",
     )
     .await;
-    let report = warden::identity::ldap::sync(&app.state, "corp").await.unwrap();
+    let report = warden::identity::ldap::sync(&app.state.identity, "corp").await.unwrap();
     assert_eq!((report.linked, report.updated, report.deleted), (4, 0, 0), "{report:?}");
     let alice = ldap_token(&app, "corp", "alice", "alice-password", false).await;
     let mallory = ldap_token(&app, "corp", "mallory*", "mallory-password", false).await;
@@ -218,7 +218,7 @@ async fn ldap_sync_links_updates_and_deletes_users() {
          dn: cn=admins,ou=groups,dc=example,dc=org\nchangetype: modify\nreplace: member\nmember: uid=zoe\\+o'neil,ou=people,dc=example,dc=org\n",
     );
     directory.delete("uid=mallory*,ou=people,dc=example,dc=org");
-    let report = warden::identity::ldap::sync(&app.state, "corp").await.unwrap();
+    let report = warden::identity::ldap::sync(&app.state.identity, "corp").await.unwrap();
     assert_eq!((report.linked, report.updated, report.deleted), (0, 3, 1), "{report:?}");
     assert_eq!(me(&app, &alice).await["email"], "alice.new@example.org");
     assert_error(
@@ -234,7 +234,7 @@ async fn ldap_sync_links_updates_and_deletes_users() {
         "user_not_found",
     )
     .await;
-    let again = warden::identity::ldap::sync(&app.state, "corp").await.unwrap();
+    let again = warden::identity::ldap::sync(&app.state.identity, "corp").await.unwrap();
     assert_eq!(
         (again.linked, again.updated, again.deleted, again.unchanged),
         (0, 0, 0, 3),

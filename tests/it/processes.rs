@@ -366,6 +366,61 @@ fn a_bad_config_stops_start_up_naming_the_field() {
     assert!(stderr.contains("WARDEN_SURELY_UNSET_VARIABLE"), "{stderr}");
 }
 
+/// One-shot commands start only the core: `user add` with an LDAP
+/// provider that syncs every second never contacts the directory (a
+/// listener stands in for it and must see no connection), and `replay
+/// --verify` with the README's example config runs without the admin
+/// password it does not use, while `serve` still refuses without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_commands_start_no_serve_only_task_and_need_only_their_config() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let directory = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    directory.set_nonblocking(true).unwrap();
+    let dir = shared_tempdir();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "ldap_providers:\n  corp:\n    server_address: ldap://{}\n    service_account_auth:\n      user: cn=svc,dc=example,dc=org\n      password: secret\n    username_attributes: [uid]\n    uid_attribute: uid\n    mail_attribute: mail\n    user_query:\n      base_dn: dc=example,dc=org\n      filter: (objectClass=inetOrgPerson)\n    sync_interval: 1s\n    sync_del_old_users: true\n    timeout: 2s\n",
+            directory.local_addr().unwrap()
+        ),
+    );
+    let add = Command::new(warden_binary())
+        .args(["--config", config.to_str().unwrap(), "--database-url", &url])
+        .args(["user", "add", "oneshot@example.org"])
+        .env("WARDEN_USER_PASSWORD", "one shot password long")
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    std::thread::sleep(Duration::from_millis(200));
+    match directory.accept() {
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("`warden user add` contacted the LDAP directory: {other:?}"),
+    }
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("warden.example.yaml");
+    let replay = Command::new(warden_binary())
+        .args(["--config", example.to_str().unwrap(), "--database-url", &url])
+        .args(["replay", "--verify"])
+        .env_remove("WARDEN_ADMIN_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let serve = Command::new(warden_binary())
+        .args(["--config", example.to_str().unwrap(), "--database-url", &url])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("WARDEN_ADMIN_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        stderr.contains("security.local_account.user_provisioning.0.password")
+            && stderr.contains("WARDEN_ADMIN_PASSWORD"),
+        "{stderr}"
+    );
+}
+
 /// The log without debug noise, for failure messages.
 fn important_lines(log: &str) -> String {
     log.lines()

@@ -24,7 +24,7 @@ async fn busy_app() -> TestApp {
     }
     let metadata = warden::events::Metadata::system("test");
     let extra = warden::identity::accounts::add_local_user(
-        &app.state,
+        &app.state.commands,
         "temp@example.org",
         &warden::platform::secrets::Secret::new("a temporary password"),
         warden::events::user::Role::User,
@@ -33,7 +33,7 @@ async fn busy_app() -> TestApp {
     )
     .await
     .unwrap();
-    warden::identity::accounts::delete_user(&app.state, extra, &metadata)
+    warden::identity::accounts::delete_user(&app.state.commands, extra, &metadata)
         .await
         .unwrap();
     app

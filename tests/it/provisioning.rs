@@ -23,7 +23,7 @@ async fn provisioning_is_idempotent_and_follows_config_changes() {
     assert_eq!(event_types(&app.db).await, ["LocalUserCreated", "LocalUserCreated"]);
 
     // Same config again (a restart): nothing is appended.
-    let changed = warden::identity::accounts::provision_from_config(&app.state)
+    let changed = warden::identity::accounts::provision_from_config(&app.state.identity)
         .await
         .unwrap();
     assert!(changed.is_empty());
@@ -82,7 +82,7 @@ async fn provisioning_is_idempotent_and_follows_config_changes() {
 async fn a_provisioned_email_taken_by_another_account_names_the_field() {
     let app = TestApp::start().await;
     warden::identity::accounts::add_local_user(
-        &app.state,
+        &app.state.commands,
         "taken@example.org",
         &Secret::new("some long password"),
         warden::events::user::Role::User,
@@ -101,7 +101,7 @@ async fn a_provisioned_email_taken_by_another_account_names_the_field() {
         .unwrap()
         .email = "Taken@Example.org".into();
     let (state, background) = warden::app::AppState::start(config, db.db.clone()).await.unwrap();
-    let error = warden::identity::accounts::provision_from_config(&state)
+    let error = warden::identity::accounts::provision_from_config(&state.identity)
         .await
         .unwrap_err()
         .to_string();
@@ -125,7 +125,7 @@ async fn two_instances_provisioning_at_once_create_each_user_once() {
         .iter()
         .map(|(state, _)| {
             let state = std::sync::Arc::clone(state);
-            tokio::spawn(async move { warden::identity::accounts::provision_from_config(&state).await })
+            tokio::spawn(async move { warden::identity::accounts::provision_from_config(&state.identity).await })
         })
         .collect();
     for run in runs {

@@ -75,7 +75,7 @@ async fn admin_lists_filter_paginate_and_count() {
         let metadata = metadata.clone();
         async move {
             warden::identity::accounts::add_local_user(
-                &state,
+                &state.commands,
                 &email,
                 &Secret::new("a password long enough"),
                 role,
@@ -87,7 +87,7 @@ async fn admin_lists_filter_paginate_and_count() {
         }
     };
     warden::identity::accounts::add_local_user(
-        &app.state,
+        &app.state.commands,
         SUPPORT_EMAIL,
         &Secret::new(SUPPORT_PASSWORD),
         Role::Support,
@@ -100,7 +100,7 @@ async fn admin_lists_filter_paginate_and_count() {
         add(format!("extra{n}@example.org"), Role::User).await;
     }
     let gone = add("gone@example.org".into(), Role::User).await;
-    warden::identity::accounts::delete_user(&app.state, gone, &metadata)
+    warden::identity::accounts::delete_user(&app.state.commands, gone, &metadata)
         .await
         .unwrap();
     app.db.settle_log().await;

@@ -20,7 +20,7 @@ async fn busy_app() -> TestApp {
     let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
     let metadata = warden::events::Metadata::system("test");
     let gone = warden::identity::accounts::add_local_user(
-        &app.state,
+        &app.state.commands,
         "gone@example.org",
         &warden::platform::secrets::Secret::new("a password long enough"),
         warden::events::user::Role::User,
@@ -29,7 +29,7 @@ async fn busy_app() -> TestApp {
     )
     .await
     .unwrap();
-    warden::identity::accounts::delete_user(&app.state, gone, &metadata)
+    warden::identity::accounts::delete_user(&app.state.commands, gone, &metadata)
         .await
         .unwrap();
     let (runner_a, token_a) = app.create_runner(&admin).await;

@@ -630,7 +630,7 @@ async fn stale_machines_are_pruned_and_can_come_back() {
         app.post_json(&token, "/api/runners/verify", json!({"system_id": "r_fresh0000000"}))
             .await;
     }
-    let pruned = warden::fleet::machines::prune_stale(&app.state).await.unwrap();
+    let pruned = warden::fleet::machines::prune_stale(&app.state.fleet).await.unwrap();
     assert_eq!(pruned, 1);
     let machines = |runners: Vec<Value>| -> Vec<String> {
         let runner = runners.into_iter().find(|r| r["id"] == runner_id.as_str()).unwrap();

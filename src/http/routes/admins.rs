@@ -61,7 +61,7 @@ pub async fn create_runner(
         tags: body.tags,
         priority: body.priority,
     };
-    let created = runners::create_runner(&state, settings, &metadata).await?;
+    let created = runners::create_runner(&state.commands, settings, &metadata).await?;
     Ok(HttpResponse::Created().json(json!({ "id": created.id, "token": created.token })))
 }
 
@@ -106,7 +106,7 @@ pub async fn invalidate_runner(
     let runner_id = parse_runner_id(&query.runner_id)?;
     let metadata = context.metadata(admin.0.actor());
     let command = RunnerCommand::Invalidate { reason: query.reason };
-    runners::change_runner(&state, runner_id, command, &metadata).await?;
+    runners::change_runner(&state.commands, runner_id, command, &metadata).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": runner_id, "status": "invalidated" })))
 }
 
@@ -164,7 +164,7 @@ pub async fn reset_runner_token(
         }
     };
     let metadata = context.metadata(admin.0.actor());
-    let token = runners::reset_token(&state, runner_id, grace, &metadata).await?;
+    let token = runners::reset_token(&state.commands, runner_id, grace, &metadata).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": runner_id, "token": token })))
 }
 
@@ -224,16 +224,16 @@ pub async fn update_runner(
         tags: body.tags.unwrap_or(settings.tags),
         priority: body.priority.unwrap_or(settings.priority),
     };
-    runners::change_runner(&state, runner_id, RunnerCommand::Update(wanted), &metadata).await?;
+    runners::change_runner(&state.commands, runner_id, RunnerCommand::Update(wanted), &metadata).await?;
     match body.paused {
-        Some(true) => runners::change_runner(&state, runner_id, RunnerCommand::Pause, &metadata).await?,
+        Some(true) => runners::change_runner(&state.commands, runner_id, RunnerCommand::Pause, &metadata).await?,
         Some(false) => {
-            runners::change_runner(&state, runner_id, RunnerCommand::Resume, &metadata).await?;
-            state.dispatcher.kick();
+            runners::change_runner(&state.commands, runner_id, RunnerCommand::Resume, &metadata).await?;
+            state.fleet.dispatcher.kick();
         }
         None => {}
     }
-    let view = queries::runner(&state, runner_id)
+    let view = queries::runner(&state.fleet, runner_id)
         .await?
         .ok_or_else(|| ApiError::not_found("runner_not_found", "runner not found"))?;
     Ok(HttpResponse::Ok().json(view))
@@ -263,10 +263,10 @@ pub async fn delete_user(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = *user_id;
     if user_id == admin.0.user_id {
-        crate::identity::accounts::ensure_not_last_admin(&state, user_id).await?;
+        crate::identity::accounts::ensure_not_last_admin(&state.identity, user_id).await?;
     }
     let metadata = context.metadata(admin.0.actor());
-    crate::identity::accounts::delete_user(&state, user_id, &metadata).await?;
+    crate::identity::accounts::delete_user(&state.commands, user_id, &metadata).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": user_id, "status": "deleted" })))
 }
 
@@ -315,6 +315,6 @@ pub async fn set_role(
         }
     };
     let metadata = context.metadata(admin.0.actor());
-    crate::identity::accounts::change_role(&state, *user_id, role, &metadata).await?;
+    crate::identity::accounts::change_role(&state.identity, *user_id, role, &metadata).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": *user_id, "role": role.as_str() })))
 }

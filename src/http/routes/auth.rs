@@ -64,6 +64,7 @@ pub async fn providers(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         })
         .collect();
     let oidc = state
+        .identity
         .oidc
         .visible()
         .map(|(name, icon_url)| ProviderOption {
@@ -93,7 +94,7 @@ pub async fn logout(
     context: RequestContext,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
-    crate::identity::accounts::revoke_sessions(&state, user.user_id, &metadata).await?;
+    crate::identity::accounts::revoke_sessions(&state.commands, user.user_id, &metadata).await?;
     Ok(HttpResponse::Ok()
         .cookie(cleared_cookie(&state))
         .json(json!({ "status": "logged_out" })))

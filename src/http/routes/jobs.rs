@@ -48,7 +48,7 @@ pub async fn submit(
     let body = body.into_inner();
     let metadata = context.metadata(user.actor());
     let id = jobs::submit(
-        &state,
+        &state.fleet,
         user.user_id,
         body.payload,
         body.required_tags,
@@ -98,7 +98,7 @@ pub async fn list_own(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (status, limit) = query.into_inner().validated()?;
-    let jobs = jobs::list(&state, Some(user.user_id), status.as_deref(), limit).await?;
+    let jobs = jobs::list(&state.fleet, Some(user.user_id), status.as_deref(), limit).await?;
     Ok(HttpResponse::Ok().json(jobs))
 }
 
@@ -122,7 +122,7 @@ pub async fn get(
     user: AuthenticatedUser,
     job_id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    match jobs::get(&state, *job_id).await? {
+    match jobs::get(&state.fleet, *job_id).await? {
         Some(job) if job.submitted_by == user.user_id || user.admin_scope => Ok(HttpResponse::Ok().json(job)),
         _ => Err(ApiError::not_found("job_not_found", "job not found")),
     }
@@ -151,7 +151,7 @@ pub async fn cancel(
     job_id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
-    jobs::cancel(&state, *job_id, user.user_id, user.admin_scope, &metadata).await?;
-    let job = jobs::get(&state, *job_id).await?;
+    jobs::cancel(&state.fleet, *job_id, user.user_id, user.admin_scope, &metadata).await?;
+    let job = jobs::get(&state.fleet, *job_id).await?;
     Ok(HttpResponse::Ok().json(job))
 }

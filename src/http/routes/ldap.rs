@@ -42,21 +42,28 @@ pub async fn login(
     let metadata = context.metadata(Actor::System {
         component: format!("ldap-login:{provider}"),
     });
-    let user_id = ldap::login(&state, &provider, &form.username, &form.password, want_admin, &metadata)
-        .await
-        .map_err(|error| match error {
-            LdapLoginError::UnknownProvider(_) => ApiError::not_found("unknown_provider", error.to_string()),
-            LdapLoginError::NotSynced => ApiError::unauthorized("user_not_synced", error.to_string()),
-            LdapLoginError::Login(error) => login_error(error),
-            LdapLoginError::Directory(error) => {
-                tracing::warn!(provider = %provider, %error, "LDAP login failed on the directory side");
-                ApiError::new(
-                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "ldap_unavailable",
-                    "the LDAP directory could not be reached or refused the query; try again later",
-                )
-            }
-            LdapLoginError::Command(error) => error.into(),
-        })?;
+    let user_id = ldap::login(
+        &state.identity,
+        &provider,
+        &form.username,
+        &form.password,
+        want_admin,
+        &metadata,
+    )
+    .await
+    .map_err(|error| match error {
+        LdapLoginError::UnknownProvider(_) => ApiError::not_found("unknown_provider", error.to_string()),
+        LdapLoginError::NotSynced => ApiError::unauthorized("user_not_synced", error.to_string()),
+        LdapLoginError::Login(error) => login_error(error),
+        LdapLoginError::Directory(error) => {
+            tracing::warn!(provider = %provider, %error, "LDAP login failed on the directory side");
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "ldap_unavailable",
+                "the LDAP directory could not be reached or refused the query; try again later",
+            )
+        }
+        LdapLoginError::Command(error) => error.into(),
+    })?;
     Ok(login_response(&state, user_id, want_admin))
 }

@@ -98,7 +98,7 @@ pub async fn login(
     let form = form.into_inner();
     let want_admin = form.validated()?;
     let user_id = accounts::password_login(
-        &state,
+        &state.identity,
         &form.username,
         &form.password,
         want_admin,
@@ -138,7 +138,7 @@ pub async fn signup(
     let metadata = context.metadata(warden_events::Actor::System {
         component: "sign-up".into(),
     });
-    let user_id = accounts::sign_up(&state, &body.email, &Secret::new(body.password), &metadata)
+    let user_id = accounts::sign_up(&state.identity, &body.email, &Secret::new(body.password), &metadata)
         .await
         .map_err(|error| match error {
             crate::log::commands::CommandError::Domain(crate::domain::DomainError::Invalid {
@@ -179,7 +179,7 @@ pub async fn change_password(
     let body = body.into_inner();
     let metadata = context.metadata(user.actor());
     accounts::change_password(
-        &state,
+        &state.commands,
         user.user_id,
         &Secret::new(body.current_password),
         &Secret::new(body.new_password),

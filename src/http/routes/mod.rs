@@ -64,16 +64,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/admins/runners/{id}/state").route(web::get().to(audit::runner_at)))
         .service(resource("/api/admins/users/{id}/state").route(web::get().to(audit::user_at)))
         // Runners: GitLab-style machine protocol ...
-        .service(resource("/api/runners/verify").route(web::post().to(runners::verify)))
-        .service(resource("/api/runners/jobs/request").route(web::post().to(runners::request_job)))
-        .service(resource("/api/runners/jobs/{id}/progress").route(web::post().to(runners::report_progress)))
-        .service(resource("/api/runners/jobs/{id}/result").route(web::post().to(runners::submit_result)))
+        .service(resource("/api/runners/verify").route(web::post().to(runners::native::verify)))
+        .service(resource("/api/runners/jobs/request").route(web::post().to(runners::native::request_job)))
+        .service(resource("/api/runners/jobs/{id}/progress").route(web::post().to(runners::native::report_progress)))
+        .service(resource("/api/runners/jobs/{id}/result").route(web::post().to(runners::native::submit_result)))
         // ... and Project-W's.
-        .service(resource("/api/runners/register").route(web::post().to(runners::register)))
-        .service(resource("/api/runners/unregister").route(web::post().to(runners::unregister)))
-        .service(resource("/api/runners/heartbeat").route(web::post().to(runners::heartbeat)))
-        .service(resource("/api/runners/retrieve_job_info").route(web::get().to(runners::retrieve_job_info)))
-        .service(resource("/api/runners/submit_job_result").route(web::post().to(runners::submit_job_result)));
+        .service(resource("/api/runners/register").route(web::post().to(runners::project_w::register)))
+        .service(resource("/api/runners/unregister").route(web::post().to(runners::project_w::unregister)))
+        .service(resource("/api/runners/heartbeat").route(web::post().to(runners::project_w::heartbeat)))
+        .service(resource("/api/runners/retrieve_job_info").route(web::get().to(runners::project_w::retrieve_job_info)))
+        .service(
+            resource("/api/runners/submit_job_result").route(web::post().to(runners::project_w::submit_job_result)),
+        );
 }
 
 /// A resource whose wrong-method answer is a JSON 405.

@@ -79,8 +79,9 @@ pub async fn login(
     let want_admin = super::local_account::wants_admin(params.scope.as_deref())?;
     let redirect_uri = callback_url(&state, &request, &provider);
     let (url, csrf_state) = state
+        .identity
         .oidc
-        .begin_login(&state, &provider, &redirect_uri, want_admin)
+        .begin_login(&state.identity, &provider, &redirect_uri, want_admin)
         .await
         .map_err(oidc_error)?;
     let cookie = Cookie::build(STATE_COOKIE, csrf_state)
@@ -156,8 +157,16 @@ pub async fn callback(
         component: format!("oidc-login:{provider}"),
     });
     let (user_id, admin) = state
+        .identity
         .oidc
-        .finish_login(&state, &provider, &redirect_uri, &code, &returned_state, &metadata)
+        .finish_login(
+            &state.identity,
+            &provider,
+            &redirect_uri,
+            &code,
+            &returned_state,
+            &metadata,
+        )
         .await
         .map_err(oidc_error)?;
     let mut response = login_response(&state, user_id, admin);

@@ -156,7 +156,7 @@ pub async fn runners(
         contacted_since: params.contacted_since,
         not_contacted_since: params.not_contacted_since,
     };
-    Ok(HttpResponse::Ok().json(queries::runners(&state, filter, cursor, limit).await?))
+    Ok(HttpResponse::Ok().json(queries::runners(&state.fleet, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -201,7 +201,7 @@ pub async fn machines(
         contacted_since: params.contacted_since,
         not_contacted_since: params.not_contacted_since,
     };
-    Ok(HttpResponse::Ok().json(queries::machines(&state, filter, cursor, limit).await?))
+    Ok(HttpResponse::Ok().json(queries::machines(&state.fleet, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -52,7 +52,7 @@ pub async fn delete_me(
     context: RequestContext,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
-    crate::identity::accounts::delete_user(&state, user.user_id, &metadata).await?;
+    crate::identity::accounts::delete_user(&state.commands, user.user_id, &metadata).await?;
     Ok(HttpResponse::Ok()
         .cookie(cleared_cookie(&state))
         .json(json!({ "id": user.user_id, "status": "deleted" })))
@@ -86,7 +86,7 @@ pub async fn create_api_token(
     body: web::Json<NewApiTokenBody>,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
-    let created = api_tokens::create(&state, user.user_id, &body.name, &metadata).await?;
+    let created = api_tokens::create(&state.commands, user.user_id, &body.name, &metadata).await?;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -126,6 +126,6 @@ pub async fn revoke_api_token(
     token_id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
-    api_tokens::revoke(&state, user.user_id, *token_id, &metadata).await?;
+    api_tokens::revoke(&state.commands, user.user_id, *token_id, &metadata).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": *token_id, "status": "revoked" })))
 }

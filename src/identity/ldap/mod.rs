@@ -17,11 +17,11 @@ use uuid::Uuid;
 use warden_events::user::Role;
 use warden_events::Metadata;
 
-use crate::app::AppState;
 use crate::domain::user::ExternalKind;
 use crate::identity::accounts::LoginError;
 use crate::identity::accounts::{self, ExternalSync};
 use crate::identity::throttle;
+use crate::identity::Identity;
 use crate::log::commands::CommandError;
 use crate::log::event_store::StoreError;
 use crate::platform::config::Config;
@@ -77,7 +77,7 @@ fn user_provider(name: &str) -> String {
 /// user, recording `metadata` (the login request) on those events.
 /// `want_admin` is granted only to users `admin_query` returns.
 pub async fn login(
-    state: &AppState,
+    identity: &Identity,
     name: &str,
     username: &str,
     password: &str,
@@ -85,7 +85,7 @@ pub async fn login(
     metadata: &Metadata,
 ) -> Result<Uuid, LdapLoginError> {
     let source_ip = metadata.source_ip.as_deref();
-    let directory = state
+    let directory = identity
         .ldap
         .get(name)
         .ok_or_else(|| LdapLoginError::UnknownProvider(name.to_owned()))?;
@@ -97,7 +97,14 @@ pub async fn login(
     };
     // No pooled connection is held while the directory answers (it may
     // take up to its timeout).
-    let connection = || async { state.db.get().await.map_err(StoreError::from).map_err(LoginError::from) };
+    let connection = || async {
+        identity
+            .db
+            .get()
+            .await
+            .map_err(StoreError::from)
+            .map_err(LoginError::from)
+    };
     if let Some(wait) = throttle::locked_for(&connection().await?, &attempt)
         .await
         .map_err(LoginError::from)?
@@ -107,7 +114,7 @@ pub async fn login(
     let user = match directory.authenticate(username, password).await {
         Ok(user) => user,
         Err(DirectoryError::InvalidCredentials) => {
-            let limits = &state.config.security.login_throttle;
+            let limits = &identity.security.login_throttle;
             throttle::record_failure(&connection().await?, limits, &attempt)
                 .await
                 .map_err(LoginError::from)?;
@@ -120,39 +127,39 @@ pub async fn login(
         .map_err(LoginError::from)?;
     // Only looked up when it matters: linking looks again anyway.
     if !directory.config().sync_user_on_login
-        && linked_user(state, name, &user.uid)
+        && linked_user(identity, name, &user.uid)
             .await
             .map_err(LoginError::from)?
             .is_none()
     {
         return Err(LdapLoginError::NotSynced);
     }
-    let user_id = link_or_update(state, name, &user, metadata).await?.user_id();
+    let user_id = link_or_update(identity, name, &user, metadata).await?.user_id();
     if want_admin && !user.admin {
         return Err(LoginError::AdminScopeDenied.into());
     }
     Ok(user_id)
 }
 
-async fn linked_user(state: &AppState, name: &str, uid: &str) -> Result<Option<Uuid>, StoreError> {
-    accounts::find_external_user(state, ExternalKind::Ldap, name, uid).await
+async fn linked_user(identity: &Identity, name: &str, uid: &str) -> Result<Option<Uuid>, StoreError> {
+    accounts::find_external_user(identity, ExternalKind::Ldap, name, uid).await
 }
 
 /// Links a new directory user, or records what changed about a known one.
 async fn link_or_update(
-    state: &AppState,
+    identity: &Identity,
     name: &str,
     user: &DirectoryUser,
     metadata: &Metadata,
 ) -> Result<ExternalSync, CommandError> {
-    let identity = accounts::ExternalIdentity {
+    let external = accounts::ExternalIdentity {
         kind: ExternalKind::Ldap,
         provider: name,
         external_id: &user.uid,
         email: &user.email,
         role: if user.admin { Role::Admin } else { Role::User },
     };
-    accounts::link_or_sync_external(state, &identity, metadata).await
+    accounts::link_or_sync_external(identity, &external, metadata).await
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -165,8 +172,8 @@ pub struct SyncReport {
 }
 
 /// Brings warden's users of directory `name` in line with the directory.
-pub async fn sync(state: &AppState, name: &str) -> anyhow::Result<SyncReport> {
-    let directory = state
+pub async fn sync(identity: &Identity, name: &str) -> anyhow::Result<SyncReport> {
+    let directory = identity
         .ldap
         .get(name)
         .ok_or_else(|| anyhow::anyhow!("no LDAP provider named `{name}`"))?;
@@ -178,7 +185,7 @@ pub async fn sync(state: &AppState, name: &str) -> anyhow::Result<SyncReport> {
     };
     let mut present = HashSet::new();
     for user in &users {
-        let outcome = link_or_update(state, name, user, &metadata).await?;
+        let outcome = link_or_update(identity, name, user, &metadata).await?;
         present.insert(outcome.user_id());
         match outcome {
             ExternalSync::Linked(_) => report.linked += 1,
@@ -187,7 +194,7 @@ pub async fn sync(state: &AppState, name: &str) -> anyhow::Result<SyncReport> {
         }
     }
     if directory.config().sync_del_old_users {
-        let connection = state.db.get().await?;
+        let connection = identity.db.get().await?;
         let known: Vec<Uuid> = connection
             .query(
                 "SELECT id FROM users WHERE provider = $1 AND deleted_at IS NULL",
@@ -199,7 +206,7 @@ pub async fn sync(state: &AppState, name: &str) -> anyhow::Result<SyncReport> {
             .collect();
         drop(connection);
         for user_id in known.into_iter().filter(|id| !present.contains(id)) {
-            crate::identity::accounts::delete_user(state, user_id, &metadata).await?;
+            crate::identity::accounts::delete_user(&identity.commands, user_id, &metadata).await?;
             report.deleted += 1;
         }
     }
@@ -208,17 +215,20 @@ pub async fn sync(state: &AppState, name: &str) -> anyhow::Result<SyncReport> {
 
 /// Syncs every directory with a `sync_interval` that often; failures are
 /// logged and retried at the next interval.
-pub fn spawn_periodic_sync(state: Arc<AppState>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+pub fn spawn_periodic_sync(identity: Arc<Identity>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
-    for name in state.ldap.names().cloned().collect::<Vec<_>>() {
-        let interval = state.config.ldap_providers[&name].sync_interval;
-        if interval.is_zero() {
-            continue;
-        }
-        let (state, cancel) = (Arc::clone(&state), cancel.clone());
+    let providers: Vec<(String, std::time::Duration)> = identity
+        .ldap
+        .directories
+        .iter()
+        .map(|(name, directory)| (name.clone(), directory.config().sync_interval))
+        .filter(|(_, interval)| !interval.is_zero())
+        .collect();
+    for (name, interval) in providers {
+        let (identity, cancel) = (Arc::clone(&identity), cancel.clone());
         tasks.push(tokio::spawn(async move {
             loop {
-                match sync(&state, &name).await {
+                match sync(&identity, &name).await {
                     Ok(report) => tracing::info!(?report, "LDAP sync done"),
                     Err(error) => tracing::warn!(provider = %name, %error, "LDAP sync failed; retrying next interval"),
                 }

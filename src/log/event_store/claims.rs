@@ -31,10 +31,7 @@ pub fn oidc_subject_key(provider: &str, subject: &str) -> String {
     format!("{provider}\n{subject}")
 }
 
-/// Emails compare case-insensitively and without surrounding spaces.
-pub fn normalise_email(email: &str) -> String {
-    email.trim().to_lowercase()
-}
+pub use crate::domain::user::normalise_email;
 
 enum ClaimChange {
     Take { scope: &'static str, value: String },
