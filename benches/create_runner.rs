@@ -16,7 +16,7 @@ use std::sync::Arc;
 use common::{pgbench, report, run_clients, Warden};
 use uuid::Uuid;
 use warden::events::runner::RunnerCreated;
-use warden::events::{Event, Metadata, StreamId};
+use warden::events::{Event, Metadata, RunnerEvent, StreamId};
 use warden::log::event_store::{EventStore, ExpectedVersion};
 
 const CLIENTS: usize = 16;
@@ -81,13 +81,13 @@ fn main() {
                 let store = store.clone();
                 async move {
                     let runner_id = Uuid::now_v7();
-                    let event = Event::RunnerCreated(RunnerCreated {
+                    let event = Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
                         runner_id,
                         token_hash: "ab".repeat(32),
                         description: None,
                         tags: Vec::new(),
                         priority: 0,
-                    });
+                    }));
                     store
                         .append(
                             &StreamId::runner(runner_id),

@@ -29,7 +29,7 @@ use warden::events::codec;
 use warden::events::job::{JobAssigned, JobFinished, JobOutcome, JobSubmitted};
 use warden::events::machine::{MachineInfo, RunnerMachineRegistered};
 use warden::events::runner::RunnerCreated;
-use warden::events::{Event, Metadata, StreamId};
+use warden::events::{Event, JobEvent, MachineEvent, Metadata, RunnerEvent, StreamId};
 use warden::log::event_store::chain;
 use warden::platform::db::Database;
 
@@ -92,13 +92,13 @@ impl LogGenerator {
             &stream,
             1,
             None,
-            &Event::RunnerCreated(RunnerCreated {
+            &Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
                 runner_id,
                 token_hash: hex(&sha(&runner_id.to_string())),
                 description: Some(format!("bench runner {n}")),
                 tags: vec!["linux".into(), if n % 2 == 0 { "gpu" } else { "cpu" }.into()],
                 priority: (n % 3) as i32,
-            }),
+            })),
         );
         let system_id = format!("r_bench{n:08}");
         let machine_id = StreamId::machine_id(runner_id, &system_id);
@@ -106,7 +106,7 @@ impl LogGenerator {
             &StreamId::runner_machine(machine_id),
             1,
             None,
-            &Event::RunnerMachineRegistered(RunnerMachineRegistered {
+            &Event::Machine(MachineEvent::RunnerMachineRegistered(RunnerMachineRegistered {
                 machine_id,
                 runner_id,
                 system_id,
@@ -118,7 +118,7 @@ impl LogGenerator {
                 },
                 ip_address: Some("10.0.0.1".into()),
                 contacted_at: created.recorded_at,
-            }),
+            })),
         );
         (runner_id, machine_id, vec![created, machine])
     }
@@ -130,35 +130,35 @@ impl LogGenerator {
             &stream,
             1,
             None,
-            &Event::JobSubmitted(JobSubmitted {
+            &Event::Job(JobEvent::JobSubmitted(JobSubmitted {
                 job_id,
                 submitted_by: Uuid::from_u128(n as u128 % 1000),
                 payload: json!({"file": format!("recording-{n}.wav"), "model": "large"}),
                 required_tags: vec!["linux".into()],
                 priority: 0,
-            }),
+            })),
         );
         let assigned = self.row(
             &stream,
             2,
             Some(&submitted.hash),
-            &Event::JobAssigned(JobAssigned {
+            &Event::Job(JobEvent::JobAssigned(JobAssigned {
                 job_id,
                 runner_id,
                 machine_id,
-            }),
+            })),
         );
         let finished = self.row(
             &stream,
             3,
             Some(&assigned.hash),
-            &Event::JobFinished(JobFinished {
+            &Event::Job(JobEvent::JobFinished(JobFinished {
                 job_id,
                 runner_id,
                 machine_id,
                 outcome: JobOutcome::Succeeded,
                 result: json!({"words": n % 5000}),
-            }),
+            })),
         );
         vec![submitted, assigned, finished]
     }

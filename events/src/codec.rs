@@ -6,7 +6,7 @@
 
 use crate::upcasters::{upcast_once, Stored};
 use crate::{current_schema_version, Event};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -36,14 +36,12 @@ pub struct EncodedEvent {
 }
 
 pub fn encode(event: &Event) -> EncodedEvent {
-    // Adjacently tagged: {"type": ..., "data": ...}; the tag goes into its
-    // own column, the data is the payload.
-    let mut tagged = serde_json::to_value(event).expect("events always serialise");
-    let payload = tagged.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+    // The type name goes into a column of its own; the payload is the
+    // event's fields.
     EncodedEvent {
         event_type: event.event_type(),
         schema_version: event.schema_version(),
-        payload,
+        payload: event.payload(),
     }
 }
 
@@ -64,16 +62,19 @@ pub fn decode(event_type: &str, schema_version: u32, payload: Value, stored: Sto
         payload = upcast_once(event_type, version, payload, stored)?;
         version += 1;
     }
-    serde_json::from_value(json!({ "type": event_type, "data": payload })).map_err(|source| DecodeError::BadPayload {
-        event_type: event_type.to_owned(),
-        source,
-    })
+    Event::from_payload(event_type, payload)
+        .ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?
+        .map_err(|source| DecodeError::BadPayload {
+            event_type: event_type.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runner::RunnerCreated;
+    use serde_json::json;
     use uuid::Uuid;
 
     fn stored() -> Stored {
@@ -84,13 +85,14 @@ mod tests {
 
     #[test]
     fn encode_then_decode_is_identity() {
-        let event = Event::RunnerCreated(RunnerCreated {
+        let event: Event = crate::RunnerEvent::from(RunnerCreated {
             runner_id: Uuid::now_v7(),
             token_hash: "ab".repeat(32),
             description: Some("gpu box".into()),
             tags: vec!["gpu".into()],
             priority: 0,
-        });
+        })
+        .into();
         let stored = encode(&event);
         assert_eq!(stored.event_type, "RunnerCreated");
         assert!(stored.payload.get("type").is_none(), "tag lives in its own column");

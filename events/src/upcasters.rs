@@ -77,7 +77,7 @@ mod tests {
 
     use crate::codec::{decode, encode};
     use crate::machine::{MachineInfo, RunnerMachineRegistered};
-    use crate::Event;
+    use crate::{Event, MachineEvent};
 
     use super::*;
 
@@ -103,7 +103,7 @@ mod tests {
         let event = decode("RunnerMachineRegistered", 1, v1, stored()).unwrap();
         assert_eq!(
             event,
-            Event::RunnerMachineRegistered(RunnerMachineRegistered {
+            Event::Machine(MachineEvent::RunnerMachineRegistered(RunnerMachineRegistered {
                 machine_id,
                 runner_id,
                 system_id: "r_0123456789ab".into(),
@@ -115,13 +115,13 @@ mod tests {
                 },
                 ip_address: Some("10.0.0.7".into()),
                 contacted_at: stored().recorded_at,
-            })
+            }))
         );
     }
 
     #[test]
     fn nested_payloads_labelled_v1_pass_through_and_v2_round_trips() {
-        let event = Event::RunnerMachineRegistered(RunnerMachineRegistered {
+        let event = Event::Machine(MachineEvent::RunnerMachineRegistered(RunnerMachineRegistered {
             machine_id: Uuid::now_v7(),
             runner_id: Uuid::now_v7(),
             system_id: "s_x".into(),
@@ -132,7 +132,7 @@ mod tests {
             },
             ip_address: None,
             contacted_at: "2026-05-05T00:00:00Z".parse().unwrap(),
-        });
+        }));
         let encoded = encode(&event);
         assert_eq!(encoded.schema_version, 2);
         let as_v1 = decode(encoded.event_type, 1, encoded.payload.clone(), stored()).unwrap();

@@ -1,44 +1,33 @@
 //! The `jobs` read model: the queue that assignment scans, and what users
 //! and admins list.
 
-use crate::{execute, Projection, ProjectionError, Transaction};
+use crate::{execute, AggregateProjection, ProjectionError, Transaction};
 use async_trait::async_trait;
-use warden_events::{Event, RecordedEvent};
+use warden_events::{Event, JobEvent, RecordedEvent};
 
 pub struct JobProjection;
 
 #[async_trait]
-impl Projection for JobProjection {
-    fn name(&self) -> &'static str {
-        "jobs"
+impl AggregateProjection for JobProjection {
+    type Event = JobEvent;
+    const NAME: &'static str = "jobs";
+    const TABLES: &'static [&'static str] = &["jobs"];
+    const DURABLE_COMMITS: bool = false;
+
+    fn select(event: &Event) -> Option<&JobEvent> {
+        event.as_job()
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &["jobs"]
-    }
-
-    fn needs_durable_commits(&self) -> bool {
-        false
-    }
-
-    fn handles(&self, event: &Event) -> bool {
-        matches!(
-            event,
-            Event::JobSubmitted(_)
-                | Event::JobAssigned(_)
-                | Event::JobProgressed(_)
-                | Event::JobRequeued(_)
-                | Event::JobFinished(_)
-                | Event::JobCancelRequested(_)
-                | Event::JobCancelled(_)
-        )
-    }
-
-    async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
+    async fn apply_event(
+        &self,
+        tx: &Transaction<'_>,
+        recorded: &RecordedEvent,
+        event: &JobEvent,
+    ) -> Result<(), ProjectionError> {
         let version = recorded.stream_version;
         let at = recorded.recorded_at;
-        match &recorded.event {
-            Event::JobSubmitted(e) => {
+        match event {
+            JobEvent::JobSubmitted(e) => {
                 execute(
                     tx,
                     "INSERT INTO jobs (id, submitted_by, status, payload, required_tags, priority,
@@ -57,7 +46,7 @@ impl Projection for JobProjection {
                 )
                 .await?;
             }
-            Event::JobAssigned(e) => {
+            JobEvent::JobAssigned(e) => {
                 execute(
                     tx,
                     "UPDATE jobs SET status = 'assigned', runner_id = $2, machine_id = $3, assigned_at = $4,
@@ -67,7 +56,7 @@ impl Projection for JobProjection {
                 )
                 .await?;
             }
-            Event::JobProgressed(e) => {
+            JobEvent::JobProgressed(e) => {
                 execute(
                     tx,
                     "UPDATE jobs SET progress = $2, progress_message = $3, updated_at = $4, version = $5
@@ -76,7 +65,7 @@ impl Projection for JobProjection {
                 )
                 .await?;
             }
-            Event::JobRequeued(e) => {
+            JobEvent::JobRequeued(e) => {
                 execute(
                     tx,
                     "UPDATE jobs SET status = 'queued', runner_id = NULL, machine_id = NULL, assigned_at = NULL,
@@ -87,7 +76,7 @@ impl Projection for JobProjection {
                 )
                 .await?;
             }
-            Event::JobFinished(e) => {
+            JobEvent::JobFinished(e) => {
                 execute(
                     tx,
                     "UPDATE jobs SET status = $2, result = $3, finished_at = $4, updated_at = $4, version = $5
@@ -96,7 +85,7 @@ impl Projection for JobProjection {
                 )
                 .await?;
             }
-            Event::JobCancelRequested(e) => {
+            JobEvent::JobCancelRequested(e) => {
                 execute(
                     tx,
                     "UPDATE jobs SET cancel_requested = true, updated_at = $2, version = $3
@@ -105,7 +94,7 @@ impl Projection for JobProjection {
                 )
                 .await?;
             }
-            Event::JobCancelled(e) => {
+            JobEvent::JobCancelled(e) => {
                 execute(
                     tx,
                     "UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2, version = $3
@@ -114,7 +103,6 @@ impl Projection for JobProjection {
                 )
                 .await?;
             }
-            _ => {}
         }
         Ok(())
     }

@@ -39,14 +39,64 @@ pub trait Projection: Send + Sync {
     /// (users, runners) must; the others may commit asynchronously: one
     /// lost in a PostgreSQL crash is re-projected from the log, which is
     /// always durable, before warden serves again.
-    fn needs_durable_commits(&self) -> bool {
-        true
-    }
+    fn needs_durable_commits(&self) -> bool;
 
-    /// Applies one event; events a projector does not care about are no-ops.
+    /// Applies one event; events a projector does not handle are no-ops.
     /// It may change only rows of the event's own stream (its user, runner,
     /// machine or job): a rebuild applies different streams concurrently.
     async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
+}
+
+/// A projector of one aggregate's events. [`Self::select`] is the one
+/// declaration of what it handles ([`Projection::handles`] is derived from
+/// it), and [`Self::apply_event`] matches the aggregate's event enum
+/// exhaustively: a new event type does not compile until every projector
+/// of its aggregate says what it does with it.
+#[async_trait]
+pub trait AggregateProjection: Send + Sync {
+    /// The aggregate's event enum (e.g. `UserEvent`).
+    type Event: Sync;
+    /// Stable name: the key of this projector's checkpoint.
+    const NAME: &'static str;
+    /// The read-model tables this projector writes.
+    const TABLES: &'static [&'static str];
+    /// See [`Projection::needs_durable_commits`].
+    const DURABLE_COMMITS: bool;
+
+    fn select(event: &Event) -> Option<&Self::Event>;
+
+    async fn apply_event(
+        &self,
+        tx: &Transaction<'_>,
+        recorded: &RecordedEvent,
+        event: &Self::Event,
+    ) -> Result<(), ProjectionError>;
+}
+
+#[async_trait]
+impl<P: AggregateProjection> Projection for P {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        P::TABLES
+    }
+
+    fn handles(&self, event: &Event) -> bool {
+        P::select(event).is_some()
+    }
+
+    fn needs_durable_commits(&self) -> bool {
+        P::DURABLE_COMMITS
+    }
+
+    async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
+        match P::select(&recorded.event) {
+            Some(event) => self.apply_event(tx, recorded, event).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Runs `sql` on `tx` through the connection's statement cache: one round

@@ -2,37 +2,32 @@
 //! last recorded contact (the freshest one lives in memory, see
 //! `src/machines.rs`).
 
-use crate::{execute, Projection, ProjectionError, Transaction};
+use crate::{execute, AggregateProjection, ProjectionError, Transaction};
 use async_trait::async_trait;
-use warden_events::{Event, RecordedEvent};
+use warden_events::{Event, MachineEvent, RecordedEvent};
 
 pub struct MachineProjection;
 
 #[async_trait]
-impl Projection for MachineProjection {
-    fn name(&self) -> &'static str {
-        "runner_machines"
+impl AggregateProjection for MachineProjection {
+    type Event = MachineEvent;
+    const NAME: &'static str = "runner_machines";
+    const TABLES: &'static [&'static str] = &["runner_machines"];
+    const DURABLE_COMMITS: bool = false;
+
+    fn select(event: &Event) -> Option<&MachineEvent> {
+        event.as_machine()
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &["runner_machines"]
-    }
-
-    fn needs_durable_commits(&self) -> bool {
-        false
-    }
-
-    fn handles(&self, event: &Event) -> bool {
-        matches!(
-            event,
-            Event::RunnerMachineRegistered(_) | Event::RunnerMachineContacted(_) | Event::RunnerMachinePruned(_)
-        )
-    }
-
-    async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
+    async fn apply_event(
+        &self,
+        tx: &Transaction<'_>,
+        recorded: &RecordedEvent,
+        event: &MachineEvent,
+    ) -> Result<(), ProjectionError> {
         let version = recorded.stream_version;
-        match &recorded.event {
-            Event::RunnerMachineRegistered(e) => {
+        match event {
+            MachineEvent::RunnerMachineRegistered(e) => {
                 // Also revives a pruned machine that came back.
                 execute(
                     tx,
@@ -66,7 +61,7 @@ impl Projection for MachineProjection {
                 )
                 .await?;
             }
-            Event::RunnerMachineContacted(e) => {
+            MachineEvent::RunnerMachineContacted(e) => {
                 execute(
                     tx,
                     "UPDATE runner_machines SET name = $2, runner_version = $3, revision = $4, platform = $5,
@@ -89,7 +84,7 @@ impl Projection for MachineProjection {
                 )
                 .await?;
             }
-            Event::RunnerMachinePruned(e) => {
+            MachineEvent::RunnerMachinePruned(e) => {
                 execute(
                     tx,
                     "UPDATE runner_machines SET pruned_at = $2, version = $3 WHERE id = $1 AND version < $3",
@@ -97,7 +92,6 @@ impl Projection for MachineProjection {
                 )
                 .await?;
             }
-            _ => {}
         }
         Ok(())
     }

@@ -1,40 +1,34 @@
 //! The `runners` read model, which also answers runner-token checks.
 
-use crate::{execute, Projection, ProjectionError, Transaction};
+use crate::{execute, AggregateProjection, ProjectionError, Transaction};
 use async_trait::async_trait;
-use warden_events::{Actor, Event, RecordedEvent};
+use warden_events::{Actor, Event, RecordedEvent, RunnerEvent};
 
 pub struct RunnerProjection;
 
 #[async_trait]
-impl Projection for RunnerProjection {
-    fn name(&self) -> &'static str {
-        "runners"
+impl AggregateProjection for RunnerProjection {
+    type Event = RunnerEvent;
+    const NAME: &'static str = "runners";
+    const TABLES: &'static [&'static str] = &["runners"];
+    const DURABLE_COMMITS: bool = true;
+
+    fn select(event: &Event) -> Option<&RunnerEvent> {
+        event.as_runner()
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &["runners"]
-    }
-
-    fn handles(&self, event: &Event) -> bool {
-        matches!(
-            event,
-            Event::RunnerCreated(_)
-                | Event::RunnerInvalidated(_)
-                | Event::RunnerTokenReset(_)
-                | Event::RunnerUpdated(_)
-                | Event::RunnerPaused(_)
-                | Event::RunnerResumed(_)
-        )
-    }
-
-    async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
+    async fn apply_event(
+        &self,
+        tx: &Transaction<'_>,
+        recorded: &RecordedEvent,
+        event: &RunnerEvent,
+    ) -> Result<(), ProjectionError> {
         let version = recorded.stream_version;
         let at = recorded.recorded_at;
         // A runner that stops taking jobs: wait for assignments in flight
         // (they hold this lock shared), so that none that saw the runner
         // available commits after this change does.
-        if let Some(runner_id) = stops_taking_jobs(&recorded.event) {
+        if let Some(runner_id) = stops_taking_jobs(event) {
             execute(
                 tx,
                 "SELECT pg_advisory_xact_lock($1)",
@@ -42,8 +36,8 @@ impl Projection for RunnerProjection {
             )
             .await?;
         }
-        match &recorded.event {
-            Event::RunnerCreated(e) => {
+        match event {
+            RunnerEvent::RunnerCreated(e) => {
                 let created_by = match recorded.metadata.actor {
                     Actor::User { user_id } => Some(user_id),
                     _ => None,
@@ -67,7 +61,7 @@ impl Projection for RunnerProjection {
                 )
                 .await?;
             }
-            Event::RunnerInvalidated(e) => {
+            RunnerEvent::RunnerInvalidated(e) => {
                 // The previous token (grace period) dies with the runner too.
                 execute(
                     tx,
@@ -79,7 +73,7 @@ impl Projection for RunnerProjection {
                 )
                 .await?;
             }
-            Event::RunnerTokenReset(e) => {
+            RunnerEvent::RunnerTokenReset(e) => {
                 execute(
                     tx,
                     "UPDATE runners
@@ -97,7 +91,7 @@ impl Projection for RunnerProjection {
                 )
                 .await?;
             }
-            Event::RunnerUpdated(e) => {
+            RunnerEvent::RunnerUpdated(e) => {
                 execute(
                     tx,
                     "UPDATE runners SET description = $2, tags = $3, priority = $4, updated_at = $5, version = $6
@@ -106,19 +100,21 @@ impl Projection for RunnerProjection {
                 )
                 .await?;
             }
-            Event::RunnerPaused(e) => set_paused(tx, e.runner_id, true, recorded).await?,
-            Event::RunnerResumed(e) => set_paused(tx, e.runner_id, false, recorded).await?,
-            _ => {}
+            RunnerEvent::RunnerPaused(e) => set_paused(tx, e.runner_id, true, recorded).await?,
+            RunnerEvent::RunnerResumed(e) => set_paused(tx, e.runner_id, false, recorded).await?,
         }
         Ok(())
     }
 }
 
-fn stops_taking_jobs(event: &Event) -> Option<uuid::Uuid> {
+fn stops_taking_jobs(event: &RunnerEvent) -> Option<uuid::Uuid> {
     match event {
-        Event::RunnerPaused(e) => Some(e.runner_id),
-        Event::RunnerInvalidated(e) => Some(e.runner_id),
-        _ => None,
+        RunnerEvent::RunnerPaused(e) => Some(e.runner_id),
+        RunnerEvent::RunnerInvalidated(e) => Some(e.runner_id),
+        RunnerEvent::RunnerCreated(_)
+        | RunnerEvent::RunnerTokenReset(_)
+        | RunnerEvent::RunnerUpdated(_)
+        | RunnerEvent::RunnerResumed(_) => None,
     }
 }
 

@@ -1,45 +1,34 @@
 //! The `users` read model: one row per user, a tombstone once deleted.
 
-use crate::{execute, Projection, ProjectionError, Transaction};
+use crate::{execute, AggregateProjection, ProjectionError, Transaction};
 use async_trait::async_trait;
 
 use warden_events::user::{Role, UserOrigin};
-use warden_events::{Event, Pii, RecordedEvent};
+use warden_events::{Event, Pii, RecordedEvent, UserEvent};
 
 pub struct UserProjection;
 
 #[async_trait]
-impl Projection for UserProjection {
-    fn name(&self) -> &'static str {
-        "users"
+impl AggregateProjection for UserProjection {
+    type Event = UserEvent;
+    const NAME: &'static str = "users";
+    const TABLES: &'static [&'static str] = &["users", "api_tokens"];
+    const DURABLE_COMMITS: bool = true;
+
+    fn select(event: &Event) -> Option<&UserEvent> {
+        event.as_user()
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &["users", "api_tokens"]
-    }
-
-    fn handles(&self, event: &Event) -> bool {
-        matches!(
-            event,
-            Event::LocalUserCreated(_)
-                | Event::UserEmailChanged(_)
-                | Event::UserPasswordChanged(_)
-                | Event::UserRoleChanged(_)
-                | Event::UserDeleted(_)
-                | Event::LdapUserLinked(_)
-                | Event::OidcUserLinked(_)
-                | Event::ExternalUserSynced(_)
-                | Event::ApiTokenCreated(_)
-                | Event::ApiTokenRevoked(_)
-                | Event::UserSessionsRevoked(_)
-        )
-    }
-
-    async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
+    async fn apply_event(
+        &self,
+        tx: &Transaction<'_>,
+        recorded: &RecordedEvent,
+        event: &UserEvent,
+    ) -> Result<(), ProjectionError> {
         let version = recorded.stream_version;
         let at = recorded.recorded_at;
-        match &recorded.event {
-            Event::LocalUserCreated(e) => {
+        match event {
+            UserEvent::LocalUserCreated(e) => {
                 let (origin, provisioning_id) = match &e.origin {
                     UserOrigin::Provisioned { provisioning_id } => ("provisioned", Some(provisioning_id.as_str())),
                     UserOrigin::CommandLine => ("command_line", None),
@@ -64,7 +53,7 @@ impl Projection for UserProjection {
                 )
                 .await?;
             }
-            Event::UserEmailChanged(e) => {
+            UserEvent::UserEmailChanged(e) => {
                 execute(
                     tx,
                     "UPDATE users SET email = $2, updated_at = $3, version = $4
@@ -73,7 +62,7 @@ impl Projection for UserProjection {
                 )
                 .await?;
             }
-            Event::UserPasswordChanged(e) => {
+            UserEvent::UserPasswordChanged(e) => {
                 execute(
                     tx,
                     "UPDATE users SET password_hash = $2, updated_at = $3, version = $4
@@ -82,7 +71,7 @@ impl Projection for UserProjection {
                 )
                 .await?;
             }
-            Event::UserRoleChanged(e) => {
+            UserEvent::UserRoleChanged(e) => {
                 execute(
                     tx,
                     "UPDATE users SET role = $2, updated_at = $3, version = $4
@@ -91,7 +80,7 @@ impl Projection for UserProjection {
                 )
                 .await?;
             }
-            Event::UserDeleted(e) => {
+            UserEvent::UserDeleted(e) => {
                 // Keep a tombstone so a redelivered creation cannot revive
                 // the row; drop everything personal or secret.
                 execute(
@@ -110,15 +99,15 @@ impl Projection for UserProjection {
                 )
                 .await?;
             }
-            Event::LdapUserLinked(e) => {
+            UserEvent::LdapUserLinked(e) => {
                 let provider = format!("ldap:{}", e.provider);
                 insert_external(tx, e.user_id, &provider, "ldap", &e.uid, &e.email, e.role, recorded).await?;
             }
-            Event::OidcUserLinked(e) => {
+            UserEvent::OidcUserLinked(e) => {
                 let provider = format!("oidc:{}", e.provider);
                 insert_external(tx, e.user_id, &provider, "oidc", &e.subject, &e.email, e.role, recorded).await?;
             }
-            Event::ExternalUserSynced(e) => {
+            UserEvent::ExternalUserSynced(e) => {
                 execute(
                     tx,
                     "UPDATE users SET email = $2, role = $3, updated_at = $4, version = $5
@@ -127,7 +116,7 @@ impl Projection for UserProjection {
                 )
                 .await?;
             }
-            Event::ApiTokenCreated(e) => {
+            UserEvent::ApiTokenCreated(e) => {
                 execute(
                     tx,
                     "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, version)
@@ -137,7 +126,7 @@ impl Projection for UserProjection {
                 )
                 .await?;
             }
-            Event::ApiTokenRevoked(e) => {
+            UserEvent::ApiTokenRevoked(e) => {
                 execute(
                     tx,
                     "UPDATE api_tokens SET revoked_at = $2, version = $3
@@ -146,7 +135,7 @@ impl Projection for UserProjection {
                 )
                 .await?;
             }
-            Event::UserSessionsRevoked(e) => {
+            UserEvent::UserSessionsRevoked(e) => {
                 execute(
                     tx,
                     "UPDATE users SET sessions_revoked_at = $2, updated_at = $3, version = $4
@@ -155,7 +144,6 @@ impl Projection for UserProjection {
                 )
                 .await?;
             }
-            _ => {}
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use warden_events::job::{
     JobAssigned, JobCancelRequested, JobCancelled, JobFinished, JobOutcome, JobProgressed, JobRequeued, JobSubmitted,
 };
-use warden_events::Event;
+use warden_events::{Event, JobEvent};
 
 use super::runner::normalise_tags;
 use super::{Aggregate, DomainError};
@@ -100,36 +100,59 @@ impl Job {
 
 impl Aggregate for Job {
     type Command = JobCommand;
+    type Event = JobEvent;
 
-    fn evolve(&mut self, event: &Event) {
+    fn select(event: &Event) -> Option<&JobEvent> {
+        event.as_job()
+    }
+
+    fn evolve(&mut self, event: &JobEvent) {
         let state = std::mem::take(self);
-        *self = match (state, event) {
-            (_, Event::JobSubmitted(e)) => Job::Queued(JobCore {
+        // A transition the state does not allow (never: decide checks the
+        // stream) leaves the state as it is.
+        *self = match event {
+            JobEvent::JobSubmitted(e) => Job::Queued(JobCore {
                 job_id: e.job_id,
                 submitted_by: e.submitted_by,
                 required_tags: e.required_tags.clone(),
                 priority: e.priority,
             }),
-            (Job::Queued(core), Event::JobAssigned(e)) => Job::Assigned(
-                core,
-                Assignment {
-                    runner_id: e.runner_id,
-                    machine_id: e.machine_id,
-                    cancel_requested: false,
-                },
-            ),
-            (Job::Assigned(core, _), Event::JobRequeued(_)) => Job::Queued(core),
-            (Job::Assigned(core, mut assignment), Event::JobCancelRequested(_)) => {
-                assignment.cancel_requested = true;
-                Job::Assigned(core, assignment)
-            }
-            (Job::Assigned(core, _), Event::JobFinished(e)) => Job::Finished(core, e.outcome),
-            (Job::Queued(core) | Job::Assigned(core, _), Event::JobCancelled(_)) => Job::Cancelled(core),
-            (state, _) => state,
+            JobEvent::JobAssigned(e) => match state {
+                Job::Queued(core) => Job::Assigned(
+                    core,
+                    Assignment {
+                        runner_id: e.runner_id,
+                        machine_id: e.machine_id,
+                        cancel_requested: false,
+                    },
+                ),
+                other => other,
+            },
+            JobEvent::JobRequeued(_) => match state {
+                Job::Assigned(core, _) => Job::Queued(core),
+                other => other,
+            },
+            JobEvent::JobCancelRequested(_) => match state {
+                Job::Assigned(core, mut assignment) => {
+                    assignment.cancel_requested = true;
+                    Job::Assigned(core, assignment)
+                }
+                other => other,
+            },
+            JobEvent::JobFinished(e) => match state {
+                Job::Assigned(core, _) => Job::Finished(core, e.outcome),
+                other => other,
+            },
+            JobEvent::JobCancelled(_) => match state {
+                Job::Queued(core) | Job::Assigned(core, _) => Job::Cancelled(core),
+                other => other,
+            },
+            // Progress is not part of the decision state.
+            JobEvent::JobProgressed(_) => state,
         };
     }
 
-    fn decide(&self, command: &JobCommand) -> Result<Vec<Event>, DomainError> {
+    fn decide(&self, command: &JobCommand) -> Result<Vec<JobEvent>, DomainError> {
         match (self, command) {
             (
                 Job::Unknown,
@@ -147,7 +170,7 @@ impl Aggregate for Job {
                         message: "priority must be between -1000 and 1000".into(),
                     });
                 }
-                Ok(vec![Event::JobSubmitted(JobSubmitted {
+                Ok(vec![JobEvent::JobSubmitted(JobSubmitted {
                     job_id: *job_id,
                     submitted_by: *submitted_by,
                     payload: payload.clone(),
@@ -161,7 +184,7 @@ impl Aggregate for Job {
             }),
             (Job::Unknown, _) => Err(Job::not_found()),
 
-            (Job::Queued(core), JobCommand::Assign(machine)) => Ok(vec![Event::JobAssigned(JobAssigned {
+            (Job::Queued(core), JobCommand::Assign(machine)) => Ok(vec![JobEvent::JobAssigned(JobAssigned {
                 job_id: core.job_id,
                 runner_id: machine.runner_id,
                 machine_id: machine.machine_id,
@@ -180,7 +203,7 @@ impl Aggregate for Job {
                         message: "progress is a number from 0.0 to 1.0".into(),
                     });
                 }
-                Ok(vec![Event::JobProgressed(JobProgressed {
+                Ok(vec![JobEvent::JobProgressed(JobProgressed {
                     job_id: core.job_id,
                     progress: *progress,
                     message: message.clone(),
@@ -189,7 +212,7 @@ impl Aggregate for Job {
             (Job::Assigned(core, assignment), JobCommand::Finish { by, outcome, result })
                 if assignment.runner_id == by.runner_id && assignment.machine_id == by.machine_id =>
             {
-                Ok(vec![Event::JobFinished(JobFinished {
+                Ok(vec![JobEvent::JobFinished(JobFinished {
                     job_id: core.job_id,
                     runner_id: by.runner_id,
                     machine_id: by.machine_id,
@@ -204,9 +227,9 @@ impl Aggregate for Job {
             {
                 if assignment.cancel_requested {
                     // Nobody wants it run any more.
-                    return Ok(vec![Event::JobCancelled(JobCancelled { job_id: core.job_id })]);
+                    return Ok(vec![JobEvent::JobCancelled(JobCancelled { job_id: core.job_id })]);
                 }
-                Ok(vec![Event::JobRequeued(JobRequeued {
+                Ok(vec![JobEvent::JobRequeued(JobRequeued {
                     job_id: core.job_id,
                     runner_id: assignment.runner_id,
                     machine_id: assignment.machine_id,
@@ -223,9 +246,9 @@ impl Aggregate for Job {
                     return Err(Job::not_found());
                 }
                 match self {
-                    Job::Queued(core) => Ok(vec![Event::JobCancelled(JobCancelled { job_id: core.job_id })]),
+                    Job::Queued(core) => Ok(vec![JobEvent::JobCancelled(JobCancelled { job_id: core.job_id })]),
                     Job::Assigned(_, assignment) if assignment.cancel_requested => Ok(Vec::new()),
-                    Job::Assigned(core, _) => Ok(vec![Event::JobCancelRequested(JobCancelRequested {
+                    Job::Assigned(core, _) => Ok(vec![JobEvent::JobCancelRequested(JobCancelRequested {
                         job_id: core.job_id,
                     })]),
                     _ => Err(DomainError::Conflict {
@@ -252,10 +275,8 @@ mod tests {
         }
     }
 
-    fn run(state: &mut Job, command: JobCommand) -> Result<Vec<Event>, DomainError> {
-        let events = state.decide(&command)?;
-        events.iter().for_each(|e| state.evolve(e));
-        Ok(events)
+    fn run(state: &mut Job, command: JobCommand) -> Result<Vec<JobEvent>, DomainError> {
+        crate::domain::when(state, command)
     }
 
     fn queued() -> Job {
@@ -315,7 +336,7 @@ mod tests {
             reason: "runner invalidated".into(),
         };
         let events = run(&mut job, holder.clone()).unwrap();
-        assert!(matches!(&events[..], [Event::JobRequeued(e)] if e.reason == "runner invalidated"));
+        assert!(matches!(&events[..], [JobEvent::JobRequeued(e)] if e.reason == "runner invalidated"));
         assert!(matches!(job, Job::Queued(_)));
         // Requeueing twice (a handler running again) changes nothing.
         assert!(run(&mut job, holder).unwrap().is_empty());
@@ -338,7 +359,7 @@ mod tests {
             admin: false,
         };
         let events = run(&mut job, owner.clone()).unwrap();
-        assert!(matches!(&events[..], [Event::JobCancelRequested(_)]));
+        assert!(matches!(&events[..], [JobEvent::JobCancelRequested(_)]));
         assert!(matches!(&job, Job::Assigned(_, a) if a.cancel_requested));
         assert!(run(&mut job, owner).unwrap().is_empty());
         // Its runner disappears while a cancel is pending: cancelled, not requeued.
@@ -346,7 +367,7 @@ mod tests {
             runner_id: machine(1).runner_id,
             reason: "runner invalidated".into(),
         };
-        assert!(matches!(&run(&mut job, gone).unwrap()[..], [Event::JobCancelled(_)]));
+        assert!(matches!(&run(&mut job, gone).unwrap()[..], [JobEvent::JobCancelled(_)]));
         let admin = JobCommand::Cancel {
             requested_by: Uuid::from_u128(5),
             admin: true,

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 use warden_events::machine::{MachineInfo, RunnerMachineContacted, RunnerMachinePruned, RunnerMachineRegistered};
-use warden_events::Event;
+use warden_events::{Event, MachineEvent};
 
 use super::{Aggregate, DomainError};
 
@@ -50,10 +50,15 @@ pub enum MachineCommand {
 
 impl Aggregate for Machine {
     type Command = MachineCommand;
+    type Event = MachineEvent;
 
-    fn evolve(&mut self, event: &Event) {
-        match (&mut *self, event) {
-            (_, Event::RunnerMachineRegistered(e)) => {
+    fn select(event: &Event) -> Option<&MachineEvent> {
+        event.as_machine()
+    }
+
+    fn evolve(&mut self, event: &MachineEvent) {
+        match event {
+            MachineEvent::RunnerMachineRegistered(e) => {
                 *self = Machine::Active(Box::new(ActiveMachine {
                     machine_id: e.machine_id,
                     runner_id: e.runner_id,
@@ -62,21 +67,22 @@ impl Aggregate for Machine {
                     recorded_contact: e.contacted_at,
                 }))
             }
-            (Machine::Active(machine), Event::RunnerMachineContacted(e)) => {
-                machine.info = e.info.clone();
-                machine.ip_address = e.ip_address.clone();
-                machine.recorded_contact = e.contacted_at;
+            MachineEvent::RunnerMachineContacted(e) => {
+                if let Machine::Active(machine) = self {
+                    machine.info = e.info.clone();
+                    machine.ip_address = e.ip_address.clone();
+                    machine.recorded_contact = e.contacted_at;
+                }
             }
-            (_, Event::RunnerMachinePruned(_)) => *self = Machine::Pruned,
-            _ => {}
+            MachineEvent::RunnerMachinePruned(_) => *self = Machine::Pruned,
         }
     }
 
-    fn decide(&self, command: &MachineCommand) -> Result<Vec<Event>, DomainError> {
+    fn decide(&self, command: &MachineCommand) -> Result<Vec<MachineEvent>, DomainError> {
         match (self, command) {
             (Machine::Unknown | Machine::Pruned, MachineCommand::Contact(contact)) => {
                 validate_system_id(&contact.system_id)?;
-                Ok(vec![Event::RunnerMachineRegistered(RunnerMachineRegistered {
+                Ok(vec![MachineEvent::RunnerMachineRegistered(RunnerMachineRegistered {
                     machine_id: contact.machine_id,
                     runner_id: contact.runner_id,
                     system_id: contact.system_id.clone(),
@@ -95,7 +101,7 @@ impl Aggregate for Machine {
                 if !changed && !due {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Event::RunnerMachineContacted(RunnerMachineContacted {
+                Ok(vec![MachineEvent::RunnerMachineContacted(RunnerMachineContacted {
                     machine_id: machine.machine_id,
                     runner_id: machine.runner_id,
                     contacted_at: contact.at,
@@ -104,7 +110,7 @@ impl Aggregate for Machine {
                 })])
             }
             (Machine::Active(machine), MachineCommand::Prune { cutoff }) if machine.recorded_contact < *cutoff => {
-                Ok(vec![Event::RunnerMachinePruned(RunnerMachinePruned {
+                Ok(vec![MachineEvent::RunnerMachinePruned(RunnerMachinePruned {
                     machine_id: machine.machine_id,
                     runner_id: machine.runner_id,
                     last_contacted_at: machine.recorded_contact,
@@ -167,10 +173,8 @@ mod tests {
         }))
     }
 
-    fn apply(state: &mut Machine, command: &MachineCommand) -> Vec<Event> {
-        let events = state.decide(command).unwrap();
-        events.iter().for_each(|e| state.evolve(e));
-        events
+    fn apply(state: &mut Machine, command: &MachineCommand) -> Vec<MachineEvent> {
+        crate::domain::when(state, command.clone()).unwrap()
     }
 
     #[test]
@@ -178,7 +182,7 @@ mod tests {
         let start = Utc::now();
         let mut machine = Machine::Unknown;
         let first = apply(&mut machine, &contact(start, None));
-        assert!(matches!(&first[..], [Event::RunnerMachineRegistered(_)]));
+        assert!(matches!(&first[..], [MachineEvent::RunnerMachineRegistered(_)]));
         // A minute later, nothing new: nothing recorded.
         assert!(apply(&mut machine, &contact(start + Duration::minutes(1), None)).is_empty());
         // New version reported: recorded at once.
@@ -187,11 +191,11 @@ mod tests {
             ..Default::default()
         };
         let changed = apply(&mut machine, &contact(start + Duration::minutes(2), Some(info.clone())));
-        assert!(matches!(&changed[..], [Event::RunnerMachineContacted(e)] if e.info == info));
+        assert!(matches!(&changed[..], [MachineEvent::RunnerMachineContacted(e)] if e.info == info));
         // Silence about info keeps it; five minutes later the contact is due.
         assert!(apply(&mut machine, &contact(start + Duration::minutes(3), None)).is_empty());
         let due = apply(&mut machine, &contact(start + Duration::minutes(7), None));
-        assert!(matches!(&due[..], [Event::RunnerMachineContacted(e)] if e.info == info));
+        assert!(matches!(&due[..], [MachineEvent::RunnerMachineContacted(e)] if e.info == info));
     }
 
     #[test]
@@ -208,11 +212,11 @@ mod tests {
         };
         assert!(matches!(
             &apply(&mut machine, &stale_cutoff)[..],
-            [Event::RunnerMachinePruned(_)]
+            [MachineEvent::RunnerMachinePruned(_)]
         ));
         assert_eq!(machine, Machine::Pruned);
         let back = apply(&mut machine, &contact(start + Duration::days(2), None));
-        assert!(matches!(&back[..], [Event::RunnerMachineRegistered(_)]));
+        assert!(matches!(&back[..], [MachineEvent::RunnerMachineRegistered(_)]));
     }
 
     #[test]

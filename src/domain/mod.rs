@@ -31,20 +31,45 @@ impl DomainError {
     }
 }
 
-/// State of one stream, folded from its events.
+/// State of one stream, folded from its events. Only the aggregate's own
+/// event enum goes in or out, and `evolve` matches it exhaustively.
 pub trait Aggregate: Default + Send + Sync {
     type Command: Send + Sync;
+    /// The aggregate's events (e.g. `RunnerEvent`).
+    type Event: Clone + Into<Event> + Send + Sync;
 
-    fn evolve(&mut self, event: &Event);
+    /// This aggregate's event, if `event` is one.
+    fn select(event: &Event) -> Option<&Self::Event>;
 
-    fn decide(&self, command: &Self::Command) -> Result<Vec<Event>, DomainError>;
+    fn evolve(&mut self, event: &Self::Event);
 
-    /// Folds a stream read from the log.
+    fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, DomainError>;
+
+    /// Folds a stream read from the log (a stream holds only its
+    /// aggregate's events).
     fn from_history(history: &[RecordedEvent]) -> Self {
         let mut state = Self::default();
-        for recorded in history {
-            state.evolve(&recorded.event);
+        for event in history.iter().filter_map(|recorded| Self::select(&recorded.event)) {
+            state.evolve(event);
         }
         state
     }
+}
+
+/// Given/when/then for domain tests: the state after `given`, and what
+/// `when` decides on it.
+#[cfg(test)]
+pub fn given<A: Aggregate>(given: &[A::Event]) -> A {
+    let mut state = A::default();
+    given.iter().for_each(|event| state.evolve(event));
+    state
+}
+
+/// Runs `command` on `state` (the "when"), applying what it decided, and
+/// returns the events (the "then").
+#[cfg(test)]
+pub fn when<A: Aggregate>(state: &mut A, command: A::Command) -> Result<Vec<A::Event>, DomainError> {
+    let events = state.decide(&command)?;
+    events.iter().for_each(|event| state.evolve(event));
+    Ok(events)
 }

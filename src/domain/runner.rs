@@ -6,7 +6,7 @@ use uuid::Uuid;
 use warden_events::runner::{
     RunnerCreated, RunnerInvalidated, RunnerPaused, RunnerResumed, RunnerTokenReset, RunnerUpdated,
 };
-use warden_events::Event;
+use warden_events::{Event, RunnerEvent};
 
 use super::{Aggregate, DomainError};
 
@@ -62,10 +62,15 @@ const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 
 impl Aggregate for Runner {
     type Command = RunnerCommand;
+    type Event = RunnerEvent;
 
-    fn evolve(&mut self, event: &Event) {
-        match (&mut *self, event) {
-            (_, Event::RunnerCreated(e)) => {
+    fn select(event: &Event) -> Option<&RunnerEvent> {
+        event.as_runner()
+    }
+
+    fn evolve(&mut self, event: &RunnerEvent) {
+        match event {
+            RunnerEvent::RunnerCreated(e) => {
                 *self = Runner::Active(ActiveRunner {
                     id: e.runner_id,
                     token_hash: e.token_hash.clone(),
@@ -77,22 +82,30 @@ impl Aggregate for Runner {
                     paused: false,
                 })
             }
-            (Runner::Active(runner), Event::RunnerTokenReset(e)) => runner.token_hash = e.token_hash.clone(),
-            (Runner::Active(runner), Event::RunnerUpdated(e)) => {
-                runner.settings = RunnerSettings {
-                    description: e.description.clone(),
-                    tags: e.tags.clone(),
-                    priority: e.priority,
+            RunnerEvent::RunnerTokenReset(e) => {
+                if let Runner::Active(runner) = self {
+                    runner.token_hash = e.token_hash.clone();
                 }
             }
-            (Runner::Active(runner), Event::RunnerPaused(_)) => runner.paused = true,
-            (Runner::Active(runner), Event::RunnerResumed(_)) => runner.paused = false,
-            (_, Event::RunnerInvalidated(e)) => *self = Runner::Invalidated { id: e.runner_id },
-            _ => {}
+            RunnerEvent::RunnerUpdated(e) => {
+                if let Runner::Active(runner) = self {
+                    runner.settings = RunnerSettings {
+                        description: e.description.clone(),
+                        tags: e.tags.clone(),
+                        priority: e.priority,
+                    }
+                }
+            }
+            RunnerEvent::RunnerPaused(_) | RunnerEvent::RunnerResumed(_) => {
+                if let Runner::Active(runner) = self {
+                    runner.paused = matches!(event, RunnerEvent::RunnerPaused(_));
+                }
+            }
+            RunnerEvent::RunnerInvalidated(e) => *self = Runner::Invalidated { id: e.runner_id },
         }
     }
 
-    fn decide(&self, command: &RunnerCommand) -> Result<Vec<Event>, DomainError> {
+    fn decide(&self, command: &RunnerCommand) -> Result<Vec<RunnerEvent>, DomainError> {
         let runner = match (self, command) {
             (
                 Runner::Unknown,
@@ -103,7 +116,7 @@ impl Aggregate for Runner {
                 },
             ) => {
                 let settings = validate_settings(settings)?;
-                return Ok(vec![Event::RunnerCreated(RunnerCreated {
+                return Ok(vec![RunnerEvent::RunnerCreated(RunnerCreated {
                     runner_id: *runner_id,
                     token_hash: token_hash.clone(),
                     description: settings.description,
@@ -136,7 +149,7 @@ impl Aggregate for Runner {
             RunnerCommand::Create { .. } => unreachable!("handled above"),
             RunnerCommand::Invalidate { reason } => {
                 validate_text(reason.as_deref())?;
-                Event::RunnerInvalidated(RunnerInvalidated {
+                RunnerEvent::RunnerInvalidated(RunnerInvalidated {
                     runner_id: id,
                     reason: reason.clone(),
                 })
@@ -144,7 +157,7 @@ impl Aggregate for Runner {
             RunnerCommand::ResetToken {
                 token_hash,
                 previous_token_valid_until,
-            } => Event::RunnerTokenReset(RunnerTokenReset {
+            } => RunnerEvent::RunnerTokenReset(RunnerTokenReset {
                 runner_id: id,
                 token_hash: token_hash.clone(),
                 previous_token_valid_until: *previous_token_valid_until,
@@ -154,7 +167,7 @@ impl Aggregate for Runner {
                 if settings == runner.settings {
                     return Ok(Vec::new());
                 }
-                Event::RunnerUpdated(RunnerUpdated {
+                RunnerEvent::RunnerUpdated(RunnerUpdated {
                     runner_id: id,
                     description: settings.description,
                     tags: settings.tags,
@@ -162,9 +175,9 @@ impl Aggregate for Runner {
                 })
             }
             RunnerCommand::Pause if runner.paused => return Ok(Vec::new()),
-            RunnerCommand::Pause => Event::RunnerPaused(RunnerPaused { runner_id: id }),
+            RunnerCommand::Pause => RunnerEvent::RunnerPaused(RunnerPaused { runner_id: id }),
             RunnerCommand::Resume if !runner.paused => return Ok(Vec::new()),
-            RunnerCommand::Resume => Event::RunnerResumed(RunnerResumed { runner_id: id }),
+            RunnerCommand::Resume => RunnerEvent::RunnerResumed(RunnerResumed { runner_id: id }),
         };
         Ok(vec![event])
     }
@@ -242,13 +255,11 @@ mod tests {
         }
     }
 
-    fn fold(events: &[Event]) -> Runner {
-        let mut state = Runner::default();
-        events.iter().for_each(|e| state.evolve(e));
-        state
+    fn fold(events: &[RunnerEvent]) -> Runner {
+        crate::domain::given(events)
     }
 
-    fn active(id: Uuid) -> (Runner, Vec<Event>) {
+    fn active(id: Uuid) -> (Runner, Vec<RunnerEvent>) {
         let created = Runner::Unknown.decide(&create(id)).unwrap();
         (fold(&created), created)
     }
@@ -257,11 +268,11 @@ mod tests {
     fn create_then_invalidate() {
         let id = Uuid::now_v7();
         let (state, created) = active(id);
-        assert!(matches!(&created[..], [Event::RunnerCreated(e)] if e.tags == ["gpu", "linux"]));
+        assert!(matches!(&created[..], [RunnerEvent::RunnerCreated(e)] if e.tags == ["gpu", "linux"]));
         assert!(matches!(&state, Runner::Active(r) if r.id == id && !r.paused));
 
         let invalidated = state.decide(&RunnerCommand::Invalidate { reason: None }).unwrap();
-        assert!(matches!(&invalidated[..], [Event::RunnerInvalidated(e)] if e.runner_id == id));
+        assert!(matches!(&invalidated[..], [RunnerEvent::RunnerInvalidated(e)] if e.runner_id == id));
         assert_eq!(fold(&[created, invalidated].concat()), Runner::Invalidated { id });
     }
 

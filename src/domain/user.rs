@@ -10,7 +10,7 @@ use warden_events::user::{
     ApiTokenCreated, ApiTokenRevoked, ExternalUserSynced, LdapUserLinked, LocalUserCreated, OidcUserLinked, Role,
     UserDeleted, UserEmailChanged, UserOrigin, UserPasswordChanged, UserRoleChanged, UserSessionsRevoked,
 };
-use warden_events::{Event, Pii};
+use warden_events::{Event, Pii, UserEvent};
 
 use super::{Aggregate, DomainError};
 
@@ -131,10 +131,21 @@ pub enum UserCommand {
 
 impl Aggregate for User {
     type Command = UserCommand;
+    type Event = UserEvent;
 
-    fn evolve(&mut self, event: &Event) {
-        match (&mut *self, event) {
-            (_, Event::LocalUserCreated(e)) => {
+    fn select(event: &Event) -> Option<&UserEvent> {
+        event.as_user()
+    }
+
+    fn evolve(&mut self, event: &UserEvent) {
+        // Changes of a user that is not active (never: the log is checked
+        // by decide) leave the state as it is.
+        let active = match self {
+            User::Active(user) => Some(user),
+            User::Unknown | User::Deleted { .. } => None,
+        };
+        match event {
+            UserEvent::LocalUserCreated(e) => {
                 *self = User::Active(ActiveUser {
                     id: e.user_id,
                     email: e.email.clone(),
@@ -146,7 +157,7 @@ impl Aggregate for User {
                     api_tokens: BTreeSet::new(),
                 })
             }
-            (_, Event::LdapUserLinked(e)) => {
+            UserEvent::LdapUserLinked(e) => {
                 *self = User::Active(ActiveUser {
                     id: e.user_id,
                     email: e.email.clone(),
@@ -157,7 +168,7 @@ impl Aggregate for User {
                     api_tokens: BTreeSet::new(),
                 })
             }
-            (_, Event::OidcUserLinked(e)) => {
+            UserEvent::OidcUserLinked(e) => {
                 *self = User::Active(ActiveUser {
                     id: e.user_id,
                     email: e.email.clone(),
@@ -168,29 +179,45 @@ impl Aggregate for User {
                     api_tokens: BTreeSet::new(),
                 })
             }
-            (User::Active(user), Event::UserEmailChanged(e)) => user.email = e.email.clone(),
-            (User::Active(user), Event::UserPasswordChanged(e)) => {
-                if let Account::Local { password_hash, .. } = &mut user.account {
-                    *password_hash = e.password_hash.clone();
+            UserEvent::UserEmailChanged(e) => {
+                if let Some(user) = active {
+                    user.email = e.email.clone()
                 }
             }
-            (User::Active(user), Event::UserRoleChanged(e)) => user.role = e.role,
-            (User::Active(user), Event::ExternalUserSynced(e)) => {
-                user.email = e.email.clone();
-                user.role = e.role;
+            UserEvent::UserPasswordChanged(e) => {
+                if let Some(user) = active {
+                    if let Account::Local { password_hash, .. } = &mut user.account {
+                        *password_hash = e.password_hash.clone();
+                    }
+                }
             }
-            (User::Active(user), Event::ApiTokenCreated(e)) => {
-                user.api_tokens.insert(e.token_id);
+            UserEvent::UserRoleChanged(e) => {
+                if let Some(user) = active {
+                    user.role = e.role
+                }
             }
-            (User::Active(user), Event::ApiTokenRevoked(e)) => {
-                user.api_tokens.remove(&e.token_id);
+            UserEvent::ExternalUserSynced(e) => {
+                if let Some(user) = active {
+                    user.email = e.email.clone();
+                    user.role = e.role;
+                }
             }
-            (_, Event::UserDeleted(e)) => *self = User::Deleted { id: e.user_id },
-            _ => {}
+            UserEvent::ApiTokenCreated(e) => {
+                if let Some(user) = active {
+                    user.api_tokens.insert(e.token_id);
+                }
+            }
+            UserEvent::ApiTokenRevoked(e) => {
+                if let Some(user) = active {
+                    user.api_tokens.remove(&e.token_id);
+                }
+            }
+            UserEvent::UserDeleted(e) => *self = User::Deleted { id: e.user_id },
+            UserEvent::UserSessionsRevoked(_) => {}
         }
     }
 
-    fn decide(&self, command: &UserCommand) -> Result<Vec<Event>, DomainError> {
+    fn decide(&self, command: &UserCommand) -> Result<Vec<UserEvent>, DomainError> {
         match (self, command) {
             (
                 User::Unknown,
@@ -232,19 +259,19 @@ impl Aggregate for User {
                 validate_email(email)?;
                 let mut events = Vec::new();
                 if user.email.as_plain() != Some(email.trim()) {
-                    events.push(Event::UserEmailChanged(UserEmailChanged {
+                    events.push(UserEvent::UserEmailChanged(UserEmailChanged {
                         user_id: user.id,
                         email: Pii::plain(email.trim()),
                     }));
                 }
                 if let PasswordInput::NewHash(hash) = password {
-                    events.push(Event::UserPasswordChanged(UserPasswordChanged {
+                    events.push(UserEvent::UserPasswordChanged(UserPasswordChanged {
                         user_id: user.id,
                         password_hash: hash.clone(),
                     }));
                 }
                 if user.role != *role {
-                    events.push(Event::UserRoleChanged(UserRoleChanged {
+                    events.push(UserEvent::UserRoleChanged(UserRoleChanged {
                         user_id: user.id,
                         role: *role,
                     }));
@@ -267,7 +294,9 @@ impl Aggregate for User {
                     message: "a user with this id already exists".into(),
                 })
             }
-            (User::Active(user), UserCommand::Delete) => Ok(vec![Event::UserDeleted(UserDeleted { user_id: user.id })]),
+            (User::Active(user), UserCommand::Delete) => {
+                Ok(vec![UserEvent::UserDeleted(UserDeleted { user_id: user.id })])
+            }
             (
                 User::Unknown,
                 UserCommand::LinkExternal {
@@ -282,14 +311,14 @@ impl Aggregate for User {
                 validate_email(email)?;
                 let (email, external_id) = (Pii::plain(email.trim()), Pii::plain(external_id.clone()));
                 Ok(vec![match kind {
-                    ExternalKind::Ldap => Event::LdapUserLinked(LdapUserLinked {
+                    ExternalKind::Ldap => UserEvent::LdapUserLinked(LdapUserLinked {
                         user_id: *user_id,
                         provider: provider.clone(),
                         uid: external_id,
                         email,
                         role: *role,
                     }),
-                    ExternalKind::Oidc => Event::OidcUserLinked(OidcUserLinked {
+                    ExternalKind::Oidc => UserEvent::OidcUserLinked(OidcUserLinked {
                         user_id: *user_id,
                         provider: provider.clone(),
                         subject: external_id,
@@ -310,7 +339,7 @@ impl Aggregate for User {
                 if user.email.as_plain() == Some(email.trim()) && user.role == *role {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Event::ExternalUserSynced(ExternalUserSynced {
+                Ok(vec![UserEvent::ExternalUserSynced(ExternalUserSynced {
                     user_id: user.id,
                     email: Pii::plain(email.trim()),
                     role: *role,
@@ -323,11 +352,11 @@ impl Aggregate for User {
                     ));
                 };
                 Ok(vec![
-                    Event::UserPasswordChanged(UserPasswordChanged {
+                    UserEvent::UserPasswordChanged(UserPasswordChanged {
                         user_id: user.id,
                         password_hash: new_hash.clone(),
                     }),
-                    Event::UserSessionsRevoked(UserSessionsRevoked {
+                    UserEvent::UserSessionsRevoked(UserSessionsRevoked {
                         user_id: user.id,
                         before: *at,
                     }),
@@ -342,7 +371,7 @@ impl Aggregate for User {
                 if user.role == *role {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Event::UserRoleChanged(UserRoleChanged {
+                Ok(vec![UserEvent::UserRoleChanged(UserRoleChanged {
                     user_id: user.id,
                     role: *role,
                 })])
@@ -368,7 +397,7 @@ impl Aggregate for User {
                         message: format!("a user may have at most {MAX_API_TOKENS} API tokens; revoke one first"),
                     });
                 }
-                Ok(vec![Event::ApiTokenCreated(ApiTokenCreated {
+                Ok(vec![UserEvent::ApiTokenCreated(ApiTokenCreated {
                     user_id: user.id,
                     token_id: *token_id,
                     name: name.to_owned(),
@@ -382,13 +411,13 @@ impl Aggregate for User {
                         what: "API token",
                     });
                 }
-                Ok(vec![Event::ApiTokenRevoked(ApiTokenRevoked {
+                Ok(vec![UserEvent::ApiTokenRevoked(ApiTokenRevoked {
                     user_id: user.id,
                     token_id: *token_id,
                 })])
             }
             (User::Active(user), UserCommand::RevokeSessions { at }) => {
-                Ok(vec![Event::UserSessionsRevoked(UserSessionsRevoked {
+                Ok(vec![UserEvent::UserSessionsRevoked(UserSessionsRevoked {
                     user_id: user.id,
                     before: *at,
                 })])
@@ -434,9 +463,9 @@ fn created(
     password_hash: &str,
     role: Role,
     origin: UserOrigin,
-) -> Result<Vec<Event>, DomainError> {
+) -> Result<Vec<UserEvent>, DomainError> {
     validate_email(email)?;
-    Ok(vec![Event::LocalUserCreated(LocalUserCreated {
+    Ok(vec![UserEvent::LocalUserCreated(LocalUserCreated {
         user_id,
         email: Pii::plain(email.trim()),
         password_hash: password_hash.to_owned(),
@@ -519,7 +548,7 @@ mod tests {
                 PasswordInput::MatchesCurrent,
             ))
             .unwrap();
-        let types: Vec<_> = events.iter().map(Event::event_type).collect();
+        let types: Vec<_> = events.iter().map(UserEvent::event_type).collect();
         assert_eq!(types, ["UserEmailChanged", "UserRoleChanged"]);
 
         let events = user
@@ -529,7 +558,7 @@ mod tests {
                 PasswordInput::NewHash("h2".into()),
             ))
             .unwrap();
-        assert!(matches!(&events[..], [Event::UserPasswordChanged(e)] if e.password_hash == "h2"));
+        assert!(matches!(&events[..], [UserEvent::UserPasswordChanged(e)] if e.password_hash == "h2"));
     }
 
     #[test]
@@ -546,7 +575,7 @@ mod tests {
     fn deletion_is_final() {
         let mut user = provisioned_admin();
         let events = user.decide(&UserCommand::Delete).unwrap();
-        assert!(matches!(&events[..], [Event::UserDeleted(_)]));
+        assert!(matches!(&events[..], [UserEvent::UserDeleted(_)]));
         events.iter().for_each(|e| user.evolve(e));
         assert!(matches!(user, User::Deleted { .. }));
         assert_eq!(user.decide(&UserCommand::Delete).unwrap_err().code(), "user_not_found");

@@ -25,7 +25,7 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use uuid::Uuid;
 use warden_events::job::JobOutcome;
-use warden_events::{Metadata, StreamId};
+use warden_events::{Event, Metadata, StreamId};
 
 use crate::domain::job::{Job, JobCommand, MachineRef};
 use crate::domain::Aggregate as _;
@@ -314,6 +314,7 @@ async fn try_assign(fleet: &Fleet, taker: &Taker, job_id: Uuid, metadata: &Metad
     if !runner.is_some_and(|row| row.get::<_, bool>(0)) {
         return Ok(Attempt::Done(Assignment::RunnerUnavailable));
     }
+    let events: Vec<Event> = events.into_iter().map(Into::into).collect();
     match event_store::append_in(&tx, &stream, expected, events.clone(), metadata).await {
         Ok(appended) => {
             tx.commit().await.map_err(StoreError::from)?;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
-use warden_events::{Event, LogCursor, Metadata, RecordedEvent, StreamId};
+use warden_events::{Event, JobEvent, LogCursor, Metadata, RecordedEvent, RunnerEvent, StreamId};
 
 use crate::domain::job::{Job, JobCommand};
 use crate::domain::Aggregate;
@@ -56,29 +56,41 @@ impl JobReassignment {
         let mut gone_in_batch: HashSet<Uuid> = HashSet::new();
         for recorded in events {
             match &recorded.event {
-                Event::JobAssigned(e) => {
+                Event::Job(JobEvent::JobAssigned(e)) => {
                     plan.held.insert(e.job_id, Some(e.runner_id));
                     if gone_in_batch.contains(&e.runner_id) || runner_is_gone(client, e.runner_id).await? {
                         plan.requeue.insert(e.job_id, (e.runner_id, recorded.event_id));
                     }
                 }
-                Event::JobRequeued(e) => {
+                Event::Job(JobEvent::JobRequeued(e)) => {
                     plan.held.insert(e.job_id, None);
                 }
-                Event::JobFinished(e) => {
+                Event::Job(JobEvent::JobFinished(e)) => {
                     plan.held.insert(e.job_id, None);
                 }
-                Event::JobCancelled(e) => {
+                Event::Job(JobEvent::JobCancelled(e)) => {
                     plan.held.insert(e.job_id, None);
                 }
-                Event::RunnerInvalidated(e) => {
+                Event::Runner(RunnerEvent::RunnerInvalidated(e)) => {
                     gone_in_batch.insert(e.runner_id);
                     plan.gone.push(e.runner_id);
                     for job_id in held_by(client, e.runner_id, &plan.held).await? {
                         plan.requeue.insert(job_id, (e.runner_id, recorded.event_id));
                     }
                 }
-                _ => {}
+                // Nothing else changes who holds a job or which runners are gone.
+                Event::User(_)
+                | Event::Machine(_)
+                | Event::Runner(
+                    RunnerEvent::RunnerCreated(_)
+                    | RunnerEvent::RunnerTokenReset(_)
+                    | RunnerEvent::RunnerUpdated(_)
+                    | RunnerEvent::RunnerPaused(_)
+                    | RunnerEvent::RunnerResumed(_),
+                )
+                | Event::Job(
+                    JobEvent::JobSubmitted(_) | JobEvent::JobProgressed(_) | JobEvent::JobCancelRequested(_),
+                ) => {}
             }
         }
         Ok(plan)
@@ -150,7 +162,7 @@ impl LogConsumer for JobReassignment {
             if !events.is_empty() {
                 let mut metadata = Metadata::system("job-reassignment");
                 metadata.causation_id = Some(*cause);
-                appends.push((stream, expected, events, metadata));
+                appends.push((stream, expected, events.into_iter().map(Into::into).collect(), metadata));
             }
         }
 

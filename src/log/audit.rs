@@ -122,8 +122,7 @@ pub async fn query<C: GenericClient>(client: &C, query: &AuditQuery) -> Result<A
 }
 
 fn entry(recorded: RecordedEvent) -> AuditEntry {
-    let mut data = serde_json::to_value(&recorded.event).expect("events serialise");
-    let mut data = data.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+    let mut data = recorded.event.payload();
     redact(&mut data);
     AuditEntry {
         position: recorded.position,

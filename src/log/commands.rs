@@ -26,12 +26,12 @@ pub enum CommandError {
 }
 
 /// The result of a command that was accepted.
-pub struct Executed<A> {
+pub struct Executed<A: Aggregate> {
     /// State of the stream after the command.
     pub state: A,
     /// What was appended; `None` when the command changed nothing.
     pub appended: Option<Appended>,
-    pub events: Vec<Event>,
+    pub events: Vec<A::Event>,
 }
 
 #[derive(Clone)]
@@ -119,10 +119,11 @@ impl CommandService {
                     events,
                 });
             }
-            match self.store.append(stream, expected, events.clone(), metadata).await {
+            let logged: Vec<Event> = events.iter().cloned().map(Into::into).collect();
+            match self.store.append(stream, expected, logged.clone(), metadata).await {
                 Ok(appended) => {
                     events.iter().for_each(|event| state.evolve(event));
-                    self.wait_for_projection(&appended, &events).await?;
+                    self.wait_for_projection(&appended, &logged).await?;
                     return Ok(Executed {
                         state,
                         appended: Some(appended),

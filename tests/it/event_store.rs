@@ -10,26 +10,26 @@ use rand::Rng;
 use uuid::Uuid;
 use warden::events::runner::{RunnerCreated, RunnerInvalidated};
 use warden::events::user::{LocalUserCreated, Role, UserDeleted, UserOrigin};
-use warden::events::{Event, LogCursor, Metadata, Pii, StreamId};
+use warden::events::{Event, LogCursor, Metadata, Pii, RunnerEvent, StreamId, UserEvent};
 use warden::log::event_store::{self, EventStore, ExpectedVersion, StoreError};
 
 use crate::harness::TestDb;
 
 fn created(runner_id: Uuid) -> Event {
-    Event::RunnerCreated(RunnerCreated {
+    Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
         runner_id,
         token_hash: "00".repeat(32),
         description: None,
         tags: vec![],
         priority: 0,
-    })
+    }))
 }
 
 fn invalidated(runner_id: Uuid) -> Event {
-    Event::RunnerInvalidated(RunnerInvalidated {
+    Event::Runner(RunnerEvent::RunnerInvalidated(RunnerInvalidated {
         runner_id,
         reason: None,
-    })
+    }))
 }
 
 fn meta() -> Metadata {
@@ -163,13 +163,13 @@ async fn personal_data_is_sealed_and_forgotten_with_its_key() {
         .append(
             &stream,
             ExpectedVersion::NO_STREAM,
-            vec![Event::LocalUserCreated(LocalUserCreated {
+            vec![Event::User(UserEvent::LocalUserCreated(LocalUserCreated {
                 user_id: user,
                 email: Pii::plain(email),
                 password_hash: "$argon2id$placeholder".into(),
                 role: Role::User,
                 origin: UserOrigin::CommandLine,
-            })],
+            }))],
             &meta(),
         )
         .await
@@ -177,19 +177,21 @@ async fn personal_data_is_sealed_and_forgotten_with_its_key() {
     let stored = db.dump("events", "position").await.join("\n");
     assert!(!stored.contains("erin.private"), "email in the log: {stored}");
     let history = store.read_stream(&stream).await.unwrap();
-    assert!(matches!(&history[0].event, Event::LocalUserCreated(e) if e.email.as_plain() == Some(email)));
+    assert!(
+        matches!(&history[0].event, Event::User(UserEvent::LocalUserCreated(e)) if e.email.as_plain() == Some(email))
+    );
 
     store
         .append(
             &stream,
             ExpectedVersion(1),
-            vec![Event::UserDeleted(UserDeleted { user_id: user })],
+            vec![Event::User(UserEvent::UserDeleted(UserDeleted { user_id: user }))],
             &meta(),
         )
         .await
         .unwrap();
     let history = store.read_stream(&stream).await.unwrap();
-    assert!(matches!(&history[0].event, Event::LocalUserCreated(e) if e.email == Pii::Forgotten));
+    assert!(matches!(&history[0].event, Event::User(UserEvent::LocalUserCreated(e)) if e.email == Pii::Forgotten));
     assert_eq!(history.len(), 2, "the log itself is untouched");
 }
 

@@ -3,7 +3,7 @@
 
 use deadpool_postgres::GenericClient;
 use warden_events::user::UserOrigin;
-use warden_events::{Event, StreamId};
+use warden_events::{Event, JobEvent, StreamId, UserEvent};
 
 use super::StoreError;
 
@@ -41,7 +41,7 @@ enum ClaimChange {
 
 fn changes_for(event: &Event) -> Vec<ClaimChange> {
     match event {
-        Event::LocalUserCreated(e) => {
+        Event::User(UserEvent::LocalUserCreated(e)) => {
             let mut changes = Vec::new();
             // The provisioning id first: two instances provisioning the
             // same account collide here, and the loser retries as an
@@ -60,7 +60,7 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
             }
             changes
         }
-        Event::UserEmailChanged(e) => {
+        Event::User(UserEvent::UserEmailChanged(e)) => {
             let mut changes = vec![ClaimChange::ReleaseScope(LOCAL_EMAIL)];
             if let Some(email) = e.email.as_plain() {
                 changes.push(ClaimChange::Take {
@@ -70,7 +70,7 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
             }
             changes
         }
-        Event::LdapUserLinked(e) => e
+        Event::User(UserEvent::LdapUserLinked(e)) => e
             .uid
             .as_plain()
             .map(|uid| ClaimChange::Take {
@@ -79,7 +79,7 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
             })
             .into_iter()
             .collect(),
-        Event::OidcUserLinked(e) => e
+        Event::User(UserEvent::OidcUserLinked(e)) => e
             .subject
             .as_plain()
             .map(|subject| ClaimChange::Take {
@@ -88,15 +88,27 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
             })
             .into_iter()
             .collect(),
-        Event::UserDeleted(_) => vec![ClaimChange::ReleaseAll],
-        Event::JobAssigned(e) => vec![ClaimChange::Take {
+        Event::User(UserEvent::UserDeleted(_)) => vec![ClaimChange::ReleaseAll],
+        Event::Job(JobEvent::JobAssigned(e)) => vec![ClaimChange::Take {
             scope: MACHINE_JOB,
             value: e.machine_id.to_string(),
         }],
-        Event::JobRequeued(_) | Event::JobFinished(_) | Event::JobCancelled(_) => {
+        Event::Job(JobEvent::JobRequeued(_))
+        | Event::Job(JobEvent::JobFinished(_))
+        | Event::Job(JobEvent::JobCancelled(_)) => {
             vec![ClaimChange::ReleaseScope(MACHINE_JOB)]
         }
-        _ => Vec::new(),
+        Event::User(
+            UserEvent::UserPasswordChanged(_)
+            | UserEvent::UserRoleChanged(_)
+            | UserEvent::ExternalUserSynced(_)
+            | UserEvent::ApiTokenCreated(_)
+            | UserEvent::ApiTokenRevoked(_)
+            | UserEvent::UserSessionsRevoked(_),
+        )
+        | Event::Job(JobEvent::JobSubmitted(_) | JobEvent::JobProgressed(_) | JobEvent::JobCancelRequested(_))
+        | Event::Runner(_)
+        | Event::Machine(_) => Vec::new(),
     }
 }
 

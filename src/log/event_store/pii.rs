@@ -131,17 +131,58 @@ fn open(sealed: &str, subject: Uuid, key: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use warden_events::user::UserEmailChanged;
+    use warden_events::UserEvent;
+
+    /// What the store writes for `event`: sealed as `append_in` seals it.
+    fn as_appended(mut event: Event) -> String {
+        if let Some(subject) = event.pii_subject() {
+            seal(&mut event, subject, &[9u8; 32]);
+        }
+        warden_events::codec::encode(&event).payload.to_string()
+    }
+
+    /// Every event type, with a personal value in each personal field:
+    /// none reaches the log readable. Fails for a new event type whose
+    /// personal field `pii_subject`/`pii_fields_mut` does not cover.
+    #[test]
+    fn pii_sealing_covers_every_event_type() {
+        let plain = warden_events::samples::PLAIN_PERSONAL_VALUE;
+        for event in warden_events::samples::all() {
+            let event_type = event.event_type();
+            let stored = as_appended(event);
+            assert!(
+                !stored.contains(plain),
+                "{event_type} is written with readable personal data: {stored}"
+            );
+            assert!(
+                !stored.contains("\"plain\""),
+                "{event_type} has an unsealed Pii value: {stored}"
+            );
+        }
+    }
+
+    /// The check above would catch a forgotten field: the same samples
+    /// written without sealing show the personal value.
+    #[test]
+    fn unsealed_samples_would_be_caught() {
+        let plain = warden_events::samples::PLAIN_PERSONAL_VALUE;
+        let readable = warden_events::samples::all()
+            .into_iter()
+            .filter(|event| warden_events::codec::encode(event).payload.to_string().contains(plain))
+            .count();
+        assert!(readable >= 5, "the samples carry personal values: {readable}");
+    }
 
     fn email_event(subject: Uuid) -> Event {
-        Event::UserEmailChanged(UserEmailChanged {
+        Event::User(UserEvent::UserEmailChanged(UserEmailChanged {
             user_id: subject,
             email: Pii::plain("carol@example.org"),
-        })
+        }))
     }
 
     fn sealed_value(event: &Event) -> String {
         match event {
-            Event::UserEmailChanged(e) => match &e.email {
+            Event::User(UserEvent::UserEmailChanged(e)) => match &e.email {
                 Pii::Sealed(s) => s.clone(),
                 other => panic!("not sealed: {other:?}"),
             },
@@ -155,7 +196,7 @@ mod tests {
         let key = vec![7u8; 32];
         let mut event = email_event(subject);
         seal(&mut event, subject, &key);
-        let stored = serde_json::to_string(&event).unwrap();
+        let stored = event.payload().to_string();
         assert!(!stored.contains("carol"), "{stored}");
 
         let keys = SubjectKeys::from([(subject, Some(key))]);
@@ -170,7 +211,7 @@ mod tests {
         seal(&mut event, subject, &[7u8; 32]);
         let mut forgotten = event.clone();
         assert!(unseal(&mut forgotten, &SubjectKeys::from([(subject, None)])));
-        assert!(matches!(forgotten, Event::UserEmailChanged(ref e) if e.email == Pii::Forgotten));
+        assert!(matches!(forgotten, Event::User(UserEvent::UserEmailChanged(ref e)) if e.email == Pii::Forgotten));
 
         // The subject is bound as associated data.
         assert!(open(&sealed_value(&event), Uuid::now_v7(), &[7u8; 32]).is_none());

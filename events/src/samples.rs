@@ -1,0 +1,227 @@
+//! One sample of every event type, for tests that must cover them all
+//! (personal-data sealing, encoding). `every_event_type_has_a_sample`
+//! fails when a new event type has none.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::job::*;
+use crate::machine::*;
+use crate::runner::*;
+use crate::user::*;
+use crate::{Event, JobEvent, MachineEvent, Pii, RunnerEvent, UserEvent};
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn at() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("a valid time")
+}
+
+/// Every personal value a sample holds, in plain form.
+pub const PLAIN_PERSONAL_VALUE: &str = "personal@example.org";
+
+fn personal() -> Pii {
+    Pii::plain(PLAIN_PERSONAL_VALUE)
+}
+
+/// A sample of every event type, with plain personal values.
+pub fn all() -> Vec<Event> {
+    let user = id(1);
+    let runner = id(2);
+    let machine = id(3);
+    let job = id(4);
+    let info = MachineInfo {
+        name: Some("host".into()),
+        ..MachineInfo::default()
+    };
+    let users: Vec<UserEvent> = vec![
+        LocalUserCreated {
+            user_id: user,
+            email: personal(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            role: Role::User,
+            origin: UserOrigin::SignUp,
+        }
+        .into(),
+        UserEmailChanged {
+            user_id: user,
+            email: personal(),
+        }
+        .into(),
+        UserPasswordChanged {
+            user_id: user,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        }
+        .into(),
+        UserRoleChanged {
+            user_id: user,
+            role: Role::Admin,
+        }
+        .into(),
+        UserDeleted { user_id: user }.into(),
+        LdapUserLinked {
+            user_id: user,
+            provider: "corp".into(),
+            uid: personal(),
+            email: personal(),
+            role: Role::User,
+        }
+        .into(),
+        OidcUserLinked {
+            user_id: user,
+            provider: "sso".into(),
+            subject: personal(),
+            email: personal(),
+            role: Role::User,
+        }
+        .into(),
+        ExternalUserSynced {
+            user_id: user,
+            email: personal(),
+            role: Role::User,
+        }
+        .into(),
+        ApiTokenCreated {
+            user_id: user,
+            token_id: id(5),
+            name: "laptop".into(),
+            token_hash: "00".repeat(32),
+        }
+        .into(),
+        ApiTokenRevoked {
+            user_id: user,
+            token_id: id(5),
+        }
+        .into(),
+        UserSessionsRevoked {
+            user_id: user,
+            before: at(),
+        }
+        .into(),
+    ];
+    let runners: Vec<RunnerEvent> = vec![
+        RunnerCreated {
+            runner_id: runner,
+            token_hash: "00".repeat(32),
+            description: Some("gpu box".into()),
+            tags: vec!["gpu".into()],
+            priority: 1,
+        }
+        .into(),
+        RunnerInvalidated {
+            runner_id: runner,
+            reason: Some("retired".into()),
+        }
+        .into(),
+        RunnerTokenReset {
+            runner_id: runner,
+            token_hash: "11".repeat(32),
+            previous_token_valid_until: Some(at()),
+        }
+        .into(),
+        RunnerUpdated {
+            runner_id: runner,
+            description: None,
+            tags: vec![],
+            priority: 0,
+        }
+        .into(),
+        RunnerPaused { runner_id: runner }.into(),
+        RunnerResumed { runner_id: runner }.into(),
+    ];
+    let machines: Vec<MachineEvent> = vec![
+        RunnerMachineRegistered {
+            machine_id: machine,
+            runner_id: runner,
+            system_id: "r_0123456789ab".into(),
+            info: info.clone(),
+            ip_address: Some("10.0.0.1".into()),
+            contacted_at: at(),
+        }
+        .into(),
+        RunnerMachineContacted {
+            machine_id: machine,
+            runner_id: runner,
+            contacted_at: at(),
+            ip_address: None,
+            info,
+        }
+        .into(),
+        RunnerMachinePruned {
+            machine_id: machine,
+            runner_id: runner,
+            last_contacted_at: at(),
+        }
+        .into(),
+    ];
+    let jobs: Vec<JobEvent> = vec![
+        JobSubmitted {
+            job_id: job,
+            submitted_by: user,
+            payload: json!({"cmd": "make"}),
+            required_tags: vec![],
+            priority: 0,
+        }
+        .into(),
+        JobAssigned {
+            job_id: job,
+            runner_id: runner,
+            machine_id: machine,
+        }
+        .into(),
+        JobProgressed {
+            job_id: job,
+            progress: 0.5,
+            message: None,
+        }
+        .into(),
+        JobRequeued {
+            job_id: job,
+            runner_id: runner,
+            machine_id: machine,
+            reason: "runner invalidated".into(),
+        }
+        .into(),
+        JobFinished {
+            job_id: job,
+            runner_id: runner,
+            machine_id: machine,
+            outcome: JobOutcome::Succeeded,
+            result: json!({"ok": true}),
+        }
+        .into(),
+        JobCancelRequested { job_id: job }.into(),
+        JobCancelled { job_id: job }.into(),
+    ];
+    users
+        .into_iter()
+        .map(Event::from)
+        .chain(runners.into_iter().map(Event::from))
+        .chain(machines.into_iter().map(Event::from))
+        .chain(jobs.into_iter().map(Event::from))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_type_has_a_sample() {
+        let sampled: Vec<&str> = all().iter().map(Event::event_type).collect();
+        assert_eq!(sampled, crate::EVENT_TYPES, "add a sample for each new event type");
+    }
+
+    #[test]
+    fn every_sample_round_trips_through_the_codec() {
+        for event in all() {
+            let encoded = crate::codec::encode(&event);
+            let stored = crate::upcasters::Stored { recorded_at: at() };
+            let decoded = crate::codec::decode(encoded.event_type, encoded.schema_version, encoded.payload, stored);
+            assert_eq!(decoded.expect(event.event_type()), event);
+        }
+    }
+}
