@@ -221,7 +221,8 @@ mod tests {
             let encoded = crate::codec::encode(&event);
             let stored = crate::upcasters::Stored { recorded_at: at() };
             let decoded = crate::codec::decode(encoded.event_type, encoded.schema_version, encoded.payload, stored);
-            assert_eq!(decoded.expect(event.event_type()), event);
+            let decoded = decoded.unwrap_or_else(|error| panic!("{}: {error}", event.event_type()));
+            assert_eq!(decoded, event);
         }
     }
 }
