@@ -8,7 +8,7 @@ use warden_events::job::{
 use warden_events::{Event, JobEvent};
 
 use super::runner::normalise_tags;
-use super::{Aggregate, DomainError};
+use super::{Aggregate, DomainError, ErrorCode};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Job {
@@ -85,14 +85,14 @@ impl Job {
 
     fn not_found() -> DomainError {
         DomainError::NotFound {
-            code: "job_not_found",
+            code: ErrorCode::JobNotFound,
             what: "job",
         }
     }
 
     fn not_yours() -> DomainError {
         DomainError::Conflict {
-            code: "job_not_assigned_to_machine",
+            code: ErrorCode::JobNotAssignedToMachine,
             message: "this job is not assigned to this runner machine (any more)".into(),
         }
     }
@@ -166,7 +166,7 @@ impl Aggregate for Job {
             ) => {
                 if !PRIORITY_RANGE.contains(priority) {
                     return Err(DomainError::Invalid {
-                        code: "invalid_priority",
+                        code: ErrorCode::InvalidPriority,
                         message: "priority must be between -1000 and 1000".into(),
                     });
                 }
@@ -179,7 +179,7 @@ impl Aggregate for Job {
                 })])
             }
             (_, JobCommand::Submit { .. }) => Err(DomainError::Conflict {
-                code: "job_exists",
+                code: ErrorCode::JobExists,
                 message: "a job with this id already exists".into(),
             }),
             (Job::Unknown, _) => Err(Job::not_found()),
@@ -190,7 +190,7 @@ impl Aggregate for Job {
                 machine_id: machine.machine_id,
             })]),
             (_, JobCommand::Assign(_)) => Err(DomainError::Conflict {
-                code: "job_not_queued",
+                code: ErrorCode::JobNotQueued,
                 message: "this job is not waiting in the queue".into(),
             }),
 
@@ -199,7 +199,7 @@ impl Aggregate for Job {
             {
                 if !(0.0..=1.0).contains(progress) {
                     return Err(DomainError::Invalid {
-                        code: "invalid_progress",
+                        code: ErrorCode::InvalidProgress,
                         message: "progress is a number from 0.0 to 1.0".into(),
                     });
                 }
@@ -252,7 +252,7 @@ impl Aggregate for Job {
                         job_id: core.job_id,
                     })]),
                     _ => Err(DomainError::Conflict {
-                        code: "job_already_finished",
+                        code: ErrorCode::JobAlreadyFinished,
                         message: "this job has already finished".into(),
                     }),
                 }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use warden_events::machine::{MachineInfo, RunnerMachineContacted, RunnerMachinePruned, RunnerMachineRegistered};
 use warden_events::{Event, MachineEvent};
 
-use super::{Aggregate, DomainError};
+use super::{Aggregate, DomainError, ErrorCode};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Machine {
@@ -133,7 +133,7 @@ pub fn validate_system_id(system_id: &str) -> Result<(), DomainError> {
         Ok(())
     } else {
         Err(DomainError::Invalid {
-            code: "invalid_system_id",
+            code: ErrorCode::InvalidSystemId,
             message: "system_id must be 1 to 64 characters of A-Z, a-z, 0-9 and - _ . :".into(),
         })
     }
@@ -150,7 +150,7 @@ fn validate_info(info: MachineInfo) -> Result<MachineInfo, DomainError> {
     ];
     if texts.iter().any(|t| t.as_ref().is_some_and(|t| t.len() > 256)) {
         return Err(DomainError::Invalid {
-            code: "text_too_long",
+            code: ErrorCode::TextTooLong,
             message: "machine information fields are limited to 256 bytes".into(),
         });
     }

@@ -3,6 +3,7 @@
 //! anything that needs randomness or a clock (ids, password hashes) is
 //! computed by the caller and passed in the command.
 
+pub mod error_code;
 pub mod job;
 pub mod machine;
 pub mod runner;
@@ -10,23 +11,25 @@ pub mod user;
 
 use warden_events::{Event, RecordedEvent};
 
+pub use error_code::ErrorCode;
+
 /// Why a command was refused. `code` values are part of the HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     #[error("{what} not found")]
-    NotFound { code: &'static str, what: &'static str },
+    NotFound { code: ErrorCode, what: &'static str },
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
 }
 
 impl DomainError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             DomainError::NotFound { code, .. }
             | DomainError::Conflict { code, .. }
-            | DomainError::Invalid { code, .. } => code,
+            | DomainError::Invalid { code, .. } => *code,
         }
     }
 }

@@ -8,7 +8,7 @@ use warden_events::runner::{
 };
 use warden_events::{Event, RunnerEvent};
 
-use super::{Aggregate, DomainError};
+use super::{Aggregate, DomainError, ErrorCode};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Runner {
@@ -126,19 +126,19 @@ impl Aggregate for Runner {
             }
             (_, RunnerCommand::Create { .. }) => {
                 return Err(DomainError::Conflict {
-                    code: "runner_exists",
+                    code: ErrorCode::RunnerExists,
                     message: "a runner with this id already exists".into(),
                 })
             }
             (Runner::Unknown, _) => {
                 return Err(DomainError::NotFound {
-                    code: "runner_not_found",
+                    code: ErrorCode::RunnerNotFound,
                     what: "runner",
                 })
             }
             (Runner::Invalidated { .. }, _) => {
                 return Err(DomainError::Conflict {
-                    code: "runner_already_invalidated",
+                    code: ErrorCode::RunnerAlreadyInvalidated,
                     message: "this runner has already been invalidated".into(),
                 })
             }
@@ -187,7 +187,7 @@ fn validate_settings(settings: &RunnerSettings) -> Result<RunnerSettings, Domain
     validate_text(settings.description.as_deref())?;
     if !PRIORITY_RANGE.contains(&settings.priority) {
         return Err(DomainError::Invalid {
-            code: "invalid_priority",
+            code: ErrorCode::InvalidPriority,
             message: format!(
                 "priority must be between {} and {}",
                 PRIORITY_RANGE.start(),
@@ -205,7 +205,7 @@ fn validate_settings(settings: &RunnerSettings) -> Result<RunnerSettings, Domain
 fn validate_text(text: Option<&str>) -> Result<(), DomainError> {
     match text {
         Some(text) if text.len() > MAX_TEXT => Err(DomainError::Invalid {
-            code: "text_too_long",
+            code: ErrorCode::TextTooLong,
             message: format!("descriptions and reasons are limited to {MAX_TEXT} bytes"),
         }),
         _ => Ok(()),
@@ -217,7 +217,7 @@ fn validate_text(text: Option<&str>) -> Result<(), DomainError> {
 pub fn normalise_tags(tags: &[String]) -> Result<Vec<String>, DomainError> {
     if tags.len() > MAX_TAGS {
         return Err(DomainError::Invalid {
-            code: "too_many_tags",
+            code: ErrorCode::TooManyTags,
             message: format!("at most {MAX_TAGS} tags"),
         });
     }
@@ -228,7 +228,7 @@ pub fn normalise_tags(tags: &[String]) -> Result<Vec<String>, DomainError> {
             !tag.is_empty() && tag.len() <= 64 && tag.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
         if !valid {
             return Err(DomainError::Invalid {
-                code: "invalid_tag",
+                code: ErrorCode::InvalidTag,
                 message: "tags are 1 to 64 characters of a-z, 0-9 and - _ . : /".into(),
             });
         }

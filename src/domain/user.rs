@@ -12,7 +12,7 @@ use warden_events::user::{
 };
 use warden_events::{Event, Pii, UserEvent};
 
-use super::{Aggregate, DomainError};
+use super::{Aggregate, DomainError, ErrorCode};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum User {
@@ -231,7 +231,7 @@ impl Aggregate for User {
             ) => {
                 let PasswordInput::NewHash(password_hash) = password else {
                     return Err(DomainError::Invalid {
-                        code: "password_required",
+                        code: ErrorCode::PasswordRequired,
                         message: "a new account needs a password".into(),
                     });
                 };
@@ -290,7 +290,7 @@ impl Aggregate for User {
             ) => created(*user_id, email, password_hash, *role, origin.clone()),
             (User::Active(_), UserCommand::Create { .. }) | (User::Deleted { .. }, UserCommand::Create { .. }) => {
                 Err(DomainError::Conflict {
-                    code: "user_exists",
+                    code: ErrorCode::UserExists,
                     message: "a user with this id already exists".into(),
                 })
             }
@@ -328,7 +328,7 @@ impl Aggregate for User {
                 }])
             }
             (_, UserCommand::LinkExternal { .. }) => Err(DomainError::Conflict {
-                code: "user_exists",
+                code: ErrorCode::UserExists,
                 message: "a user with this id already exists".into(),
             }),
             (User::Active(user), UserCommand::SyncExternal { email, role }) => {
@@ -387,13 +387,13 @@ impl Aggregate for User {
                 let name = name.trim();
                 if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
                     return Err(DomainError::Invalid {
-                        code: "invalid_token_name",
+                        code: ErrorCode::InvalidTokenName,
                         message: "an API token needs a name of 1 to 100 printable characters".into(),
                     });
                 }
                 if user.api_tokens.len() >= MAX_API_TOKENS {
                     return Err(DomainError::Conflict {
-                        code: "too_many_api_tokens",
+                        code: ErrorCode::TooManyApiTokens,
                         message: format!("a user may have at most {MAX_API_TOKENS} API tokens; revoke one first"),
                     });
                 }
@@ -407,7 +407,7 @@ impl Aggregate for User {
             (User::Active(user), UserCommand::RevokeApiToken { token_id }) => {
                 if !user.api_tokens.contains(token_id) {
                     return Err(DomainError::NotFound {
-                        code: "api_token_not_found",
+                        code: ErrorCode::ApiTokenNotFound,
                         what: "API token",
                     });
                 }
@@ -436,7 +436,7 @@ impl Aggregate for User {
                 | UserCommand::RevokeApiToken { .. }
                 | UserCommand::RevokeSessions { .. },
             ) => Err(DomainError::NotFound {
-                code: "user_not_found",
+                code: ErrorCode::UserNotFound,
                 what: "user",
             }),
         }
@@ -445,14 +445,14 @@ impl Aggregate for User {
 
 fn external_refused(message: &str) -> DomainError {
     DomainError::Invalid {
-        code: "managed_externally",
+        code: ErrorCode::ManagedExternally,
         message: message.into(),
     }
 }
 
 fn local_only_refused(message: &str) -> DomainError {
     DomainError::Invalid {
-        code: "not_external",
+        code: ErrorCode::NotExternal,
         message: message.into(),
     }
 }
@@ -490,7 +490,7 @@ pub fn validate_email(email: &str) -> Result<(), DomainError> {
         Ok(())
     } else {
         Err(DomainError::Invalid {
-            code: "invalid_email",
+            code: ErrorCode::InvalidEmail,
             message: "not a valid email address".into(),
         })
     }

@@ -14,6 +14,7 @@ use warden_events::Actor;
 
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::domain::ErrorCode;
 use crate::fleet::runners::{self, AuthenticatedRunner, RunnerAuthError};
 use crate::http::session::SESSION_COOKIE;
 use crate::identity::access_tokens::{AccessTokens, TokenError};
@@ -63,8 +64,8 @@ impl FromRequest for AdminReader {
         Box::pin(async move {
             let user = authenticate_user(request).await?;
             if !(user.admin_scope || user.role == Role::Support) {
-                return Err(ApiError::forbidden(
-                    "admin_read_required",
+                return Err(ApiError::new(
+                    ErrorCode::AdminReadRequired,
                     "this view needs an admin-scoped token of an admin, or the support role",
                 ));
             }
@@ -88,10 +89,10 @@ fn bearer_token(request: &HttpRequest) -> Result<String, ApiError> {
     let value = request
         .headers()
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing_token", "send `Authorization: Bearer <token>`"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingToken, "send `Authorization: Bearer <token>`"))?;
     let value = value.to_str().map_err(|_| {
-        ApiError::unauthorized(
-            "invalid_authorization_header",
+        ApiError::new(
+            ErrorCode::InvalidAuthorizationHeader,
             "the Authorization header is not valid text",
         )
     })?;
@@ -99,8 +100,8 @@ fn bearer_token(request: &HttpRequest) -> Result<String, ApiError> {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(token.trim().to_owned())
         }
-        _ => Err(ApiError::unauthorized(
-            "invalid_authorization_header",
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidAuthorizationHeader,
             "expected `Authorization: Bearer <token>`",
         )),
     }
@@ -114,8 +115,8 @@ fn user_credential(request: &HttpRequest) -> Result<String, ApiError> {
     }
     match request.cookie(SESSION_COOKIE) {
         Some(cookie) if !cookie.value().is_empty() => Ok(cookie.value().to_owned()),
-        _ => Err(ApiError::unauthorized(
-            "missing_token",
+        _ => Err(ApiError::new(
+            ErrorCode::MissingToken,
             "send `Authorization: Bearer <token>` or log in for a session cookie",
         )),
     }
@@ -124,8 +125,8 @@ fn user_credential(request: &HttpRequest) -> Result<String, ApiError> {
 async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, ApiError> {
     let token = user_credential(&request)?;
     if token.starts_with(RUNNER_TOKEN_PREFIX) {
-        return Err(ApiError::unauthorized(
-            "runner_token_not_accepted",
+        return Err(ApiError::new(
+            ErrorCode::RunnerTokenNotAccepted,
             "runner tokens are only accepted on /api/runners/* routes; log in for a user token",
         ));
     }
@@ -136,8 +137,8 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
     let claims = match state.access_tokens.verify(&token) {
         Ok(claims) => claims,
         Err(TokenError::Expired) => {
-            return Err(ApiError::unauthorized(
-                "token_expired",
+            return Err(ApiError::new(
+                ErrorCode::TokenExpired,
                 "the access token has expired; log in again",
             ))
         }
@@ -148,13 +149,13 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
     let connection = state.db.get().await?;
     let user = accounts::find_user(&connection, claims.sub)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("user_not_found", "the user of this token no longer exists"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::UserOfTokenGone, "the user of this token no longer exists"))?;
     if user
         .sessions_revoked_at
         .is_some_and(|revoked| claims.issued_at() < revoked)
     {
-        return Err(ApiError::unauthorized(
-            "session_revoked",
+        return Err(ApiError::new(
+            ErrorCode::SessionRevoked,
             "this token was issued before a log-out or password change; log in again",
         ));
     }
@@ -164,22 +165,15 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
 /// An OIDC provider's ID token (seed 000: admins use it for admin calls):
 /// admin rights if it carries the provider's admin role.
 async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result<AuthenticatedUser, ApiError> {
-    let invalid = || ApiError::unauthorized("invalid_token", "the access token is not valid");
+    let invalid = || ApiError::new(ErrorCode::InvalidToken, "the access token is not valid");
     if state.identity.oidc.is_empty() || !AccessTokens::looks_like_jwt(token) {
         return Err(invalid());
     }
+    use crate::identity::oidc::OidcError;
     let found = match state.identity.oidc.verify_bearer_id_token(&state.identity, token).await {
         Ok(found) => found,
-        Err(crate::identity::oidc::OidcError::Unavailable(message)) => {
-            tracing::warn!(%message, "could not check an OIDC ID token");
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "oidc_unavailable",
-                "the OIDC provider that issued this token cannot be reached; try again later",
-            ));
-        }
-        Err(crate::identity::oidc::OidcError::InvalidIdToken(message)) if message.contains("expired") => {
-            return Err(ApiError::unauthorized("token_expired", "the ID token has expired"))
+        Err(error @ (OidcError::Unavailable(_) | OidcError::IdTokenExpired)) => {
+            return Err(crate::http::routes::oidc::oidc_error(error))
         }
         Err(_) => return Err(invalid()),
     };
@@ -187,7 +181,7 @@ async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result
     let connection = state.db.get().await?;
     let user = accounts::find_user(&connection, user_id)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("user_not_found", "the user of this token no longer exists"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::UserOfTokenGone, "the user of this token no longer exists"))?;
     Ok(AuthenticatedUser::of(user, admin_role))
 }
 
@@ -196,10 +190,10 @@ async fn authenticate_api_token(state: &AppState, token: &str) -> Result<Authent
     let connection = state.db.get().await?;
     let user_id = api_tokens::authenticate(&connection, token)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid_api_token", "not a valid API token, or it was revoked"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidApiToken, "not a valid API token, or it was revoked"))?;
     let user = accounts::find_user(&connection, user_id)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("user_not_found", "the user of this token no longer exists"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::UserOfTokenGone, "the user of this token no longer exists"))?;
     Ok(AuthenticatedUser::of(user, false))
 }
 
@@ -221,8 +215,8 @@ impl FromRequest for Admin {
         Box::pin(async move {
             let user = authenticate_user(request).await?;
             if !user.admin_scope {
-                return Err(ApiError::forbidden(
-                    "admin_scope_required",
+                return Err(ApiError::new(
+                    ErrorCode::AdminScopeRequired,
                     "this call needs an access token issued with scope=admin to an admin user",
                 ));
             }
@@ -240,8 +234,8 @@ impl FromRequest for Runner {
         Box::pin(async move {
             let token = bearer_token(&request)?;
             if AccessTokens::looks_like_jwt(&token) {
-                return Err(ApiError::unauthorized(
-                    "user_token_not_accepted",
+                return Err(ApiError::new(
+                    ErrorCode::UserTokenNotAccepted,
                     "/api/runners/* routes need a runner token, not a user token",
                 ));
             }
@@ -258,12 +252,11 @@ impl FromRequest for Runner {
                         .map_err(ApiError::too_many_requests)?;
                     Ok(Runner(runner))
                 }
-                Err(RunnerAuthError::Unknown) => Err(ApiError::unauthorized(
-                    "invalid_runner_token",
-                    "not a valid runner token",
-                )),
-                Err(RunnerAuthError::Invalidated) => Err(ApiError::unauthorized(
-                    "runner_invalidated",
+                Err(RunnerAuthError::Unknown) => {
+                    Err(ApiError::new(ErrorCode::InvalidRunnerToken, "not a valid runner token"))
+                }
+                Err(RunnerAuthError::Invalidated) => Err(ApiError::new(
+                    ErrorCode::RunnerInvalidated,
                     "this runner has been invalidated",
                 )),
                 Err(RunnerAuthError::Store(error)) => Err(error.into()),

@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, ErrorCode};
 use crate::log::commands::CommandError;
 use crate::log::event_store::{claims, StoreError};
 use crate::log::projection_runner::ProjectionLag;
@@ -19,22 +19,44 @@ use crate::log::projection_runner::ProjectionLag;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     retry_after_seconds: Option<u64>,
 }
 
-/// Every error answer: a stable `code` and a message for humans.
+/// Every error answer: a stable `code` (see the `ErrorCode` schema and
+/// docs/errors.md) and a message for humans.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody<'a> {
+    #[schema(value_type = ErrorCode)]
     pub code: &'a str,
     pub message: &'a str,
 }
 
+/// The catalogue as a string enum in the OpenAPI description.
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut codes: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        codes.dedup();
+        let described: String = ErrorCode::ALL
+            .iter()
+            .map(|code| format!("- `{}` ({}): {}\n", code.as_str(), code.status(), code.description()))
+            .collect();
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(codes))
+            .description(Some(format!("Stable error codes:\n{described}")))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {}
+
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error answer with `code`'s status from the catalogue.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
+            status: StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code,
             message: message.into(),
             retry_after_seconds: None,
@@ -47,8 +69,7 @@ impl ApiError {
         ApiError {
             retry_after_seconds: Some(seconds),
             ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!("too many requests for this runner token; retry in {seconds}s"),
             )
         }
@@ -60,55 +81,26 @@ impl ApiError {
         ApiError {
             retry_after_seconds: Some(seconds),
             ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_login_attempts",
+                ErrorCode::TooManyLoginAttempts,
                 format!("too many failed logins; try again in {seconds}s"),
             )
         }
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, code, message)
-    }
-
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, message)
-    }
-
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-    }
-
     /// A failure that is our fault: logged in full, answered vaguely.
     pub fn internal(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error; see the server log",
-        )
+        Self::new(ErrorCode::InternalError, "internal error; see the server log")
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.code)
+        write!(f, "{} ({})", self.message, self.code.as_str())
     }
 }
 
@@ -128,7 +120,7 @@ impl ResponseError for ApiError {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         response.json(ErrorBody {
-            code: self.code,
+            code: self.code.as_str(),
             message: &self.message,
         })
     }
@@ -136,12 +128,7 @@ impl ResponseError for ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
-        let status = match error {
-            DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
-            DomainError::Conflict { .. } => StatusCode::CONFLICT,
-            DomainError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        ApiError::new(status, error.code(), error.to_string())
+        ApiError::new(error.code(), error.to_string())
     }
 }
 
@@ -149,26 +136,17 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "concurrent_modification",
+                ErrorCode::ConcurrentModification,
                 "the same object was changed concurrently too often; try again",
             ),
-            StoreError::ClaimTaken { scope } if scope == claims::LOCAL_EMAIL => ApiError::new(
-                StatusCode::CONFLICT,
-                "email_taken",
-                "an account with this email already exists",
-            ),
-            StoreError::ClaimTaken { .. } => ApiError::new(StatusCode::CONFLICT, "already_taken", error.to_string()),
-            StoreError::SubjectForgotten(_) => {
-                ApiError::new(StatusCode::GONE, "user_deleted", "this user has been deleted")
+            StoreError::ClaimTaken { scope } if scope == claims::LOCAL_EMAIL => {
+                ApiError::new(ErrorCode::EmailTaken, "an account with this email already exists")
             }
+            StoreError::ClaimTaken { .. } => ApiError::new(ErrorCode::AlreadyTaken, error.to_string()),
+            StoreError::SubjectForgotten(_) => ApiError::new(ErrorCode::UserDeleted, "this user has been deleted"),
             StoreError::Db(crate::platform::db::DbError::Pool(_)) => {
                 tracing::error!(%error, "database unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the database is unavailable; try again",
-                )
+                ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")
             }
             other => ApiError::internal(&other),
         }
@@ -178,7 +156,7 @@ impl From<StoreError> for ApiError {
 impl From<ProjectionLag> for ApiError {
     fn from(lag: ProjectionLag) -> Self {
         tracing::warn!(%lag, "answering before read models caught up");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "read_models_lagging", lag.to_string())
+        ApiError::new(ErrorCode::ReadModelsLagging, lag.to_string())
     }
 }
 
@@ -202,9 +180,9 @@ pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Err
     match error {
         JsonPayloadError::ContentType => unsupported_media_type("application/json"),
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => payload_too_large(),
-        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::unprocessable("invalid_field", e.to_string()),
-        JsonPayloadError::Deserialize(e) => ApiError::bad_request("malformed_json", e.to_string()),
-        other => ApiError::bad_request("malformed_request", other.to_string()),
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::new(ErrorCode::InvalidField, e.to_string()),
+        JsonPayloadError::Deserialize(e) => ApiError::new(ErrorCode::MalformedJson, e.to_string()),
+        other => ApiError::new(ErrorCode::MalformedRequest, other.to_string()),
     }
     .into()
 }
@@ -213,37 +191,29 @@ pub fn form_error(error: UrlencodedError, _req: &HttpRequest) -> actix_web::Erro
     match error {
         UrlencodedError::ContentType => unsupported_media_type("application/x-www-form-urlencoded"),
         UrlencodedError::Overflow { .. } => payload_too_large(),
-        UrlencodedError::Parse(_) => ApiError::unprocessable(
-            "invalid_form",
+        UrlencodedError::Parse(_) => ApiError::new(
+            ErrorCode::InvalidForm,
             "the form is missing a required field or has a malformed one",
         ),
-        other => ApiError::bad_request("malformed_request", other.to_string()),
+        other => ApiError::new(ErrorCode::MalformedRequest, other.to_string()),
     }
     .into()
 }
 
 pub fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_query", error.to_string()).into()
+    ApiError::new(ErrorCode::InvalidQuery, error.to_string()).into()
 }
 
 pub fn path_error(error: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_path", format!("malformed path parameter: {error}")).into()
+    ApiError::new(ErrorCode::InvalidPath, format!("malformed path parameter: {error}")).into()
 }
 
 fn unsupported_media_type(expected: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        format!("send the body as {expected}"),
-    )
+    ApiError::new(ErrorCode::UnsupportedMediaType, format!("send the body as {expected}"))
 }
 
 fn payload_too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        "the request body is too large",
-    )
+    ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
 }
 
 /// Gives error responses produced outside our handlers (unknown routes,
@@ -259,17 +229,22 @@ pub fn json_for_any_error<B>(response: ServiceResponse<B>) -> actix_web::Result<
     }
     let status = response.status();
     let code = match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
-        s if s.is_client_error() => "bad_request",
-        _ => "internal_error",
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
+        s if s.is_client_error() => ErrorCode::BadRequest,
+        _ => ErrorCode::InternalError,
     };
     let message = status.canonical_reason().unwrap_or("error").to_owned();
     let (request, mut original) = response.into_parts();
-    let mut replacement = ApiError::new(status, code, message).error_response();
+    // The status stays what actix answered (a 408 stays a 408).
+    let mut replacement = ApiError {
+        status,
+        ..ApiError::new(code, message)
+    }
+    .error_response();
     // Keep headers such as Allow on 405.
     for (name, value) in original.headers_mut().drain() {
         if let Some(name) = name {

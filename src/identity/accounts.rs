@@ -8,6 +8,7 @@ use warden_events::{Metadata, StreamId};
 
 use crate::domain::user::{Account, ActiveUser, ExternalKind, PasswordInput, User, UserCommand};
 use crate::domain::DomainError;
+use crate::domain::ErrorCode;
 use crate::identity::throttle;
 use crate::identity::Identity;
 use crate::log::commands::{CommandError, CommandService};
@@ -137,7 +138,7 @@ pub async fn sign_up(
 ) -> Result<Uuid, CommandError> {
     if identity.security.local_account.mode != LocalAccountMode::Enabled {
         return Err(DomainError::Invalid {
-            code: "signup_disabled",
+            code: ErrorCode::SignupDisabled,
             message: "self sign-up is disabled on this server".into(),
         }
         .into());
@@ -171,14 +172,14 @@ pub async fn change_password(
         }) => password_hash.clone(),
         User::Active(_) => {
             return Err(DomainError::Invalid {
-                code: "managed_externally",
+                code: ErrorCode::ManagedExternally,
                 message: "the password of this user is kept by its directory or provider".into(),
             }
             .into())
         }
         _ => {
             return Err(DomainError::NotFound {
-                code: "user_not_found",
+                code: ErrorCode::UserNotFound,
                 what: "user",
             }
             .into())
@@ -190,7 +191,7 @@ pub async fn change_password(
         .unwrap_or(false);
     if !matches {
         return Err(DomainError::Invalid {
-            code: "wrong_password",
+            code: ErrorCode::WrongPassword,
             message: "the current password is not right".into(),
         }
         .into());
@@ -243,7 +244,7 @@ pub async fn ensure_not_last_admin(identity: &Identity, user_id: Uuid) -> Result
         .is_some_and(|u| u.role == Role::Admin);
     if is_admin && others == 0 {
         return Err(DomainError::Conflict {
-            code: "last_admin",
+            code: ErrorCode::LastAdmin,
             message: "this is the only admin; promote another user first".into(),
         }
         .into());
@@ -269,7 +270,7 @@ pub async fn revoke_sessions(
 
 async fn hash_password(password: &Secret) -> Result<String, CommandError> {
     passwords::check_policy(password.expose()).map_err(|message| DomainError::Invalid {
-        code: "weak_password",
+        code: ErrorCode::WeakPassword,
         message: format!("the password {message}"),
     })?;
     let password = password.clone();

@@ -53,6 +53,8 @@ pub enum OidcError {
     Refused(String),
     #[error("the ID token is not valid: {0}")]
     InvalidIdToken(String),
+    #[error("the ID token has expired")]
+    IdTokenExpired,
     #[error("the provider says this user may not use warden (user_role missing)")]
     RoleMissing,
     #[error("admin rights were requested (scope=admin) but this user does not have the admin role")]
@@ -315,9 +317,10 @@ fn identify<N: openidconnect::NonceVerifier>(
     verifier: &openidconnect::core::CoreIdTokenVerifier,
     nonce: N,
 ) -> Result<OidcIdentity, OidcError> {
-    let verified = id_token
-        .claims(verifier, nonce)
-        .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+    let verified = id_token.claims(verifier, nonce).map_err(|error| match error {
+        openidconnect::ClaimsVerificationError::Expired(_) => OidcError::IdTokenExpired,
+        other => OidcError::InvalidIdToken(other.to_string()),
+    })?;
     // Role claims are not standard claims: read them from the token's
     // payload, whose signature and claims were verified just above.
     let raw = unverified_claims(&id_token.to_string()).unwrap_or(Value::Null);

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::optional_json;
 use crate::app::AppState;
 use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
+use crate::domain::ErrorCode;
 use crate::fleet::runners;
 use crate::http::auth::Admin;
 use crate::http::context::RequestContext;
@@ -67,7 +68,7 @@ pub async fn create_runner(
 
 fn parse_runner_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw.trim())
-        .map_err(|_| ApiError::bad_request("invalid_runner_id", "runner_id must be a runner's UUID"))
+        .map_err(|_| ApiError::new(ErrorCode::InvalidRunnerId, "runner_id must be a runner's UUID"))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -150,10 +151,10 @@ pub async fn reset_runner_token(
         None => None,
         Some(text) => {
             let grace = humantime::parse_duration(text)
-                .map_err(|e| ApiError::bad_request("invalid_grace_period", format!("grace_period: {e}")))?;
+                .map_err(|e| ApiError::new(ErrorCode::MalformedGracePeriod, format!("grace_period: {e}")))?;
             if grace > state.config.runners.max_token_grace {
-                return Err(ApiError::unprocessable(
-                    "invalid_grace_period",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidGracePeriod,
                     format!(
                         "grace_period may be at most {}",
                         humantime::format_duration(state.config.runners.max_token_grace)
@@ -235,7 +236,7 @@ pub async fn update_runner(
     }
     let view = queries::runner(&state.fleet, runner_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("runner_not_found", "runner not found"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::RunnerNotFound, "runner not found"))?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -308,8 +309,8 @@ pub async fn set_role(
         "support" => Role::Support,
         "admin" => Role::Admin,
         _ => {
-            return Err(ApiError::unprocessable(
-                "invalid_role",
+            return Err(ApiError::new(
+                ErrorCode::InvalidRole,
                 "role must be one of user, support, admin",
             ))
         }

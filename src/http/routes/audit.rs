@@ -8,6 +8,7 @@ use uuid::Uuid;
 use warden_events::StreamId;
 
 use crate::app::AppState;
+use crate::domain::ErrorCode;
 use crate::http::auth::AdminReader;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
@@ -66,11 +67,11 @@ pub async fn log(
     let oldest_first = match params.order.as_deref() {
         None | Some("newest") => false,
         Some("oldest") => true,
-        Some(_) => return Err(ApiError::bad_request("invalid_query", "order is `newest` or `oldest`")),
+        Some(_) => return Err(ApiError::new(ErrorCode::InvalidQuery, "order is `newest` or `oldest`")),
     };
     if !(1..=audit::MAX_PAGE).contains(&params.limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("limit must be from 1 to {}", audit::MAX_PAGE),
         ));
     }
@@ -101,7 +102,7 @@ async fn state_at(state: &AppState, stream: StreamId, at: Option<DateTime<Utc>>)
     let connection = state.db.get().await?;
     let view = audit::state_at(&connection, &stream, at.unwrap_or_else(Utc::now)).await?;
     if view.version == 0 && at.is_none() {
-        return Err(ApiError::not_found("not_found", format!("no stream {stream}")));
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no stream {stream}")));
     }
     Ok(HttpResponse::Ok().json(view))
 }

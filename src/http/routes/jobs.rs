@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::queries::{check_limit, one_of, JOB_STATUSES};
 use crate::app::AppState;
+use crate::domain::ErrorCode;
 use crate::fleet::jobs;
 use crate::fleet::jobs::JobView;
 use crate::http::auth::AuthenticatedUser;
@@ -124,7 +125,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     match jobs::get(&state.fleet, *job_id).await? {
         Some(job) if job.submitted_by == user.user_id || user.admin_scope => Ok(HttpResponse::Ok().json(job)),
-        _ => Err(ApiError::not_found("job_not_found", "job not found")),
+        _ => Err(ApiError::new(ErrorCode::JobNotFound, "job not found")),
     }
 }
 

@@ -6,6 +6,7 @@ use warden_events::Actor;
 
 use super::local_account::{login_error, LoginForm};
 use crate::app::AppState;
+use crate::domain::ErrorCode;
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::session::{login_response, TokenResponse};
@@ -52,14 +53,13 @@ pub async fn login(
     )
     .await
     .map_err(|error| match error {
-        LdapLoginError::UnknownProvider(_) => ApiError::not_found("unknown_provider", error.to_string()),
-        LdapLoginError::NotSynced => ApiError::unauthorized("user_not_synced", error.to_string()),
+        LdapLoginError::UnknownProvider(_) => ApiError::new(ErrorCode::UnknownProvider, error.to_string()),
+        LdapLoginError::NotSynced => ApiError::new(ErrorCode::UserNotSynced, error.to_string()),
         LdapLoginError::Login(error) => login_error(error),
         LdapLoginError::Directory(error) => {
             tracing::warn!(provider = %provider, %error, "LDAP login failed on the directory side");
             ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "ldap_unavailable",
+                ErrorCode::LdapUnavailable,
                 "the LDAP directory could not be reached or refused the query; try again later",
             )
         }

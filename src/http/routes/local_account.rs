@@ -7,6 +7,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
+use crate::domain::ErrorCode;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
@@ -31,14 +32,14 @@ impl LoginForm {
     /// Checks the form's shape; returns whether admin rights were asked.
     pub fn validated(&self) -> Result<bool, ApiError> {
         if self.grant_type.as_deref().is_some_and(|g| g != "password") {
-            return Err(ApiError::unprocessable(
-                "unsupported_grant_type",
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedGrantType,
                 "only grant_type=password is supported here",
             ));
         }
         if self.username.is_empty() || self.password.is_empty() {
-            return Err(ApiError::unprocessable(
-                "invalid_form",
+            return Err(ApiError::new(
+                ErrorCode::InvalidForm,
                 "username and password must not be empty",
             ));
         }
@@ -49,9 +50,9 @@ impl LoginForm {
 /// The answer to a failed password login, the same for every provider.
 pub fn login_error(error: LoginError) -> ApiError {
     match error {
-        LoginError::LocalLoginDisabled => ApiError::forbidden("local_login_disabled", error.to_string()),
-        LoginError::InvalidCredentials => ApiError::unauthorized("invalid_credentials", error.to_string()),
-        LoginError::AdminScopeDenied => ApiError::forbidden("admin_scope_denied", error.to_string()),
+        LoginError::LocalLoginDisabled => ApiError::new(ErrorCode::LocalLoginDisabled, error.to_string()),
+        LoginError::InvalidCredentials => ApiError::new(ErrorCode::InvalidCredentials, error.to_string()),
+        LoginError::AdminScopeDenied => ApiError::new(ErrorCode::AdminScopeDenied, error.to_string()),
         LoginError::Throttled(wait) => ApiError::login_throttled(wait),
         LoginError::Store(error) => error.into(),
     }
@@ -64,8 +65,8 @@ pub fn wants_admin(scope: Option<&str>) -> Result<bool, ApiError> {
         if requested == ADMIN_SCOPE {
             admin = true;
         } else {
-            return Err(ApiError::unprocessable(
-                "unknown_scope",
+            return Err(ApiError::new(
+                ErrorCode::UnknownScope,
                 format!("unknown scope `{requested}`; only `admin` exists"),
             ));
         }
@@ -138,15 +139,7 @@ pub async fn signup(
     let metadata = context.metadata(warden_events::Actor::System {
         component: "sign-up".into(),
     });
-    let user_id = accounts::sign_up(&state.identity, &body.email, &Secret::new(body.password), &metadata)
-        .await
-        .map_err(|error| match error {
-            crate::log::commands::CommandError::Domain(crate::domain::DomainError::Invalid {
-                code: "signup_disabled",
-                message,
-            }) => ApiError::forbidden("signup_disabled", message),
-            other => other.into(),
-        })?;
+    let user_id = accounts::sign_up(&state.identity, &body.email, &Secret::new(body.password), &metadata).await?;
     Ok(HttpResponse::Created().json(json!({ "id": user_id, "email": body.email.trim() })))
 }
 

@@ -15,6 +15,7 @@ pub mod users;
 use actix_web::{web, HttpResponse};
 
 use super::error::ApiError;
+use crate::domain::ErrorCode;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/api/health").route(web::get().to(health::health)))
@@ -82,19 +83,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::new(
-            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this path does not accept this HTTP method",
         ))
     }))
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        actix_web::http::StatusCode::NOT_FOUND,
-        "not_found",
-        "no such API route",
-    ))
+    Err(ApiError::new(ErrorCode::NotFound, "no such API route"))
 }
 
 /// `text` escaped as one URL path segment (provider names may hold spaces).
@@ -120,16 +116,15 @@ pub fn optional_json<T: serde::de::DeserializeOwned>(
         .is_some_and(|v| v.starts_with("application/json"));
     if !is_json {
         return Err(ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as application/json",
         ));
     }
     serde_json::from_slice(body).map(Some).map_err(|e| {
         if e.is_data() {
-            ApiError::unprocessable("invalid_field", e.to_string())
+            ApiError::new(ErrorCode::InvalidField, e.to_string())
         } else {
-            ApiError::bad_request("malformed_json", e.to_string())
+            ApiError::new(ErrorCode::MalformedJson, e.to_string())
         }
     })
 }

@@ -3,12 +3,13 @@
 //! which answers like a password login (token and session cookie).
 
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
+use crate::domain::ErrorCode;
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::session::{login_response, TokenResponse};
@@ -38,20 +39,22 @@ fn callback_url(state: &AppState, request: &HttpRequest, provider: &str) -> Stri
     format!("{base}/api/oidc/callback/{}", super::path_segment(provider))
 }
 
-fn oidc_error(error: OidcError) -> ApiError {
+/// The answer to every OIDC failure, on login and bearer-token paths alike.
+pub fn oidc_error(error: OidcError) -> ApiError {
     match error {
-        OidcError::UnknownProvider(_) => ApiError::not_found("unknown_provider", error.to_string()),
+        OidcError::UnknownProvider(_) => ApiError::new(ErrorCode::UnknownProvider, error.to_string()),
         OidcError::Unavailable(_) => {
             tracing::warn!(%error, "OIDC provider unavailable");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "oidc_unavailable", error.to_string())
+            ApiError::new(ErrorCode::OidcUnavailable, error.to_string())
         }
-        OidcError::UnknownState => ApiError::bad_request("invalid_state", error.to_string()),
+        OidcError::UnknownState => ApiError::new(ErrorCode::InvalidState, error.to_string()),
+        OidcError::IdTokenExpired => ApiError::new(ErrorCode::TokenExpired, error.to_string()),
         OidcError::Refused(_) | OidcError::InvalidIdToken(_) => {
-            ApiError::unauthorized("oidc_login_failed", error.to_string())
+            ApiError::new(ErrorCode::OidcLoginFailed, error.to_string())
         }
-        OidcError::RoleMissing => ApiError::forbidden("role_missing", error.to_string()),
-        OidcError::AdminScopeDenied => ApiError::forbidden("admin_scope_denied", error.to_string()),
-        OidcError::NoEmail => ApiError::unprocessable("no_email", error.to_string()),
+        OidcError::RoleMissing => ApiError::new(ErrorCode::RoleMissing, error.to_string()),
+        OidcError::AdminScopeDenied => ApiError::new(ErrorCode::AdminScopeDenied, error.to_string()),
+        OidcError::NoEmail => ApiError::new(ErrorCode::NoEmail, error.to_string()),
         OidcError::Store(error) => error.into(),
         OidcError::Command(error) => error.into(),
     }
@@ -135,20 +138,20 @@ pub async fn callback(
     let params = params.into_inner();
     if let Some(error) = params.error {
         let detail = params.error_description.unwrap_or_default();
-        return Err(ApiError::unauthorized(
-            "oidc_login_failed",
+        return Err(ApiError::new(
+            ErrorCode::OidcLoginFailed,
             format!("the provider refused the login: {error} {detail}"),
         ));
     }
     let (Some(code), Some(returned_state)) = (params.code, params.state) else {
-        return Err(ApiError::bad_request("invalid_state", "code and state are required"));
+        return Err(ApiError::new(ErrorCode::InvalidState, "code and state are required"));
     };
     let from_this_browser = request
         .cookie(STATE_COOKIE)
         .is_some_and(|cookie| hashes_match(cookie.value(), &returned_state));
     if !from_this_browser {
-        return Err(ApiError::bad_request(
-            "invalid_state",
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
             "this login was not started in this browser (state cookie missing or different)",
         ));
     }
@@ -174,6 +177,6 @@ pub async fn callback(
     cleared.make_removal();
     response
         .add_cookie(&cleared)
-        .map_err(|e| ApiError::bad_request("invalid_state", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidState, e.to_string()))?;
     Ok(response)
 }

@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::domain::ErrorCode;
 use crate::fleet::jobs::JobView;
 use crate::fleet::machines::MachineView;
 use crate::http::auth::AdminReader;
@@ -33,7 +34,10 @@ fn paging(cursor: &Option<String>, limit: i64) -> Result<(Option<PageCursor>, i6
     let cursor = match cursor {
         None => None,
         Some(text) => Some(PageCursor::decode(text).ok_or_else(|| {
-            ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor this API returned")
+            ApiError::new(
+                ErrorCode::InvalidCursor,
+                "cursor must be a next_cursor this API returned",
+            )
         })?),
     };
     Ok((cursor, limit))
@@ -42,8 +46,8 @@ fn paging(cursor: &Option<String>, limit: i64) -> Result<(Option<PageCursor>, i6
 /// A page size within 1..=MAX_PAGE.
 pub fn check_limit(limit: i64) -> Result<i64, ApiError> {
     if !(1..=queries::MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("limit must be from 1 to {}", queries::MAX_PAGE),
         ));
     }
@@ -53,8 +57,8 @@ pub fn check_limit(limit: i64) -> Result<i64, ApiError> {
 /// `value`, if given, must be one of `allowed`.
 pub fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, ApiError> {
     match value {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::bad_request(
-            "invalid_query",
+        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("{field} must be one of {}", allowed.join(", ")),
         )),
         other => Ok(other),
@@ -281,10 +285,10 @@ pub async fn dashboard(
     let active_within = match &params.active_within {
         None => std::time::Duration::from_secs(3600),
         Some(text) => humantime::parse_duration(text)
-            .map_err(|e| ApiError::bad_request("invalid_query", format!("active_within: {e}")))?,
+            .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("active_within: {e}")))?,
     };
     let active_within = chrono::Duration::from_std(active_within)
-        .map_err(|_| ApiError::bad_request("invalid_query", "active_within is too long"))?;
+        .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "active_within is too long"))?;
     let connection = state.db.get().await?;
     Ok(HttpResponse::Ok().json(queries::dashboard(&connection, active_within).await?))
 }

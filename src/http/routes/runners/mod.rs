@@ -18,6 +18,7 @@ use warden_events::{Actor, Metadata};
 
 use crate::app::AppState;
 use crate::domain::job::MachineRef;
+use crate::domain::ErrorCode;
 use crate::fleet::jobs::{self, JobView};
 use crate::fleet::machines;
 use crate::http::auth::Runner;
@@ -52,8 +53,8 @@ struct SystemIdQuery {
 
 pub(super) fn required_system_id(request: &HttpRequest, from_body: Option<String>) -> Result<String, ApiError> {
     system_id(request, from_body).ok_or_else(|| {
-        ApiError::unprocessable(
-            "missing_system_id",
+        ApiError::new(
+            ErrorCode::MissingSystemId,
             "name the runner machine: `system_id` in the body, the X-Runner-System-Id header or the query",
         )
     })
@@ -113,6 +114,6 @@ impl From<JobView> for JobForRunner {
 pub(super) async fn job_for_runner(state: &AppState, job_id: Uuid) -> Result<HttpResponse, ApiError> {
     let job = jobs::get(&state.fleet, job_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("job_not_found", "job not found"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::JobNotFound, "job not found"))?;
     Ok(HttpResponse::Ok().json(JobForRunner::from(job)))
 }

@@ -11,6 +11,7 @@ use warden_events::job::JobOutcome;
 use warden_events::machine::MachineInfo;
 
 use crate::app::AppState;
+use crate::domain::ErrorCode;
 use crate::fleet::dispatcher::Candidate;
 use crate::fleet::jobs::{self, Taker};
 use crate::http::auth::Runner;
@@ -163,8 +164,8 @@ pub async fn heartbeat(
     let system_id = project_w_system_id(&request, body.system_id);
     let machine = machine(&state, &runner, &context, &system_id, None).await?;
     if !state.fleet.dispatcher.is_online(machine.machine_id) {
-        return Err(ApiError::conflict(
-            "machine_not_registered",
+        return Err(ApiError::new(
+            ErrorCode::MachineNotRegistered,
             "this runner machine is not registered (any more); call /api/runners/register first",
         ));
     }
@@ -211,8 +212,8 @@ pub async fn retrieve_job_info(
     let current = jobs::current_job(&state.fleet, machine.machine_id).await?;
     match current {
         Some(job_id) => job_for_runner(&state, job_id).await,
-        None => Err(ApiError::not_found(
-            "no_job_assigned",
+        None => Err(ApiError::new(
+            ErrorCode::NoJobAssigned,
             "no job is assigned to this runner machine",
         )),
     }
@@ -258,7 +259,7 @@ pub async fn submit_job_result(
     let machine = machine(&state, &runner, &context, &system_id, None).await?;
     let current = jobs::current_job(&state.fleet, machine.machine_id).await?;
     let job_id =
-        current.ok_or_else(|| ApiError::not_found("no_job_assigned", "no job is assigned to this runner machine"))?;
+        current.ok_or_else(|| ApiError::new(ErrorCode::NoJobAssigned, "no job is assigned to this runner machine"))?;
     let (outcome, result) = match body.error_msg {
         Some(error) => (JobOutcome::Failed, json!({ "error_msg": error })),
         None => (body.outcome.unwrap_or(JobOutcome::Succeeded), body.result),
