@@ -1,70 +1,16 @@
-//! The OpenAPI description of every route (from the handlers'
-//! `#[utoipa::path]` annotations), served at `/openapi.json`, with a
-//! Swagger UI at `/docs` whose assets are compiled in (no CDN).
+//! The OpenAPI description of every route (declared with the route table
+//! in `routes/mod.rs`, from the handlers' `#[utoipa::path]` annotations),
+//! served at `/openapi.json`, with a Swagger UI at `/docs` whose assets
+//! are compiled in (no CDN).
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::routes::{admins, audit, auth, health, jobs, ldap, local_account, oidc, queries, runners, users};
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "warden",
-        description = "Who may do what for a fleet of job runners: accounts, runners, runner machines, jobs, \
-                       and the audit trail of the event log behind them. Errors are `{code, message}` with a \
-                       stable `code`."
-    ),
-    paths(
-        health::health,
-        auth::providers,
-        auth::logout,
-        local_account::login,
-        local_account::signup,
-        ldap::login,
-        oidc::login,
-        oidc::callback,
-        local_account::change_password,
-        users::me,
-        users::delete_me,
-        users::create_api_token,
-        users::list_api_tokens,
-        users::revoke_api_token,
-        jobs::submit,
-        jobs::list_own,
-        jobs::get,
-        jobs::cancel,
-        admins::create_runner,
-        admins::invalidate_runner,
-        admins::reset_runner_token,
-        admins::update_runner,
-        admins::delete_user,
-        admins::set_role,
-        queries::users,
-        queries::runners,
-        queries::machines,
-        queries::jobs,
-        queries::dashboard,
-        audit::log,
-        audit::runner_at,
-        audit::user_at,
-        runners::native::verify,
-        runners::native::request_job,
-        runners::native::report_progress,
-        runners::native::submit_result,
-        runners::project_w::register,
-        runners::project_w::unregister,
-        runners::project_w::heartbeat,
-        runners::project_w::retrieve_job_info,
-        runners::project_w::submit_job_result,
-    ),
-    modifiers(&BearerTokens)
-)]
-pub struct ApiDoc;
+pub use super::routes::ApiDoc;
 
 /// The two kinds of bearer token the API takes.
-struct BearerTokens;
+pub struct BearerTokens;
 
 impl Modify for BearerTokens {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -97,4 +43,67 @@ impl Modify for BearerTokens {
 /// `/openapi.json` and the UI under `/docs`.
 pub fn service() -> SwaggerUi {
     SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi())
+}
+
+/// The answers every operation of a given shape can give, added where an
+/// operation does not describe them itself: the server gives them from
+/// shared code paths (extractors, body limits, the pool), not per handler.
+pub struct CommonAnswers;
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let has_body = operation.request_body.is_some();
+                let needs_token = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut add = |status: &str, description: &str| {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_answer(description));
+                };
+                if has_parameters || has_body {
+                    add("400", "a malformed path, query or body");
+                }
+                if has_body {
+                    add("413", "the body is larger than this route accepts");
+                    add("415", "the body's Content-Type is not the one this route takes");
+                    add("422", "a field has a wrong value");
+                }
+                if needs_token {
+                    add("401", "no valid token");
+                }
+                add(
+                    "503",
+                    "the database is unavailable, or read models lag; see Retry-After",
+                );
+            }
+        }
+    }
+}
+
+fn error_answer(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
 }

@@ -515,7 +515,11 @@ impl Config {
         if let Some(path) = path {
             figment = figment.merge(Serialized::defaults(read_yaml(path, &mut unresolved)?));
         }
+        // Only WARDEN_<SECTION>__... variables are configuration (not, say,
+        // WARDEN_CONFIG). Keys keep the variable's case here: compare
+        // without it.
         figment = figment.merge(Env::prefixed("WARDEN_").split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
             [
                 "database.",
                 "http.",
@@ -525,8 +529,7 @@ impl Config {
                 "oidc_providers.",
             ]
             .iter()
-            .any(|s| key.as_str().starts_with(s))
-                || key.as_str().contains("__")
+            .any(|section| key.starts_with(section))
         }));
         let mut config: Config = figment.extract().map_err(|error| {
             let field = error.path.join(".");
@@ -929,6 +932,15 @@ mod tests {
             listen.contains("http.listen") && listen.contains("WARDEN_TEST_SURELY_UNSET"),
             "{listen}"
         );
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        // A field no other test reads: the environment is shared by tests.
+        std::env::set_var("WARDEN_RUNNERS__PROGRESS_RECORD_INTERVAL", "7s");
+        let config = Config::load(Some(write("runners:\n  progress_record_interval: 9s\n").path()));
+        std::env::remove_var("WARDEN_RUNNERS__PROGRESS_RECORD_INTERVAL");
+        assert_eq!(config.unwrap().runners.progress_record_interval, Duration::from_secs(7));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Route table. Paths of seed 000 (Project-W) are kept verbatim.
+//! The route table and the OpenAPI description, from one list. Paths of
+//! seed 000 (Project-W) are kept verbatim.
 
 pub mod admins;
 pub mod audit;
@@ -12,81 +13,162 @@ pub mod queries;
 pub mod runners;
 pub mod users;
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse, ResponseError, Route};
 
 use super::error::ApiError;
 use crate::domain::ErrorCode;
+use crate::http::openapi::{BearerTokens, CommonAnswers};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/health").route(web::get().to(health::health)))
-        // Accounts and sessions.
-        .service(resource("/api/auth/providers").route(web::get().to(auth::providers)))
-        .service(resource("/api/auth/logout").route(web::post().to(auth::logout)))
-        .service(resource("/api/local-account/login").route(web::post().to(local_account::login)))
-        .service(resource("/api/ldap/login/{provider}").route(web::post().to(ldap::login)))
-        .service(resource("/api/oidc/login/{provider}").route(web::get().to(oidc::login)))
-        .service(resource("/api/oidc/callback/{provider}").route(web::get().to(oidc::callback)))
-        .service(resource("/api/local-account/signup").route(web::post().to(local_account::signup)))
-        .service(resource("/api/local-account/change_password").route(web::post().to(local_account::change_password)))
-        .service(
-            resource("/api/users/me")
-                .route(web::get().to(users::me))
-                .route(web::delete().to(users::delete_me)),
-        )
-        .service(
-            resource("/api/users/api_tokens")
-                .route(web::post().to(users::create_api_token))
-                .route(web::get().to(users::list_api_tokens)),
-        )
-        .service(resource("/api/users/api_tokens/{id}").route(web::delete().to(users::revoke_api_token)))
-        // Jobs, for users.
-        .service(
-            resource("/api/jobs")
-                .route(web::post().to(jobs::submit))
-                .route(web::get().to(jobs::list_own)),
-        )
-        .service(resource("/api/jobs/{id}").route(web::get().to(jobs::get)))
-        .service(resource("/api/jobs/{id}/cancel").route(web::post().to(jobs::cancel)))
-        // Admins (Project-W paths kept verbatim).
-        .service(resource("/api/admins/create_runner").route(web::post().to(admins::create_runner)))
-        .service(resource("/api/admins/invalidate_runner").route(web::delete().to(admins::invalidate_runner)))
-        .service(resource("/api/admins/reset_runner_token").route(web::post().to(admins::reset_runner_token)))
-        .service(resource("/api/admins/runners/{id}").route(web::patch().to(admins::update_runner)))
-        .service(resource("/api/admins/users/{id}").route(web::delete().to(admins::delete_user)))
-        .service(resource("/api/admins/users/{id}/role").route(web::put().to(admins::set_role)))
-        // Read-model queries (admins, support role).
-        .service(resource("/api/admins/users").route(web::get().to(queries::users)))
-        .service(resource("/api/admins/runners").route(web::get().to(queries::runners)))
-        .service(resource("/api/admins/machines").route(web::get().to(queries::machines)))
-        .service(resource("/api/admins/jobs").route(web::get().to(queries::jobs)))
-        .service(resource("/api/admins/dashboard").route(web::get().to(queries::dashboard)))
-        // Audit trail and time travel (admins, support role).
-        .service(resource("/api/admins/audit").route(web::get().to(audit::log)))
-        .service(resource("/api/admins/runners/{id}/state").route(web::get().to(audit::runner_at)))
-        .service(resource("/api/admins/users/{id}/state").route(web::get().to(audit::user_at)))
-        // Runners: GitLab-style machine protocol ...
-        .service(resource("/api/runners/verify").route(web::post().to(runners::native::verify)))
-        .service(resource("/api/runners/jobs/request").route(web::post().to(runners::native::request_job)))
-        .service(resource("/api/runners/jobs/{id}/progress").route(web::post().to(runners::native::report_progress)))
-        .service(resource("/api/runners/jobs/{id}/result").route(web::post().to(runners::native::submit_result)))
-        // ... and Project-W's.
-        .service(resource("/api/runners/register").route(web::post().to(runners::project_w::register)))
-        .service(resource("/api/runners/unregister").route(web::post().to(runners::project_w::unregister)))
-        .service(resource("/api/runners/heartbeat").route(web::post().to(runners::project_w::heartbeat)))
-        .service(resource("/api/runners/retrieve_job_info").route(web::get().to(runners::project_w::retrieve_job_info)))
-        .service(
-            resource("/api/runners/submit_job_result").route(web::post().to(runners::project_w::submit_job_result)),
-        );
+/// The API, declared once: every operation's path and methods come from
+/// its `#[utoipa::path]` annotation, and both the router ([`configure`])
+/// and the OpenAPI description ([`ApiDoc`]) are built from this one list,
+/// so neither can have a route the other lacks.
+macro_rules! api {
+    ($($($module:ident)::+ => $handler:ident),* $(,)?) => {
+        /// The OpenAPI description of every operation in the list.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(
+            info(
+                title = "warden",
+                description = "Who may do what for a fleet of job runners: accounts, runners, runner machines, jobs, \
+                               and the audit trail of the event log behind them. Errors are `{code, message}` with a \
+                               stable `code` (the `ErrorCode` schema, docs/errors.md)."
+            ),
+            paths($($($module)::+ :: $handler),*),
+            components(schemas(ErrorCode)),
+            modifiers(&BearerTokens, &CommonAnswers)
+        )]
+        pub struct ApiDoc;
+
+        /// Every operation: its path, methods and handler.
+        fn operations() -> Vec<Operation> {
+            vec![$(
+                paste::paste! {
+                    Operation::new::<$($module)::+ :: [<__path_ $handler>]>(
+                        |route: Route| route.to($($module)::+ :: $handler),
+                    )
+                }
+            ),*]
+        }
+    };
 }
 
-/// A resource whose wrong-method answer is a JSON 405.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        Err::<HttpResponse, _>(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            "this path does not accept this HTTP method",
-        ))
-    }))
+api! {
+    health => health,
+    auth => providers,
+    auth => logout,
+    local_account => login,
+    local_account => signup,
+    ldap => login,
+    oidc => login,
+    oidc => callback,
+    local_account => change_password,
+    users => me,
+    users => delete_me,
+    users => create_api_token,
+    users => list_api_tokens,
+    users => revoke_api_token,
+    jobs => submit,
+    jobs => list_own,
+    jobs => get,
+    jobs => cancel,
+    admins => create_runner,
+    admins => invalidate_runner,
+    admins => reset_runner_token,
+    admins => update_runner,
+    admins => delete_user,
+    admins => set_role,
+    queries => users,
+    queries => runners,
+    queries => machines,
+    queries => jobs,
+    queries => dashboard,
+    audit => log,
+    audit => runner_at,
+    audit => user_at,
+    runners::native => verify,
+    runners::native => request_job,
+    runners::native => report_progress,
+    runners::native => submit_result,
+    runners::project_w => register,
+    runners::project_w => unregister,
+    runners::project_w => heartbeat,
+    runners::project_w => retrieve_job_info,
+    runners::project_w => submit_job_result,
+}
+
+/// One operation of the API: where it is and what answers it.
+struct Operation {
+    path: String,
+    methods: Vec<Method>,
+    route: fn(Route) -> Route,
+}
+
+impl Operation {
+    fn new<P: utoipa::Path>(route: fn(Route) -> Route) -> Operation {
+        Operation {
+            path: P::path(),
+            methods: P::methods().iter().map(actix_method).collect(),
+            route,
+        }
+    }
+}
+
+fn actix_method(method: &utoipa::openapi::path::HttpMethod) -> Method {
+    use utoipa::openapi::path::HttpMethod;
+    match method {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Delete => Method::DELETE,
+        HttpMethod::Options => Method::OPTIONS,
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Trace => Method::TRACE,
+    }
+}
+
+/// The route table: one resource per path with a route per method; any
+/// other method answers 405 with `Allow` listing the methods it takes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut paths: Vec<(String, Vec<(Method, fn(Route) -> Route)>)> = Vec::new();
+    for operation in operations() {
+        let index = match paths.iter().position(|(path, _)| *path == operation.path) {
+            Some(index) => index,
+            None => {
+                paths.push((operation.path.clone(), Vec::new()));
+                paths.len() - 1
+            }
+        };
+        for method in operation.methods {
+            paths[index].1.push((method, operation.route));
+        }
+    }
+    for (path, routes) in paths {
+        let allow: Vec<String> = routes.iter().map(|(method, _)| method.to_string()).collect();
+        let allow = allow.join(", ");
+        let mut resource = web::resource(path.as_str());
+        for (method, route) in routes {
+            resource = resource.route(route(web::method(method)));
+        }
+        cfg.service(resource.default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { method_not_allowed(&allow) }
+        })));
+    }
+}
+
+fn method_not_allowed(allow: &str) -> HttpResponse {
+    let mut response = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this path does not accept this HTTP method",
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+        response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
