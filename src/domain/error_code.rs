@@ -87,6 +87,8 @@ error_codes! {
     TooManyTags = 422, "too_many_tags";
     /// A description, reason or machine field is too long.
     TextTooLong = 422, "text_too_long";
+    /// A text field holds a character it may not (NUL).
+    InvalidText = 422, "invalid_text";
     /// An API token name must be 1 to 100 printable characters.
     InvalidTokenName = 422, "invalid_token_name";
     /// The role is not one of user, support, admin.

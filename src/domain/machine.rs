@@ -121,8 +121,11 @@ impl Aggregate for Machine {
     }
 }
 
+/// What a system id may be (the API declares the same pattern).
+pub const SYSTEM_ID_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,64}$";
+
 /// GitLab's system ids look like `r_0123456789ab` or `s_...`; accept any
-/// short token of safe characters.
+/// short token of safe characters ([`SYSTEM_ID_PATTERN`], checked by hand).
 pub fn validate_system_id(system_id: &str) -> Result<(), DomainError> {
     let valid = !system_id.is_empty()
         && system_id.len() <= 64
@@ -148,11 +151,17 @@ fn validate_info(info: MachineInfo) -> Result<MachineInfo, DomainError> {
         &info.architecture,
         &info.source_code_url,
     ];
-    if texts.iter().any(|t| t.as_ref().is_some_and(|t| t.len() > 256)) {
+    if texts
+        .iter()
+        .any(|t| t.as_ref().is_some_and(|t| t.chars().count() > 256))
+    {
         return Err(DomainError::Invalid {
             code: ErrorCode::TextTooLong,
-            message: "machine information fields are limited to 256 bytes".into(),
+            message: "machine information fields are limited to 256 characters".into(),
         });
+    }
+    for text in texts.iter().filter_map(|t| t.as_deref()) {
+        super::runner::validate_text(Some(text))?;
     }
     Ok(info)
 }

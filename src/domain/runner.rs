@@ -56,8 +56,12 @@ pub enum RunnerCommand {
     Resume,
 }
 
-const MAX_TAGS: usize = 50;
-const MAX_TEXT: usize = 1024;
+/// Most tags on a runner or job.
+pub const MAX_TAGS: usize = 50;
+/// What a tag may be (before it is lower-cased).
+pub const TAG_PATTERN: &str = "^[A-Za-z0-9_.:/-]{1,64}$";
+/// Longest description or reason, in characters.
+pub const MAX_TEXT: usize = 1024;
 const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 
 impl Aggregate for Runner {
@@ -202,11 +206,17 @@ fn validate_settings(settings: &RunnerSettings) -> Result<RunnerSettings, Domain
     })
 }
 
-fn validate_text(text: Option<&str>) -> Result<(), DomainError> {
+/// Descriptions and reasons: at most [`MAX_TEXT`] characters, no NUL
+/// (PostgreSQL text cannot hold it).
+pub fn validate_text(text: Option<&str>) -> Result<(), DomainError> {
     match text {
-        Some(text) if text.len() > MAX_TEXT => Err(DomainError::Invalid {
+        Some(text) if text.chars().count() > MAX_TEXT => Err(DomainError::Invalid {
             code: ErrorCode::TextTooLong,
-            message: format!("descriptions and reasons are limited to {MAX_TEXT} bytes"),
+            message: format!("descriptions and reasons are limited to {MAX_TEXT} characters"),
+        }),
+        Some(text) if text.contains('\0') => Err(DomainError::Invalid {
+            code: ErrorCode::InvalidText,
+            message: "text must not contain NUL characters".into(),
         }),
         _ => Ok(()),
     }
@@ -223,9 +233,10 @@ pub fn normalise_tags(tags: &[String]) -> Result<Vec<String>, DomainError> {
     }
     let mut normalised = Vec::with_capacity(tags.len());
     for tag in tags {
-        let tag = tag.trim().to_lowercase();
+        // TAG_PATTERN, checked by hand.
         let valid =
             !tag.is_empty() && tag.len() <= 64 && tag.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+        let tag = tag.to_lowercase();
         if !valid {
             return Err(DomainError::Invalid {
                 code: ErrorCode::InvalidTag,

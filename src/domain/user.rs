@@ -384,8 +384,11 @@ impl Aggregate for User {
                     token_hash,
                 },
             ) => {
+                // As the API declares it: at most 100 characters as sent, no
+                // control characters, something besides spaces.
+                let too_long = name.chars().count() > 100;
                 let name = name.trim();
-                if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+                if name.is_empty() || too_long || name.chars().any(char::is_control) {
                     return Err(DomainError::Invalid {
                         code: ErrorCode::InvalidTokenName,
                         message: "an API token needs a name of 1 to 100 printable characters".into(),
@@ -483,7 +486,7 @@ pub fn normalise_email(email: &str) -> String {
 /// address is an account name here, not something warden mails to.
 pub fn validate_email(email: &str) -> Result<(), DomainError> {
     let email = email.trim();
-    let valid = email.len() <= 254
+    let valid = email.chars().count() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
     if valid {

@@ -144,6 +144,17 @@ impl From<StoreError> for ApiError {
             }
             StoreError::ClaimTaken { .. } => ApiError::new(ErrorCode::AlreadyTaken, error.to_string()),
             StoreError::SubjectForgotten(_) => ApiError::new(ErrorCode::UserDeleted, "this user has been deleted"),
+            // PostgreSQL text and jsonb cannot hold NUL: input that carries
+            // one is refused by the database, and that is the client's
+            // input, not a server failure.
+            StoreError::Db(crate::platform::db::DbError::Postgres(ref db_error))
+                if db_error.code().is_some_and(|code| {
+                    *code == tokio_postgres::error::SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                        || *code == tokio_postgres::error::SqlState::UNTRANSLATABLE_CHARACTER
+                }) =>
+            {
+                ApiError::new(ErrorCode::InvalidText, "text must not contain NUL characters")
+            }
             StoreError::Db(crate::platform::db::DbError::Pool(_)) => {
                 tracing::error!(%error, "database unavailable");
                 ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")

@@ -3,7 +3,9 @@
 pub mod auth;
 pub mod context;
 pub mod error;
+pub mod json;
 pub mod openapi;
+pub mod params;
 pub mod routes;
 pub mod session;
 

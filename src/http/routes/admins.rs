@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::optional_json;
+use super::queries::UserRole;
 use crate::app::AppState;
 use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
 use crate::domain::ErrorCode;
@@ -16,6 +17,8 @@ use crate::http::auth::Admin;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::json::Json;
+use crate::http::params::{self, TagList};
 use crate::queries;
 use crate::queries::RunnerView;
 use warden_events::user::Role;
@@ -25,10 +28,13 @@ use warden_events::user::Role;
 #[serde(deny_unknown_fields)]
 pub struct CreateRunnerBody {
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     description: Option<String>,
     #[serde(default)]
+    #[schema(value_type = TagList)]
     tags: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::integer")]
+    #[schema(minimum = -1000, maximum = 1000)]
     priority: i32,
 }
 
@@ -74,8 +80,10 @@ fn parse_runner_id(raw: &str) -> Result<Uuid, ApiError> {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct InvalidateQuery {
+    #[param(value_type = Uuid)]
     runner_id: String,
     #[serde(default)]
+    #[param(max_length = 1024, pattern = "^[^\\x00]*$")]
     reason: Option<String>,
 }
 
@@ -114,9 +122,11 @@ pub async fn invalidate_runner(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ResetTokenQuery {
+    #[param(value_type = Uuid)]
     runner_id: String,
     /// How long the old token keeps working, e.g. `10m`; default: not at all.
     #[serde(default)]
+    #[param(pattern = "^[0-9]{1,6}(s|m|h|d)$")]
     grace_period: Option<String>,
 }
 
@@ -150,8 +160,7 @@ pub async fn reset_runner_token(
     let grace = match &query.grace_period {
         None => None,
         Some(text) => {
-            let grace = humantime::parse_duration(text)
-                .map_err(|e| ApiError::new(ErrorCode::MalformedGracePeriod, format!("grace_period: {e}")))?;
+            let grace = params::duration("grace_period", text, ErrorCode::MalformedGracePeriod)?;
             if grace > state.config.runners.max_token_grace {
                 return Err(ApiError::new(
                     ErrorCode::InvalidGracePeriod,
@@ -174,10 +183,13 @@ pub async fn reset_runner_token(
 #[serde(deny_unknown_fields)]
 pub struct UpdateRunnerBody {
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     description: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<TagList>)]
     tags: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::optional_integer")]
+    #[schema(minimum = -1000, maximum = 1000)]
     priority: Option<i32>,
     #[serde(default)]
     paused: Option<bool>,
@@ -208,7 +220,7 @@ pub async fn update_runner(
     admin: Admin,
     context: RequestContext,
     runner_id: web::Path<Uuid>,
-    body: web::Json<UpdateRunnerBody>,
+    body: Json<UpdateRunnerBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let runner_id = *runner_id;
@@ -274,7 +286,7 @@ pub async fn delete_user(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
-    /// `user`, `support` or `admin`.
+    #[schema(inline, value_type = UserRole)]
     role: String,
 }
 
@@ -302,7 +314,7 @@ pub async fn set_role(
     admin: Admin,
     context: RequestContext,
     user_id: web::Path<Uuid>,
-    body: web::Json<RoleBody>,
+    body: Json<RoleBody>,
 ) -> Result<HttpResponse, ApiError> {
     let role = match body.role.as_str() {
         "user" => Role::User,

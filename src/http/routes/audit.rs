@@ -33,9 +33,19 @@ pub struct AuditParams {
     cursor: Option<i64>,
     /// `newest` (default) or `oldest` first.
     #[serde(default)]
-    order: Option<String>,
+    #[param(inline)]
+    order: Option<Order>,
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
+}
+
+/// Which entries come first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    Newest,
+    Oldest,
 }
 
 fn default_limit() -> i64 {
@@ -64,11 +74,7 @@ pub async fn log(
     params: web::Query<AuditParams>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
-    let oldest_first = match params.order.as_deref() {
-        None | Some("newest") => false,
-        Some("oldest") => true,
-        Some(_) => return Err(ApiError::new(ErrorCode::InvalidQuery, "order is `newest` or `oldest`")),
-    };
+    let oldest_first = params.order == Some(Order::Oldest);
     if !(1..=audit::MAX_PAGE).contains(&params.limit) {
         return Err(ApiError::new(
             ErrorCode::InvalidQuery,

@@ -6,7 +6,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::queries::{check_limit, one_of, JOB_STATUSES};
+use super::queries::{check_limit, JobStatus};
 use crate::app::AppState;
 use crate::domain::ErrorCode;
 use crate::fleet::jobs;
@@ -15,14 +15,18 @@ use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::json::Json;
+use crate::http::params::{self, TagList};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     payload: serde_json::Value,
     #[serde(default)]
+    #[schema(value_type = TagList)]
     required_tags: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::integer")]
+    #[schema(minimum = -1000, maximum = 1000)]
     priority: i32,
 }
 
@@ -44,7 +48,7 @@ pub async fn submit(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
     context: RequestContext,
-    body: web::Json<SubmitBody>,
+    body: Json<SubmitBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let metadata = context.metadata(user.actor());
@@ -65,8 +69,10 @@ pub async fn submit(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
-    pub status: Option<String>,
+    #[param(inline)]
+    pub status: Option<JobStatus>,
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: i64,
 }
 
@@ -76,7 +82,7 @@ fn default_limit() -> i64 {
 
 impl ListQuery {
     pub fn validated(self) -> Result<(Option<String>, i64), ApiError> {
-        Ok((one_of("status", self.status, &JOB_STATUSES)?, check_limit(self.limit)?))
+        Ok((self.status.map(super::queries::word), check_limit(self.limit)?))
     }
 }
 

@@ -12,6 +12,7 @@ use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::json::Json;
 use crate::http::session::{login_response, TokenResponse};
 use crate::identity::access_tokens::ADMIN_SCOPE;
 use crate::identity::accounts::{self, LoginError};
@@ -20,18 +21,24 @@ use crate::platform::secrets::Secret;
 /// OAuth2 password-grant form, as Project-W's clients send it.
 #[derive(Deserialize, ToSchema)]
 pub struct LoginForm {
+    /// `password`, or empty.
     #[serde(default)]
-    pub grant_type: Option<String>,
+    #[schema(pattern = "^(password)?$")]
+    pub grant_type: String,
+    /// `admin` to ask for admin rights (space-separated OAuth2 scopes).
     #[serde(default)]
-    pub scope: Option<String>,
+    #[schema(pattern = "^[ ]*(admin([ ]+admin)*[ ]*)?$")]
+    pub scope: String,
+    #[schema(min_length = 1)]
     pub username: String,
+    #[schema(min_length = 1)]
     pub password: String,
 }
 
 impl LoginForm {
     /// Checks the form's shape; returns whether admin rights were asked.
     pub fn validated(&self) -> Result<bool, ApiError> {
-        if self.grant_type.as_deref().is_some_and(|g| g != "password") {
+        if !self.grant_type.is_empty() && self.grant_type != "password" {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedGrantType,
                 "only grant_type=password is supported here",
@@ -43,7 +50,7 @@ impl LoginForm {
                 "username and password must not be empty",
             ));
         }
-        wants_admin(self.scope.as_deref())
+        wants_admin(Some(&self.scope))
     }
 }
 
@@ -113,7 +120,12 @@ pub async fn login(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignUpBody {
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^@\\s\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
     email: String,
+    #[schema(min_length = 12, max_length = 1024)]
     password: String,
 }
 
@@ -133,12 +145,19 @@ pub struct SignUpBody {
 pub async fn signup(
     state: web::Data<AppState>,
     context: RequestContext,
-    body: web::Json<SignUpBody>,
+    body: Json<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let metadata = context.metadata(warden_events::Actor::System {
         component: "sign-up".into(),
     });
+    // As the API declares it: the address as sent, no surrounding spaces.
+    if body.email.trim() != body.email {
+        return Err(ApiError::new(
+            ErrorCode::InvalidEmail,
+            "the email address must not start or end with spaces",
+        ));
+    }
     let user_id = accounts::sign_up(&state.identity, &body.email, &Secret::new(body.password), &metadata).await?;
     Ok(HttpResponse::Created().json(json!({ "id": user_id, "email": body.email.trim() })))
 }
@@ -146,7 +165,9 @@ pub async fn signup(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordBody {
+    #[schema(min_length = 1, max_length = 1024)]
     current_password: String,
+    #[schema(min_length = 12, max_length = 1024)]
     new_password: String,
 }
 
@@ -167,7 +188,7 @@ pub async fn change_password(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
     context: RequestContext,
-    body: web::Json<ChangePasswordBody>,
+    body: Json<ChangePasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let metadata = context.metadata(user.actor());

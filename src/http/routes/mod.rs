@@ -98,15 +98,18 @@ api! {
     runners::project_w => submit_job_result,
 }
 
+/// Attaches an operation's handler to a route.
+type Attach = fn(Route) -> Route;
+
 /// One operation of the API: where it is and what answers it.
 struct Operation {
     path: String,
     methods: Vec<Method>,
-    route: fn(Route) -> Route,
+    route: Attach,
 }
 
 impl Operation {
-    fn new<P: utoipa::Path>(route: fn(Route) -> Route) -> Operation {
+    fn new<P: utoipa::Path>(route: Attach) -> Operation {
         Operation {
             path: P::path(),
             methods: P::methods().iter().map(actix_method).collect(),
@@ -132,7 +135,7 @@ fn actix_method(method: &utoipa::openapi::path::HttpMethod) -> Method {
 /// The route table: one resource per path with a route per method; any
 /// other method answers 405 with `Allow` listing the methods it takes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let mut paths: Vec<(String, Vec<(Method, fn(Route) -> Route)>)> = Vec::new();
+    let mut paths: Vec<(String, Vec<(Method, Attach)>)> = Vec::new();
     for operation in operations() {
         let index = match paths.iter().position(|(path, _)| *path == operation.path) {
             Some(index) => index,
@@ -182,8 +185,8 @@ pub fn path_segment(text: &str) -> String {
         .replace('+', "%20")
 }
 
-/// An optional JSON body: empty means `None`; anything else must be JSON
-/// of the right shape (a malformed body is an error, never ignored).
+/// An optional JSON body: empty or `null` means `None`; anything else must
+/// be JSON of the right shape (a malformed body is an error, never ignored).
 pub fn optional_json<T: serde::de::DeserializeOwned>(
     request: &actix_web::HttpRequest,
     body: &[u8],
@@ -202,11 +205,11 @@ pub fn optional_json<T: serde::de::DeserializeOwned>(
             "send the body as application/json",
         ));
     }
-    serde_json::from_slice(body).map(Some).map_err(|e| {
-        if e.is_data() {
-            ApiError::new(ErrorCode::InvalidField, e.to_string())
-        } else {
-            ApiError::new(ErrorCode::MalformedJson, e.to_string())
-        }
-    })
+    // `null` is no body, as the spec's optional body says.
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    crate::http::json::from_object(value).map(Some)
 }

@@ -25,6 +25,7 @@ const STATE_COOKIE: &str = "warden_oidc_state";
 pub struct LoginParams {
     /// `admin` to ask for admin rights (granted only with the admin role).
     #[serde(default)]
+    #[param(pattern = "^[ ]*(admin([ ]+admin)*[ ]*)?$")]
     scope: Option<String>,
 }
 

@@ -5,7 +5,7 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -15,12 +15,46 @@ use crate::fleet::machines::MachineView;
 use crate::http::auth::AdminReader;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::params;
 use crate::queries::{self, JobFilter, MachineFilter, PageCursor, RunnerFilter, UserFilter};
 use crate::queries::{Dashboard, Page, RunnerView, UserSummary};
 
-const USER_ROLES: [&str; 3] = ["user", "support", "admin"];
-const RUNNER_STATUSES: [&str; 2] = ["active", "invalidated"];
-pub const JOB_STATUSES: [&str; 6] = ["queued", "assigned", "succeeded", "failed", "aborted", "cancelled"];
+/// A user's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    User,
+    Support,
+    Admin,
+}
+
+/// A runner's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerStatus {
+    Active,
+    Invalidated,
+}
+
+/// A job's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Assigned,
+    Succeeded,
+    Failed,
+    Aborted,
+    Cancelled,
+}
+
+/// The word the API and the read models use for a value of these enums.
+pub fn word<T: serde::Serialize + Copy>(value: T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
 
 fn default_limit() -> i64 {
     100
@@ -43,7 +77,8 @@ fn paging(cursor: &Option<String>, limit: i64) -> Result<(Option<PageCursor>, i6
     Ok((cursor, limit))
 }
 
-/// A page size within 1..=MAX_PAGE.
+/// A page size within 1..=MAX_PAGE (the `limit` parameters declare the
+/// same range).
 pub fn check_limit(limit: i64) -> Result<i64, ApiError> {
     if !(1..=queries::MAX_PAGE).contains(&limit) {
         return Err(ApiError::new(
@@ -54,17 +89,6 @@ pub fn check_limit(limit: i64) -> Result<i64, ApiError> {
     Ok(limit)
 }
 
-/// `value`, if given, must be one of `allowed`.
-pub fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, ApiError> {
-    match value {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("{field} must be one of {}", allowed.join(", ")),
-        )),
-        other => Ok(other),
-    }
-}
-
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -72,12 +96,16 @@ pub struct UserParams {
     #[serde(default)]
     provider: Option<String>,
     #[serde(default)]
-    role: Option<String>,
+    #[param(inline)]
+    role: Option<UserRole>,
     #[serde(default)]
     include_deleted: bool,
+    /// A `next_cursor` this API returned.
     #[serde(default)]
+    #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     cursor: Option<String>,
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
 }
 
@@ -104,7 +132,7 @@ pub async fn users(
     let (cursor, limit) = paging(&params.cursor, params.limit)?;
     let filter = UserFilter {
         provider: params.provider,
-        role: one_of("role", params.role, &USER_ROLES)?,
+        role: params.role.map(word),
         include_deleted: params.include_deleted,
     };
     let connection = state.db.get().await?;
@@ -116,7 +144,8 @@ pub async fn users(
 #[into_params(parameter_in = Query)]
 pub struct RunnerParams {
     #[serde(default)]
-    status: Option<String>,
+    #[param(inline)]
+    status: Option<RunnerStatus>,
     #[serde(default)]
     paused: Option<bool>,
     #[serde(default)]
@@ -125,9 +154,12 @@ pub struct RunnerParams {
     contacted_since: Option<DateTime<Utc>>,
     #[serde(default)]
     not_contacted_since: Option<DateTime<Utc>>,
+    /// A `next_cursor` this API returned.
     #[serde(default)]
+    #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     cursor: Option<String>,
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
 }
 
@@ -154,7 +186,7 @@ pub async fn runners(
     let (cursor, limit) = paging(&params.cursor, params.limit)?;
     let filter = RunnerFilter {
         id: None,
-        status: one_of("status", params.status, &RUNNER_STATUSES)?,
+        status: params.status.map(word),
         paused: params.paused,
         tag: params.tag,
         contacted_since: params.contacted_since,
@@ -173,9 +205,12 @@ pub struct MachineParams {
     contacted_since: Option<DateTime<Utc>>,
     #[serde(default)]
     not_contacted_since: Option<DateTime<Utc>>,
+    /// A `next_cursor` this API returned.
     #[serde(default)]
+    #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     cursor: Option<String>,
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
 }
 
@@ -213,14 +248,18 @@ pub async fn machines(
 #[into_params(parameter_in = Query)]
 pub struct JobParams {
     #[serde(default)]
-    status: Option<String>,
+    #[param(inline)]
+    status: Option<JobStatus>,
     #[serde(default)]
     runner_id: Option<Uuid>,
     #[serde(default)]
     submitted_by: Option<Uuid>,
+    /// A `next_cursor` this API returned.
     #[serde(default)]
+    #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     cursor: Option<String>,
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
 }
 
@@ -246,7 +285,7 @@ pub async fn jobs(
     let params = params.into_inner();
     let (cursor, limit) = paging(&params.cursor, params.limit)?;
     let filter = JobFilter {
-        status: one_of("status", params.status, &JOB_STATUSES)?,
+        status: params.status.map(word),
         runner_id: params.runner_id,
         submitted_by: params.submitted_by,
     };
@@ -258,8 +297,9 @@ pub async fn jobs(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DashboardParams {
-    /// A machine counts as active if in contact within this, e.g. `1h`.
+    /// A machine counts as active if in contact within this, e.g. `1h` (default).
     #[serde(default)]
+    #[param(pattern = "^[0-9]{1,6}(s|m|h|d)$")]
     active_within: Option<String>,
 }
 
@@ -284,8 +324,7 @@ pub async fn dashboard(
 ) -> Result<HttpResponse, ApiError> {
     let active_within = match &params.active_within {
         None => std::time::Duration::from_secs(3600),
-        Some(text) => humantime::parse_duration(text)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("active_within: {e}")))?,
+        Some(text) => params::duration("active_within", text, ErrorCode::InvalidQuery)?,
     };
     let active_within = chrono::Duration::from_std(active_within)
         .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "active_within is too long"))?;

@@ -11,6 +11,7 @@ use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::json::Json;
 use crate::http::session::cleared_cookie;
 use crate::identity::api_tokens::{self, ApiTokenView, CreatedApiToken};
 
@@ -61,7 +62,11 @@ pub async fn delete_me(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiTokenBody {
-    /// What the token is for, e.g. "laptop script".
+    /// What the token is for, e.g. "laptop script": 1 to 100 printable characters.
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     name: String,
 }
 
@@ -83,7 +88,7 @@ pub async fn create_api_token(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
     context: RequestContext,
-    body: web::Json<NewApiTokenBody>,
+    body: Json<NewApiTokenBody>,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
     let created = api_tokens::create(&state.commands, user.user_id, &body.name, &metadata).await?;

@@ -48,6 +48,11 @@ pub enum StoreError {
     SubjectForgotten(Uuid),
     #[error("event at position {position} cannot be read: {source}")]
     Decode { position: i64, source: DecodeError },
+    #[error("event at position {position} cannot be read from its row: {source}")]
+    Column {
+        position: i64,
+        source: tokio_postgres::Error,
+    },
     #[error("event at position {position} has unreadable metadata: {source}")]
     Metadata { position: i64, source: serde_json::Error },
     #[error("sealed personal data at position {position} does not decrypt: the log or the key was altered")]
@@ -297,10 +302,15 @@ fn decode_row(row: Row) -> Result<RecordedEvent, StoreError> {
     let schema_version: i32 = row.get("schema_version");
     let recorded_at: DateTime<Utc> = row.get("recorded_at");
     let stored = warden_events::upcasters::Stored { recorded_at };
-    let event = codec::decode(event_type, schema_version as u32, row.get("payload"), stored)
+    // A stored value the JSON reader cannot take is an error, never a panic.
+    let column = |name: &str| {
+        row.try_get::<_, serde_json::Value>(name)
+            .map_err(|source| StoreError::Column { position, source })
+    };
+    let event = codec::decode(event_type, schema_version as u32, column("payload")?, stored)
         .map_err(|source| StoreError::Decode { position, source })?;
     let metadata: Metadata =
-        serde_json::from_value(row.get("metadata")).map_err(|source| StoreError::Metadata { position, source })?;
+        serde_json::from_value(column("metadata")?).map_err(|source| StoreError::Metadata { position, source })?;
     Ok(RecordedEvent {
         position,
         transaction_id: row.get("transaction_id"),

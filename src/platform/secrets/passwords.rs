@@ -12,6 +12,7 @@ use argon2::Argon2;
 
 /// Shortest password warden accepts anywhere (config, command line).
 pub const MIN_LENGTH: usize = 12;
+/// Longest password, in characters.
 const MAX_LENGTH: usize = 1024;
 
 pub fn check_policy(password: &str) -> Result<(), String> {
@@ -19,8 +20,8 @@ pub fn check_policy(password: &str) -> Result<(), String> {
     if length < MIN_LENGTH {
         return Err(format!("must be at least {MIN_LENGTH} characters long"));
     }
-    if password.len() > MAX_LENGTH {
-        return Err(format!("must be at most {MAX_LENGTH} bytes long"));
+    if length > MAX_LENGTH {
+        return Err(format!("must be at most {MAX_LENGTH} characters long"));
     }
     Ok(())
 }
@@ -37,7 +38,7 @@ pub fn hash(password: &str) -> String {
 
 /// Whether `password` matches `phc`; a malformed hash never matches.
 pub fn verify(password: &str, phc: &str) -> bool {
-    if password.len() > MAX_LENGTH {
+    if password.chars().count() > MAX_LENGTH {
         return false;
     }
     PasswordHash::new(phc).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())

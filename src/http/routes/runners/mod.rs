@@ -86,6 +86,46 @@ pub(super) async fn machine(
     .await?)
 }
 
+/// What a machine says about itself (the native protocol's `info`).
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MachineInfoBody {
+    #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
+    name: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
+    version: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
+    revision: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
+    platform: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
+    architecture: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
+    source_code_url: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::params::optional_integer")]
+    priority: Option<i32>,
+}
+
+impl From<MachineInfoBody> for MachineInfo {
+    fn from(body: MachineInfoBody) -> MachineInfo {
+        MachineInfo {
+            name: body.name,
+            version: body.version,
+            revision: body.revision,
+            platform: body.platform,
+            architecture: body.architecture,
+            source_code_url: body.source_code_url,
+            priority: body.priority,
+        }
+    }
+}
+
 /// What a machine is told about its job.
 #[derive(Serialize, ToSchema)]
 pub(super) struct JobForRunner {

@@ -19,17 +19,20 @@ use crate::http::auth::Runner;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::json::Json;
 use crate::http::routes::optional_json;
 
-use super::{job_for_runner, machine, metadata, required_system_id, system_id, JobForRunner};
+use super::{job_for_runner, machine, metadata, required_system_id, system_id, JobForRunner, MachineInfoBody};
+use crate::http::params;
 
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
-    #[serde(default)]
-    info: Option<MachineInfo>,
+    #[serde(default, deserialize_with = "params::optional_object")]
+    info: Option<MachineInfoBody>,
 }
 
 /// Checks a runner token; with a `system_id`, registers the machine.
@@ -59,7 +62,7 @@ pub async fn verify(
     let body: VerifyBody = optional_json(&request, &body)?.unwrap_or_default();
     let machine_id = match system_id(&request, body.system_id) {
         Some(system_id) => Some(
-            machine(&state, &runner, &context, &system_id, body.info)
+            machine(&state, &runner, &context, &system_id, body.info.map(MachineInfo::from))
                 .await?
                 .machine_id,
         ),
@@ -77,12 +80,14 @@ pub async fn verify(
 #[serde(deny_unknown_fields)]
 pub struct JobRequestBody {
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
-    #[serde(default)]
-    info: Option<MachineInfo>,
+    #[serde(default, deserialize_with = "params::optional_object")]
+    info: Option<MachineInfoBody>,
     /// Long poll: wait up to this long for a job (capped by
     /// `runners.long_poll_max`); 0 answers at once.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::integer")]
+    #[schema(minimum = 0)]
     wait_seconds: u64,
 }
 
@@ -112,7 +117,7 @@ pub async fn request_job(
 ) -> Result<HttpResponse, ApiError> {
     let body: JobRequestBody = optional_json(&request, &body)?.unwrap_or_default();
     let system_id = required_system_id(&request, body.system_id)?;
-    let machine = machine(&state, &runner, &context, &system_id, body.info).await?;
+    let machine = machine(&state, &runner, &context, &system_id, body.info.map(MachineInfo::from)).await?;
     let wait = Duration::from_secs(body.wait_seconds).min(state.config.runners.long_poll_max);
     if runner.0.paused {
         // Nothing for a paused runner; answer at the end of the wait so a
@@ -151,9 +156,12 @@ pub async fn request_job(
 #[serde(deny_unknown_fields)]
 pub struct ProgressBody {
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     progress: f64,
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00]*$")]
     message: Option<String>,
 }
 
@@ -182,7 +190,7 @@ pub async fn report_progress(
     context: RequestContext,
     request: HttpRequest,
     job_id: web::Path<Uuid>,
-    body: web::Json<ProgressBody>,
+    body: Json<ProgressBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let system_id = required_system_id(&request, body.system_id)?;
@@ -196,6 +204,7 @@ pub async fn report_progress(
 #[serde(deny_unknown_fields)]
 pub struct ResultBody {
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
     outcome: JobOutcome,
     #[serde(default)]
@@ -227,7 +236,7 @@ pub async fn submit_result(
     context: RequestContext,
     request: HttpRequest,
     job_id: web::Path<Uuid>,
-    body: web::Json<ResultBody>,
+    body: Json<ResultBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let system_id = required_system_id(&request, body.system_id)?;

@@ -18,6 +18,8 @@ use crate::http::auth::Runner;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::json::Json;
+use crate::http::params;
 use crate::http::routes::optional_json;
 
 use super::{job_for_runner, machine, metadata, system_id, JobForRunner, DEFAULT_SYSTEM_ID};
@@ -25,16 +27,21 @@ use super::{job_for_runner, machine, metadata, system_id, JobForRunner, DEFAULT_
 #[derive(Default, Deserialize, ToSchema)]
 pub struct RegisterBody {
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
     name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
     version: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
     git_hash: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
     source_code_url: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::optional_integer")]
     priority: Option<i32>,
 }
 
@@ -95,6 +102,7 @@ pub async fn register(
 #[derive(Default, Deserialize, ToSchema)]
 pub struct MachineBody {
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
 }
 
@@ -131,9 +139,11 @@ pub async fn unregister(
 #[derive(Default, Deserialize, ToSchema)]
 pub struct HeartbeatBody {
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
     /// Progress of the current job, 0.0 to 1.0.
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     progress: Option<f64>,
 }
 
@@ -222,6 +232,7 @@ pub async fn retrieve_job_info(
 #[derive(Deserialize, ToSchema)]
 pub struct ProjectWResultBody {
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
     #[serde(default)]
     outcome: Option<JobOutcome>,
@@ -229,6 +240,7 @@ pub struct ProjectWResultBody {
     result: serde_json::Value,
     /// Project-W's failure report.
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00]*$")]
     error_msg: Option<String>,
 }
 
@@ -252,7 +264,7 @@ pub async fn submit_job_result(
     runner: Runner,
     context: RequestContext,
     request: HttpRequest,
-    body: web::Json<ProjectWResultBody>,
+    body: Json<ProjectWResultBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let system_id = project_w_system_id(&request, body.system_id);
