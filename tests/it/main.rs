@@ -19,4 +19,5 @@ mod queries;
 mod reconcile;
 mod replay;
 mod runners;
+mod schemathesis;
 mod simulation;
