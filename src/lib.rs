@@ -6,6 +6,7 @@
 //! ([`log::projection_runner`], `warden-projections`). See
 //! docs/architecture.md for the map of the folders and which may use which.
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod domain;

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+pub use crate::api::{Page, RunnerView};
 use crate::fleet::jobs::{job_view, JobView, JOB_COLUMNS};
 use crate::fleet::machines::MachineView;
 use crate::fleet::Fleet;
@@ -55,13 +56,6 @@ impl PageCursor {
             id: Uuid::parse_str(id).ok()?,
         })
     }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Pass as `cursor` for the next page; `None` on the last one.
-    pub next_cursor: Option<String>,
 }
 
 /// A `SELECT` whose `WHERE` gets only the filters that were given.
@@ -186,22 +180,6 @@ pub async fn users<C: GenericClient>(
         at: u.created_at,
         id: u.id,
     }))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RunnerView {
-    pub id: Uuid,
-    pub status: String,
-    pub description: Option<String>,
-    pub tags: Vec<String>,
-    pub priority: i32,
-    pub paused: bool,
-    pub created_by: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-    pub invalidated_at: Option<DateTime<Utc>>,
-    /// Freshest contact of any of its machines; `None` if it has none.
-    pub last_contact_at: Option<DateTime<Utc>>,
-    pub machines: Vec<MachineView>,
 }
 
 #[derive(Debug, Default)]

@@ -17,9 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
-use utoipa::ToSchema;
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -27,6 +25,7 @@ use uuid::Uuid;
 use warden_events::job::JobOutcome;
 use warden_events::{Event, Metadata, StreamId};
 
+pub use crate::api::JobView;
 use crate::domain::job::{Job, JobCommand, MachineRef};
 use crate::domain::Aggregate as _;
 use crate::fleet::Fleet;
@@ -39,26 +38,6 @@ const CANDIDATES: i32 = 16;
 /// Rounds of fresh candidates before a contended machine gives up (its
 /// long poll, if any, keeps waiting).
 const ROUNDS: usize = 4;
-
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct JobView {
-    pub id: Uuid,
-    pub submitted_by: Uuid,
-    pub status: String,
-    pub payload: serde_json::Value,
-    pub required_tags: Vec<String>,
-    pub priority: i32,
-    pub runner_id: Option<Uuid>,
-    pub machine_id: Option<Uuid>,
-    pub cancel_requested: bool,
-    pub progress: Option<f64>,
-    pub progress_message: Option<String>,
-    pub result: Option<serde_json::Value>,
-    pub requeue_count: i32,
-    pub submitted_at: DateTime<Utc>,
-    pub assigned_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
 
 pub const JOB_COLUMNS: &str = "id, submitted_by, status, payload, required_tags, priority, runner_id, machine_id,
                            cancel_requested, progress, progress_message, result, requeue_count, submitted_at,

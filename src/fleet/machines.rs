@@ -11,16 +11,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use utoipa::ToSchema;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warden_events::machine::MachineInfo;
 use warden_events::{Metadata, StreamId};
 
+pub use crate::api::MachineView;
 use crate::domain::job::MachineRef;
 use crate::domain::machine::{validate_system_id, Contact, Machine, MachineCommand};
 use crate::fleet::runners::AuthenticatedRunner;
@@ -117,23 +116,6 @@ pub async fn touch(
         }
     }
     Ok(machine)
-}
-
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct MachineView {
-    pub id: Uuid,
-    pub runner_id: Uuid,
-    pub system_id: String,
-    pub name: Option<String>,
-    pub version: Option<String>,
-    pub revision: Option<String>,
-    pub platform: Option<String>,
-    pub architecture: Option<String>,
-    pub ip_address: Option<String>,
-    pub priority: Option<i32>,
-    pub registered_at: DateTime<Utc>,
-    /// The freshest contact known: this process's memory or the log.
-    pub contacted_at: DateTime<Utc>,
 }
 
 /// Machines (not pruned) by runner, optionally of one runner only.

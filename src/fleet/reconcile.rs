@@ -33,6 +33,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::api::{CreatedRunner, NewRunnerToken, Page, RunnerView, TokenResponse};
+
 pub const DEFAULT_TYPES: [&str; 2] = ["shell", "batch"];
 
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +129,9 @@ pub async fn reconcile(options: &Options) -> Result<Report, ReconcileError> {
         for runner_type in &types {
             let existing = runners
                 .iter()
-                .find(|r| r["status"] == "active" && has_tag(r, &options.hostname) && has_tag(r, runner_type));
-            let (entry, outcome) = match existing.and_then(|r| r["id"].as_str()) {
-                Some(id) => (client.reset_token(&admin, id).await?, Outcome::TokenReset),
+                .find(|r| r.status == "active" && has_tag(r, &options.hostname) && has_tag(r, runner_type));
+            let (entry, outcome) = match existing.map(|r| r.id.to_string()) {
+                Some(id) => (client.reset_token(&admin, &id).await?, Outcome::TokenReset),
                 None => (
                     client.create_runner(&admin, &options.hostname, runner_type).await?,
                     Outcome::Created,
@@ -184,11 +186,9 @@ pub async fn reconcile(options: &Options) -> Result<Report, ReconcileError> {
     })
 }
 
-fn has_tag(runner: &Value, tag: &str) -> bool {
+fn has_tag(runner: &RunnerView, tag: &str) -> bool {
     let tag = tag.to_lowercase();
-    runner["tags"]
-        .as_array()
-        .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(tag.as_str())))
+    runner.tags.iter().any(|t| *t == tag)
 }
 
 fn read_runner_data(path: &Path) -> Result<BTreeMap<String, RunnerEntry>, ReconcileError> {
@@ -317,6 +317,11 @@ struct Client {
     http: reqwest::Client,
 }
 
+/// A successful answer in the API's shape (crate::api), or a clear error.
+fn answer<T: serde::de::DeserializeOwned>(body: Value, what: &str) -> Result<T, ReconcileError> {
+    serde_json::from_value(body).map_err(|e| ReconcileError::Other(format!("{what} answered an unexpected shape: {e}")))
+}
+
 impl Client {
     fn new(api_url: &str) -> Result<Self, ReconcileError> {
         let base = api_url.trim_end_matches('/').to_owned();
@@ -370,8 +375,8 @@ impl Client {
                 ("password", password),
             ]))
             .await?;
-        match body["access_token"].as_str() {
-            Some(token) if status.is_success() => Ok(token.to_owned()),
+        match serde_json::from_value::<TokenResponse>(body.clone()) {
+            Ok(answer) if status.is_success() => Ok(answer.access_token),
             _ => Err(ReconcileError::AdminRefused(format!(
                 "login answered HTTP {status}: {body}"
             ))),
@@ -406,10 +411,10 @@ impl Client {
                     .json(&body),
             )
             .await?;
-        let body = Self::admin_outcome(status, body, "create_runner")?;
+        let created: CreatedRunner = answer(Self::admin_outcome(status, body, "create_runner")?, "create_runner")?;
         Ok(RunnerEntry {
-            id: body["id"].as_str().map(str::to_owned),
-            token: body["token"].as_str().map(str::to_owned),
+            id: Some(created.id.to_string()),
+            token: Some(created.token),
         })
     }
 
@@ -422,16 +427,19 @@ impl Client {
                     .bearer_auth(admin),
             )
             .await?;
-        let body = Self::admin_outcome(status, body, "reset_runner_token")?;
+        let reset: NewRunnerToken = answer(
+            Self::admin_outcome(status, body, "reset_runner_token")?,
+            "reset_runner_token",
+        )?;
         Ok(RunnerEntry {
             id: Some(runner_id.to_owned()),
-            token: body["token"].as_str().map(str::to_owned),
+            token: Some(reset.token),
         })
     }
 
     /// Every runner, newest first (a host's newest matching runner is the
     /// one used), following the pages.
-    async fn list_runners(&self, admin: &str) -> Result<Vec<Value>, ReconcileError> {
+    async fn list_runners(&self, admin: &str) -> Result<Vec<RunnerView>, ReconcileError> {
         let mut runners = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -447,10 +455,11 @@ impl Client {
                         .bearer_auth(admin),
                 )
                 .await?;
-            let body = Self::admin_outcome(status, body, "listing runners")?;
-            runners.extend(body["items"].as_array().cloned().unwrap_or_default());
-            match body["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
+            let page: Page<RunnerView> =
+                answer(Self::admin_outcome(status, body, "listing runners")?, "listing runners")?;
+            runners.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
                 None => return Ok(runners),
             }
         }

@@ -5,22 +5,13 @@
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::HttpResponse;
-use serde::Serialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use crate::api::TokenResponse;
 use crate::app::AppState;
 use crate::platform::config;
 
 pub const SESSION_COOKIE: &str = "warden_session";
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: u64,
-    pub scope: String,
-}
 
 /// 200 with the access token, and the session cookie set.
 pub fn login_response(state: &AppState, user_id: Uuid, admin: bool) -> HttpResponse {
@@ -29,7 +20,7 @@ pub fn login_response(state: &AppState, user_id: Uuid, admin: bool) -> HttpRespo
         .cookie(session_cookie(state, user_id))
         .json(TokenResponse {
             access_token: issued.token,
-            token_type: "bearer",
+            token_type: "bearer".into(),
             expires_in: issued.expires_in,
             scope: issued.scope,
         })

@@ -12,6 +12,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
+use warden::api::{CreatedRunner, JobAccepted, TokenResponse};
 use warden::app::{AppState, Background};
 use warden::platform::config::{Config, ProvisionedUser};
 use warden::platform::db::Database;
@@ -331,10 +332,7 @@ impl TestApp {
     pub async fn token(&self, email: &str, password: &str, admin: bool) -> String {
         let response = self.login(email, password, admin).await;
         assert_eq!(response.status(), StatusCode::OK, "login of {email} failed");
-        response.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        response.json::<TokenResponse>().await.unwrap().access_token
     }
 
     pub async fn admin_token(&self) -> String {
@@ -351,11 +349,8 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED);
-        let body: Value = response.json().await.unwrap();
-        (
-            body["id"].as_str().unwrap().to_owned(),
-            body["token"].as_str().unwrap().to_owned(),
-        )
+        let created: CreatedRunner = response.json().await.unwrap();
+        (created.id.to_string(), created.token)
     }
 
     pub async fn invalidate_runner(&self, admin_token: &str, runner_id: &str) -> reqwest::Response {
@@ -409,10 +404,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(response.status(), StatusCode::CREATED);
-        response.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        response.json::<JobAccepted>().await.unwrap().id.to_string()
     }
 
     /// Asks for a job as machine `system_id`, waiting up to `wait_seconds`.

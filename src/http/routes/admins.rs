@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::optional_json;
 use super::queries::UserRole;
+use crate::api::{CreatedRunner, NewRunnerToken, RunnerInvalidated};
 use crate::app::AppState;
 use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
 use crate::domain::ErrorCode;
@@ -47,7 +48,7 @@ pub struct CreateRunnerBody {
     tag = "admin: runners",
     request_body(content = Option<CreateRunnerBody>, content_type = "application/json"),
     responses(
-        (status = 201, description = "the runner and its token", body = serde_json::Value, example = json!({"id": "0194...", "token": "wdrt_..."})),
+        (status = 201, description = "the runner and its token", body = CreatedRunner, example = json!({"id": "0194...", "token": "wdrt_..."})),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 403, description = "the token may not do this", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody)
@@ -69,7 +70,10 @@ pub async fn create_runner(
         priority: body.priority,
     };
     let created = runners::create_runner(&state.commands, settings, &metadata).await?;
-    Ok(HttpResponse::Created().json(json!({ "id": created.id, "token": created.token })))
+    Ok(HttpResponse::Created().json(CreatedRunner {
+        id: created.id,
+        token: created.token,
+    }))
 }
 
 fn parse_runner_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -96,7 +100,7 @@ pub struct InvalidateQuery {
     tag = "admin: runners",
     params(InvalidateQuery),
     responses(
-        (status = 200, description = "invalidated", body = serde_json::Value, example = json!({"id": "0194...", "status": "invalidated"})),
+        (status = 200, description = "invalidated", body = RunnerInvalidated, example = json!({"id": "0194...", "status": "invalidated"})),
         (status = 400, description = "malformed query or body", body = ErrorBody),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 403, description = "the token may not do this", body = ErrorBody),
@@ -116,7 +120,10 @@ pub async fn invalidate_runner(
     let metadata = context.metadata(admin.0.actor());
     let command = RunnerCommand::Invalidate { reason: query.reason };
     runners::change_runner(&state.commands, runner_id, command, &metadata).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": runner_id, "status": "invalidated" })))
+    Ok(HttpResponse::Ok().json(RunnerInvalidated {
+        id: runner_id,
+        status: "invalidated".into(),
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -139,7 +146,7 @@ pub struct ResetTokenQuery {
     tag = "admin: runners",
     params(ResetTokenQuery),
     responses(
-        (status = 200, description = "the new token, shown only here", body = serde_json::Value, example = json!({"id": "0194...", "token": "wdrt_..."})),
+        (status = 200, description = "the new token, shown only here", body = NewRunnerToken, example = json!({"id": "0194...", "token": "wdrt_..."})),
         (status = 400, description = "malformed query or body", body = ErrorBody),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 403, description = "the token may not do this", body = ErrorBody),
@@ -175,7 +182,7 @@ pub async fn reset_runner_token(
     };
     let metadata = context.metadata(admin.0.actor());
     let token = runners::reset_token(&state.commands, runner_id, grace, &metadata).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": runner_id, "token": token })))
+    Ok(HttpResponse::Ok().json(NewRunnerToken { id: runner_id, token }))
 }
 
 /// Fields to change; absent ones stay as they are.

@@ -2,11 +2,11 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::queries::{check_limit, JobStatus};
+use crate::api::JobAccepted;
 use crate::app::AppState;
 use crate::domain::ErrorCode;
 use crate::fleet::jobs;
@@ -37,7 +37,7 @@ pub struct SubmitBody {
     tag = "jobs",
     request_body = SubmitBody,
     responses(
-        (status = 201, description = "queued", body = serde_json::Value, example = json!({"id": "0194...", "status": "queued"})),
+        (status = 201, description = "queued", body = JobAccepted, example = json!({"id": "0194...", "status": "queued"})),
         (status = 400, description = "malformed query or body", body = ErrorBody),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody)
@@ -61,7 +61,10 @@ pub async fn submit(
         &metadata,
     )
     .await?;
-    Ok(HttpResponse::Created().json(json!({ "id": id, "status": "queued" })))
+    Ok(HttpResponse::Created().json(JobAccepted {
+        id,
+        status: "queued".into(),
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -1,0 +1,105 @@
+//! The HTTP API's request and answer types, shared by the handlers that
+//! produce them, `warden runner reconcile` (a client of the API), and the
+//! integration tests. Plain serde types: this module uses nothing else of
+//! warden's, so any layer may.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A page of an admin list; pass `next_cursor` as `cursor` for the next.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunnerView {
+    pub id: Uuid,
+    pub status: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub priority: i32,
+    pub paused: bool,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub invalidated_at: Option<DateTime<Utc>>,
+    /// Freshest contact of any of its machines; `None` if it has none.
+    pub last_contact_at: Option<DateTime<Utc>>,
+    pub machines: Vec<MachineView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct MachineView {
+    pub id: Uuid,
+    pub runner_id: Uuid,
+    pub system_id: String,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub revision: Option<String>,
+    pub platform: Option<String>,
+    pub architecture: Option<String>,
+    pub ip_address: Option<String>,
+    pub priority: Option<i32>,
+    pub registered_at: DateTime<Utc>,
+    /// The freshest contact known: this process's memory or the log.
+    pub contacted_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub submitted_by: Uuid,
+    pub status: String,
+    pub payload: serde_json::Value,
+    pub required_tags: Vec<String>,
+    pub priority: i32,
+    pub runner_id: Option<Uuid>,
+    pub machine_id: Option<Uuid>,
+    pub cancel_requested: bool,
+    pub progress: Option<f64>,
+    pub progress_message: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub requeue_count: i32,
+    pub submitted_at: DateTime<Utc>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The answer of a login: an access token (Project-W's shape).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+/// `POST /api/admins/create_runner`: the runner and its token, shown only here.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedRunner {
+    pub id: Uuid,
+    pub token: String,
+}
+
+/// `POST /api/admins/reset_runner_token`: the new token, shown only here.
+pub type NewRunnerToken = CreatedRunner;
+
+/// `DELETE /api/admins/invalidate_runner`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunnerInvalidated {
+    pub id: Uuid,
+    /// Always `invalidated`.
+    pub status: String,
+}
+
+/// `POST /api/jobs`: the job is in the queue.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobAccepted {
+    pub id: Uuid,
+    /// Always `queued`.
+    pub status: String,
+}
