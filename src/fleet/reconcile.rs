@@ -188,7 +188,7 @@ pub async fn reconcile(options: &Options) -> Result<Report, ReconcileError> {
 
 fn has_tag(runner: &RunnerView, tag: &str) -> bool {
     let tag = tag.to_lowercase();
-    runner.tags.iter().any(|t| *t == tag)
+    runner.tags.contains(&tag)
 }
 
 fn read_runner_data(path: &Path) -> Result<BTreeMap<String, RunnerEntry>, ReconcileError> {
