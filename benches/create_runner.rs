@@ -83,6 +83,7 @@ fn main() {
                     let runner_id = Uuid::now_v7();
                     let event = Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
                         runner_id,
+                        number: None,
                         token_hash: "ab".repeat(32),
                         description: None,
                         tags: Vec::new(),

@@ -94,6 +94,7 @@ impl LogGenerator {
             None,
             &Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
                 runner_id,
+                number: None,
                 token_hash: hex(&sha(&runner_id.to_string())),
                 description: Some(format!("bench runner {n}")),
                 tags: vec!["linux".into(), if n % 2 == 0 { "gpu" } else { "cpu" }.into()],
@@ -132,6 +133,7 @@ impl LogGenerator {
             None,
             &Event::Job(JobEvent::JobSubmitted(JobSubmitted {
                 job_id,
+                number: None,
                 submitted_by: Uuid::from_u128(n as u128 % 1000),
                 payload: json!({"file": format!("recording-{n}.wav"), "model": "large"}),
                 required_tags: vec!["linux".into()],

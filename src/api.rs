@@ -19,6 +19,9 @@ pub struct Page<T> {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunnerView {
     pub id: Uuid,
+    /// The runner's integer id (Project-W protocol); none for runners
+    /// created before numbers existed.
+    pub number: Option<i64>,
     pub status: String,
     pub description: Option<String>,
     pub tags: Vec<String>,
@@ -67,6 +70,9 @@ pub struct JobView {
     pub submitted_at: DateTime<Utc>,
     pub assigned_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The job's integer id (Project-W protocol); none for jobs submitted
+    /// before numbers existed.
+    pub number: Option<i64>,
 }
 
 /// The answer of a login: an access token (Project-W's shape).

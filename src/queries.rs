@@ -221,7 +221,7 @@ pub async fn runners(
     let tail = select.page("r.created_at", "r.id", cursor, limit);
     let sql = format!(
         "SELECT r.id, r.status, r.description, r.tags, r.priority, r.paused, r.created_by, r.created_at,
-                r.invalidated_at
+                r.invalidated_at, r.number
          FROM runners r {tail}"
     );
     let rows = connection.query(&sql, &select.params()).await?;
@@ -234,6 +234,7 @@ pub async fn runners(
             let machines = machines.remove(&id).unwrap_or_default();
             RunnerView {
                 id,
+                number: row.get(9),
                 status: row.get(1),
                 description: row.get(2),
                 tags: row.get(3),

@@ -87,6 +87,7 @@ mod tests {
     fn encode_then_decode_is_identity() {
         let event: Event = crate::RunnerEvent::from(RunnerCreated {
             runner_id: Uuid::now_v7(),
+            number: None,
             token_hash: "ab".repeat(32),
             description: Some("gpu box".into()),
             tags: vec!["gpu".into()],

@@ -6,6 +6,10 @@ use uuid::Uuid;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSubmitted {
     pub job_id: Uuid,
+    /// The job's integer number (the Project-W protocol's id); jobs
+    /// submitted before numbers existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<i64>,
     pub submitted_by: Uuid,
     pub payload: serde_json::Value,
     /// A job only goes to runners that have all of these tags.

@@ -359,6 +359,7 @@ mod tests {
         assert_eq!(created.pii_fields_mut().len(), 1);
         let mut runner: Event = RunnerEvent::from(runner::RunnerCreated {
             runner_id: Uuid::nil(),
+            number: None,
             token_hash: "00".into(),
             description: None,
             tags: vec![],

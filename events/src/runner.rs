@@ -7,6 +7,10 @@ use uuid::Uuid;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerCreated {
     pub runner_id: Uuid,
+    /// The runner's integer number (the Project-W protocol's id); runners
+    /// created before numbers existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<i64>,
     /// Hex SHA-256 of the runner token; the token itself is shown once.
     pub token_hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

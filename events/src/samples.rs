@@ -105,6 +105,7 @@ pub fn all() -> Vec<Event> {
     let runners: Vec<RunnerEvent> = vec![
         RunnerCreated {
             runner_id: runner,
+            number: Some(7),
             token_hash: "00".repeat(32),
             description: Some("gpu box".into()),
             tags: vec!["gpu".into()],
@@ -160,6 +161,7 @@ pub fn all() -> Vec<Event> {
     let jobs: Vec<JobEvent> = vec![
         JobSubmitted {
             job_id: job,
+            number: Some(42),
             submitted_by: user,
             payload: json!({"cmd": "make"}),
             required_tags: vec![],

@@ -31,8 +31,8 @@ impl AggregateProjection for JobProjection {
                 execute(
                     tx,
                     "INSERT INTO jobs (id, submitted_by, status, payload, required_tags, priority,
-                                       submitted_at, updated_at, version)
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7)
+                                       submitted_at, updated_at, version, number)
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7, $8)
                      ON CONFLICT (id) DO NOTHING",
                     &[
                         &e.job_id,
@@ -42,6 +42,7 @@ impl AggregateProjection for JobProjection {
                         &e.priority,
                         &at,
                         &version,
+                        &e.number,
                     ],
                 )
                 .await?;

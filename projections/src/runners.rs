@@ -45,8 +45,8 @@ impl AggregateProjection for RunnerProjection {
                 execute(
                     tx,
                     "INSERT INTO runners (id, token_hash, status, description, tags, priority, created_by,
-                                          created_at, updated_at, version)
-                     VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $7, $8)
+                                          created_at, updated_at, version, number)
+                     VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $7, $8, $9)
                      ON CONFLICT (id) DO NOTHING",
                     &[
                         &e.runner_id,
@@ -57,6 +57,7 @@ impl AggregateProjection for RunnerProjection {
                         &created_by,
                         &at,
                         &version,
+                        &e.number,
                     ],
                 )
                 .await?;

@@ -93,7 +93,7 @@ error_codes! {
     InvalidTokenName = 422, "invalid_token_name";
     /// The role is not one of user, support, admin.
     InvalidRole = 422, "invalid_role";
-    /// `runner_id` is not a runner's id.
+    /// `runner_id` is neither a runner's UUID nor its number.
     InvalidRunnerId = 400, "invalid_runner_id";
     /// `grace_period` is not a duration like `10m`.
     MalformedGracePeriod = 400, "invalid_grace_period";

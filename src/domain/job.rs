@@ -46,6 +46,8 @@ pub struct MachineRef {
 pub enum JobCommand {
     Submit {
         job_id: Uuid,
+        /// Drawn from the `job_numbers` sequence by the caller.
+        number: Option<i64>,
         submitted_by: Uuid,
         payload: serde_json::Value,
         required_tags: Vec<String>,
@@ -158,6 +160,7 @@ impl Aggregate for Job {
                 Job::Unknown,
                 JobCommand::Submit {
                     job_id,
+                    number,
                     submitted_by,
                     payload,
                     required_tags,
@@ -172,6 +175,7 @@ impl Aggregate for Job {
                 }
                 Ok(vec![JobEvent::JobSubmitted(JobSubmitted {
                     job_id: *job_id,
+                    number: *number,
                     submitted_by: *submitted_by,
                     payload: payload.clone(),
                     required_tags: normalise_tags(required_tags)?,
@@ -285,6 +289,7 @@ mod tests {
             &mut job,
             JobCommand::Submit {
                 job_id: Uuid::from_u128(9),
+                number: Some(9),
                 submitted_by: OWNER,
                 payload: json!({"cmd": "make"}),
                 required_tags: vec!["Linux".into()],

@@ -40,6 +40,8 @@ pub struct RunnerSettings {
 pub enum RunnerCommand {
     Create {
         runner_id: Uuid,
+        /// Drawn from the `runner_numbers` sequence by the caller.
+        number: Option<i64>,
         /// SHA-256 of the freshly generated token (see `platform::secrets::tokens`).
         token_hash: String,
         settings: RunnerSettings,
@@ -115,6 +117,7 @@ impl Aggregate for Runner {
                 Runner::Unknown,
                 RunnerCommand::Create {
                     runner_id,
+                    number,
                     token_hash,
                     settings,
                 },
@@ -122,6 +125,7 @@ impl Aggregate for Runner {
                 let settings = validate_settings(settings)?;
                 return Ok(vec![RunnerEvent::RunnerCreated(RunnerCreated {
                     runner_id: *runner_id,
+                    number: *number,
                     token_hash: token_hash.clone(),
                     description: settings.description,
                     tags: settings.tags,
@@ -257,6 +261,7 @@ mod tests {
     fn create(id: Uuid) -> RunnerCommand {
         RunnerCommand::Create {
             runner_id: id,
+            number: Some(1),
             token_hash: "ab".repeat(32),
             settings: RunnerSettings {
                 description: None,
@@ -362,6 +367,7 @@ mod tests {
         };
         let command = RunnerCommand::Create {
             runner_id: Uuid::now_v7(),
+            number: None,
             token_hash: String::new(),
             settings: bad_tag,
         };

@@ -41,7 +41,7 @@ const ROUNDS: usize = 4;
 
 pub const JOB_COLUMNS: &str = "id, submitted_by, status, payload, required_tags, priority, runner_id, machine_id,
                            cancel_requested, progress, progress_message, result, requeue_count, submitted_at,
-                           assigned_at, finished_at";
+                           assigned_at, finished_at, number";
 
 pub fn job_view(row: &tokio_postgres::Row) -> JobView {
     JobView {
@@ -61,6 +61,7 @@ pub fn job_view(row: &tokio_postgres::Row) -> JobView {
         submitted_at: row.get(13),
         assigned_at: row.get(14),
         finished_at: row.get(15),
+        number: row.get(16),
     }
 }
 
@@ -75,6 +76,7 @@ pub async fn submit(
     let job_id = Uuid::now_v7();
     let command = JobCommand::Submit {
         job_id,
+        number: Some(fleet.commands.next_number("job_numbers").await?),
         submitted_by,
         payload,
         required_tags,

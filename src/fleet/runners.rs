@@ -27,6 +27,7 @@ pub async fn create_runner(
     let token = tokens::generate(RUNNER_TOKEN_PREFIX);
     let command = RunnerCommand::Create {
         runner_id,
+        number: Some(commands.next_number("runner_numbers").await?),
         token_hash: token.hash,
         settings,
     };

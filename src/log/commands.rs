@@ -67,6 +67,14 @@ impl CommandService {
             .await
     }
 
+    /// The next number of a sequence (`runner_numbers`, `job_numbers`): the
+    /// integer ids recorded in creation events.
+    pub async fn next_number(&self, sequence: &'static str) -> Result<i64, StoreError> {
+        let connection = self.store.database().get().await?;
+        let select = connection.prepare_cached("SELECT nextval($1::text::regclass)").await?;
+        Ok(connection.query_one(&select, &[&sequence]).await?.get(0))
+    }
+
     /// Loads the current state of `stream`.
     pub async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<(A, ExpectedVersion), StoreError> {
         let history = self.store.read_stream(stream).await?;

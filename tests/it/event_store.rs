@@ -18,6 +18,7 @@ use crate::harness::TestDb;
 fn created(runner_id: Uuid) -> Event {
     Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
         runner_id,
+        number: None,
         token_hash: "00".repeat(32),
         description: None,
         tags: vec![],
@@ -53,6 +54,7 @@ async fn extreme_numbers_in_payloads_round_trip_through_the_log() {
     });
     let submitted: Event = warden::events::JobEvent::from(warden::events::job::JobSubmitted {
         job_id,
+        number: None,
         submitted_by: Uuid::now_v7(),
         payload: payload.clone(),
         required_tags: vec![],

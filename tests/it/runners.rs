@@ -721,3 +721,57 @@ async fn bad_runner_and_job_input_gets_clear_errors() {
     assert_error(again, StatusCode::CONFLICT, "job_already_finished").await;
     app.stop().await;
 }
+
+/// Runners and jobs get stable positive integer numbers (the Project-W
+/// protocol's ids): recorded in their creation events, shown next to the
+/// UUIDs, the same after a rebuild from the log; invalidate_runner takes
+/// either id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_and_jobs_have_stable_integer_numbers() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (first_id, _) = app.create_runner(&admin).await;
+    let (second_id, second_token) = app.create_runner(&admin).await;
+    let runners = app.get_items(&admin, "/api/admins/runners").await;
+    let number_of = |id: &str| {
+        runners.iter().find(|r| r["id"] == id).unwrap()["number"]
+            .as_i64()
+            .unwrap()
+    };
+    let (first, second) = (number_of(&first_id), number_of(&second_id));
+    assert!(first > 0 && second > first, "{first} {second}");
+    let job_a = app.submit_job(&user, json!(1), &[], 0).await;
+    let job_b = app.submit_job(&user, json!(2), &[], 0).await;
+    let (a, b) = (
+        app.job(&user, &job_a).await["number"].as_i64().unwrap(),
+        app.job(&user, &job_b).await["number"].as_i64().unwrap(),
+    );
+    assert!(a > 0 && b > a, "{a} {b}");
+
+    // Invalidation by number.
+    let by_number = app.invalidate_runner(&admin, &second.to_string()).await;
+    assert_eq!(by_number.status(), StatusCode::OK);
+    assert_eq!(
+        app.verify_runner(&second_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_error(
+        app.invalidate_runner(&admin, "999999999").await,
+        StatusCode::NOT_FOUND,
+        "runner_not_found",
+    )
+    .await;
+    assert_error(
+        app.invalidate_runner(&admin, "-3").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_runner_id",
+    )
+    .await;
+
+    // The numbers come from the log: a rebuild gives the same ones.
+    let db = app.stop().await;
+    let before = db.snapshot_read_models().await;
+    db.rebuild_read_models().await;
+    assert_eq!(db.snapshot_read_models().await, before);
+}

@@ -76,15 +76,34 @@ pub async fn create_runner(
     }))
 }
 
-fn parse_runner_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw.trim())
-        .map_err(|_| ApiError::new(ErrorCode::InvalidRunnerId, "runner_id must be a runner's UUID"))
+/// A runner named by its UUID or by its integer number (Project-W's ids).
+async fn resolve_runner_id(state: &AppState, raw: &str) -> Result<Uuid, ApiError> {
+    let raw = raw.trim();
+    if let Ok(id) = Uuid::parse_str(raw) {
+        return Ok(id);
+    }
+    let number: i64 = raw.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRunnerId,
+            "runner_id must be a runner's UUID or number",
+        )
+    })?;
+    let connection = state.db.get().await?;
+    let row = connection
+        .query_opt("SELECT id FROM runners WHERE number = $1", &[&number])
+        .await
+        .map_err(crate::platform::db::DbError::from)?;
+    row.map(|row| row.get(0))
+        .ok_or_else(|| ApiError::new(ErrorCode::RunnerNotFound, format!("no runner has the number {number}")))
 }
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct InvalidateQuery {
-    #[param(value_type = Uuid)]
+    /// The runner's UUID, or its integer number.
+    #[param(
+        pattern = "^([1-9][0-9]{0,17}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     runner_id: String,
     #[serde(default)]
     #[param(max_length = 1024, pattern = "^[^\\x00]*$")]
@@ -116,7 +135,7 @@ pub async fn invalidate_runner(
     query: web::Query<InvalidateQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let runner_id = parse_runner_id(&query.runner_id)?;
+    let runner_id = resolve_runner_id(&state, &query.runner_id).await?;
     let metadata = context.metadata(admin.0.actor());
     let command = RunnerCommand::Invalidate { reason: query.reason };
     runners::change_runner(&state.commands, runner_id, command, &metadata).await?;
@@ -129,7 +148,10 @@ pub async fn invalidate_runner(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ResetTokenQuery {
-    #[param(value_type = Uuid)]
+    /// The runner's UUID, or its integer number.
+    #[param(
+        pattern = "^([1-9][0-9]{0,17}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     runner_id: String,
     /// How long the old token keeps working, e.g. `10m`; default: not at all.
     #[serde(default)]
@@ -163,7 +185,7 @@ pub async fn reset_runner_token(
     query: web::Query<ResetTokenQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let runner_id = parse_runner_id(&query.runner_id)?;
+    let runner_id = resolve_runner_id(&state, &query.runner_id).await?;
     let grace = match &query.grace_period {
         None => None,
         Some(text) => {
