@@ -138,6 +138,8 @@ impl LogGenerator {
                 payload: json!({"file": format!("recording-{n}.wav"), "model": "large"}),
                 required_tags: vec!["linux".into()],
                 priority: 0,
+                kind: Default::default(),
+                input: None,
             })),
         );
         let assigned = self.row(

@@ -44,17 +44,25 @@ fn main() {
         )];
         let warden = Warden::start(&cluster, HEARTBEAT_CLIENTS).await;
         let (_, token) = warden.create_runner().await;
+        // One Project-W session (and machine) per client.
+        let mut sessions = Vec::new();
         for machine in 0..HEARTBEAT_CLIENTS {
             let registered = warden
                 .http
                 .post(format!("{}/api/runners/register", warden.base))
                 .bearer_auth(&token)
-                .json(&json!({"system_id": format!("r_bench{machine:07}")}))
+                .json(
+                    &json!({"name": format!("bench-{machine}"), "priority": 1, "version": "0.6",
+                              "git_hash": "bench", "source_code_url": "https://example.org"}),
+                )
                 .send()
                 .await
                 .unwrap();
             assert!(registered.status().is_success());
+            let body: serde_json::Value = registered.json().await.unwrap();
+            sessions.push(body["session_token"].as_str().unwrap().to_owned());
         }
+        let sessions = std::sync::Arc::new(sessions);
         let (http, base) = (warden.http.clone(), warden.base.clone());
         heartbeats.push(
             run_clients(
@@ -80,14 +88,14 @@ fn main() {
                 move |client| {
                     let (http, url, token) = (
                         http.clone(),
-                        format!("{base}/api/runners/heartbeat"),
+                        format!("{base}/api/runners/heartbeat?session_token={}", sessions[client]),
                         heartbeat_token.clone(),
                     );
                     async move {
                         let response = http
                             .post(&url)
                             .bearer_auth(&token)
-                            .json(&json!({"system_id": format!("r_bench{client:07}")}))
+                            .json(&json!({"progress": 0.0}))
                             .send()
                             .await
                             .unwrap();
@@ -204,16 +212,16 @@ async fn submit_jobs(warden: &Warden, count: usize) {
             let state = Arc::clone(&warden.state);
             tokio::spawn(async move {
                 for n in (worker..count).step_by(16) {
-                    warden::fleet::jobs::submit(
-                        &state.fleet,
-                        user,
-                        json!({"n": n}),
-                        Vec::new(),
-                        0,
-                        &Metadata::system("bench"),
-                    )
-                    .await
-                    .unwrap();
+                    let job = warden::fleet::jobs::NewJob {
+                        kind: Default::default(),
+                        payload: json!({"n": n}),
+                        required_tags: Vec::new(),
+                        priority: 0,
+                        input: None,
+                    };
+                    warden::fleet::jobs::submit(&state.fleet, user, job, &Metadata::system("bench"))
+                        .await
+                        .unwrap();
                 }
             })
         })

@@ -1,7 +1,7 @@
 //! The HTTP API's request and answer types, shared by the handlers that
 //! produce them, `warden runner reconcile` (a client of the API), and the
 //! integration tests. Plain serde types: this module uses nothing else of
-//! warden's, so any layer may.
+//! warden's but event types, so any layer may.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,10 @@ pub struct JobView {
     /// The job's integer id (Project-W protocol); none for jobs submitted
     /// before numbers existed.
     pub number: Option<i64>,
+    /// `native` or `project_w`.
+    pub kind: String,
+    /// The job's input file, if it has one.
+    pub input: Option<warden_events::job::FileRef>,
 }
 
 /// The answer of a login: an access token (Project-W's shape).

@@ -7,8 +7,8 @@
 //!   service, and the identity and fleet services (which start nothing).
 //! - [`AppState::serve`]: what only `warden serve` runs on top: the token
 //!   signing key, and the background tasks that act on their own (job
-//!   dispatcher, re-assignment reaction, machine pruner, periodic LDAP
-//!   sync). A one-shot command never starts one of them.
+//!   dispatcher, re-assignment reaction, machine pruner, silent-session
+//!   sweeper, periodic LDAP sync). A one-shot command never starts one of them.
 
 use std::sync::Arc;
 
@@ -85,7 +85,12 @@ impl Core {
             ldap: LdapProviders::from_config(&config)?,
             oidc: OidcProviders::from_config(&config)?,
         });
-        let fleet = Arc::new(Fleet::new(db.clone(), commands.clone(), config.runners.clone()));
+        let fleet = Arc::new(Fleet::new(
+            db.clone(),
+            commands.clone(),
+            config.runners.clone(),
+            config.jobs.clone(),
+        ));
         let core = Core {
             config,
             db,
@@ -132,6 +137,9 @@ impl AppState {
         background
             .tasks
             .push(crate::fleet::machines::spawn_pruner(Arc::clone(fleet), cancel.clone()));
+        background
+            .tasks
+            .push(crate::fleet::spawn_sweeper(Arc::clone(fleet), cancel.clone()));
         background.tasks.extend(crate::identity::ldap::spawn_periodic_sync(
             Arc::clone(&core.identity),
             cancel,

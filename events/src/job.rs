@@ -3,6 +3,45 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Which runner protocol a job is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// warden's native protocol: any JSON payload.
+    #[default]
+    Native,
+    /// The Project-W protocol: the payload is the job's Project-W settings.
+    ProjectW,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Native => "native",
+            JobKind::ProjectW => "project_w",
+        }
+    }
+
+    pub fn is_native(&self) -> bool {
+        *self == JobKind::Native
+    }
+}
+
+/// A file of a job (its input, or a result), as the log records it: where
+/// it is kept and what it is, never its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FileRef {
+    pub file_id: Uuid,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    pub size: i64,
+    pub media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSubmitted {
     pub job_id: Uuid,
@@ -18,6 +57,11 @@ pub struct JobSubmitted {
     /// Higher goes first; equal priorities go oldest first.
     #[serde(default)]
     pub priority: i32,
+    #[serde(default, skip_serializing_if = "JobKind::is_native")]
+    pub kind: JobKind,
+    /// The job's input file (a Project-W job's audio or video).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<FileRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +98,9 @@ pub enum JobOutcome {
     Failed,
     /// Stopped by the runner after a cancel request.
     Aborted,
+    /// The runner reported a failure after it was told to abort (Project-W):
+    /// the job ends as cancelled.
+    Cancelled,
 }
 
 impl JobOutcome {
@@ -62,6 +109,7 @@ impl JobOutcome {
             JobOutcome::Succeeded => "succeeded",
             JobOutcome::Failed => "failed",
             JobOutcome::Aborted => "aborted",
+            JobOutcome::Cancelled => "cancelled",
         }
     }
 }

@@ -166,6 +166,14 @@ pub fn all() -> Vec<Event> {
             payload: json!({"cmd": "make"}),
             required_tags: vec![],
             priority: 0,
+            kind: JobKind::ProjectW,
+            input: Some(FileRef {
+                file_id: id(6),
+                sha256: "00".repeat(32),
+                size: 3,
+                media_type: "audio/mpeg".into(),
+                name: Some("talk.mp3".into()),
+            }),
         }
         .into(),
         JobAssigned {

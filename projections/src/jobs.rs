@@ -31,8 +31,8 @@ impl AggregateProjection for JobProjection {
                 execute(
                     tx,
                     "INSERT INTO jobs (id, submitted_by, status, payload, required_tags, priority,
-                                       submitted_at, updated_at, version, number)
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7, $8)
+                                       submitted_at, updated_at, version, number, kind, input)
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7, $8, $9, $10)
                      ON CONFLICT (id) DO NOTHING",
                     &[
                         &e.job_id,
@@ -43,6 +43,10 @@ impl AggregateProjection for JobProjection {
                         &at,
                         &version,
                         &e.number,
+                        &e.kind.as_str(),
+                        &e.input
+                            .as_ref()
+                            .map(|file| serde_json::to_value(file).expect("file refs serialise")),
                     ],
                 )
                 .await?;

@@ -210,7 +210,15 @@ error_codes! {
     /// The job has already finished.
     JobAlreadyFinished = 409, "job_already_finished";
     /// No job is assigned to this runner machine.
-    NoJobAssigned = 404, "no_job_assigned";
+    NoJobAssigned = 400, "no_job_assigned";
+    /// The job was aborted (its submitter cancelled it); report the result with an error message.
+    JobAborted = 405, "job_aborted";
+    /// No open session of this runner has this session token (closed, expired or never opened); register again.
+    InvalidSession = 403, "invalid_session";
+    /// No such file, or not yours.
+    FileNotFound = 404, "file_not_found";
+    /// The job has no result in this format (yet).
+    ResultNotFound = 404, "result_not_found";
 
     // The server and what it depends on.
     /// The same object was changed concurrently too often; try again.

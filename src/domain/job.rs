@@ -3,7 +3,8 @@
 
 use uuid::Uuid;
 use warden_events::job::{
-    JobAssigned, JobCancelRequested, JobCancelled, JobFinished, JobOutcome, JobProgressed, JobRequeued, JobSubmitted,
+    FileRef, JobAssigned, JobCancelRequested, JobCancelled, JobFinished, JobKind, JobOutcome, JobProgressed,
+    JobRequeued, JobSubmitted,
 };
 use warden_events::{Event, JobEvent};
 
@@ -26,6 +27,7 @@ pub struct JobCore {
     pub submitted_by: Uuid,
     pub required_tags: Vec<String>,
     pub priority: i32,
+    pub kind: JobKind,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,8 +54,11 @@ pub enum JobCommand {
         payload: serde_json::Value,
         required_tags: Vec<String>,
         priority: i32,
+        kind: JobKind,
+        input: Option<FileRef>,
     },
-    Assign(MachineRef),
+    /// To a machine of a runner protocol: only a job of that kind.
+    Assign(MachineRef, JobKind),
     Progress {
         by: MachineRef,
         progress: f64,
@@ -118,6 +123,7 @@ impl Aggregate for Job {
                 submitted_by: e.submitted_by,
                 required_tags: e.required_tags.clone(),
                 priority: e.priority,
+                kind: e.kind,
             }),
             JobEvent::JobAssigned(e) => match state {
                 Job::Queued(core) => Job::Assigned(
@@ -165,6 +171,8 @@ impl Aggregate for Job {
                     payload,
                     required_tags,
                     priority,
+                    kind,
+                    input,
                 },
             ) => {
                 if !PRIORITY_RANGE.contains(priority) {
@@ -180,6 +188,8 @@ impl Aggregate for Job {
                     payload: payload.clone(),
                     required_tags: normalise_tags(required_tags)?,
                     priority: *priority,
+                    kind: *kind,
+                    input: input.clone(),
                 })])
             }
             (_, JobCommand::Submit { .. }) => Err(DomainError::Conflict {
@@ -188,12 +198,16 @@ impl Aggregate for Job {
             }),
             (Job::Unknown, _) => Err(Job::not_found()),
 
-            (Job::Queued(core), JobCommand::Assign(machine)) => Ok(vec![JobEvent::JobAssigned(JobAssigned {
+            (Job::Queued(core), JobCommand::Assign(_, kind)) if core.kind != *kind => Err(DomainError::Conflict {
+                code: ErrorCode::JobNotQueued,
+                message: format!("this job is for {} runners", core.kind.as_str()),
+            }),
+            (Job::Queued(core), JobCommand::Assign(machine, _)) => Ok(vec![JobEvent::JobAssigned(JobAssigned {
                 job_id: core.job_id,
                 runner_id: machine.runner_id,
                 machine_id: machine.machine_id,
             })]),
-            (_, JobCommand::Assign(_)) => Err(DomainError::Conflict {
+            (_, JobCommand::Assign(..)) => Err(DomainError::Conflict {
                 code: ErrorCode::JobNotQueued,
                 message: "this job is not waiting in the queue".into(),
             }),
@@ -294,6 +308,8 @@ mod tests {
                 payload: json!({"cmd": "make"}),
                 required_tags: vec!["Linux".into()],
                 priority: 0,
+                kind: JobKind::Native,
+                input: None,
             },
         )
         .unwrap();
@@ -304,8 +320,8 @@ mod tests {
     fn a_job_is_assigned_once_and_finished_once() {
         let mut job = queued();
         assert!(matches!(&job, Job::Queued(core) if core.required_tags == ["linux"]));
-        run(&mut job, JobCommand::Assign(machine(1))).unwrap();
-        let second = run(&mut job, JobCommand::Assign(machine(2)));
+        run(&mut job, JobCommand::Assign(machine(1), JobKind::Native)).unwrap();
+        let second = run(&mut job, JobCommand::Assign(machine(2), JobKind::Native));
         assert_eq!(second.unwrap_err().code(), "job_not_queued");
 
         let stranger = JobCommand::Finish {
@@ -330,7 +346,7 @@ mod tests {
     #[test]
     fn requeue_only_takes_the_job_from_the_runner_holding_it() {
         let mut job = queued();
-        run(&mut job, JobCommand::Assign(machine(1))).unwrap();
+        run(&mut job, JobCommand::Assign(machine(1), JobKind::Native)).unwrap();
         let other = JobCommand::Requeue {
             runner_id: machine(2).runner_id,
             reason: "gone".into(),
@@ -346,7 +362,7 @@ mod tests {
         // Requeueing twice (a handler running again) changes nothing.
         assert!(run(&mut job, holder).unwrap().is_empty());
         // The next machine can take it.
-        run(&mut job, JobCommand::Assign(machine(2))).unwrap();
+        run(&mut job, JobCommand::Assign(machine(2), JobKind::Native)).unwrap();
     }
 
     #[test]
@@ -358,7 +374,7 @@ mod tests {
         };
         assert_eq!(run(&mut job, stranger).unwrap_err().code(), "job_not_found");
 
-        run(&mut job, JobCommand::Assign(machine(1))).unwrap();
+        run(&mut job, JobCommand::Assign(machine(1), JobKind::Native)).unwrap();
         let owner = JobCommand::Cancel {
             requested_by: OWNER,
             admin: false,
@@ -381,9 +397,17 @@ mod tests {
     }
 
     #[test]
+    fn a_job_only_goes_to_a_machine_of_its_protocol() {
+        let mut job = queued();
+        let wrong = run(&mut job, JobCommand::Assign(machine(1), JobKind::ProjectW));
+        assert_eq!(wrong.unwrap_err().code(), "job_not_queued");
+        run(&mut job, JobCommand::Assign(machine(1), JobKind::Native)).unwrap();
+    }
+
+    #[test]
     fn progress_is_checked() {
         let mut job = queued();
-        run(&mut job, JobCommand::Assign(machine(1))).unwrap();
+        run(&mut job, JobCommand::Assign(machine(1), JobKind::Native)).unwrap();
         let too_much = JobCommand::Progress {
             by: machine(1),
             progress: 1.5,

@@ -22,7 +22,7 @@ use deadpool_postgres::GenericClient;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 use uuid::Uuid;
-use warden_events::job::JobOutcome;
+use warden_events::job::{FileRef, JobKind, JobOutcome};
 use warden_events::{Event, Metadata, StreamId};
 
 pub use crate::api::JobView;
@@ -41,7 +41,7 @@ const ROUNDS: usize = 4;
 
 pub const JOB_COLUMNS: &str = "id, submitted_by, status, payload, required_tags, priority, runner_id, machine_id,
                            cancel_requested, progress, progress_message, result, requeue_count, submitted_at,
-                           assigned_at, finished_at, number";
+                           assigned_at, finished_at, number, kind, input";
 
 pub fn job_view(row: &tokio_postgres::Row) -> JobView {
     JobView {
@@ -62,17 +62,34 @@ pub fn job_view(row: &tokio_postgres::Row) -> JobView {
         assigned_at: row.get(14),
         finished_at: row.get(15),
         number: row.get(16),
+        kind: row.get(17),
+        // Written by the projector from a FileRef, so it reads back as one.
+        input: row
+            .get::<_, Option<serde_json::Value>>(18)
+            .and_then(|file| serde_json::from_value(file).ok()),
     }
 }
 
-pub async fn submit(
-    fleet: &Fleet,
-    submitted_by: Uuid,
-    payload: serde_json::Value,
-    required_tags: Vec<String>,
-    priority: i32,
-    metadata: &Metadata,
-) -> Result<Uuid, CommandError> {
+/// What a user submits.
+pub struct NewJob {
+    pub kind: JobKind,
+    /// Native jobs: any JSON. Project-W jobs: the job's settings, handed to
+    /// the runner exactly as given.
+    pub payload: serde_json::Value,
+    pub required_tags: Vec<String>,
+    pub priority: i32,
+    /// An uploaded file of the submitter (required for Project-W jobs).
+    pub input: Option<FileRef>,
+}
+
+pub async fn submit(fleet: &Fleet, submitted_by: Uuid, job: NewJob, metadata: &Metadata) -> Result<Uuid, CommandError> {
+    let NewJob {
+        kind,
+        payload,
+        required_tags,
+        priority,
+        input,
+    } = job;
     let job_id = Uuid::now_v7();
     let command = JobCommand::Submit {
         job_id,
@@ -81,6 +98,8 @@ pub async fn submit(
         payload,
         required_tags,
         priority,
+        kind,
+        input,
     };
     fleet
         .commands
@@ -153,6 +172,8 @@ pub struct Taker {
     pub machine: MachineRef,
     /// The runner's tags: a job's required tags must all be among them.
     pub tags: Vec<String>,
+    /// The protocol the machine speaks: it only takes jobs of this kind.
+    pub kind: JobKind,
 }
 
 #[derive(Debug)]
@@ -177,7 +198,7 @@ pub async fn assign_next(fleet: &Fleet, taker: &Taker, metadata: &Metadata) -> R
         return Ok(Assignment::Busy(job));
     }
     for _ in 0..ROUNDS {
-        let mut candidates = queued_candidates(fleet, &taker.tags).await?;
+        let mut candidates = queued_candidates(fleet, &taker.tags, taker.kind).await?;
         if candidates.is_empty() {
             return Ok(Assignment::NoJob);
         }
@@ -193,15 +214,15 @@ pub async fn assign_next(fleet: &Fleet, taker: &Taker, metadata: &Metadata) -> R
     Ok(Assignment::NoJob)
 }
 
-async fn queued_candidates(fleet: &Fleet, tags: &[String]) -> Result<Vec<Uuid>, StoreError> {
+async fn queued_candidates(fleet: &Fleet, tags: &[String], kind: JobKind) -> Result<Vec<Uuid>, StoreError> {
     let in_flight = fleet.assigning.snapshot();
     let connection = fleet.db.get().await?;
     let select = connection
         // An ordered walk of the queue index (see migration V4).
-        .prepare_cached("SELECT queue_head($1, $2, $3)")
+        .prepare_cached("SELECT queue_head($1, $2, $3, $4)")
         .await?;
     Ok(connection
-        .query(&select, &[&tags, &CANDIDATES, &in_flight])
+        .query(&select, &[&tags, &CANDIDATES, &in_flight, &kind.as_str()])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -278,7 +299,7 @@ async fn try_assign(fleet: &Fleet, taker: &Taker, job_id: Uuid, metadata: &Metad
     if !matches!(job, Job::Queued(_)) {
         return Ok(Attempt::Lost); // the read model was behind
     }
-    let events = job.decide(&JobCommand::Assign(taker.machine))?;
+    let events = job.decide(&JobCommand::Assign(taker.machine, taker.kind))?;
     // Shared with other assignments, exclusive with the runner projection
     // applying a pause or invalidation (see warden_projections::runners):
     // once such a change has answered, no assignment that saw the runner
@@ -403,6 +424,9 @@ pub async fn finish(
     fleet.dispatcher.kick();
     Ok(())
 }
+
+/// Why a job taken from a machine that went silent is requeued.
+pub const SILENT_MACHINE: &str = "runner machine silent";
 
 /// Puts a machine's job back in the queue (the machine said goodbye).
 pub async fn requeue_from(

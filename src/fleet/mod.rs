@@ -4,17 +4,19 @@
 //! `platform`, `domain` and `log`.
 
 pub mod dispatcher;
+pub mod files;
 pub mod jobs;
 pub mod machines;
 pub mod rate_limit;
 pub mod reactions;
 pub mod reconcile;
 pub mod runners;
+pub mod sessions;
 
 use std::sync::Arc;
 
 use crate::log::commands::CommandService;
-use crate::platform::config::RunnersConfig;
+use crate::platform::config::{JobsConfig, RunnersConfig};
 use crate::platform::db::Database;
 
 /// What the fleet's use cases work with: the database, the command
@@ -25,16 +27,20 @@ pub struct Fleet {
     pub db: Database,
     pub commands: CommandService,
     pub config: RunnersConfig,
+    pub jobs: JobsConfig,
     pub dispatcher: Arc<dispatcher::Dispatcher>,
     pub presence: machines::MachinePresence,
     pub progress: jobs::ProgressThrottle,
     pub assigning: jobs::InFlight,
     pub rate_limit: rate_limit::RunnerRateLimit,
+    pub seen: sessions::SeenWrites,
 }
 
 impl Fleet {
-    pub fn new(db: Database, commands: CommandService, config: RunnersConfig) -> Fleet {
+    pub fn new(db: Database, commands: CommandService, config: RunnersConfig, jobs: JobsConfig) -> Fleet {
         Fleet {
+            jobs,
+            seen: sessions::SeenWrites::default(),
             rate_limit: rate_limit::RunnerRateLimit::new(&config.rate_limit),
             db,
             commands,
@@ -45,4 +51,39 @@ impl Fleet {
             assigning: jobs::InFlight::default(),
         }
     }
+}
+
+/// Ends Project-W sessions silent for longer than `runners.online_timeout`
+/// and puts their jobs back in the queue; removes abandoned uploads. Runs
+/// every quarter of the timeout (1 to 15 s) until `cancel` fires.
+pub fn spawn_sweeper(fleet: Arc<Fleet>, cancel: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let timeout = fleet.config.online_timeout;
+        let every = (timeout / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(15));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(error) = sweep(&fleet).await {
+                tracing::warn!(%error, "sweeping silent runner sessions failed");
+            }
+        }
+    })
+}
+
+async fn sweep(fleet: &Fleet) -> Result<(), crate::log::commands::CommandError> {
+    let metadata = warden_events::Metadata::system("silent-machines");
+    for session in sessions::close_silent(&fleet.db, fleet.config.online_timeout).await? {
+        fleet.dispatcher.go_offline(session.machine_id);
+        let machine = crate::domain::job::MachineRef {
+            runner_id: session.runner_id,
+            machine_id: session.machine_id,
+        };
+        if let Some(job) = jobs::requeue_from(fleet, machine, jobs::SILENT_MACHINE, &metadata).await? {
+            tracing::info!(%job, session = %session.id, "requeued the job of a silent runner machine");
+        }
+    }
+    files::remove_abandoned(&fleet.db).await?;
+    Ok(())
 }

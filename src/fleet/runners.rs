@@ -87,6 +87,8 @@ pub enum RunnerAuthError {
 #[derive(Clone, Debug)]
 pub struct AuthenticatedRunner {
     pub runner_id: Uuid,
+    /// The runner's integer id, if it has one.
+    pub number: Option<i64>,
     pub tags: Vec<String>,
     pub priority: i32,
     pub paused: bool,
@@ -101,9 +103,9 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<A
     let presented = tokens::hash(token);
     let select = client
         .prepare_cached(
-            "SELECT id, token_hash, status, tags, priority, paused FROM runners WHERE token_hash = $1
+            "SELECT id, token_hash, status, tags, priority, paused, number FROM runners WHERE token_hash = $1
              UNION ALL
-             SELECT id, previous_token_hash, status, tags, priority, paused FROM runners
+             SELECT id, previous_token_hash, status, tags, priority, paused, number FROM runners
              WHERE previous_token_hash = $1 AND previous_token_valid_until > now()
              LIMIT 1",
         )
@@ -123,6 +125,7 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<A
     }
     Ok(AuthenticatedRunner {
         runner_id: row.get(0),
+        number: row.get(6),
         tags: row.get(3),
         priority: row.get(4),
         paused: row.get(5),

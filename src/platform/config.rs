@@ -51,6 +51,8 @@ pub struct Config {
     pub security: SecurityConfig,
     #[serde(default)]
     pub runners: RunnersConfig,
+    #[serde(default)]
+    pub jobs: JobsConfig,
     /// LDAP directories users may log in with, by name (seed 000).
     #[serde(default)]
     pub ldap_providers: BTreeMap<String, LdapProviderConfig>,
@@ -238,6 +240,36 @@ fn default_progress_record_interval() -> Duration {
 
 fn default_max_token_grace() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
+}
+
+/// Jobs and their files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Largest input file a user may upload (`POST /api/files`).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Largest result a runner may send (a Project-W transcript in all its
+    /// formats), the body limit of `submit_job_result`.
+    #[serde(default = "default_max_result_bytes")]
+    pub max_result_bytes: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            max_file_bytes: default_max_file_bytes(),
+            max_result_bytes: default_max_result_bytes(),
+        }
+    }
+}
+
+fn default_max_file_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+
+fn default_max_result_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 /// Requests per runner token (all its machines together).
@@ -525,6 +557,7 @@ impl Config {
                 "http.",
                 "security.",
                 "runners.",
+                "jobs.",
                 "ldap_providers.",
                 "oidc_providers.",
             ]

@@ -59,6 +59,8 @@ async fn extreme_numbers_in_payloads_round_trip_through_the_log() {
         payload: payload.clone(),
         required_tags: vec![],
         priority: 0,
+        kind: Default::default(),
+        input: None,
     })
     .into();
     store

@@ -14,6 +14,7 @@ mod oidc;
 mod oidc_server;
 mod openapi;
 mod processes;
+mod project_w;
 mod projections;
 mod provisioning;
 mod queries;

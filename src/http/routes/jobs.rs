@@ -9,14 +9,15 @@ use super::queries::{check_limit, JobStatus};
 use crate::api::JobAccepted;
 use crate::app::AppState;
 use crate::domain::ErrorCode;
-use crate::fleet::jobs;
 use crate::fleet::jobs::JobView;
+use crate::fleet::{files, jobs};
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::json::Json;
 use crate::http::params::{self, TagList};
+use warden_events::job::{FileRef, JobKind};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -28,9 +29,80 @@ pub struct SubmitBody {
     #[serde(default, deserialize_with = "params::integer")]
     #[schema(minimum = -1000, maximum = 1000)]
     priority: i32,
+    /// A file the caller uploaded (`POST /api/files`), handed to the runner.
+    #[serde(default)]
+    input_file: Option<Uuid>,
 }
 
-/// Submits a job to the queue.
+/// A job for a Project-W runner: its settings and its audio or video.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectWJobBody {
+    /// Project-W's job settings, handed to the runner exactly as given.
+    #[schema(value_type = Object)]
+    settings: serde_json::Map<String, serde_json::Value>,
+    /// An `audio/*` or `video/*` file the caller uploaded (`POST /api/files`).
+    input_file: Uuid,
+    #[serde(default)]
+    #[schema(value_type = TagList)]
+    required_tags: Vec<String>,
+    #[serde(default, deserialize_with = "params::integer")]
+    #[schema(minimum = -1000, maximum = 1000)]
+    priority: i32,
+}
+
+/// The caller's own uploaded file.
+async fn own_file(state: &AppState, user: &AuthenticatedUser, file_id: Uuid) -> Result<FileRef, ApiError> {
+    match files::find(&state.db, file_id).await? {
+        Some(file) if file.owner_id == user.user_id => Ok(file.reference),
+        _ => Err(ApiError::new(ErrorCode::FileNotFound, "no such file of yours")),
+    }
+}
+
+/// Submits a job for a Project-W runner (only those get it).
+#[utoipa::path(
+    post,
+    path = "/api/jobs/project_w",
+    tag = "jobs",
+    request_body = ProjectWJobBody,
+    responses(
+        (status = 201, description = "queued", body = JobAccepted, example = json!({"id": "0194...", "status": "queued"})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "input_file is no file of yours", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value, or the file is not audio/* or video/*", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
+pub async fn submit_project_w(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    context: RequestContext,
+    body: Json<ProjectWJobBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let input = own_file(&state, &user, body.input_file).await?;
+    if !(input.media_type.starts_with("audio/") || input.media_type.starts_with("video/")) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "a Project-W job's input_file must be audio/* or video/*",
+        ));
+    }
+    let job = jobs::NewJob {
+        kind: JobKind::ProjectW,
+        payload: serde_json::Value::Object(body.settings),
+        required_tags: body.required_tags,
+        priority: body.priority,
+        input: Some(input),
+    };
+    let metadata = context.metadata(user.actor());
+    let id = jobs::submit(&state.fleet, user.user_id, job, &metadata).await?;
+    Ok(HttpResponse::Created().json(JobAccepted {
+        id,
+        status: "queued".into(),
+    }))
+}
+
+/// Submits a job for a runner of warden's native protocol.
 #[utoipa::path(
     post,
     path = "/api/jobs",
@@ -38,6 +110,7 @@ pub struct SubmitBody {
     request_body = SubmitBody,
     responses(
         (status = 201, description = "queued", body = JobAccepted, example = json!({"id": "0194...", "status": "queued"})),
+        (status = 404, description = "input_file is no file of yours", body = ErrorBody),
         (status = 400, description = "malformed query or body", body = ErrorBody),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody)
@@ -52,15 +125,18 @@ pub async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let metadata = context.metadata(user.actor());
-    let id = jobs::submit(
-        &state.fleet,
-        user.user_id,
-        body.payload,
-        body.required_tags,
-        body.priority,
-        &metadata,
-    )
-    .await?;
+    let input = match body.input_file {
+        None => None,
+        Some(file_id) => Some(own_file(&state, &user, file_id).await?),
+    };
+    let job = jobs::NewJob {
+        kind: JobKind::Native,
+        payload: body.payload,
+        required_tags: body.required_tags,
+        priority: body.priority,
+        input,
+    };
+    let id = jobs::submit(&state.fleet, user.user_id, job, &metadata).await?;
     Ok(HttpResponse::Created().json(JobAccepted {
         id,
         status: "queued".into(),

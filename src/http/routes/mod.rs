@@ -4,6 +4,7 @@
 pub mod admins;
 pub mod audit;
 pub mod auth;
+pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod ldap;
@@ -70,9 +71,13 @@ api! {
     users => list_api_tokens,
     users => revoke_api_token,
     jobs => submit,
+    jobs => submit_project_w,
     jobs => list_own,
     jobs => get,
     jobs => cancel,
+    files => upload,
+    files => download,
+    files => job_result,
     admins => create_runner,
     admins => invalidate_runner,
     admins => reset_runner_token,
@@ -95,6 +100,7 @@ api! {
     runners::project_w => unregister,
     runners::project_w => heartbeat,
     runners::project_w => retrieve_job_info,
+    runners::project_w => retrieve_job_audio,
     runners::project_w => submit_job_result,
 }
 

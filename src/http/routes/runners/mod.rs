@@ -26,8 +26,6 @@ use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 
 const SYSTEM_ID_HEADER: &str = "x-runner-system-id";
-/// The machine of Project-W runners that do not name one.
-pub(super) const DEFAULT_SYSTEM_ID: &str = "default";
 
 /// Where a request names its machine: body, then header, then query.
 pub(super) fn system_id(request: &HttpRequest, from_body: Option<String>) -> Option<String> {

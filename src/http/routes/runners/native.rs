@@ -24,6 +24,7 @@ use crate::http::routes::optional_json;
 
 use super::{job_for_runner, machine, metadata, required_system_id, system_id, JobForRunner, MachineInfoBody};
 use crate::http::params;
+use warden_events::job::JobKind;
 
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +134,7 @@ pub async fn request_job(
         taker: Taker {
             machine,
             tags: runner.0.tags.clone(),
+            kind: JobKind::Native,
         },
         priority: runner.0.priority,
         metadata: metadata(&runner, &context),

@@ -1,66 +1,71 @@
-//! Project-W's runner protocol: `register`, `heartbeat`
-//! (`{abort, job_assigned}`), `retrieve_job_info`, `submit_job_result`,
-//! `unregister`.
+//! Project-W's runner protocol, wire-exact (../shared/project-w-runner-protocol.md):
+//! `register` opens a session and answers `{id, session_token}`; every
+//! later call names the session with `?session_token=`; `heartbeat`
+//! (progress in percent) answers `{abort, job_assigned}`;
+//! `retrieve_job_info` answers `{id, settings}`; `retrieve_job_audio`
+//! streams the job's file; `submit_job_result` takes an error or a
+//! transcript; `unregister` ends the session. Ids are the integer numbers
+//! of runners and jobs. Only Project-W jobs go to these machines.
 
-use utoipa::ToSchema;
-
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use warden_events::job::JobOutcome;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use warden_events::job::{FileRef, JobKind, JobOutcome};
 use warden_events::machine::MachineInfo;
 
+use super::{machine, metadata};
 use crate::app::AppState;
+use crate::domain::job::MachineRef;
 use crate::domain::ErrorCode;
 use crate::fleet::dispatcher::Candidate;
-use crate::fleet::jobs::{self, Taker};
+use crate::fleet::jobs::{self, JobView, Taker};
+use crate::fleet::{files, sessions};
 use crate::http::auth::Runner;
 use crate::http::context::RequestContext;
-use crate::http::error::ApiError;
-use crate::http::error::ErrorBody;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::Json;
 use crate::http::params;
-use crate::http::routes::optional_json;
 
-use super::{job_for_runner, machine, metadata, system_id, JobForRunner, DEFAULT_SYSTEM_ID};
-
-#[derive(Default, Deserialize, ToSchema)]
+/// What a Project-W runner says about itself when it registers.
+#[derive(Deserialize, ToSchema)]
 pub struct RegisterBody {
-    #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
-    system_id: Option<String>,
-    #[serde(default)]
+    #[schema(max_length = 40, pattern = "^[^\\x00]*$")]
+    name: String,
+    #[serde(deserialize_with = "params::integer")]
+    #[schema(minimum = 1, maximum = 1000)]
+    priority: i32,
     #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
-    name: Option<String>,
-    #[serde(default)]
+    version: String,
+    #[schema(max_length = 40, pattern = "^[^\\x00]*$")]
+    git_hash: String,
     #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
-    version: Option<String>,
-    #[serde(default)]
-    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
-    git_hash: Option<String>,
-    #[serde(default)]
-    #[schema(max_length = 256, pattern = "^[^\\x00]*$")]
-    source_code_url: Option<String>,
-    #[serde(default, deserialize_with = "params::optional_integer")]
-    priority: Option<i32>,
+    source_code_url: String,
 }
 
-fn project_w_system_id(request: &HttpRequest, from_body: Option<String>) -> String {
-    system_id(request, from_body).unwrap_or_else(|| DEFAULT_SYSTEM_ID.to_owned())
+/// The answer to `register`.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Registered {
+    /// The runner's integer id (0 for a runner created before numbers).
+    pub id: i64,
+    /// Names this session in every later call (`?session_token=`).
+    pub session_token: String,
 }
 
-/// Project-W: a machine comes online and can get jobs.
+/// Project-W: a runner machine starts a session; it gets jobs from now on.
 ///
-/// Machine defaults to `default`.
+/// Each registration is a session and a machine of its own: one runner token may serve many machines.
 #[utoipa::path(
     post,
     path = "/api/runners/register",
     tag = "runners (Project-W)",
-    request_body(content = Option<RegisterBody>, content_type = "application/json"),
+    request_body = RegisterBody,
     responses(
-        (status = 200, description = "registered", body = serde_json::Value, example = json!({"runner_id": "0194...", "machine_id": "0194...", "system_id": "default"})),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 200, description = "the session", body = Registered),
+        (status = 401, description = "no valid runner token", body = ErrorBody),
         (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
     ),
     security(("runner_token" = []))
@@ -69,214 +74,408 @@ pub async fn register(
     state: web::Data<AppState>,
     runner: Runner,
     context: RequestContext,
-    request: HttpRequest,
-    body: web::Bytes,
+    body: Json<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: RegisterBody = optional_json(&request, &body)?.unwrap_or_default();
-    let system_id = project_w_system_id(&request, body.system_id);
-    let priority = body.priority.unwrap_or(runner.0.priority);
+    let body = body.into_inner();
+    // As declared: what the real runner's own models allow.
+    if !(1..=1000).contains(&body.priority) {
+        return Err(ApiError::new(ErrorCode::InvalidPriority, "priority is 1 to 1000"));
+    }
+    let fits = |text: &str, most: usize| text.chars().count() <= most && !text.contains('\0');
+    if !(fits(&body.name, 40)
+        && fits(&body.git_hash, 40)
+        && fits(&body.version, 256)
+        && fits(&body.source_code_url, 256))
+    {
+        return Err(ApiError::new(
+            ErrorCode::TextTooLong,
+            "name and git_hash are at most 40 characters, version and source_code_url 256",
+        ));
+    }
+    let session_id = Uuid::now_v7();
     let info = MachineInfo {
-        name: body.name,
-        version: body.version,
-        revision: body.git_hash,
-        source_code_url: body.source_code_url,
-        priority: body.priority,
+        name: Some(body.name),
+        version: Some(body.version),
+        revision: Some(body.git_hash),
+        source_code_url: Some(body.source_code_url),
+        priority: Some(body.priority),
         ..Default::default()
     };
+    let system_id = sessions::Session::system_id(session_id);
     let machine = machine(&state, &runner, &context, &system_id, Some(info)).await?;
+    let session_token = sessions::open(&state.db, session_id, runner.0.runner_id, machine.machine_id).await?;
     state.fleet.dispatcher.go_online(Candidate {
         taker: Taker {
             machine,
             tags: runner.0.tags.clone(),
+            kind: JobKind::ProjectW,
         },
-        priority,
+        priority: body.priority,
         metadata: metadata(&runner, &context),
     });
-    Ok(HttpResponse::Ok().json(json!({
-        "runner_id": runner.0.runner_id,
-        "machine_id": machine.machine_id,
-        "system_id": system_id,
-    })))
+    Ok(HttpResponse::Ok().json(Registered {
+        id: runner.0.number.unwrap_or(0),
+        session_token,
+    }))
 }
 
-#[derive(Default, Deserialize, ToSchema)]
-pub struct MachineBody {
-    #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
-    system_id: Option<String>,
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionParams {
+    /// The session token `register` answered.
+    #[param(pattern = "^wdst_[A-Za-z0-9_-]{43}$")]
+    session_token: String,
 }
 
-/// Project-W: a machine goes offline; its job goes back to the queue.
-#[utoipa::path(
-    post,
-    path = "/api/runners/unregister",
-    tag = "runners (Project-W)",
-    request_body(content = Option<MachineBody>, content_type = "application/json"),
-    responses(
-        (status = 200, description = "unregistered", body = serde_json::Value, example = json!({"machine_id": "0194...", "requeued_job": null})),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 422, description = "a field has a wrong value", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
-    ),
-    security(("runner_token" = []))
-)]
-pub async fn unregister(
-    state: web::Data<AppState>,
+/// A Project-W call: the runner token and the session it names.
+pub struct SessionCall {
     runner: Runner,
-    context: RequestContext,
-    request: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let body: MachineBody = optional_json(&request, &body)?.unwrap_or_default();
-    let system_id = project_w_system_id(&request, body.system_id);
-    let machine = machine(&state, &runner, &context, &system_id, None).await?;
-    state.fleet.dispatcher.go_offline(machine.machine_id);
-    let metadata = metadata(&runner, &context);
-    let requeued = jobs::requeue_from(&state.fleet, machine, "runner machine unregistered", &metadata).await?;
-    Ok(HttpResponse::Ok().json(json!({ "machine_id": machine.machine_id, "requeued_job": requeued })))
+    session: sessions::Session,
 }
 
-#[derive(Default, Deserialize, ToSchema)]
+impl SessionCall {
+    fn machine(&self) -> MachineRef {
+        MachineRef {
+            runner_id: self.session.runner_id,
+            machine_id: self.session.machine_id,
+        }
+    }
+}
+
+impl FromRequest for SessionCall {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let runner = Runner::from_request(request, payload);
+        let request = request.clone();
+        Box::pin(async move {
+            let runner = runner.await?;
+            let invalid = || ApiError::new(ErrorCode::InvalidSession, sessions::SessionError::Invalid.to_string());
+            let token = web::Query::<SessionParams>::from_query(request.query_string())
+                .map_err(|_| invalid())?
+                .into_inner()
+                .session_token;
+            let state = request
+                .app_data::<web::Data<AppState>>()
+                .expect("AppState is registered on every app");
+            let timeout = state.config.runners.online_timeout;
+            let session = sessions::authenticate(&state.db, runner.0.runner_id, &token, timeout)
+                .await
+                .map_err(|error| match error {
+                    sessions::SessionError::Invalid => invalid(),
+                    sessions::SessionError::Store(error) => error.into(),
+                })?;
+            sessions::seen(&state.db, &state.fleet.seen, session.id)
+                .await
+                .map_err(ApiError::from)?;
+            // Every call is a contact of the session's machine.
+            let context = RequestContext::extract(&request).await?;
+            let system_id = sessions::Session::system_id(session.id);
+            machine(state, &runner, &context, &system_id, None).await?;
+            Ok(SessionCall { runner, session })
+        })
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
-    #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
-    system_id: Option<String>,
-    /// Progress of the current job, 0.0 to 1.0.
-    #[serde(default)]
-    #[schema(minimum = 0.0, maximum = 1.0)]
-    progress: Option<f64>,
+    /// Progress of the current job in percent (0 while idle).
+    #[schema(minimum = 0.0, maximum = 100.0)]
+    progress: f64,
 }
 
-/// Project-W: keeps a machine online; says whether it has a job and must abort it.
+/// The answer to a heartbeat.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatAnswer {
+    /// Stop the current job (then `job_assigned` is false).
+    pub abort: bool,
+    /// A job waits for this machine (retrieve it).
+    pub job_assigned: bool,
+}
+
+/// The machine's current job, if any.
+async fn current_job(state: &AppState, call: &SessionCall) -> Result<Option<JobView>, ApiError> {
+    match jobs::current_job(&state.fleet, call.session.machine_id).await? {
+        Some(job_id) => Ok(jobs::get(&state.fleet, job_id).await?),
+        None => Ok(None),
+    }
+}
+
+/// Project-W: keeps the session alive (every 10 s); says whether a job waits and whether to abort it.
 ///
-/// Heartbeats do not append to the log.
+/// Heartbeats do not append to the log (progress is recorded at most every runners.progress_record_interval).
 #[utoipa::path(
     post,
     path = "/api/runners/heartbeat",
     tag = "runners (Project-W)",
-    request_body(content = Option<HeartbeatBody>, content_type = "application/json"),
+    params(SessionParams),
+    request_body = HeartbeatBody,
     responses(
-        (status = 200, description = "what to do", body = serde_json::Value, example = json!({"abort": false, "job_assigned": true})),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 409, description = "the machine is not registered", body = ErrorBody),
+        (status = 200, description = "what to do", body = HeartbeatAnswer),
+        (status = 401, description = "no valid runner token", body = ErrorBody),
+        (status = 403, description = "no open session with this token", body = ErrorBody),
         (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
 pub async fn heartbeat(
     state: web::Data<AppState>,
-    runner: Runner,
+    call: SessionCall,
     context: RequestContext,
-    request: HttpRequest,
-    body: web::Bytes,
+    body: Json<HeartbeatBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: HeartbeatBody = optional_json(&request, &body)?.unwrap_or_default();
-    let system_id = project_w_system_id(&request, body.system_id);
-    let machine = machine(&state, &runner, &context, &system_id, None).await?;
-    if !state.fleet.dispatcher.is_online(machine.machine_id) {
+    let progress = body.progress;
+    if !(0.0..=100.0).contains(&progress) {
         return Err(ApiError::new(
-            ErrorCode::MachineNotRegistered,
-            "this runner machine is not registered (any more); call /api/runners/register first",
+            ErrorCode::InvalidProgress,
+            "progress is a percentage, 0 to 100",
         ));
     }
-    let current = jobs::current_job(&state.fleet, machine.machine_id).await?;
-    state.fleet.dispatcher.seen(machine.machine_id, current.is_some());
-    let Some(job_id) = current else {
-        return Ok(HttpResponse::Ok().json(json!({ "abort": false, "job_assigned": false })));
+    let job = current_job(&state, &call).await?;
+    state.fleet.dispatcher.seen(call.session.machine_id, job.is_some());
+    let Some(job) = job else {
+        return Ok(HttpResponse::Ok().json(HeartbeatAnswer {
+            abort: false,
+            job_assigned: false,
+        }));
     };
-    let abort = match body.progress {
-        Some(progress) => {
-            let metadata = metadata(&runner, &context);
-            jobs::report_progress(&state.fleet, machine, job_id, progress, None, &metadata)
-                .await?
-                .abort
-        }
-        None => jobs::get(&state.fleet, job_id)
-            .await?
-            .is_some_and(|job| job.cancel_requested),
-    };
-    Ok(HttpResponse::Ok().json(json!({ "abort": abort, "job_assigned": true })))
+    // One scale inside: 0.0 to 1.0.
+    let metadata = metadata(&call.runner, &context);
+    let answer = jobs::report_progress(&state.fleet, call.machine(), job.id, progress / 100.0, None, &metadata).await?;
+    Ok(HttpResponse::Ok().json(HeartbeatAnswer {
+        abort: answer.abort,
+        job_assigned: !answer.abort,
+    }))
 }
 
-/// Project-W: the machine's current job.
+/// The job a Project-W runner is told about.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobInfo {
+    /// The job's integer id.
+    pub id: i64,
+    /// The job's Project-W settings, exactly as submitted.
+    pub settings: serde_json::Value,
+}
+
+/// The machine's job, unless it has none (400) or it was aborted (405).
+async fn assigned_job(state: &AppState, call: &SessionCall) -> Result<JobView, ApiError> {
+    let job = current_job(state, call)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NoJobAssigned, "no job is assigned to this runner machine"))?;
+    if job.cancel_requested {
+        return Err(ApiError::new(
+            ErrorCode::JobAborted,
+            "the job was aborted; submit its result with an error_msg",
+        ));
+    }
+    Ok(job)
+}
+
+/// Project-W: the machine's job and its settings.
 #[utoipa::path(
     get,
     path = "/api/runners/retrieve_job_info",
     tag = "runners (Project-W)",
+    params(SessionParams),
     responses(
-        (status = 200, description = "the job", body = JobForRunner),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 404, description = "no job is assigned", body = ErrorBody),
+        (status = 200, description = "the job", body = JobInfo),
+        (status = 400, description = "no job is assigned", body = ErrorBody),
+        (status = 401, description = "no valid runner token", body = ErrorBody),
+        (status = 403, description = "no open session with this token", body = ErrorBody),
+        (status = 405, description = "the job was aborted", body = ErrorBody),
         (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
-pub async fn retrieve_job_info(
-    state: web::Data<AppState>,
-    runner: Runner,
-    context: RequestContext,
-    request: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let system_id = project_w_system_id(&request, None);
-    let machine = machine(&state, &runner, &context, &system_id, None).await?;
-    let current = jobs::current_job(&state.fleet, machine.machine_id).await?;
-    match current {
-        Some(job_id) => job_for_runner(&state, job_id).await,
-        None => Err(ApiError::new(
-            ErrorCode::NoJobAssigned,
-            "no job is assigned to this runner machine",
-        )),
-    }
+pub async fn retrieve_job_info(state: web::Data<AppState>, call: SessionCall) -> Result<HttpResponse, ApiError> {
+    let job = assigned_job(&state, &call).await?;
+    Ok(HttpResponse::Ok().json(JobInfo {
+        id: job.number.unwrap_or(0),
+        settings: job.payload,
+    }))
 }
 
+/// Project-W: the job's audio or video file, streamed.
+#[utoipa::path(
+    post,
+    path = "/api/runners/retrieve_job_audio",
+    tag = "runners (Project-W)",
+    params(SessionParams),
+    responses(
+        (status = 200, description = "the file's bytes, with its audio/* or video/* media type", body = Vec<u8>, content_type = "audio/mpeg"),
+        (status = 400, description = "no job is assigned", body = ErrorBody),
+        (status = 401, description = "no valid runner token", body = ErrorBody),
+        (status = 403, description = "no open session with this token", body = ErrorBody),
+        (status = 405, description = "the job was aborted", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
+pub async fn retrieve_job_audio(state: web::Data<AppState>, call: SessionCall) -> Result<HttpResponse, ApiError> {
+    let job = assigned_job(&state, &call).await?;
+    let input: FileRef = job
+        .input
+        .clone()
+        .ok_or_else(|| ApiError::new(ErrorCode::FileNotFound, "this job has no input file"))?;
+    Ok(super::super::files::stream_file(&state, &input))
+}
+
+/// A Project-W transcript in all its formats.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transcript {
+    as_txt: String,
+    as_srt: String,
+    as_tsv: String,
+    as_vtt: String,
+    as_json: serde_json::Value,
+}
+
+/// Exactly one of `error_msg` and `transcript`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProjectWResultBody {
-    #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
-    system_id: Option<String>,
-    #[serde(default)]
-    outcome: Option<JobOutcome>,
-    #[serde(default)]
-    result: serde_json::Value,
-    /// Project-W's failure report.
     #[serde(default)]
     #[schema(pattern = "^[^\\x00]*$")]
     error_msg: Option<String>,
+    #[serde(default)]
+    transcript: Option<Transcript>,
 }
 
-/// Project-W: finishes the machine's current job (`error_msg` means failed).
+/// Project-W: the job's result: a transcript, or an error message.
+///
+/// After an abort, an error message ends the job as cancelled; otherwise as failed. Body up to jobs.max_result_bytes.
 #[utoipa::path(
     post,
     path = "/api/runners/submit_job_result",
     tag = "runners (Project-W)",
+    params(SessionParams),
     request_body = ProjectWResultBody,
     responses(
-        (status = 200, description = "finished", body = serde_json::Value, example = json!({"id": "0194...", "status": "succeeded"})),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 404, description = "no job is assigned", body = ErrorBody),
-        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 200, description = "recorded", body = String, example = json!("Success")),
+        (status = 400, description = "no job is assigned", body = ErrorBody),
+        (status = 401, description = "no valid runner token", body = ErrorBody),
+        (status = 403, description = "no open session with this token", body = ErrorBody),
+        (status = 413, description = "larger than jobs.max_result_bytes", body = ErrorBody),
+        (status = 422, description = "neither or both of error_msg and transcript", body = ErrorBody),
         (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
 pub async fn submit_job_result(
     state: web::Data<AppState>,
-    runner: Runner,
+    call: SessionCall,
     context: RequestContext,
-    request: HttpRequest,
-    body: Json<ProjectWResultBody>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let system_id = project_w_system_id(&request, body.system_id);
-    let machine = machine(&state, &runner, &context, &system_id, None).await?;
-    let current = jobs::current_job(&state.fleet, machine.machine_id).await?;
-    let job_id =
-        current.ok_or_else(|| ApiError::new(ErrorCode::NoJobAssigned, "no job is assigned to this runner machine"))?;
-    let (outcome, result) = match body.error_msg {
-        Some(error) => (JobOutcome::Failed, json!({ "error_msg": error })),
-        None => (body.outcome.unwrap_or(JobOutcome::Succeeded), body.result),
+    // A transcript is several MB: this route has a limit of its own.
+    let body = read_body(payload, state.config.jobs.max_result_bytes).await?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
+    let result: ProjectWResultBody = crate::http::json::from_object(value)?;
+    let job = current_job(&state, &call)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NoJobAssigned, "no job is assigned to this runner machine"))?;
+    let (outcome, recorded) = match (result.error_msg, result.transcript) {
+        (Some(error_msg), None) => {
+            let outcome = if job.cancel_requested {
+                JobOutcome::Cancelled
+            } else {
+                JobOutcome::Failed
+            };
+            (outcome, json!({ "error_msg": error_msg }))
+        }
+        (None, Some(transcript)) => (JobOutcome::Succeeded, store_transcript(&state, &job, transcript).await?),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "send exactly one of error_msg and transcript",
+            ))
+        }
     };
-    let metadata = metadata(&runner, &context);
-    jobs::finish(&state.fleet, machine, job_id, outcome, result, &metadata).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": job_id, "status": outcome.as_str() })))
+    let metadata = metadata(&call.runner, &context);
+    jobs::finish(&state.fleet, call.machine(), job.id, outcome, recorded, &metadata).await?;
+    Ok(HttpResponse::Ok().json("Success"))
+}
+
+/// Each format as a file of the job's submitter; the result records them.
+async fn store_transcript(
+    state: &AppState,
+    job: &JobView,
+    transcript: Transcript,
+) -> Result<serde_json::Value, ApiError> {
+    let base = format!("job-{}", job.number.unwrap_or(0));
+    let formats = [
+        ("as_txt", "txt", "text/plain", Bytes::from(transcript.as_txt)),
+        ("as_srt", "srt", "application/x-subrip", Bytes::from(transcript.as_srt)),
+        (
+            "as_tsv",
+            "tsv",
+            "text/tab-separated-values",
+            Bytes::from(transcript.as_tsv),
+        ),
+        ("as_vtt", "vtt", "text/vtt", Bytes::from(transcript.as_vtt)),
+        (
+            "as_json",
+            "json",
+            "application/json",
+            Bytes::from(serde_json::to_vec(&transcript.as_json).expect("JSON values serialise")),
+        ),
+    ];
+    let mut stored = serde_json::Map::new();
+    for (key, extension, media_type, bytes) in formats {
+        let name = Some(format!("{base}.{extension}"));
+        let file = files::store_bytes(&state.db, job.submitted_by, name, media_type, bytes)
+            .await
+            .map_err(super::super::files::file_error)?;
+        stored.insert(key.to_owned(), serde_json::to_value(file).expect("file refs serialise"));
+    }
+    Ok(json!({ "transcript": stored }))
+}
+
+/// Project-W: the session ends; a job it held goes back to the queue.
+#[utoipa::path(
+    post,
+    path = "/api/runners/unregister",
+    tag = "runners (Project-W)",
+    params(SessionParams),
+    responses(
+        (status = 200, description = "unregistered", body = String, example = json!("Success")),
+        (status = 401, description = "no valid runner token", body = ErrorBody),
+        (status = 403, description = "no open session with this token", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+    ),
+    security(("runner_token" = []))
+)]
+pub async fn unregister(
+    state: web::Data<AppState>,
+    call: SessionCall,
+    context: RequestContext,
+) -> Result<HttpResponse, ApiError> {
+    let connection = state.db.get().await?;
+    sessions::close(&connection, call.session.id, "unregistered").await?;
+    drop(connection);
+    state.fleet.dispatcher.go_offline(call.session.machine_id);
+    let metadata = metadata(&call.runner, &context);
+    jobs::requeue_from(&state.fleet, call.machine(), "runner machine unregistered", &metadata).await?;
+    Ok(HttpResponse::Ok().json("Success"))
+}
+
+/// The whole body, refused past `limit` bytes.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<bytes::BytesMut, ApiError> {
+    use futures_util::StreamExt;
+    let mut body = bytes::BytesMut::new();
+    while let Some(piece) = payload.next().await {
+        let piece = piece.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.to_string()))?;
+        if body.len() + piece.len() > limit {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the result is larger than jobs.max_result_bytes",
+            ));
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(body)
 }

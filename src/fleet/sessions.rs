@@ -1,0 +1,170 @@
+//! Sessions of Project-W runner machines. `register` opens one: a random
+//! session token (`wdst_`, kept only as SHA-256) and a runner machine of
+//! its own, so one runner token serves many machines. Every later call
+//! names its session; a closed or expired session, or one of another
+//! runner, is refused. A session ends on `unregister`, when its runner is
+//! invalidated, or when it has sent nothing for `runners.online_timeout`
+//! ([`close_silent`]; its job then goes back to the queue).
+//!
+//! Sessions live in PostgreSQL (`runner_sessions`), so every instance
+//! knows them. A heartbeat refreshes `last_seen_at` at most every
+//! [`SEEN_WRITE_INTERVAL`]: silence is measured in tens of seconds.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::log::event_store::StoreError;
+use crate::platform::db::Database;
+use crate::platform::secrets::tokens;
+
+/// Prefix of Project-W session tokens ("warden session token").
+pub const SESSION_TOKEN_PREFIX: &str = "wdst_";
+/// How often a session's `last_seen_at` is written at most.
+pub const SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An open session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub runner_id: Uuid,
+    pub machine_id: Uuid,
+}
+
+impl Session {
+    /// The `system_id` of the machine a session opens.
+    pub fn system_id(id: Uuid) -> String {
+        format!("pw-{}", id.simple())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no open session of this runner has this session token (closed, expired, or never opened)")]
+    Invalid,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records a new session of `machine_id` for `runner_id`; returns the
+/// session token, shown only to the machine.
+pub async fn open(db: &Database, session_id: Uuid, runner_id: Uuid, machine_id: Uuid) -> Result<String, StoreError> {
+    let token = tokens::generate(SESSION_TOKEN_PREFIX);
+    let connection = db.get().await?;
+    connection
+        .execute(
+            "INSERT INTO runner_sessions (id, runner_id, machine_id, token_hash) VALUES ($1, $2, $3, $4)",
+            &[&session_id, &runner_id, &machine_id, &token.hash],
+        )
+        .await?;
+    Ok(token.plain)
+}
+
+/// The open, unexpired session of `runner_id` that `token` names.
+pub async fn authenticate(
+    db: &Database,
+    runner_id: Uuid,
+    token: &str,
+    online_timeout: Duration,
+) -> Result<Session, SessionError> {
+    if !tokens::is_well_formed(token, SESSION_TOKEN_PREFIX) {
+        return Err(SessionError::Invalid);
+    }
+    let presented = tokens::hash(token);
+    let connection = db.get().await.map_err(StoreError::from)?;
+    let select = connection
+        .prepare_cached(
+            "SELECT id, runner_id, machine_id, token_hash FROM runner_sessions
+             WHERE token_hash = $1 AND closed_at IS NULL
+               AND last_seen_at > now() - make_interval(secs => $2)",
+        )
+        .await
+        .map_err(StoreError::from)?;
+    let row = connection
+        .query_opt(&select, &[&presented, &online_timeout.as_secs_f64()])
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(SessionError::Invalid)?;
+    // The index found the row; the comparison that decides is constant-time.
+    if !tokens::hashes_match(row.get(3), &presented) || row.get::<_, Uuid>(1) != runner_id {
+        return Err(SessionError::Invalid);
+    }
+    Ok(Session {
+        id: row.get(0),
+        runner_id,
+        machine_id: row.get(2),
+    })
+}
+
+/// When each session's `last_seen_at` was last written by this instance.
+#[derive(Default)]
+pub struct SeenWrites {
+    written: Mutex<HashMap<Uuid, Instant>>,
+}
+
+impl SeenWrites {
+    /// Whether `session` is due a write now (and marks it written).
+    fn due(&self, session: Uuid) -> bool {
+        let mut written = self.written.lock().expect("seen writes");
+        let now = Instant::now();
+        let due = written
+            .get(&session)
+            .is_none_or(|at| now.duration_since(*at) >= SEEN_WRITE_INTERVAL);
+        if due {
+            written.insert(session, now);
+            if written.len() > 10_000 {
+                written.retain(|_, at| now.duration_since(*at) < SEEN_WRITE_INTERVAL * 4);
+            }
+        }
+        due
+    }
+}
+
+/// A sign of life of `session`.
+pub async fn seen(db: &Database, writes: &SeenWrites, session: Uuid) -> Result<(), StoreError> {
+    if !writes.due(session) {
+        return Ok(());
+    }
+    let connection = db.get().await?;
+    let update = connection
+        .prepare_cached("UPDATE runner_sessions SET last_seen_at = now() WHERE id = $1 AND closed_at IS NULL")
+        .await?;
+    connection.execute(&update, &[&session]).await?;
+    Ok(())
+}
+
+/// Ends `session`; false if it had ended already.
+pub async fn close<C: GenericClient>(client: &C, session: Uuid, reason: &str) -> Result<bool, StoreError> {
+    Ok(client
+        .execute(
+            "UPDATE runner_sessions SET closed_at = now(), close_reason = $2 WHERE id = $1 AND closed_at IS NULL",
+            &[&session, &reason],
+        )
+        .await?
+        == 1)
+}
+
+/// Ends every session silent for longer than `online_timeout`; returns
+/// them (each ended by exactly one caller, also across instances).
+pub async fn close_silent(db: &Database, online_timeout: Duration) -> Result<Vec<Session>, StoreError> {
+    let connection = db.get().await?;
+    let rows = connection
+        .query(
+            "UPDATE runner_sessions SET closed_at = now(), close_reason = 'silent'
+             WHERE closed_at IS NULL AND last_seen_at < now() - make_interval(secs => $1)
+             RETURNING id, runner_id, machine_id",
+            &[&online_timeout.as_secs_f64()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Session {
+            id: row.get(0),
+            runner_id: row.get(1),
+            machine_id: row.get(2),
+        })
+        .collect())
+}

@@ -1,0 +1,427 @@
+//! The Project-W runner protocol, driven by a client written from
+//! ../shared/project-w-runner-protocol.md that validates every answer as
+//! strictly as the real runner's pydantic models do: status 200, the exact
+//! `Content-Type: application/json`, every required field with its JSON
+//! type (integer ids, booleans), the audio's media type.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// Project-W's own default settings (the protocol page's example).
+fn settings() -> Value {
+    json!({
+        "email_notification": false,
+        "task": "transcribe",
+        "model": "large",
+        "language": null,
+        "alignment": {
+            "processing": {"highlight_words": false, "max_line_count": null, "max_line_width": null},
+            "return_char_alignments": false,
+            "interpolate_method": "nearest"
+        },
+        "diarization": null,
+        "vad_settings": {"vad_onset": 0.5, "vad_offset": 0.363, "chunk_size": 30},
+        "asr_settings": {
+            "beam_size": 5, "patience": 1.0, "length_penalty": 1.0, "temperature": 0.0,
+            "temperature_increment_on_fallback": 0.2, "compression_ratio_threshold": 2.4,
+            "log_prob_threshold": -1.0, "no_speech_threshold": 0.6,
+            "initial_prompt": null, "suppress_tokens": [-1], "suppress_numerals": false
+        }
+    })
+}
+
+/// A runner machine that speaks the protocol and checks answers like the
+/// real runner.
+struct Runner<'a> {
+    app: &'a TestApp,
+    token: String,
+    session: String,
+}
+
+/// The JSON of an answer, as the runner accepts it: 200 and the exact
+/// content type.
+async fn strict_json(response: reqwest::Response, call: &str) -> Value {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{call}: {text}");
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "{call}: content type"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{call}: not JSON ({e}): {text}"))
+}
+
+impl<'a> Runner<'a> {
+    async fn register(app: &'a TestApp, token: &str, name: &str) -> Runner<'a> {
+        let response = app
+            .post_json(
+                token,
+                "/api/runners/register",
+                json!({"name": name, "priority": 1, "version": "0.6.0", "git_hash": "0123abcd",
+                       "source_code_url": "https://github.com/JulianFP/project-W"}),
+            )
+            .await;
+        let body = strict_json(response, "register").await;
+        assert!(body["id"].is_i64(), "register: id must be an integer: {body}");
+        let session = body["session_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("register: session_token must be a string: {body}"))
+            .to_owned();
+        Runner {
+            app,
+            token: token.to_owned(),
+            session,
+        }
+    }
+
+    fn url(&self, call: &str) -> String {
+        self.app
+            .url(&format!("/api/runners/{call}?session_token={}", self.session))
+    }
+
+    async fn post(&self, call: &str, body: Option<Value>) -> reqwest::Response {
+        let request = self.app.http.post(self.url(call)).bearer_auth(&self.token);
+        match body {
+            Some(body) => request.json(&body),
+            None => request,
+        }
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// `(abort, job_assigned)`; both must be booleans.
+    async fn heartbeat(&self, progress: f64) -> (bool, bool) {
+        let body = strict_json(
+            self.post("heartbeat", Some(json!({ "progress": progress }))).await,
+            "heartbeat",
+        )
+        .await;
+        let abort = body["abort"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("heartbeat: abort: {body}"));
+        let assigned = body["job_assigned"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("heartbeat: job_assigned: {body}"));
+        assert!(!(abort && assigned), "abort comes with job_assigned false: {body}");
+        (abort, assigned)
+    }
+
+    async fn wait_for_job(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.heartbeat(0.0).await.1 {
+            assert!(Instant::now() < deadline, "no job reached the machine");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `{id, settings}`: an integer id and every required settings key.
+    async fn job_info(&self) -> (i64, Value) {
+        let response = self
+            .app
+            .http
+            .get(self.url("retrieve_job_info"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let body = strict_json(response, "retrieve_job_info").await;
+        let id = body["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("job id must be an integer: {body}"));
+        let settings = body["settings"].clone();
+        for key in [
+            "email_notification",
+            "task",
+            "model",
+            "language",
+            "alignment",
+            "diarization",
+            "vad_settings",
+            "asr_settings",
+        ] {
+            assert!(settings.get(key).is_some(), "settings lack {key}: {settings}");
+        }
+        (id, settings)
+    }
+
+    async fn audio(&self) -> (String, Vec<u8>) {
+        let response = self.post("retrieve_job_audio", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let media_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            media_type.starts_with("audio/") || media_type.starts_with("video/"),
+            "{media_type}"
+        );
+        (media_type, response.bytes().await.unwrap().to_vec())
+    }
+
+    async fn submit(&self, body: Value) {
+        let answer = strict_json(self.post("submit_job_result", Some(body)).await, "submit_job_result").await;
+        assert_eq!(answer, json!("Success"));
+    }
+}
+
+/// Uploads `bytes` as the user's file; returns its id.
+async fn upload(app: &TestApp, user: &str, bytes: Vec<u8>, media_type: &str) -> String {
+    let response = app
+        .http
+        .post(app.url("/api/files?name=talk.mp3"))
+        .bearer_auth(user)
+        .header("content-type", media_type)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json::<Value>().await.unwrap()["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn submit_project_w_job(app: &TestApp, user: &str, file_id: &str) -> String {
+    let response = app
+        .post_json(
+            user,
+            "/api/jobs/project_w",
+            json!({"settings": settings(), "input_file": file_id}),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{}",
+        response.text().await.unwrap()
+    );
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Bytes that are not all alike (a few MB).
+fn audio_bytes(megabytes: usize) -> Vec<u8> {
+    (0..megabytes * 1024 * 1024).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_w_runner_does_a_job_from_register_to_transcript() {
+    let mut config = test_config();
+    // Every progress report is recorded (none throttled): the scale shows.
+    config.runners.progress_record_interval = Duration::ZERO;
+    let app = TestApp::start_with(config).await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, token) = app.create_runner(&admin).await;
+    let runner = Runner::register(&app, &token, "whisper-1").await;
+    assert_eq!(runner.heartbeat(0.0).await, (false, false));
+    let no_job = app
+        .http
+        .get(runner.url("retrieve_job_info"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(no_job, StatusCode::BAD_REQUEST, "no_job_assigned").await;
+
+    // A native job never goes to a Project-W machine.
+    let native = app.submit_job(&user, json!({"cmd": "make"}), &[], 0).await;
+
+    let audio = audio_bytes(3);
+    let file = upload(&app, &user, audio.clone(), "audio/mpeg").await;
+    let job = submit_project_w_job(&app, &user, &file).await;
+    runner.wait_for_job().await;
+    let (number, got_settings) = runner.job_info().await;
+    assert_eq!(got_settings, settings(), "settings come back exactly as submitted");
+    assert_eq!(number, app.job(&user, &job).await["number"].as_i64().unwrap());
+    let (media_type, bytes) = runner.audio().await;
+    assert_eq!(media_type, "audio/mpeg");
+    assert!(bytes == audio, "the audio's bytes ({} of {})", bytes.len(), audio.len());
+    assert_eq!(runner.heartbeat(42.5).await, (false, true));
+    assert!((app.job(&user, &job).await["progress"].as_f64().unwrap() - 0.425).abs() < 1e-9);
+    assert_eq!(app.job(&user, &native).await["status"], "queued");
+
+    // A transcript of several MB in all five formats.
+    let long = "word ".repeat(300_000);
+    runner
+        .submit(json!({"error_msg": null, "transcript": {
+            "as_txt": long, "as_srt": format!("1\n00:00:00,000 --> 00:00:01,000\n{long}"),
+            "as_tsv": "start\tend\ttext\n0\t1000\thello", "as_vtt": "WEBVTT\n\n00:00.000 --> 00:01.000\nhello",
+            "as_json": {"segments": [{"start": 0.0, "end": 1.0, "text": "hello"}]}}}))
+        .await;
+    assert_eq!(app.job(&user, &job).await["status"], "succeeded");
+    for (format, expected) in [
+        ("txt", Some(long.as_str())),
+        ("tsv", Some("start\tend\ttext\n0\t1000\thello")),
+        ("json", None),
+    ] {
+        let response = app
+            .get_json(&user, &format!("/api/jobs/{job}/result?format={format}"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{format}");
+        let text = response.text().await.unwrap();
+        match expected {
+            Some(expected) => assert_eq!(text, expected, "{format}"),
+            None => assert_eq!(
+                serde_json::from_str::<Value>(&text).unwrap()["segments"][0]["text"],
+                "hello"
+            ),
+        }
+    }
+    // Only the submitter (or an admin) reads results and files.
+    let (_, other) = (
+        (),
+        app.token(ADMIN_EMAIL, ADMIN_PASSWORD, false).await, // an admin without admin scope is a user
+    );
+    assert_error(
+        app.get_json(&other, &format!("/api/jobs/{job}/result?format=txt"))
+            .await,
+        StatusCode::NOT_FOUND,
+        "job_not_found",
+    )
+    .await;
+    assert_error(
+        app.get_json(&other, &format!("/api/files/{file}")).await,
+        StatusCode::NOT_FOUND,
+        "file_not_found",
+    )
+    .await;
+    let own = app.get_json(&user, &format!("/api/files/{file}")).await;
+    assert_eq!(own.status(), StatusCode::OK);
+    assert!(own.bytes().await.unwrap().to_vec() == audio);
+
+    // Unregistering ends the session: the next call is refused.
+    assert_eq!(runner.post("unregister", None).await.status(), StatusCode::OK);
+    let after = runner.post("heartbeat", Some(json!({"progress": 0.0}))).await;
+    assert_error(after, StatusCode::FORBIDDEN, "invalid_session").await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_cancel_invalidation_and_foreign_sessions() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (runner_id, token) = app.create_runner(&admin).await;
+    let (_, other_token) = app.create_runner(&admin).await;
+    let first = Runner::register(&app, &token, "one").await;
+    let second = Runner::register(&app, &token, "two").await;
+
+    // A session token of another runner is refused.
+    let stolen = Runner {
+        app: &app,
+        token: other_token.clone(),
+        session: first.session.clone(),
+    };
+    let refused = stolen.post("heartbeat", Some(json!({"progress": 0.0}))).await;
+    assert_error(refused, StatusCode::FORBIDDEN, "invalid_session").await;
+    let garbage = Runner {
+        app: &app,
+        token: token.clone(),
+        session: "wdst_nope".into(),
+    };
+    let refused = garbage.post("heartbeat", Some(json!({"progress": 0.0}))).await;
+    assert_error(refused, StatusCode::FORBIDDEN, "invalid_session").await;
+    let out_of_range = first.post("heartbeat", Some(json!({"progress": 100.5}))).await;
+    assert_eq!(out_of_range.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Two sessions of one token never hold the same job.
+    let file = upload(&app, &user, audio_bytes(1), "audio/wav").await;
+    let a = submit_project_w_job(&app, &user, &file).await;
+    let b = submit_project_w_job(&app, &user, &file).await;
+    first.wait_for_job().await;
+    second.wait_for_job().await;
+    let (one, _) = first.job_info().await;
+    let (two, _) = second.job_info().await;
+    assert_ne!(one, two);
+    let numbers = [
+        app.job(&user, &a).await["number"].as_i64().unwrap(),
+        app.job(&user, &b).await["number"].as_i64().unwrap(),
+    ];
+    assert!(numbers.contains(&one) && numbers.contains(&two));
+
+    // Cancel during work: the heartbeat says abort, job info answers 405,
+    // and an error message then ends the job as cancelled.
+    let job_of_first = if numbers[0] == one { &a } else { &b };
+    let cancel = app
+        .post_json(&user, &format!("/api/jobs/{job_of_first}/cancel"), json!({}))
+        .await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    assert_eq!(first.heartbeat(10.0).await, (true, false));
+    let info = app
+        .http
+        .get(first.url("retrieve_job_info"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(info, StatusCode::METHOD_NOT_ALLOWED, "job_aborted").await;
+    first
+        .submit(json!({"error_msg": "job was aborted", "transcript": null}))
+        .await;
+    assert_eq!(app.job(&user, job_of_first).await["status"], "cancelled");
+
+    // Invalidation during work: the job goes back to the queue and the
+    // old session is refused (the token is).
+    let job_of_second = if numbers[0] == two { &a } else { &b };
+    assert_eq!(app.invalidate_runner(&admin, &runner_id).await.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.job(&user, job_of_second).await["status"] != "queued" {
+        assert!(Instant::now() < deadline, "the job was not requeued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone = second.post("heartbeat", Some(json!({"progress": 0.0}))).await;
+    assert_eq!(gone.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+/// A machine that stops sending heartbeats loses its session and its job
+/// after `runners.online_timeout`; the job goes to another machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_machine_loses_its_session_and_its_job() {
+    let mut config = test_config();
+    config.runners.online_timeout = Duration::from_secs(2);
+    let app = TestApp::start_with(config).await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, token) = app.create_runner(&admin).await;
+    let silent = Runner::register(&app, &token, "silent").await;
+    let file = upload(&app, &user, audio_bytes(1), "audio/wav").await;
+    let job = submit_project_w_job(&app, &user, &file).await;
+    silent.wait_for_job().await;
+    assert_eq!(app.job(&user, &job).await["status"], "assigned");
+
+    // Silence: the sweeper ends the session and requeues the job.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.job(&user, &job).await["status"] != "queued" {
+        assert!(Instant::now() < deadline, "the silent machine kept its job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let later = silent.post("heartbeat", Some(json!({"progress": 0.0}))).await;
+    assert_error(later, StatusCode::FORBIDDEN, "invalid_session").await;
+    let audit: Value = app
+        .get_json(&admin, &format!("/api/admins/audit?stream=job-{job}&type=JobRequeued"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let requeue = &audit["entries"][0];
+    assert_eq!(requeue["data"]["reason"], "runner machine silent", "{audit}");
+    assert_eq!(requeue["actor"]["component"], "silent-machines", "{audit}");
+
+    // A machine that registers again gets it.
+    let back = Runner::register(&app, &token, "back").await;
+    back.wait_for_job().await;
+    assert_eq!(app.job(&user, &job).await["status"], "assigned");
+    app.stop().await;
+}
