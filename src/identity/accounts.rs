@@ -303,10 +303,17 @@ pub async fn add_local_user(
     Ok(user_id)
 }
 
+/// Deletes a user at once; their uploaded files and job results go with
+/// them (files are not part of the log, so nothing of them remains).
 pub async fn delete_user(commands: &CommandService, user_id: Uuid, metadata: &Metadata) -> Result<(), CommandError> {
     commands
         .execute::<User>(&StreamId::user(user_id), &UserCommand::Delete, metadata)
         .await?;
+    let connection = commands.store().database().get().await.map_err(StoreError::from)?;
+    connection
+        .execute("DELETE FROM files WHERE owner_id = $1", &[&user_id])
+        .await
+        .map_err(StoreError::from)?;
     Ok(())
 }
 

@@ -300,6 +300,27 @@ async fn a_project_w_runner_does_a_job_from_register_to_transcript() {
     assert_eq!(own.status(), StatusCode::OK);
     assert!(own.bytes().await.unwrap().to_vec() == audio);
 
+    // Deleting a user deletes their files (inputs and results).
+    let me = app
+        .get_json(&user, "/api/users/me")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let user_id: uuid::Uuid = me["id"].as_str().unwrap().parse().unwrap();
+    warden::identity::accounts::delete_user(&app.state.commands, user_id, &warden::events::Metadata::system("test"))
+        .await
+        .unwrap();
+    let left: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM files WHERE owner_id = $1", &[&user_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the deleted user's files are gone");
+
     // Unregistering ends the session: the next call is refused.
     assert_eq!(runner.post("unregister", None).await.status(), StatusCode::OK);
     let after = runner.post("heartbeat", Some(json!({"progress": 0.0}))).await;
