@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use chrono::Utc;
 use deadpool_postgres::GenericClient;
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -423,6 +424,39 @@ pub async fn finish(
     // The machine is free again.
     fleet.dispatcher.kick();
     Ok(())
+}
+
+/// Native jobs whose machine has sent nothing for
+/// `runners.native_silence_timeout`: its last contact in the log (recorded
+/// at least every `contact_record_interval`, so every instance sees it) and
+/// in this instance's memory are both older.
+pub async fn held_by_silent_native_machines(fleet: &Fleet) -> Result<Vec<(Uuid, MachineRef)>, StoreError> {
+    let connection = fleet.db.get().await?;
+    let timeout = fleet.config.native_silence_timeout;
+    let rows = connection
+        .query(
+            "SELECT j.id, j.runner_id, j.machine_id, m.contacted_at FROM jobs j
+             JOIN runner_machines m ON m.id = j.machine_id
+             WHERE j.status = 'assigned' AND j.kind = 'native'
+               AND m.contacted_at < now() - make_interval(secs => $1)",
+            &[&timeout.as_secs_f64()],
+        )
+        .await?;
+    let horizon = Utc::now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+    Ok(rows
+        .iter()
+        .filter(|row| {
+            let machine: Uuid = row.get(2);
+            fleet.presence.contacted_at(machine).is_none_or(|fresh| fresh < horizon)
+        })
+        .map(|row| {
+            let machine = MachineRef {
+                runner_id: row.get(1),
+                machine_id: row.get(2),
+            };
+            (row.get(0), machine)
+        })
+        .collect())
 }
 
 /// Why a job taken from a machine that went silent is requeued.

@@ -54,7 +54,9 @@ impl Fleet {
 }
 
 /// Ends Project-W sessions silent for longer than `runners.online_timeout`
-/// and puts their jobs back in the queue; removes abandoned uploads. Runs
+/// and puts their jobs back in the queue, likewise the jobs of native
+/// machines silent for `runners.native_silence_timeout`; removes abandoned
+/// uploads. Runs
 /// every quarter of the timeout (1 to 15 s) until `cancel` fires.
 pub fn spawn_sweeper(fleet: Arc<Fleet>, cancel: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -82,6 +84,14 @@ async fn sweep(fleet: &Fleet) -> Result<(), crate::log::commands::CommandError> 
         };
         if let Some(job) = jobs::requeue_from(fleet, machine, jobs::SILENT_MACHINE, &metadata).await? {
             tracing::info!(%job, session = %session.id, "requeued the job of a silent runner machine");
+        }
+    }
+    for (job, machine) in jobs::held_by_silent_native_machines(fleet).await? {
+        if jobs::requeue_from(fleet, machine, jobs::SILENT_MACHINE, &metadata)
+            .await?
+            .is_some()
+        {
+            tracing::info!(%job, machine = %machine.machine_id, "requeued the job of a silent runner machine");
         }
     }
     files::remove_abandoned(&fleet.db).await?;

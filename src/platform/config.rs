@@ -189,6 +189,12 @@ pub struct RunnersConfig {
     /// heartbeat.
     #[serde(default = "default_online_timeout", with = "humantime_serde")]
     pub online_timeout: Duration,
+    /// A machine of warden's native protocol that holds a job and sends
+    /// nothing (no poll, progress or verify) for this long loses the job:
+    /// it goes back to the queue. Must be longer than
+    /// `contact_record_interval` (its contacts are read from the log).
+    #[serde(default = "default_native_silence_timeout", with = "humantime_serde")]
+    pub native_silence_timeout: Duration,
     /// Progress reports are recorded at most this often per job.
     #[serde(default = "default_progress_record_interval", with = "humantime_serde")]
     pub progress_record_interval: Duration,
@@ -207,6 +213,7 @@ impl Default for RunnersConfig {
             prune_check_interval: default_prune_check_interval(),
             long_poll_max: default_long_poll_max(),
             online_timeout: default_online_timeout(),
+            native_silence_timeout: default_native_silence_timeout(),
             progress_record_interval: default_progress_record_interval(),
             max_token_grace: default_max_token_grace(),
             rate_limit: RateLimitConfig::default(),
@@ -232,6 +239,10 @@ fn default_long_poll_max() -> Duration {
 
 fn default_online_timeout() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_native_silence_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_progress_record_interval() -> Duration {
@@ -662,6 +673,12 @@ impl Config {
         }
         if runners.contact_record_interval.is_zero() || runners.prune_check_interval.is_zero() {
             return Err(field_error("runners", "intervals must be longer than 0s"));
+        }
+        if runners.native_silence_timeout <= runners.contact_record_interval {
+            return Err(field_error(
+                "runners.native_silence_timeout",
+                "must be longer than runners.contact_record_interval, or machines at work would lose their jobs",
+            ));
         }
         if runners.machine_retention <= runners.contact_record_interval {
             return Err(field_error(

@@ -671,3 +671,55 @@ async fn runners_and_jobs_have_stable_integer_numbers() {
     db.rebuild_read_models().await;
     assert_eq!(db.snapshot_read_models().await, before);
 }
+
+/// A native machine that holds a job and goes silent loses it after
+/// `runners.native_silence_timeout`; one that keeps reporting keeps its job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_native_machine_loses_its_job() {
+    let mut config = test_config();
+    config.runners.contact_record_interval = Duration::from_secs(1);
+    config.runners.native_silence_timeout = Duration::from_secs(2);
+    config.runners.online_timeout = Duration::from_secs(2); // the sweeper then runs every second
+    let app = TestApp::start_with(config).await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, token) = app.create_runner(&admin).await;
+    let silent_job = app.submit_job(&user, json!("silent"), &[], 0).await;
+    let busy_job = app.submit_job(&user, json!("busy"), &[], 0).await;
+    let first = app.request_job(&token, "r_silent000001", 0).await.unwrap();
+    let second = app.request_job(&token, "r_busy00000001", 0).await.unwrap();
+    assert_eq!(
+        [first["id"].as_str().unwrap(), second["id"].as_str().unwrap()],
+        [silent_job.as_str(), busy_job.as_str()]
+    );
+
+    // The busy machine reports progress; the silent one sends nothing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.job(&user, &silent_job).await["status"] != "queued" {
+        assert!(Instant::now() < deadline, "the silent machine kept its job");
+        let progress = app
+            .post_json(
+                &token,
+                &format!("/api/runners/jobs/{busy_job}/progress"),
+                json!({"system_id": "r_busy00000001", "progress": 0.5}),
+            )
+            .await;
+        assert_eq!(progress.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(app.job(&user, &busy_job).await["status"], "assigned");
+    let audit: Value = app
+        .get_json(
+            &admin,
+            &format!("/api/admins/audit?stream=job-{silent_job}&type=JobRequeued"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        audit["entries"][0]["data"]["reason"], "runner machine silent",
+        "{audit}"
+    );
+    app.stop().await;
+}
