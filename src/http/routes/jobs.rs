@@ -94,6 +94,16 @@ pub async fn submit_project_w(
         priority: body.priority,
         input: Some(input),
     };
+    queue(&state, &user, &context, job).await
+}
+
+/// Submits `job` for `user`: 201 with its id.
+async fn queue(
+    state: &AppState,
+    user: &AuthenticatedUser,
+    context: &RequestContext,
+    job: jobs::NewJob,
+) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
     let id = jobs::submit(&state.fleet, user.user_id, job, &metadata).await?;
     Ok(HttpResponse::Created().json(JobAccepted {
@@ -124,7 +134,6 @@ pub async fn submit(
     body: Json<SubmitBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let metadata = context.metadata(user.actor());
     let input = match body.input_file {
         None => None,
         Some(file_id) => Some(own_file(&state, &user, file_id).await?),
@@ -136,11 +145,7 @@ pub async fn submit(
         priority: body.priority,
         input,
     };
-    let id = jobs::submit(&state.fleet, user.user_id, job, &metadata).await?;
-    Ok(HttpResponse::Created().json(JobAccepted {
-        id,
-        status: "queued".into(),
-    }))
+    queue(&state, &user, &context, job).await
 }
 
 #[derive(Deserialize, IntoParams)]
