@@ -96,7 +96,7 @@ pub async fn password_login(
         source_ip,
     };
     let connection = identity.db.get().await.map_err(StoreError::from)?;
-    if let Some(wait) = throttle::locked_for(&connection, &attempt).await? {
+    if let Some(wait) = throttle::begin(&connection, &identity.security.login_throttle, &attempt).await? {
         return Err(LoginError::Throttled(wait));
     }
     let user = match find_local_user_id(&connection, email).await? {
@@ -117,11 +117,11 @@ pub async fn password_login(
     })
     .await
     .unwrap_or(false);
-    let connection = identity.db.get().await.map_err(StoreError::from)?;
     let Some(user) = user.filter(|_| matches) else {
-        throttle::record_failure(&connection, &identity.security.login_throttle, &attempt).await?;
+        // Counted already (before the check).
         return Err(LoginError::InvalidCredentials);
     };
+    let connection = identity.db.get().await.map_err(StoreError::from)?;
     throttle::record_success(&connection, &attempt).await?;
     if want_admin && user.role != Role::Admin {
         return Err(LoginError::AdminScopeDenied);

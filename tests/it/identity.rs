@@ -643,3 +643,46 @@ async fn forwarded_addresses_count_only_behind_trusted_proxies() {
     assert_eq!(audit["entries"][0]["source_ip"], "198.51.100.9");
     app.stop().await;
 }
+
+/// Parallel guessing cannot beat the throttle: 120 guesses at once from one
+/// address, the right password among them; every attempt is counted before
+/// its password is checked, so at most the limit (5) reach the check, and
+/// the rest are refused without one. (Before, the lock-out check ran before
+/// argon2 and the failure was counted after it: 60 parallel guesses got
+/// 58 x 401, 1 x 429 and 1 x 200.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_do_not_beat_the_throttle() {
+    let app = std::sync::Arc::new(TestApp::start().await);
+    let limit = app.state.config.security.login_throttle.max_failures_per_account as usize;
+    let attacker = client_from("127.0.0.4");
+    let guesses: Vec<_> = (0..120)
+        .map(|n| {
+            let (app, attacker) = (std::sync::Arc::clone(&app), attacker.clone());
+            let password = if n == 60 {
+                ADMIN_PASSWORD.to_owned()
+            } else {
+                format!("guess number {n}")
+            };
+            tokio::spawn(async move {
+                password_login(&attacker, &app.base_url, ADMIN_EMAIL, &password, true)
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.push(guess.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s != StatusCode::TOO_MANY_REQUESTS).count();
+    let found = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!(
+        checked <= limit,
+        "{checked} attempts reached the password check (limit {limit}): {statuses:?}"
+    );
+    assert!(found <= 1);
+    assert!(statuses
+        .iter()
+        .all(|s| [StatusCode::OK, StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(s)));
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}

@@ -105,7 +105,8 @@ pub async fn login(
             .map_err(StoreError::from)
             .map_err(LoginError::from)
     };
-    if let Some(wait) = throttle::locked_for(&connection().await?, &attempt)
+    let limits = &identity.security.login_throttle;
+    if let Some(wait) = throttle::begin(&connection().await?, limits, &attempt)
         .await
         .map_err(LoginError::from)?
     {
@@ -113,14 +114,15 @@ pub async fn login(
     }
     let user = match directory.authenticate(username, password).await {
         Ok(user) => user,
-        Err(DirectoryError::InvalidCredentials) => {
-            let limits = &identity.security.login_throttle;
-            throttle::record_failure(&connection().await?, limits, &attempt)
+        // Counted already (before the check).
+        Err(DirectoryError::InvalidCredentials) => return Err(LoginError::InvalidCredentials.into()),
+        Err(other) => {
+            // The directory, not the password, failed: not a guess.
+            throttle::take_back(&connection().await?, &attempt)
                 .await
                 .map_err(LoginError::from)?;
-            return Err(LoginError::InvalidCredentials.into());
+            return Err(LdapLoginError::Directory(other));
         }
-        Err(other) => return Err(LdapLoginError::Directory(other)),
     };
     throttle::record_success(&connection().await?, &attempt)
         .await
