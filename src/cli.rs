@@ -397,7 +397,7 @@ async fn user_command(core: Core, command: UserCommand) -> anyhow::Result<()> {
                 bail!("no local account has the email {email}");
             };
             drop(connection);
-            accounts::delete_user(&core.commands, id, &operator_metadata()).await?;
+            accounts::delete_user_keeping_an_admin(&core.identity, id, &operator_metadata()).await?;
             println!("deleted user {id}");
         }
     }

@@ -111,3 +111,36 @@ fn client_address(request: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<IpA
         .unwrap_or_default();
     Some(forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer))
 }
+
+/// Middleware body (used with `App::wrap_fn`): headers every answer gets.
+/// API answers may carry secrets (tokens, shown once) and are never to be
+/// cached or framed; the Swagger UI under /docs needs its scripts, so only
+/// API answers get the strict Content-Security-Policy.
+pub fn security_headers<S, B>(
+    request: ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let api = request.path().starts_with("/api/") || request.path() == "/openapi.json";
+    let response = service.call(request);
+    async move {
+        let mut response = response.await?;
+        let headers = response.headers_mut();
+        let mut set = |name: &'static str, value: &'static str| {
+            let name = HeaderName::from_static(name);
+            if !headers.contains_key(&name) {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+        };
+        set("x-content-type-options", "nosniff");
+        set("x-frame-options", "DENY");
+        set("referrer-policy", "no-referrer");
+        if api {
+            set("cache-control", "no-store");
+            set("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
+        }
+        Ok(response)
+    }
+}

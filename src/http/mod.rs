@@ -57,6 +57,7 @@ pub fn server(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<ac
                     .custom_request_replace("method", |request| request.method().to_string()),
             )
             .wrap_fn(context::assign_request_id)
+            .wrap_fn(context::security_headers)
             .configure(routes::configure)
             .service(openapi::service())
             .default_service(web::to(routes::not_found))

@@ -217,6 +217,7 @@ pub async fn change_role(
     role: Role,
     metadata: &Metadata,
 ) -> Result<(), CommandError> {
+    let _serialised = AdminChangeLock::take(&identity.db).await?;
     if role != Role::Admin {
         ensure_not_last_admin(identity, user_id).await?;
     }
@@ -301,6 +302,52 @@ pub async fn add_local_user(
         .execute_new::<User>(&StreamId::user(user_id), &command, metadata)
         .await?;
     Ok(user_id)
+}
+
+/// Deletes a user, unless they are the last admin (every deletion by an
+/// admin, the user themselves or the command line goes through here).
+pub async fn delete_user_keeping_an_admin(
+    identity: &Identity,
+    user_id: Uuid,
+    metadata: &Metadata,
+) -> Result<(), CommandError> {
+    let _serialised = AdminChangeLock::take(&identity.db).await?;
+    ensure_not_last_admin(identity, user_id).await?;
+    delete_user(&identity.commands, user_id, metadata).await
+}
+
+/// Serialises changes that may remove an admin (demotion, deletion), on
+/// every instance: a session advisory lock held from the last-admin check
+/// until the change is in the read model, so two admins demoting each
+/// other at once cannot both pass the check.
+struct AdminChangeLock(Option<crate::platform::db::Connection>);
+
+/// Advisory lock key of [`AdminChangeLock`].
+const ADMIN_CHANGE_LOCK: i64 = 0x7761_7264_656e_0002;
+
+impl AdminChangeLock {
+    async fn take(db: &crate::platform::db::Database) -> Result<AdminChangeLock, StoreError> {
+        let connection = db.get().await?;
+        // Waiting ends with an error rather than never (the session, and
+        // this setting, are closed with the lock).
+        connection.batch_execute("SET lock_timeout = '10s'").await?;
+        let lock = AdminChangeLock(Some(connection));
+        if let Some(connection) = &lock.0 {
+            connection
+                .execute("SELECT pg_advisory_lock($1)", &[&ADMIN_CHANGE_LOCK])
+                .await?;
+        }
+        Ok(lock)
+    }
+}
+
+impl Drop for AdminChangeLock {
+    fn drop(&mut self) {
+        // Closing the session releases the lock, whatever happened.
+        if let Some(connection) = self.0.take() {
+            crate::platform::db::discard(connection);
+        }
+    }
 }
 
 /// Deletes a user at once; their uploaded files and job results go with

@@ -395,3 +395,40 @@ async fn every_response_carries_a_request_id() {
     assert_eq!(echoed.headers()["x-request-id"], "trace-abc-123");
     app.stop().await;
 }
+
+/// Answers that carry secrets are never cached, and every answer has the
+/// standard security headers (API answers a strict CSP too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_not_cached_and_answers_carry_security_headers() {
+    let app = TestApp::start().await;
+    let login = app.login(ADMIN_EMAIL, ADMIN_PASSWORD, true).await;
+    assert_eq!(login.headers()["cache-control"], "no-store");
+    let admin = login.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = app
+        .http
+        .post(app.url("/api/admins/create_runner"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let headers = created.headers();
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .starts_with("default-src 'none'"));
+    // Errors too; the Swagger UI keeps its scripts.
+    let error = app.http.get(app.url("/api/users/me")).send().await.unwrap();
+    assert_eq!(error.headers()["cache-control"], "no-store");
+    let docs = app.http.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(docs.headers()["x-content-type-options"], "nosniff");
+    assert!(docs.headers().get("content-security-policy").is_none());
+    app.stop().await;
+}

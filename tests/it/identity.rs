@@ -686,3 +686,76 @@ async fn parallel_guesses_do_not_beat_the_throttle() {
         .all(|s| [StatusCode::OK, StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(s)));
     std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
+
+/// The last admin stays: they cannot delete themselves (not even with a
+/// token without admin scope), and two admins demoting each other at the
+/// same moment leave one admin (the changes are serialised).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_admin_stays_on_every_path_and_under_concurrency() {
+    let app = TestApp::start().await;
+    let plain = app.token(ADMIN_EMAIL, ADMIN_PASSWORD, false).await;
+    let response = app
+        .http
+        .delete(app.url("/api/users/me"))
+        .bearer_auth(&plain)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::CONFLICT, "last_admin").await;
+
+    let admin = app.admin_token().await;
+    warden::identity::accounts::add_local_user(
+        &app.state.commands,
+        "second@example.org",
+        &warden::platform::secrets::Secret::new("second admin password"),
+        warden::events::user::Role::Admin,
+        warden::events::user::UserOrigin::CommandLine,
+        &warden::events::Metadata::system("test"),
+    )
+    .await
+    .unwrap();
+    let second = app.token("second@example.org", "second admin password", true).await;
+    let id_of = |token: String| {
+        let app = &app;
+        async move {
+            app.get_json(&token, "/api/users/me")
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (first_id, second_id) = (id_of(admin.clone()).await, id_of(second.clone()).await);
+    let demote = |token: String, target: String| {
+        let (http, url) = (app.http.clone(), app.url(&format!("/api/admins/users/{target}/role")));
+        tokio::spawn(async move {
+            http.put(url)
+                .bearer_auth(token)
+                .json(&json!({"role": "user"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let a = demote(admin.clone(), second_id.clone());
+    let b = demote(second.clone(), first_id.clone());
+    let outcomes = [a.await.unwrap(), b.await.unwrap()];
+    let admins: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM users WHERE role = 'admin' AND deleted_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(admins, 1, "one admin is left: {outcomes:?}");
+    assert!(outcomes.contains(&StatusCode::OK), "{outcomes:?}");
+    app.stop().await;
+}

@@ -304,11 +304,8 @@ pub async fn delete_user(
     user_id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = *user_id;
-    if user_id == admin.0.user_id {
-        crate::identity::accounts::ensure_not_last_admin(&state.identity, user_id).await?;
-    }
     let metadata = context.metadata(admin.0.actor());
-    crate::identity::accounts::delete_user(&state.commands, user_id, &metadata).await?;
+    crate::identity::accounts::delete_user_keeping_an_admin(&state.identity, user_id, &metadata).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": user_id, "status": "deleted" })))
 }
 

@@ -43,7 +43,8 @@ pub async fn me(user: AuthenticatedUser) -> Result<HttpResponse, ApiError> {
     tag = "accounts",
     responses(
         (status = 200, description = "deleted", body = serde_json::Value, example = json!({"id": "0194...", "status": "deleted"})),
-        (status = 401, description = "no valid token", body = ErrorBody)
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 409, description = "the last admin cannot delete themselves", body = ErrorBody)
     ),
     security(("user_token" = []))
 )]
@@ -53,7 +54,7 @@ pub async fn delete_me(
     context: RequestContext,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
-    crate::identity::accounts::delete_user(&state.commands, user.user_id, &metadata).await?;
+    crate::identity::accounts::delete_user_keeping_an_admin(&state.identity, user.user_id, &metadata).await?;
     Ok(HttpResponse::Ok()
         .cookie(cleared_cookie(&state))
         .json(json!({ "id": user.user_id, "status": "deleted" })))
