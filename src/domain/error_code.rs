@@ -89,6 +89,8 @@ error_codes! {
     TextTooLong = 422, "text_too_long";
     /// A text field holds a character it may not (NUL).
     InvalidText = 422, "invalid_text";
+    /// A time or number is beyond what warden stores (e.g. the year -100000).
+    ValueOutOfRange = 422, "value_out_of_range";
     /// An API token name must be 1 to 100 printable characters.
     InvalidTokenName = 422, "invalid_token_name";
     /// The role is not one of user, support, admin.

@@ -155,6 +155,19 @@ impl From<StoreError> for ApiError {
             {
                 ApiError::new(ErrorCode::InvalidText, "text must not contain NUL characters")
             }
+            // A time or number beyond what PostgreSQL stores (e.g. the year
+            // -100000) is the client's value, not a server failure.
+            StoreError::Db(crate::platform::db::DbError::Postgres(ref db_error))
+                if db_error.code().is_some_and(|code| {
+                    *code == tokio_postgres::error::SqlState::DATETIME_FIELD_OVERFLOW
+                        || *code == tokio_postgres::error::SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+                }) =>
+            {
+                ApiError::new(
+                    ErrorCode::ValueOutOfRange,
+                    "a time or number is out of the range warden stores",
+                )
+            }
             StoreError::Db(crate::platform::db::DbError::Pool(_)) => {
                 tracing::error!(%error, "database unavailable");
                 ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")

@@ -251,3 +251,23 @@ async fn submit_jobs(app: &TestApp, token: &str, n: usize) -> Vec<String> {
     }
     ids
 }
+
+/// Times beyond what PostgreSQL stores are the client's error (422), not a
+/// server failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_times_are_refused_not_failed() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    for path in [
+        "/api/admins/audit?since=-100000-01-01T00:00:00Z",
+        "/api/admins/runners?contacted_since=-100000-01-01T00:00:00Z",
+    ] {
+        assert_error(
+            app.get_json(&admin, path).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "value_out_of_range",
+        )
+        .await;
+    }
+    app.stop().await;
+}
