@@ -202,20 +202,46 @@ fn read_runner_data(path: &Path) -> Result<BTreeMap<String, RunnerEntry>, Reconc
 
 /// Writes a file readable by its owner only, via a temporary file and a
 /// rename, so a crash never leaves half a config.
+/// Writes `path` atomically, readable by its owner only. The temporary file
+/// has a random name and is created new (`O_EXCL`), never through a
+/// symbolic link (`O_NOFOLLOW`): a link planted beside the config cannot
+/// make the tokens land elsewhere.
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), ReconcileError> {
-    let temporary = path.with_extension("tmp");
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let failure = |e: std::io::Error| setup(format!("cannot write {}: {e}", path.display()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(&temporary)
         .map_err(failure)?;
-    file.write_all(contents).map_err(failure)?;
-    file.sync_all().map_err(failure)?;
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600)).map_err(failure)?;
-    std::fs::rename(&temporary, path).map_err(failure)
+    let written = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600)))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(failure(error));
+    }
+    Ok(())
+}
+
+/// Warns when a file with admin credentials can be read by other users.
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        if metadata.mode() & 0o077 != 0 {
+            eprintln!(
+                "warden-reconcile: warning: {} is readable by other users (mode {:o}); chmod 600 it",
+                path.display(),
+                metadata.mode() & 0o777
+            );
+        }
+    }
 }
 
 /// The named fields of a Python-style format string.
@@ -275,11 +301,13 @@ impl AdminToken {
     fn from_prefix(prefix: &Path) -> Self {
         let token_path = prefix.join("admin-token");
         if let Ok(token) = std::fs::read_to_string(&token_path) {
+            warn_if_shared(&token_path);
             return AdminToken::Token(token.trim().to_owned());
         }
         let credentials_path = prefix.join("admin-credentials");
         match std::fs::read_to_string(&credentials_path) {
             Ok(text) => {
+                warn_if_shared(&credentials_path);
                 let mut lines = text.lines();
                 match (lines.next(), lines.next()) {
                     (Some(email), Some(password)) if !email.trim().is_empty() && !password.is_empty() => {

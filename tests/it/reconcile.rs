@@ -182,3 +182,41 @@ async fn reconcile_exit_codes_say_what_is_wrong() {
     let fine = prefix_with_credentials(ADMIN_PASSWORD);
     assert_eq!(reconcile(&dead, fine.path(), &[]).status.code(), Some(3));
 }
+
+/// Symbolic links planted where the temporary files used to be (a
+/// predictable name) do not receive the tokens; world-readable admin
+/// credentials are warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_follows_no_planted_link_and_warns_about_readable_credentials() {
+    let app = TestApp::start().await;
+    let prefix = prefix_with_credentials(ADMIN_PASSWORD);
+    std::fs::set_permissions(
+        prefix.path().join("admin-credentials"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let trap = tempfile::NamedTempFile::new().unwrap();
+    for planted in [
+        "config.tmp",
+        "runner-data.tmp",
+        ".config.toml.tmp",
+        ".runner-data.json.tmp",
+    ] {
+        std::os::unix::fs::symlink(trap.path(), prefix.path().join(planted)).unwrap();
+    }
+    let output = reconcile(&app.base_url, prefix.path(), &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        std::fs::read(trap.path()).unwrap(),
+        b"",
+        "tokens reached a planted link"
+    );
+    let config = std::fs::read_to_string(prefix.path().join("config.toml")).unwrap();
+    assert!(config.contains("wdrt_"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("readable by other users"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    app.stop().await;
+}
