@@ -207,7 +207,6 @@ fn read_runner_data(path: &Path) -> Result<BTreeMap<String, RunnerEntry>, Reconc
 /// symbolic link (`O_NOFOLLOW`): a link planted beside the config cannot
 /// make the tokens land elsewhere.
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), ReconcileError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let temporary = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let failure = |e: std::io::Error| setup(format!("cannot write {}: {e}", path.display()));

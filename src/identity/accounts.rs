@@ -156,15 +156,50 @@ pub async fn sign_up(
 
 /// A local account's new password, after checking the current one. Ends
 /// every session of the user (the caller issues a fresh token).
+#[derive(Debug, thiserror::Error)]
+pub enum ChangePasswordError {
+    #[error("too many wrong current passwords; try again later")]
+    Throttled(std::time::Duration),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+impl From<DomainError> for ChangePasswordError {
+    fn from(error: DomainError) -> Self {
+        ChangePasswordError::Command(error.into())
+    }
+}
+
+impl From<StoreError> for ChangePasswordError {
+    fn from(error: StoreError) -> Self {
+        ChangePasswordError::Command(error.into())
+    }
+}
+
+/// Checks the current password behind the same throttle as logins (keyed
+/// by the user and the source address): a stolen token must not be a way
+/// to guess the password online.
 pub async fn change_password(
-    commands: &CommandService,
+    identity: &Identity,
     user_id: Uuid,
     current: &Secret,
     new: &Secret,
     metadata: &Metadata,
-) -> Result<(), CommandError> {
+) -> Result<(), ChangePasswordError> {
+    let commands = &identity.commands;
+    let user_key = user_id.to_string();
+    let attempt = throttle::Attempt {
+        provider: "password-change",
+        username: &user_key,
+        source_ip: metadata.source_ip.as_deref(),
+    };
+    let connection = identity.db.get().await.map_err(StoreError::from)?;
+    if let Some(wait) = throttle::begin(&connection, &identity.security.login_throttle, &attempt).await? {
+        return Err(ChangePasswordError::Throttled(wait));
+    }
+    drop(connection);
     let stream = StreamId::user(user_id);
-    let (user, _) = commands.load::<User>(&stream).await?;
+    let (user, _) = commands.load::<User>(&stream).await.map_err(CommandError::from)?;
     let current_hash = match &user {
         User::Active(ActiveUser {
             account: Account::Local { password_hash, .. },
@@ -190,12 +225,14 @@ pub async fn change_password(
         .await
         .unwrap_or(false);
     if !matches {
-        return Err(DomainError::Invalid {
+        // Counted already (before the check).
+        return Err(CommandError::from(DomainError::Invalid {
             code: ErrorCode::WrongPassword,
             message: "the current password is not right".into(),
-        }
+        })
         .into());
     }
+    throttle::record_success(&identity.db.get().await.map_err(StoreError::from)?, &attempt).await?;
     let new_hash = hash_password(new).await?;
     commands
         .execute::<User>(

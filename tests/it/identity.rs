@@ -759,3 +759,32 @@ async fn the_last_admin_stays_on_every_path_and_under_concurrency() {
     assert!(outcomes.contains(&StatusCode::OK), "{outcomes:?}");
     app.stop().await;
 }
+
+/// A stolen token is no way to guess the password online: wrong current
+/// passwords at change_password are throttled like logins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_password_guessing_is_throttled() {
+    let app = TestApp::start().await;
+    let limit = app.state.config.security.login_throttle.max_failures_per_account;
+    let token = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let change = |current: &str| {
+        app.post_json(
+            &token,
+            "/api/local-account/change_password",
+            json!({"current_password": current, "new_password": "a brand new password"}),
+        )
+    };
+    for n in 0..limit {
+        assert_error(
+            change(&format!("guess {n}")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_password",
+        )
+        .await;
+    }
+    // Over the limit: refused before any check, even the right password.
+    let locked = change(USER_PASSWORD).await;
+    assert!(locked.headers().contains_key("retry-after"));
+    assert_error(locked, StatusCode::TOO_MANY_REQUESTS, "too_many_login_attempts").await;
+    app.stop().await;
+}

@@ -180,7 +180,8 @@ pub struct ChangePasswordBody {
     responses(
         (status = 200, description = "a fresh access token (the old ones stop working)", body = TokenResponse),
         (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 422, description = "wrong current password, weak new one, or not a local account", body = ErrorBody)
+        (status = 422, description = "wrong current password, weak new one, or not a local account", body = ErrorBody),
+        (status = 429, description = "too many wrong current passwords; see Retry-After", body = ErrorBody)
     ),
     security(("user_token" = []))
 )]
@@ -193,12 +194,16 @@ pub async fn change_password(
     let body = body.into_inner();
     let metadata = context.metadata(user.actor());
     accounts::change_password(
-        &state.commands,
+        &state.identity,
         user.user_id,
         &Secret::new(body.current_password),
         &Secret::new(body.new_password),
         &metadata,
     )
-    .await?;
+    .await
+    .map_err(|error| match error {
+        accounts::ChangePasswordError::Throttled(wait) => ApiError::login_throttled(wait),
+        accounts::ChangePasswordError::Command(error) => error.into(),
+    })?;
     Ok(login_response(&state, user.user_id, false))
 }
