@@ -129,6 +129,10 @@ pub struct JobFinished {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobCancelRequested {
     pub job_id: Uuid,
+    /// Why, when it was not the submitter's own request (e.g. the
+    /// submitter was deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A job that will never run (cancelled while queued, or its runner went
@@ -136,4 +140,6 @@ pub struct JobCancelRequested {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobCancelled {
     pub job_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -203,8 +203,16 @@ pub fn all() -> Vec<Event> {
             result: json!({"ok": true}),
         }
         .into(),
-        JobCancelRequested { job_id: job }.into(),
-        JobCancelled { job_id: job }.into(),
+        JobCancelRequested {
+            job_id: job,
+            reason: Some("submitter deleted".into()),
+        }
+        .into(),
+        JobCancelled {
+            job_id: job,
+            reason: None,
+        }
+        .into(),
     ];
     users
         .into_iter()

@@ -70,13 +70,12 @@ pub enum JobCommand {
         result: serde_json::Value,
     },
     /// The runner `runner_id` is gone: put its job back in the queue.
-    Requeue {
-        runner_id: Uuid,
-        reason: String,
-    },
+    Requeue { runner_id: Uuid, reason: String },
     Cancel {
         requested_by: Uuid,
         admin: bool,
+        /// Why, when not the submitter's own request.
+        reason: Option<String>,
     },
 }
 
@@ -245,7 +244,10 @@ impl Aggregate for Job {
             {
                 if assignment.cancel_requested {
                     // Nobody wants it run any more.
-                    return Ok(vec![JobEvent::JobCancelled(JobCancelled { job_id: core.job_id })]);
+                    return Ok(vec![JobEvent::JobCancelled(JobCancelled {
+                        job_id: core.job_id,
+                        reason: None,
+                    })]);
                 }
                 Ok(vec![JobEvent::JobRequeued(JobRequeued {
                     job_id: core.job_id,
@@ -257,17 +259,28 @@ impl Aggregate for Job {
             // Finished, already requeued, or held by another runner by now.
             (_, JobCommand::Requeue { .. }) => Ok(Vec::new()),
 
-            (_, JobCommand::Cancel { requested_by, admin }) => {
+            (
+                _,
+                JobCommand::Cancel {
+                    requested_by,
+                    admin,
+                    reason,
+                },
+            ) => {
                 let core = self.core().expect("known job");
                 if !admin && core.submitted_by != *requested_by {
                     // Other users' jobs do not exist for them.
                     return Err(Job::not_found());
                 }
                 match self {
-                    Job::Queued(core) => Ok(vec![JobEvent::JobCancelled(JobCancelled { job_id: core.job_id })]),
+                    Job::Queued(core) => Ok(vec![JobEvent::JobCancelled(JobCancelled {
+                        job_id: core.job_id,
+                        reason: reason.clone(),
+                    })]),
                     Job::Assigned(_, assignment) if assignment.cancel_requested => Ok(Vec::new()),
                     Job::Assigned(core, _) => Ok(vec![JobEvent::JobCancelRequested(JobCancelRequested {
                         job_id: core.job_id,
+                        reason: reason.clone(),
                     })]),
                     _ => Err(DomainError::Conflict {
                         code: ErrorCode::JobAlreadyFinished,
@@ -371,6 +384,7 @@ mod tests {
         let stranger = JobCommand::Cancel {
             requested_by: Uuid::from_u128(77),
             admin: false,
+            reason: None,
         };
         assert_eq!(run(&mut job, stranger).unwrap_err().code(), "job_not_found");
 
@@ -378,6 +392,7 @@ mod tests {
         let owner = JobCommand::Cancel {
             requested_by: OWNER,
             admin: false,
+            reason: None,
         };
         let events = run(&mut job, owner.clone()).unwrap();
         assert!(matches!(&events[..], [JobEvent::JobCancelRequested(_)]));
@@ -392,6 +407,7 @@ mod tests {
         let admin = JobCommand::Cancel {
             requested_by: Uuid::from_u128(5),
             admin: true,
+            reason: None,
         };
         assert_eq!(run(&mut job, admin).unwrap_err().code(), "job_already_finished");
     }

@@ -150,7 +150,11 @@ pub async fn cancel(
         .commands
         .execute::<Job>(
             &StreamId::job(job_id),
-            &JobCommand::Cancel { requested_by, admin },
+            &JobCommand::Cancel {
+                requested_by,
+                admin,
+                reason: None,
+            },
             metadata,
         )
         .await?;

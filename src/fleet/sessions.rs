@@ -8,7 +8,7 @@
 //!
 //! Sessions live in PostgreSQL (`runner_sessions`), so every instance
 //! knows them. A heartbeat refreshes `last_seen_at` at most every
-//! [`SEEN_WRITE_INTERVAL`]: silence is measured in tens of seconds.
+//! [`seen_write_interval`]: silence is measured in tens of seconds.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,8 +23,12 @@ use crate::platform::secrets::tokens;
 
 /// Prefix of Project-W session tokens ("warden session token").
 pub const SESSION_TOKEN_PREFIX: &str = "wdst_";
-/// How often a session's `last_seen_at` is written at most.
-pub const SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a session's `last_seen_at` is written at most: every 5 s, or
+/// a quarter of the timeout when that is shorter (a busy session must
+/// never look silent).
+pub fn seen_write_interval(online_timeout: Duration) -> Duration {
+    (online_timeout / 4).min(Duration::from_secs(5))
+}
 
 /// An open session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,16 +111,16 @@ pub struct SeenWrites {
 
 impl SeenWrites {
     /// Whether `session` is due a write now (and marks it written).
-    fn due(&self, session: Uuid) -> bool {
+    fn due(&self, session: Uuid, interval: Duration) -> bool {
         let mut written = self.written.lock().expect("seen writes");
         let now = Instant::now();
         let due = written
             .get(&session)
-            .is_none_or(|at| now.duration_since(*at) >= SEEN_WRITE_INTERVAL);
+            .is_none_or(|at| now.duration_since(*at) >= interval);
         if due {
             written.insert(session, now);
             if written.len() > 10_000 {
-                written.retain(|_, at| now.duration_since(*at) < SEEN_WRITE_INTERVAL * 4);
+                written.retain(|_, at| now.duration_since(*at) < interval * 4);
             }
         }
         due
@@ -124,8 +128,13 @@ impl SeenWrites {
 }
 
 /// A sign of life of `session`.
-pub async fn seen(db: &Database, writes: &SeenWrites, session: Uuid) -> Result<(), StoreError> {
-    if !writes.due(session) {
+pub async fn seen(
+    db: &Database,
+    writes: &SeenWrites,
+    session: Uuid,
+    online_timeout: Duration,
+) -> Result<(), StoreError> {
+    if !writes.due(session, seen_write_interval(online_timeout)) {
         return Ok(());
     }
     let connection = db.get().await?;

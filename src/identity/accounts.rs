@@ -6,6 +6,7 @@ use uuid::Uuid;
 use warden_events::user::{Role, UserOrigin};
 use warden_events::{Metadata, StreamId};
 
+use crate::domain::job::{Job, JobCommand};
 use crate::domain::user::{Account, ActiveUser, ExternalKind, PasswordInput, User, UserCommand};
 use crate::domain::DomainError;
 use crate::domain::ErrorCode;
@@ -388,7 +389,9 @@ impl Drop for AdminChangeLock {
 }
 
 /// Deletes a user at once; their uploaded files and job results go with
-/// them (files are not part of the log, so nothing of them remains).
+/// them (files are not part of the log, so nothing of them remains), and
+/// their unfinished jobs are cancelled (`JobCancelled` / `JobCancelRequested`
+/// with the reason `submitter deleted`).
 pub async fn delete_user(commands: &CommandService, user_id: Uuid, metadata: &Metadata) -> Result<(), CommandError> {
     commands
         .execute::<User>(&StreamId::user(user_id), &UserCommand::Delete, metadata)
@@ -398,8 +401,36 @@ pub async fn delete_user(commands: &CommandService, user_id: Uuid, metadata: &Me
         .execute("DELETE FROM files WHERE owner_id = $1", &[&user_id])
         .await
         .map_err(StoreError::from)?;
+    // Nobody wants their jobs run any more: queued ones are cancelled,
+    // running ones told to abort.
+    let unfinished: Vec<Uuid> = connection
+        .query(
+            "SELECT id FROM jobs WHERE submitted_by = $1 AND status IN ('queued', 'assigned') AND NOT cancel_requested",
+            &[&user_id],
+        )
+        .await
+        .map_err(StoreError::from)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    drop(connection);
+    for job_id in unfinished {
+        let cancel = JobCommand::Cancel {
+            requested_by: user_id,
+            admin: true,
+            reason: Some(SUBMITTER_DELETED.into()),
+        };
+        match commands.execute::<Job>(&StreamId::job(job_id), &cancel, metadata).await {
+            // It finished meanwhile: nothing to cancel.
+            Ok(_) | Err(CommandError::Domain(DomainError::Conflict { .. })) => {}
+            Err(other) => return Err(other),
+        }
+    }
     Ok(())
 }
+
+/// Why a deleted user's jobs were cancelled.
+pub const SUBMITTER_DELETED: &str = "submitter deleted";
 
 #[derive(Debug, thiserror::Error)]
 #[error("security.local_account.user_provisioning.{id}: {reason}")]

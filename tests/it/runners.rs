@@ -723,3 +723,57 @@ async fn a_silent_native_machine_loses_its_job() {
     );
     app.stop().await;
 }
+
+/// A deleted user's jobs are not run any more: a queued one is cancelled
+/// (never handed out), a running one told to abort; both with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_users_jobs_are_cancelled() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, token) = app.create_runner(&admin).await;
+    let running = app.submit_job(&user, json!("running"), &[], 0).await;
+    let taken = app.request_job(&token, "r_deleted00001", 0).await.unwrap();
+    assert_eq!(taken["id"], running.as_str());
+    let queued = app.submit_job(&user, json!("queued"), &[], 0).await;
+
+    let me: Value = app.get_json(&user, "/api/users/me").await.json().await.unwrap();
+    let deleted = app
+        .http
+        .delete(app.url(&format!("/api/admins/users/{}", me["id"].as_str().unwrap())))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+
+    let job = |id: &str| {
+        let (app, admin, id) = (&app, admin.clone(), id.to_owned());
+        async move { app.job(&admin, &id).await }
+    };
+    assert_eq!(job(&queued).await["status"], "cancelled");
+    assert_eq!(job(&running).await["cancel_requested"], true);
+    assert!(
+        app.request_job(&token, "r_deleted00002", 0).await.is_none(),
+        "nothing is handed out"
+    );
+    let progress = app
+        .post_json(
+            &token,
+            &format!("/api/runners/jobs/{running}/progress"),
+            json!({"system_id": "r_deleted00001", "progress": 0.5}),
+        )
+        .await;
+    assert_eq!(progress.json::<Value>().await.unwrap()["abort"], true);
+    let audit: Value = app
+        .get_json(
+            &admin,
+            &format!("/api/admins/audit?stream=job-{queued}&type=JobCancelled"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["entries"][0]["data"]["reason"], "submitter deleted", "{audit}");
+    app.stop().await;
+}

@@ -166,7 +166,7 @@ impl FromRequest for SessionCall {
                     sessions::SessionError::Invalid => invalid(),
                     sessions::SessionError::Store(error) => error.into(),
                 })?;
-            sessions::seen(&state.db, &state.fleet.seen, session.id)
+            sessions::seen(&state.db, &state.fleet.seen, session.id, timeout)
                 .await
                 .map_err(ApiError::from)?;
             // Every call is a contact of the session's machine.
