@@ -20,6 +20,7 @@ use crate::fleet::Fleet;
 use crate::identity::access_tokens::AccessTokens;
 use crate::identity::ldap::LdapProviders;
 use crate::identity::oidc::OidcProviders;
+use crate::identity::throttle::Throttle;
 use crate::identity::{signing_key, Identity};
 use crate::log::commands::CommandService;
 use crate::log::event_store::EventStore;
@@ -84,6 +85,7 @@ impl Core {
             security: config.security.clone(),
             ldap: LdapProviders::from_config(&config)?,
             oidc: OidcProviders::from_config(&config)?,
+            throttle: Throttle::load(&db, config.security.login_throttle.clone()).await?,
         });
         let fleet = Arc::new(Fleet::new(
             db.clone(),

@@ -97,7 +97,7 @@ pub async fn password_login(
         source_ip,
     };
     let connection = identity.db.get().await.map_err(StoreError::from)?;
-    if let Some(wait) = throttle::begin(&connection, &identity.security.login_throttle, &attempt).await? {
+    if let Some(wait) = identity.throttle.begin(&connection, &attempt).await? {
         return Err(LoginError::Throttled(wait));
     }
     let user = match find_local_user_id(&connection, email).await? {
@@ -108,22 +108,13 @@ pub async fn password_login(
     drop(connection);
     let password = password.to_owned();
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-    // argon2 takes tens of milliseconds: keep it off the async workers.
-    let matches = tokio::task::spawn_blocking(move || match hash {
-        Some(hash) => passwords::verify(&password, &hash),
-        None => {
-            passwords::verify_nothing(&password);
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let matches = passwords::verify_capped(password, hash).await;
     let Some(user) = user.filter(|_| matches) else {
         // Counted already (before the check).
         return Err(LoginError::InvalidCredentials);
     };
     let connection = identity.db.get().await.map_err(StoreError::from)?;
-    throttle::record_success(&connection, &attempt).await?;
+    identity.throttle.record_success(&connection, &attempt).await?;
     if want_admin && user.role != Role::Admin {
         return Err(LoginError::AdminScopeDenied);
     }
@@ -195,7 +186,7 @@ pub async fn change_password(
         source_ip: metadata.source_ip.as_deref(),
     };
     let connection = identity.db.get().await.map_err(StoreError::from)?;
-    if let Some(wait) = throttle::begin(&connection, &identity.security.login_throttle, &attempt).await? {
+    if let Some(wait) = identity.throttle.begin(&connection, &attempt).await? {
         return Err(ChangePasswordError::Throttled(wait));
     }
     drop(connection);
@@ -221,10 +212,7 @@ pub async fn change_password(
             .into())
         }
     };
-    let current = current.clone();
-    let matches = tokio::task::spawn_blocking(move || passwords::verify(current.expose(), &current_hash))
-        .await
-        .unwrap_or(false);
+    let matches = passwords::verify_capped(current.expose().to_owned(), Some(current_hash)).await;
     if !matches {
         // Counted already (before the check).
         return Err(CommandError::from(DomainError::Invalid {
@@ -233,7 +221,10 @@ pub async fn change_password(
         })
         .into());
     }
-    throttle::record_success(&identity.db.get().await.map_err(StoreError::from)?, &attempt).await?;
+    identity
+        .throttle
+        .record_success(&identity.db.get().await.map_err(StoreError::from)?, &attempt)
+        .await?;
     let new_hash = hash_password(new).await?;
     commands
         .execute::<User>(
@@ -312,10 +303,7 @@ async fn hash_password(password: &Secret) -> Result<String, CommandError> {
         code: ErrorCode::WeakPassword,
         message: format!("the password {message}"),
     })?;
-    let password = password.clone();
-    Ok(tokio::task::spawn_blocking(move || passwords::hash(password.expose()))
-        .await
-        .expect("argon2 hashing does not panic"))
+    Ok(passwords::hash_capped(password.expose().to_owned()).await)
 }
 
 /// Creates a local account (command line, sign-up).
@@ -495,7 +483,6 @@ pub async fn provision_from_config(identity: &Identity) -> Result<Vec<String>, P
 }
 
 async fn provided_password(current: &User, password: &Secret) -> PasswordInput {
-    let password = password.clone();
     let current_hash = match current {
         User::Active(ActiveUser {
             account: Account::Local { password_hash, .. },
@@ -503,12 +490,11 @@ async fn provided_password(current: &User, password: &Secret) -> PasswordInput {
         }) => Some(password_hash.clone()),
         _ => None,
     };
-    tokio::task::spawn_blocking(move || match current_hash {
-        Some(hash) if passwords::verify(password.expose(), &hash) => PasswordInput::MatchesCurrent,
-        _ => PasswordInput::NewHash(passwords::hash(password.expose())),
-    })
-    .await
-    .expect("argon2 does not panic")
+    let password = password.expose().to_owned();
+    if current_hash.is_some() && passwords::verify_capped(password.clone(), current_hash).await {
+        return PasswordInput::MatchesCurrent;
+    }
+    PasswordInput::NewHash(passwords::hash_capped(password).await)
 }
 
 /// The claim that holds an external user's identity.

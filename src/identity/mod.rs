@@ -22,4 +22,5 @@ pub struct Identity {
     pub security: SecurityConfig,
     pub ldap: ldap::LdapProviders,
     pub oidc: oidc::OidcProviders,
+    pub throttle: throttle::Throttle,
 }

@@ -484,6 +484,13 @@ pub struct LoginThrottleConfig {
     /// How long a lock-out lasts.
     #[serde(default = "default_lockout", with = "humantime_serde")]
     pub lockout: Duration,
+    /// Failed checks of one account from *all* addresses together before
+    /// each further attempt must wait (1 s, doubling).
+    #[serde(default = "default_slow_down_after")]
+    pub slow_down_after: u32,
+    /// The longest such wait: an account is never locked, only slowed.
+    #[serde(default = "default_max_slow_down", with = "humantime_serde")]
+    pub max_slow_down: Duration,
 }
 
 impl Default for LoginThrottleConfig {
@@ -493,6 +500,8 @@ impl Default for LoginThrottleConfig {
             max_failures_per_address: default_address_failures(),
             window: default_throttle_window(),
             lockout: default_lockout(),
+            slow_down_after: default_slow_down_after(),
+            max_slow_down: default_max_slow_down(),
         }
     }
 }
@@ -507,6 +516,14 @@ fn default_address_failures() -> u32 {
 
 fn default_throttle_window() -> Duration {
     Duration::from_secs(15 * 60)
+}
+
+fn default_slow_down_after() -> u32 {
+    10
+}
+
+fn default_max_slow_down() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_lockout() -> Duration {
@@ -659,6 +676,12 @@ impl Config {
             return Err(field_error(
                 "security.login_throttle.lockout",
                 "at most 24h: a lock-out must end, or an attacker could keep an admin out",
+            ));
+        }
+        if throttle.slow_down_after == 0 || throttle.max_slow_down > Duration::from_secs(3600) {
+            return Err(field_error(
+                "security.login_throttle",
+                "slow_down_after must be at least 1 and max_slow_down at most 1h",
             ));
         }
         if self.http.max_body_bytes < 1024 {

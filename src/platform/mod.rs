@@ -8,3 +8,4 @@ pub mod db;
 pub mod embedded_pg;
 pub mod failpoint;
 pub mod secrets;
+pub mod server_secrets;

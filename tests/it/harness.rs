@@ -441,6 +441,15 @@ impl TestApp {
     }
 }
 
+/// A client whose connections come from `source` (any 127.x address
+/// reaches the server on loopback).
+pub fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
 /// The seed's login call against any warden at `base_url`.
 pub async fn password_login(
     http: &reqwest::Client,

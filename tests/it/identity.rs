@@ -507,15 +507,6 @@ async fn deleted_users_are_gone_at_once_and_their_personal_data_unreadable() {
     app.stop().await;
 }
 
-/// A client whose connections come from `source` (any 127.x address
-/// reaches the server on loopback).
-fn client_from(source: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(source.parse::<std::net::IpAddr>().unwrap())
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_guessing_is_throttled_without_locking_the_owner_out() {
     let mut config = test_config();

@@ -22,4 +22,5 @@ mod reconcile;
 mod replay;
 mod runners;
 mod schemathesis;
+mod security;
 mod simulation;

@@ -105,8 +105,9 @@ pub async fn login(
             .map_err(StoreError::from)
             .map_err(LoginError::from)
     };
-    let limits = &identity.security.login_throttle;
-    if let Some(wait) = throttle::begin(&connection().await?, limits, &attempt)
+    if let Some(wait) = identity
+        .throttle
+        .begin(&connection().await?, &attempt)
         .await
         .map_err(LoginError::from)?
     {
@@ -118,13 +119,17 @@ pub async fn login(
         Err(DirectoryError::InvalidCredentials) => return Err(LoginError::InvalidCredentials.into()),
         Err(other) => {
             // The directory, not the password, failed: not a guess.
-            throttle::take_back(&connection().await?, &attempt)
+            identity
+                .throttle
+                .take_back(&connection().await?, &attempt)
                 .await
                 .map_err(LoginError::from)?;
             return Err(LdapLoginError::Directory(other));
         }
     };
-    throttle::record_success(&connection().await?, &attempt)
+    identity
+        .throttle
+        .record_success(&connection().await?, &attempt)
         .await
         .map_err(LoginError::from)?;
     // Only looked up when it matters: linking looks again anyway.
