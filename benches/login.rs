@@ -79,6 +79,7 @@ fn main() {
                     }),
                     hidden: false,
                     icon_url: None,
+                    require_verified_email: true,
                 },
             );
             // The benchmark logs in thousands of times from one address.

@@ -161,6 +161,8 @@ error_codes! {
     InvalidState = 400, "invalid_state";
     /// The OIDC provider sent no usable email claim.
     NoEmail = 422, "no_email";
+    /// The OIDC provider does not say the user's email is verified.
+    EmailNotVerified = 403, "email_not_verified";
     /// The current password is not right.
     WrongPassword = 422, "wrong_password";
     /// The password is too short or too long.

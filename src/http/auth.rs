@@ -172,7 +172,7 @@ async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result
     use crate::identity::oidc::OidcError;
     let found = match state.identity.oidc.verify_bearer_id_token(&state.identity, token).await {
         Ok(found) => found,
-        Err(error @ (OidcError::Unavailable(_) | OidcError::IdTokenExpired)) => {
+        Err(error @ (OidcError::Unavailable(_) | OidcError::IdTokenExpired | OidcError::Revoked)) => {
             return Err(crate::http::routes::oidc::oidc_error(error))
         }
         Err(_) => return Err(invalid()),

@@ -91,6 +91,14 @@ impl FromRequest for RequestContext {
     }
 }
 
+/// Whether the request came through a proxy in `http.trusted_proxies`
+/// (only then do its forwarding headers mean anything).
+pub fn via_trusted_proxy(request: &HttpRequest, trusted: &[ipnet::IpNet]) -> bool {
+    request
+        .peer_addr()
+        .is_some_and(|peer| trusted.iter().any(|net| net.contains(&peer.ip())))
+}
+
 /// The client's address: the TCP peer, unless the peer is a trusted proxy;
 /// then the rightmost `X-Forwarded-For` entry that is not a trusted proxy
 /// (entries left of it are written by the client and proves nothing).

@@ -71,6 +71,26 @@ pub async fn find_user<C: GenericClient>(client: &C, user_id: Uuid) -> Result<Op
     }))
 }
 
+/// Another active user (any provider) with `email` (case-insensitive),
+/// other than `except`.
+pub async fn email_owner_other_than<C: GenericClient>(
+    client: &C,
+    email: &str,
+    except: Option<Uuid>,
+) -> Result<Option<Uuid>, StoreError> {
+    let select = client
+        .prepare_cached(
+            "SELECT id FROM users
+             WHERE lower(email) = lower($1) AND deleted_at IS NULL AND id IS DISTINCT FROM $2
+             LIMIT 1",
+        )
+        .await?;
+    Ok(client
+        .query_opt(&select, &[&email, &except])
+        .await?
+        .map(|row| row.get(0)))
+}
+
 /// The local account that owns `email`, if any.
 pub async fn find_local_user_id<C: GenericClient>(client: &C, email: &str) -> Result<Option<Uuid>, StoreError> {
     Ok(claims::owner_of(client, claims::LOCAL_EMAIL, &normalise_email(email))

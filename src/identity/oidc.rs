@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
     RedirectUrl, Scope,
@@ -61,6 +63,12 @@ pub enum OidcError {
     AdminScopeDenied,
     #[error("the provider sent no usable email claim")]
     NoEmail,
+    #[error("the provider does not say this user's email address is verified")]
+    EmailNotVerified,
+    #[error("another warden user already has this email address")]
+    EmailTaken,
+    #[error("this ID token was issued before a log-out or password change; log in again")]
+    Revoked,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -85,7 +93,26 @@ pub struct OidcIdentity {
     pub subject: String,
     pub email: String,
     pub admin: bool,
+    pub issued_at: chrono::DateTime<chrono::Utc>,
 }
+
+/// The only algorithms an ID token presented as a bearer token may be
+/// signed with: public-key signatures checked against the provider's JWKS.
+/// An HMAC (HS*) token is keyed with the client secret, which warden
+/// itself holds: accepting one would let anyone with warden's config mint
+/// admin credentials.
+const BEARER_ID_TOKEN_ALGORITHMS: [CoreJwsSigningAlgorithm; 10] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
 
 impl OidcProviders {
     pub fn from_config(config: &Config) -> anyhow::Result<OidcProviders> {
@@ -257,7 +284,7 @@ impl OidcProviders {
             let metadata = self.metadata(provider, refresh).await?;
             let client = client(provider, metadata, "http://127.0.0.1/unused")?;
             // No nonce: this token was not requested by warden.
-            let verifier = client.id_token_verifier();
+            let verifier = client.id_token_verifier().set_allowed_algs(BEARER_ID_TOKEN_ALGORITHMS);
             let outcome = identify(provider, &id_token, &verifier, |_: Option<&Nonce>| Ok(()));
             match outcome {
                 Ok(found) => {
@@ -269,9 +296,23 @@ impl OidcProviders {
             }
         }
         let verified = verified.expect("set or returned above");
-        let user = crate::identity::accounts::find_external_user(identity, ExternalKind::Oidc, name, &verified.subject)
-            .await?;
-        Ok(user.map(|user_id| (user_id, verified.admin)))
+        let Some(user_id) =
+            crate::identity::accounts::find_external_user(identity, ExternalKind::Oidc, name, &verified.subject)
+                .await?
+        else {
+            return Ok(None);
+        };
+        // A log-out ends this user's ID tokens issued until then, as it
+        // ends warden's own tokens (`iat` has whole seconds: one issued in
+        // the second of the log-out counts as before it).
+        let connection = identity.db.get().await.map_err(StoreError::from)?;
+        let revoked_at = crate::identity::accounts::find_user(&connection, user_id)
+            .await?
+            .and_then(|user| user.sessions_revoked_at);
+        if revoked_at.is_some_and(|revoked| verified.issued_at < revoked) {
+            return Err(OidcError::Revoked);
+        }
+        Ok(Some((user_id, verified.admin)))
     }
 
     /// Login options to advertise: (name, icon) of providers not hidden.
@@ -335,10 +376,16 @@ fn identify<N: openidconnect::NonceVerifier>(
         .map(|e| e.as_str().to_owned())
         .filter(|e| !e.is_empty())
         .ok_or(OidcError::NoEmail)?;
+    // An unverified address is whatever the user typed at the provider:
+    // it must not become their identity here.
+    if config.require_verified_email && verified.email_verified() != Some(true) {
+        return Err(OidcError::EmailNotVerified);
+    }
     Ok(OidcIdentity {
         subject: verified.subject().as_str().to_owned(),
         email,
         admin,
+        issued_at: verified.issue_time(),
     })
 }
 
@@ -363,6 +410,18 @@ async fn link_or_update(
     verified: &OidcIdentity,
     metadata: &Metadata,
 ) -> Result<Uuid, OidcError> {
+    // Never an address another user has: the provider's user would be
+    // mistaken for (or receive the mail of) that account's owner.
+    let connection = identity.db.get().await.map_err(StoreError::from)?;
+    let linked =
+        crate::identity::accounts::find_external_user(identity, ExternalKind::Oidc, name, &verified.subject).await?;
+    if crate::identity::accounts::email_owner_other_than(&connection, &verified.email, linked)
+        .await?
+        .is_some()
+    {
+        return Err(OidcError::EmailTaken);
+    }
+    drop(connection);
     let external = crate::identity::accounts::ExternalIdentity {
         kind: ExternalKind::Oidc,
         provider: name,

@@ -92,6 +92,11 @@ pub struct OidcProviderConfig {
     pub hidden: bool,
     #[serde(default)]
     pub icon_url: Option<String>,
+    /// Refuse users whose `email_verified` claim is not `true`. Turn off
+    /// only for a provider that verifies every address itself but does not
+    /// send the claim.
+    #[serde(default = "default_true")]
+    pub require_verified_email: bool,
 }
 
 /// A claim (string or list of strings) that must contain `name`.

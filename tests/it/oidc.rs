@@ -11,7 +11,7 @@ use warden::platform::secrets::Secret;
 use crate::harness::*;
 use crate::oidc_server::{browser, free_port, id_token_for, log_in_at_provider, OidcServer, CLIENT_ID, CLIENT_SECRET};
 
-fn provider(issuer: &str, hidden: bool) -> OidcProviderConfig {
+pub fn provider(issuer: &str, hidden: bool) -> OidcProviderConfig {
     OidcProviderConfig {
         base_url: issuer.to_owned(),
         client_id: CLIENT_ID.into(),
@@ -26,11 +26,12 @@ fn provider(issuer: &str, hidden: bool) -> OidcProviderConfig {
         }),
         hidden,
         icon_url: None,
+        require_verified_email: true,
     }
 }
 
 /// warden with providers `corp` and `staff` (hidden) on one OIDC provider.
-async fn start() -> (TestApp, OidcServer) {
+pub async fn start() -> (TestApp, OidcServer) {
     let port = free_port();
     let issuer = format!("http://127.0.0.1:{port}");
     let mut config = test_config();
@@ -43,7 +44,13 @@ async fn start() -> (TestApp, OidcServer) {
 }
 
 /// The whole browser flow through warden; returns the callback's answer.
-async fn oidc_login(app: &TestApp, server: &OidcServer, name: &str, account: &str, admin: bool) -> reqwest::Response {
+pub async fn oidc_login(
+    app: &TestApp,
+    server: &OidcServer,
+    name: &str,
+    account: &str,
+    admin: bool,
+) -> reqwest::Response {
     let browser = browser();
     let scope = if admin { "?scope=admin" } else { "" };
     let start = browser
@@ -69,7 +76,7 @@ async fn oidc_login(app: &TestApp, server: &OidcServer, name: &str, account: &st
     browser.get(back).send().await.unwrap()
 }
 
-async fn token_of(response: reqwest::Response) -> String {
+pub async fn token_of(response: reqwest::Response) -> String {
     assert_eq!(response.status(), StatusCode::OK);
     response.json::<Value>().await.unwrap()["access_token"]
         .as_str()
@@ -77,7 +84,7 @@ async fn token_of(response: reqwest::Response) -> String {
         .to_owned()
 }
 
-async fn me(app: &TestApp, token: &str) -> reqwest::Response {
+pub async fn me(app: &TestApp, token: &str) -> reqwest::Response {
     app.get_json(token, "/api/users/me").await
 }
 
@@ -137,7 +144,15 @@ async fn oidc_code_flow_links_users_and_grants_admin_only_with_the_admin_role() 
     )
     .await;
     // The hidden provider works when used directly.
-    token_of(oidc_login(&app, &server, "staff", "alice", false).await).await;
+    token_of(oidc_login(&app, &server, "staff", "bob", false).await).await;
+    // Through another provider, alice's address belongs to another warden
+    // user (the corp one): never linked twice.
+    assert_error(
+        oidc_login(&app, &server, "staff", "alice", false).await,
+        StatusCode::CONFLICT,
+        "email_taken",
+    )
+    .await;
     assert_error(
         browser().get(app.url("/api/oidc/login/nope")).send().await.unwrap(),
         StatusCode::NOT_FOUND,

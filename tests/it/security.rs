@@ -94,3 +94,118 @@ async fn ipv6_guessers_are_counted_per_64() {
     assert_eq!(login_from("2001:db8:7:8::1".into()).await, StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
+
+/// An ID token HS256-signed with warden's own client secret (the provider
+/// advertises HS256) is no bearer token: only public-key signatures from
+/// the provider's JWKS are. Before, this minted admin rights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_tokens_signed_with_the_client_secret_are_refused() {
+    let (app, server) = crate::oidc::start().await;
+    crate::oidc::token_of(crate::oidc::oidc_login(&app, &server, "corp", "root", false).await).await;
+    let discovery: serde_json::Value = reqwest::get(format!("{}/.well-known/openid-configuration", server.issuer))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        discovery["id_token_signing_alg_values_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("HS256")),
+        "the test provider must advertise HS256 for this attack"
+    );
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": server.issuer, "aud": crate::oidc_server::CLIENT_ID, "sub": "root",
+        "email": "root@oidc.example.org", "email_verified": true,
+        "roles": ["warden-user", "warden-admin"], "iat": now, "exp": now + 600,
+    });
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::oidc_server::CLIENT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_error(
+        app.post_json(&forged, "/api/admins/create_runner", serde_json::json!({}))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    // The provider's real (RS256) token still works.
+    let real = crate::oidc_server::id_token_for(&server.issuer, crate::oidc_server::CLIENT_ID, "root").await;
+    assert_eq!(crate::oidc::me(&app, &real).await.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+/// A log-out ends the provider's ID tokens issued until then, like
+/// warden's own tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_ends_the_providers_id_tokens_too() {
+    let (app, server) = crate::oidc::start().await;
+    crate::oidc::token_of(crate::oidc::oidc_login(&app, &server, "corp", "alice", false).await).await;
+    let id_token = crate::oidc_server::id_token_for(&server.issuer, crate::oidc_server::CLIENT_ID, "alice").await;
+    assert_eq!(crate::oidc::me(&app, &id_token).await.status(), StatusCode::OK);
+    let logout = app
+        .http
+        .post(app.url("/api/auth/logout"))
+        .bearer_auth(&id_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(logout.status().is_success(), "{}", logout.status());
+    assert_error(
+        crate::oidc::me(&app, &id_token).await,
+        StatusCode::UNAUTHORIZED,
+        "session_revoked",
+    )
+    .await;
+    app.stop().await;
+}
+
+/// Unverified addresses and addresses of other users are refused; the
+/// provider's redirect goes only where warden's own address says, never
+/// where a client's X-Forwarded-Host points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_logins_take_no_unverified_or_foreign_address_and_no_forged_redirect() {
+    let (app, server) = crate::oidc::start().await;
+    assert_error(
+        crate::oidc::oidc_login(&app, &server, "corp", "unverified", false).await,
+        StatusCode::FORBIDDEN,
+        "email_not_verified",
+    )
+    .await;
+    // `copycat` claims the local admin's address (in other case).
+    assert_error(
+        crate::oidc::oidc_login(&app, &server, "corp", "copycat", false).await,
+        StatusCode::CONFLICT,
+        "email_taken",
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let users = app.get_items(&admin, "/api/admins/users").await;
+    assert!(
+        users.iter().all(|u| u["email"] != "unverified@oidc.example.org"
+            && u["email"].as_str().unwrap().to_lowercase() != "admin@example.org"
+            || u["email"] == ADMIN_EMAIL),
+        "{users:?}"
+    );
+
+    let start = crate::oidc_server::browser()
+        .get(app.url("/api/oidc/login/corp"))
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let authorize = url::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    let redirect = authorize
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    assert_eq!(redirect, app.url("/api/oidc/callback/corp"));
+    app.stop().await;
+}

@@ -15,9 +15,14 @@ const redirectUris = JSON.parse(process.env.REDIRECT_URIS);
 // must accept both.
 const accounts = {
   alice: { email: 'alice@oidc.example.org', roles: ['warden-user'] },
+  bob: { email: 'bob@oidc.example.org', roles: ['warden-user'] },
   root: { email: 'root@oidc.example.org', roles: ['warden-user', 'warden-admin'] },
   solo: { email: 'solo@oidc.example.org', roles: 'warden-admin' },
   outsider: { email: 'outsider@oidc.example.org', roles: ['someone-else'] },
+  // Attackers: an address nobody verified, and the address of warden's
+  // local admin (tests/it/harness.rs ADMIN_EMAIL).
+  unverified: { email: 'unverified@oidc.example.org', roles: ['warden-user'], emailVerified: false },
+  copycat: { email: 'Admin@Example.org', roles: ['warden-user'] },
 };
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -36,6 +41,10 @@ const provider = new Provider(issuer, {
   })),
   jwks: { keys: [signingKey] },
   pkce: { required: () => true },
+  // HS256 advertised too (as some providers do): ID tokens a client
+  // verifies with its own client secret. warden must not accept those as
+  // bearer tokens.
+  enabledJWA: { idTokenSigningAlgValues: ['RS256', 'HS256'] },
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['roles'] },
   // Scope claims go into the ID token too (warden reads roles from it).
   conformIdTokenClaims: false,
@@ -48,7 +57,7 @@ const provider = new Provider(issuer, {
     if (!account) return undefined;
     return {
       accountId: id,
-      claims: async () => ({ sub: id, email: account.email, email_verified: true, roles: account.roles }),
+      claims: async () => ({ sub: id, email: account.email, email_verified: account.emailVerified ?? true, roles: account.roles }),
     };
   },
 });

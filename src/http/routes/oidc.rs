@@ -32,9 +32,21 @@ pub struct LoginParams {
 fn callback_url(state: &AppState, request: &HttpRequest, provider: &str) -> String {
     let base = match &state.config.http.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
+        // Forwarded host and scheme only from a trusted proxy: anyone else
+        // could point the provider's redirect at a host of their choice.
+        None if crate::http::context::via_trusted_proxy(request, &state.config.http.trusted_proxies) => {
             let info = request.connection_info();
             format!("{}://{}", info.scheme(), info.host())
+        }
+        None => {
+            let host = request
+                .headers()
+                .get(actix_web::http::header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| state.config.http.listen.clone());
+            // warden itself serves plain HTTP; HTTPS is a proxy's job.
+            format!("http://{host}")
         }
     };
     format!("{base}/api/oidc/callback/{}", super::path_segment(provider))
@@ -56,6 +68,9 @@ pub fn oidc_error(error: OidcError) -> ApiError {
         OidcError::RoleMissing => ApiError::new(ErrorCode::RoleMissing, error.to_string()),
         OidcError::AdminScopeDenied => ApiError::new(ErrorCode::AdminScopeDenied, error.to_string()),
         OidcError::NoEmail => ApiError::new(ErrorCode::NoEmail, error.to_string()),
+        OidcError::EmailNotVerified => ApiError::new(ErrorCode::EmailNotVerified, error.to_string()),
+        OidcError::EmailTaken => ApiError::new(ErrorCode::EmailTaken, error.to_string()),
+        OidcError::Revoked => ApiError::new(ErrorCode::SessionRevoked, error.to_string()),
         OidcError::Store(error) => error.into(),
         OidcError::Command(error) => error.into(),
     }
