@@ -145,6 +145,8 @@ error_codes! {
     LocalLoginDisabled = 403, "local_login_disabled";
     /// Self sign-up is disabled on this server.
     SignupDisabled = 403, "signup_disabled";
+    /// A cookie-authenticated change came from another site's page (CSRF).
+    CrossSiteRequest = 403, "cross_site_request";
     /// The OIDC provider does not give this user the role warden requires.
     RoleMissing = 403, "role_missing";
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
@@ -114,11 +114,64 @@ fn user_credential(request: &HttpRequest) -> Result<String, ApiError> {
         return bearer_token(request);
     }
     match request.cookie(SESSION_COOKIE) {
-        Some(cookie) if !cookie.value().is_empty() => Ok(cookie.value().to_owned()),
+        Some(cookie) if !cookie.value().is_empty() => {
+            refuse_cross_site_writes(request)?;
+            Ok(cookie.value().to_owned())
+        }
         _ => Err(ApiError::new(
             ErrorCode::MissingToken,
             "send `Authorization: Bearer <token>` or log in for a session cookie",
         )),
+    }
+}
+
+/// CSRF defence for cookie-authenticated requests (a browser sends the
+/// cookie along with any site's form): a state-changing method must come
+/// from warden's own origin. Browsers say where a request comes from in
+/// `Sec-Fetch-Site` (all current ones) or `Origin`; a request with neither
+/// is not from a browser page and is let through. Bearer-token requests
+/// never get here: another site cannot make a browser add that header.
+fn refuse_cross_site_writes(request: &HttpRequest) -> Result<(), ApiError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let refuse = || {
+        Err(ApiError::new(
+            ErrorCode::CrossSiteRequest,
+            "a cookie-authenticated change must come from this server's own pages; other clients send `Authorization: Bearer`",
+        ))
+    };
+    if let Some(site) = header("sec-fetch-site") {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            _ => refuse(),
+        };
+    }
+    let Some(origin) = header("origin") else {
+        return Ok(());
+    };
+    let state = state(request);
+    let own_origin = match &state.config.http.public_url {
+        Some(url) => url::Url::parse(url).ok().map(|url| url.origin().ascii_serialization()),
+        None => None,
+    };
+    let host = if crate::http::context::via_trusted_proxy(request, &state.config.http.trusted_proxies) {
+        Some(request.connection_info().host().to_owned())
+    } else {
+        header("host").map(str::to_owned)
+    };
+    let origin_host = url::Url::parse(origin).ok().map(|url| {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        }
+    });
+    if own_origin.as_deref() == Some(origin) || (origin_host.is_some() && origin_host == host) {
+        Ok(())
+    } else {
+        refuse()
     }
 }
 

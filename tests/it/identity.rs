@@ -188,7 +188,7 @@ async fn api_tokens_are_never_admin_and_stop_at_once_when_revoked() {
     app.stop().await;
 }
 
-fn session_cookie(response: &reqwest::Response) -> String {
+pub fn session_cookie(response: &reqwest::Response) -> String {
     let set_cookie = response
         .headers()
         .get_all("set-cookie")

@@ -209,3 +209,66 @@ async fn oidc_logins_take_no_unverified_or_foreign_address_and_no_forged_redirec
     assert_eq!(redirect, app.url("/api/oidc/callback/corp"));
     app.stop().await;
 }
+
+/// A page of another site cannot use a logged-in browser's session cookie
+/// to change anything (a form POST carries the cookie under SameSite=Lax
+/// in some browsers, and always from sibling subdomains): cookie-
+/// authenticated writes must come from warden's own origin. Bearer tokens
+/// and reads are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_authenticated_writes_from_other_sites_are_refused() {
+    let app = TestApp::start().await;
+    let login = app.login(USER_EMAIL, USER_PASSWORD, false).await;
+    let cookie = crate::identity::session_cookie(&login);
+    let token = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let job = app.submit_job(&token, serde_json::json!({"n": 1}), &[], 0).await;
+    let cancel = |headers: &'static [(&'static str, &'static str)], bearer: bool| {
+        let mut request = app.http.post(app.url(&format!("/api/jobs/{job}/cancel")));
+        request = if bearer {
+            request.bearer_auth(&token)
+        } else {
+            request.header("cookie", &cookie)
+        };
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    for attack in [
+        &[("origin", "https://evil.example")][..],
+        &[("origin", "null")][..],
+        &[("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")][..],
+        // A sibling subdomain is same-site, not same-origin.
+        &[("sec-fetch-site", "same-site")][..],
+    ] {
+        assert_error(cancel(attack, false).await, StatusCode::FORBIDDEN, "cross_site_request").await;
+    }
+    // Reads with the cookie still work from anywhere (they change nothing).
+    let read = app
+        .http
+        .get(app.url(&format!("/api/jobs/{job}")))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(app.job(&token, &job).await["status"], "queued");
+    // Bearer requests are not affected by Origin.
+    let own_origin: &'static str = Box::leak(app.base_url.clone().into_boxed_str());
+    let bearer = cancel(&[("origin", "https://evil.example")], true).await;
+    assert!(bearer.status().is_success(), "{}", bearer.status());
+    // warden's own pages may.
+    let job = app.submit_job(&token, serde_json::json!({"n": 2}), &[], 0).await;
+    let own = app
+        .http
+        .post(app.url(&format!("/api/jobs/{job}/cancel")))
+        .header("cookie", &cookie)
+        .header("origin", own_origin)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert!(own.status().is_success(), "{}", own.status());
+    app.stop().await;
+}
