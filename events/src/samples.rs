@@ -89,6 +89,7 @@ pub fn all() -> Vec<Event> {
             token_id: id(5),
             name: "laptop".into(),
             token_hash: "00".repeat(32),
+            expires_at: Some(at()),
         }
         .into(),
         ApiTokenRevoked {

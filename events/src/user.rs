@@ -109,6 +109,10 @@ pub struct ApiTokenCreated {
     pub name: String,
     /// Hex SHA-256 of the token.
     pub token_hash: String,
+    /// When it stops working by itself; none: when revoked (tokens made
+    /// before expiry existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

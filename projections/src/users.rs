@@ -119,10 +119,18 @@ impl AggregateProjection for UserProjection {
             UserEvent::ApiTokenCreated(e) => {
                 execute(
                     tx,
-                    "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, version)
-                     VALUES ($1, $2, $3, $4, $5, $6)
+                    "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, version, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT (id) DO NOTHING",
-                    &[&e.token_id, &e.user_id, &e.name, &e.token_hash, &at, &version],
+                    &[
+                        &e.token_id,
+                        &e.user_id,
+                        &e.name,
+                        &e.token_hash,
+                        &at,
+                        &version,
+                        &e.expires_at,
+                    ],
                 )
                 .await?;
             }

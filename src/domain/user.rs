@@ -108,6 +108,8 @@ pub enum UserCommand {
     ChangePassword {
         new_hash: String,
         at: DateTime<Utc>,
+        /// Also revoke every API token of the user.
+        revoke_api_tokens: bool,
     },
     /// Promote or demote a local account.
     ChangeRole {
@@ -117,6 +119,7 @@ pub enum UserCommand {
         token_id: Uuid,
         name: String,
         token_hash: String,
+        expires_at: Option<DateTime<Utc>>,
     },
     RevokeApiToken {
         token_id: Uuid,
@@ -345,13 +348,20 @@ impl Aggregate for User {
                     role: *role,
                 })])
             }
-            (User::Active(user), UserCommand::ChangePassword { new_hash, at }) => {
+            (
+                User::Active(user),
+                UserCommand::ChangePassword {
+                    new_hash,
+                    at,
+                    revoke_api_tokens,
+                },
+            ) => {
                 let Account::Local { .. } = user.account else {
                     return Err(external_refused(
                         "the password of this user is kept by its directory or provider",
                     ));
                 };
-                Ok(vec![
+                let mut events = vec![
                     UserEvent::UserPasswordChanged(UserPasswordChanged {
                         user_id: user.id,
                         password_hash: new_hash.clone(),
@@ -360,7 +370,17 @@ impl Aggregate for User {
                         user_id: user.id,
                         before: *at,
                     }),
-                ])
+                ];
+                // Whoever knew the old password may have made tokens with it.
+                if *revoke_api_tokens {
+                    events.extend(user.api_tokens.iter().map(|token_id| {
+                        UserEvent::ApiTokenRevoked(ApiTokenRevoked {
+                            user_id: user.id,
+                            token_id: *token_id,
+                        })
+                    }));
+                }
+                Ok(events)
             }
             (User::Active(user), UserCommand::ChangeRole { role }) => {
                 let Account::Local { .. } = user.account else {
@@ -382,6 +402,7 @@ impl Aggregate for User {
                     token_id,
                     name,
                     token_hash,
+                    expires_at,
                 },
             ) => {
                 // As the API declares it: at most 100 characters as sent, no
@@ -405,6 +426,7 @@ impl Aggregate for User {
                     token_id: *token_id,
                     name: name.to_owned(),
                     token_hash: token_hash.clone(),
+                    expires_at: *expires_at,
                 })])
             }
             (User::Active(user), UserCommand::RevokeApiToken { token_id }) => {

@@ -252,6 +252,7 @@ pub async fn change_password(
             &UserCommand::ChangePassword {
                 new_hash,
                 at: chrono::Utc::now(),
+                revoke_api_tokens: identity.security.api_tokens.revoke_on_password_change,
             },
             metadata,
         )

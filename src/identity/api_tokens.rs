@@ -10,8 +10,10 @@ use uuid::Uuid;
 use warden_events::{Metadata, StreamId};
 
 use crate::domain::user::{User, UserCommand};
+use crate::domain::{DomainError, ErrorCode};
 use crate::log::commands::{CommandError, CommandService};
 use crate::log::event_store::StoreError;
+use crate::platform::config::ApiTokensConfig;
 use crate::platform::secrets::tokens::{self, API_TOKEN_PREFIX};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -20,6 +22,44 @@ pub struct CreatedApiToken {
     pub name: String,
     /// Shown only here.
     pub token: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// When a new token expires: `requested` (days) if given, else the
+/// configured maximum; never later than the maximum (`0s`: no maximum).
+pub fn expiry(
+    config: &ApiTokensConfig,
+    requested_days: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, DomainError> {
+    let max = (!config.max_lifetime.is_zero()).then_some(config.max_lifetime);
+    let requested = requested_days.map(|days| std::time::Duration::from_secs(u64::from(days) * 24 * 3600));
+    let lifetime = match (requested, max) {
+        (Some(requested), Some(max)) if requested > max => {
+            return Err(DomainError::Invalid {
+                code: ErrorCode::ValueOutOfRange,
+                message: format!(
+                    "expires_in_days: API tokens live at most {} on this server",
+                    humantime::format_duration(max)
+                ),
+            })
+        }
+        (Some(requested), _) => Some(requested),
+        (None, max) => max,
+    };
+    // To the microsecond, as PostgreSQL keeps it: the answer, the event and
+    // the read model say the same.
+    let Some(lifetime) = lifetime else {
+        return Ok(None);
+    };
+    let expires_at = chrono::Duration::from_std(lifetime)
+        .ok()
+        .and_then(|lifetime| now.checked_add_signed(lifetime))
+        .ok_or_else(|| DomainError::Invalid {
+            code: ErrorCode::ValueOutOfRange,
+            message: "expires_in_days: too far in the future".into(),
+        })?;
+    Ok(Some(chrono::SubsecRound::trunc_subsecs(expires_at, 6)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -28,12 +68,17 @@ pub struct ApiTokenView {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it stops working by itself; none: only when revoked.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Last use, to the minute; none: never used.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 pub async fn create(
     commands: &CommandService,
     user_id: Uuid,
     name: &str,
+    expires_at: Option<DateTime<Utc>>,
     metadata: &Metadata,
 ) -> Result<CreatedApiToken, CommandError> {
     let generated = tokens::generate(API_TOKEN_PREFIX);
@@ -42,6 +87,7 @@ pub async fn create(
         token_id,
         name: name.to_owned(),
         token_hash: generated.hash,
+        expires_at,
     };
     commands
         .execute::<User>(&StreamId::user(user_id), &command, metadata)
@@ -50,6 +96,7 @@ pub async fn create(
         id: token_id,
         name: name.trim().to_owned(),
         token: generated.plain,
+        expires_at,
     })
 }
 
@@ -73,7 +120,9 @@ pub async fn revoke(
 pub async fn list<C: GenericClient>(client: &C, user_id: Uuid) -> Result<Vec<ApiTokenView>, StoreError> {
     let rows = client
         .query(
-            "SELECT id, name, created_at, revoked_at FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC",
+            "SELECT t.id, t.name, t.created_at, t.revoked_at, t.expires_at, u.last_used_at
+             FROM api_tokens t LEFT JOIN api_token_usage u ON u.token_id = t.id
+             WHERE t.user_id = $1 ORDER BY t.created_at DESC",
             &[&user_id],
         )
         .await?;
@@ -84,6 +133,8 @@ pub async fn list<C: GenericClient>(client: &C, user_id: Uuid) -> Result<Vec<Api
             name: row.get(1),
             created_at: row.get(2),
             revoked_at: row.get(3),
+            expires_at: row.get(4),
+            last_used_at: row.get(5),
         })
         .collect())
 }
@@ -96,13 +147,25 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<O
     let hash = tokens::hash(token);
     let select = client
         .prepare_cached(
-            "SELECT t.user_id, t.token_hash FROM api_tokens t JOIN users u ON u.id = t.user_id
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.deleted_at IS NULL",
+            "SELECT t.user_id, t.token_hash, t.id FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.deleted_at IS NULL
+               AND (t.expires_at IS NULL OR t.expires_at > now())",
         )
         .await?;
     let row = client.query_opt(&select, &[&hash]).await?;
     // The index finds the row; the comparison that decides is constant-time.
-    Ok(row
-        .filter(|row| tokens::hashes_match(row.get(1), &hash))
-        .map(|row| row.get(0)))
+    let Some(row) = row.filter(|row| tokens::hashes_match(row.get(1), &hash)) else {
+        return Ok(None);
+    };
+    // Last use to the minute: at most one write per token and minute.
+    let used = client
+        .prepare_cached(
+            "INSERT INTO api_token_usage AS u (token_id, last_used_at) VALUES ($1, now())
+             ON CONFLICT (token_id) DO UPDATE SET last_used_at = now()
+             WHERE u.last_used_at < now() - interval '1 minute'",
+        )
+        .await?;
+    let token_id: Uuid = row.get(2);
+    client.execute(&used, &[&token_id]).await?;
+    Ok(Some(row.get(0)))
 }

@@ -413,6 +413,34 @@ pub struct SecurityConfig {
     pub session: SessionConfig,
     #[serde(default)]
     pub login_throttle: LoginThrottleConfig,
+    #[serde(default)]
+    pub api_tokens: ApiTokensConfig,
+}
+
+/// Long-lived API tokens (`security.api_tokens`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokensConfig {
+    /// The longest (and default) lifetime of a new API token; `0s` = tokens
+    /// may live until revoked.
+    #[serde(default = "default_api_token_lifetime", with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// A password change revokes the user's API tokens.
+    #[serde(default = "default_true")]
+    pub revoke_on_password_change: bool,
+}
+
+impl Default for ApiTokensConfig {
+    fn default() -> Self {
+        ApiTokensConfig {
+            max_lifetime: default_api_token_lifetime(),
+            revoke_on_password_change: true,
+        }
+    }
+}
+
+fn default_api_token_lifetime() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
 }
 
 impl Default for SecurityConfig {
@@ -423,6 +451,7 @@ impl Default for SecurityConfig {
             local_account: LocalAccountConfig::default(),
             session: SessionConfig::default(),
             login_throttle: LoginThrottleConfig::default(),
+            api_tokens: ApiTokensConfig::default(),
         }
     }
 }

@@ -272,3 +272,84 @@ async fn cookie_authenticated_writes_from_other_sites_are_refused() {
     assert!(own.status().is_success(), "{}", own.status());
     app.stop().await;
 }
+
+async fn new_api_token(app: &TestApp, token: &str, body: serde_json::Value) -> reqwest::Response {
+    app.post_json(token, "/api/users/api_tokens", body).await
+}
+
+/// API tokens expire (at most `max_lifetime` after creation, also when a
+/// 1-hour access token makes them), a password change revokes them, and
+/// their list shows when each was last used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_expire_end_with_a_password_change_and_show_their_last_use() {
+    let mut config = test_config();
+    config.security.api_tokens.max_lifetime = Duration::from_secs(3);
+    let app = TestApp::start_with(config).await;
+    let access = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    // No endless token from a short-lived one: at most the maximum.
+    assert_error(
+        new_api_token(
+            &app,
+            &access,
+            serde_json::json!({"name": "forever", "expires_in_days": 36500}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "value_out_of_range",
+    )
+    .await;
+    let created: serde_json::Value = new_api_token(&app, &access, serde_json::json!({"name": "script"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let expires_at = chrono::DateTime::parse_from_rfc3339(created["expires_at"].as_str().unwrap()).unwrap();
+    assert!(expires_at <= chrono::Utc::now() + chrono::Duration::seconds(4));
+    let api_token = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(app.get_json(&api_token, "/api/users/me").await.status(), StatusCode::OK);
+    let listed = app
+        .get_json(&access, "/api/users/api_tokens")
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert!(listed[0]["last_used_at"].is_string(), "{listed}");
+    assert_eq!(listed[0]["expires_at"], created["expires_at"]);
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_error(
+        app.get_json(&api_token, "/api/users/me").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_token",
+    )
+    .await;
+    app.stop().await;
+
+    // A password change revokes every API token (the default).
+    let app = TestApp::start().await;
+    let access = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let created: serde_json::Value = new_api_token(
+        &app,
+        &access,
+        serde_json::json!({"name": "stolen", "expires_in_days": 7}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let api_token = created["token"].as_str().unwrap().to_owned();
+    let changed = app
+        .post_json(
+            &access,
+            "/api/local-account/change_password",
+            serde_json::json!({"current_password": USER_PASSWORD, "new_password": "a brand new password"}),
+        )
+        .await;
+    assert!(changed.status().is_success(), "{}", changed.status());
+    assert_error(
+        app.get_json(&api_token, "/api/users/me").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_token",
+    )
+    .await;
+    app.stop().await;
+}

@@ -69,6 +69,10 @@ pub struct NewApiTokenBody {
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
     )]
     name: String,
+    /// Days until the token stops working by itself; default and maximum:
+    /// `security.api_tokens.max_lifetime` (90 days unless configured).
+    #[schema(minimum = 1, maximum = 36500)]
+    expires_in_days: Option<u32>,
 }
 
 /// Creates a long-lived API token (never admin-scoped); it is shown only in this answer.
@@ -92,7 +96,12 @@ pub async fn create_api_token(
     body: Json<NewApiTokenBody>,
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
-    let created = api_tokens::create(&state.commands, user.user_id, &body.name, &metadata).await?;
+    let expires_at = api_tokens::expiry(
+        &state.config.security.api_tokens,
+        body.expires_in_days,
+        chrono::Utc::now(),
+    )?;
+    let created = api_tokens::create(&state.commands, user.user_id, &body.name, expires_at, &metadata).await?;
     Ok(HttpResponse::Created().json(created))
 }
 
