@@ -1,5 +1,6 @@
 //! Events of the `job-<id>` streams.
 
+use crate::Pii;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -50,7 +51,10 @@ pub struct JobSubmitted {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<i64>,
     pub submitted_by: Uuid,
-    pub payload: serde_json::Value,
+    /// The job's settings as JSON text, sealed under the submitter's key
+    /// (v2): payloads hold whatever users put in them, addresses included,
+    /// and are forgotten with the user.
+    pub payload: Pii,
     /// A job only goes to runners that have all of these tags.
     #[serde(default)]
     pub required_tags: Vec<String>,
@@ -59,9 +63,31 @@ pub struct JobSubmitted {
     pub priority: i32,
     #[serde(default, skip_serializing_if = "JobKind::is_native")]
     pub kind: JobKind,
-    /// The job's input file (a Project-W job's audio or video).
+    /// The job's input file (a Project-W job's audio or video); its `name`
+    /// is kept in `input_name` (v2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<FileRef>,
+    /// The input file's name as uploaded, sealed like the payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_name: Option<Pii>,
+}
+
+impl JobSubmitted {
+    /// The payload as JSON; `null` once forgotten.
+    pub fn payload_value(&self) -> serde_json::Value {
+        self.payload
+            .as_plain()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The input file with its name, while the name is known.
+    pub fn input_with_name(&self) -> Option<FileRef> {
+        self.input.clone().map(|mut file| {
+            file.name = self.input_name.as_ref().and_then(Pii::as_plain).map(str::to_owned);
+            file
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

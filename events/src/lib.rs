@@ -123,15 +123,15 @@ macro_rules! events {
 events! {
     /// Events of `user-<id>` streams.
     User(UserEvent) {
-        LocalUserCreated(user::LocalUserCreated) = version 1,
+        LocalUserCreated(user::LocalUserCreated) = version 2,
         UserEmailChanged(user::UserEmailChanged) = version 1,
-        UserPasswordChanged(user::UserPasswordChanged) = version 1,
+        UserPasswordChanged(user::UserPasswordChanged) = version 2,
         UserRoleChanged(user::UserRoleChanged) = version 1,
         UserDeleted(user::UserDeleted) = version 1,
         LdapUserLinked(user::LdapUserLinked) = version 1,
         OidcUserLinked(user::OidcUserLinked) = version 1,
         ExternalUserSynced(user::ExternalUserSynced) = version 1,
-        ApiTokenCreated(user::ApiTokenCreated) = version 1,
+        ApiTokenCreated(user::ApiTokenCreated) = version 2,
         ApiTokenRevoked(user::ApiTokenRevoked) = version 1,
         UserSessionsRevoked(user::UserSessionsRevoked) = version 1,
     },
@@ -152,7 +152,7 @@ events! {
     },
     /// Events of `job-<id>` streams.
     Job(JobEvent) {
-        JobSubmitted(job::JobSubmitted) = version 1,
+        JobSubmitted(job::JobSubmitted) = version 2,
         JobAssigned(job::JobAssigned) = version 1,
         JobProgressed(job::JobProgressed) = version 1,
         JobRequeued(job::JobRequeued) = version 1,
@@ -234,10 +234,10 @@ impl UserEvent {
             UserEvent::LdapUserLinked(e) => Some(e.user_id),
             UserEvent::OidcUserLinked(e) => Some(e.user_id),
             UserEvent::ExternalUserSynced(e) => Some(e.user_id),
-            UserEvent::UserPasswordChanged(_)
-            | UserEvent::UserRoleChanged(_)
+            UserEvent::UserPasswordChanged(e) => Some(e.user_id),
+            UserEvent::ApiTokenCreated(e) => Some(e.user_id),
+            UserEvent::UserRoleChanged(_)
             | UserEvent::UserDeleted(_)
-            | UserEvent::ApiTokenCreated(_)
             | UserEvent::ApiTokenRevoked(_)
             | UserEvent::UserSessionsRevoked(_) => None,
         }
@@ -245,15 +245,15 @@ impl UserEvent {
 
     pub fn pii_fields_mut(&mut self) -> Vec<&mut Pii> {
         match self {
-            UserEvent::LocalUserCreated(e) => vec![&mut e.email],
+            UserEvent::LocalUserCreated(e) => vec![&mut e.email, &mut e.password_hash],
             UserEvent::UserEmailChanged(e) => vec![&mut e.email],
             UserEvent::LdapUserLinked(e) => vec![&mut e.uid, &mut e.email],
             UserEvent::OidcUserLinked(e) => vec![&mut e.subject, &mut e.email],
             UserEvent::ExternalUserSynced(e) => vec![&mut e.email],
-            UserEvent::UserPasswordChanged(_)
-            | UserEvent::UserRoleChanged(_)
+            UserEvent::UserPasswordChanged(e) => vec![&mut e.password_hash],
+            UserEvent::ApiTokenCreated(e) => vec![&mut e.name],
+            UserEvent::UserRoleChanged(_)
             | UserEvent::UserDeleted(_)
-            | UserEvent::ApiTokenCreated(_)
             | UserEvent::ApiTokenRevoked(_)
             | UserEvent::UserSessionsRevoked(_) => Vec::new(),
         }
@@ -305,8 +305,8 @@ impl MachineEvent {
 impl JobEvent {
     pub fn pii_subject(&self) -> Option<Uuid> {
         match self {
-            JobEvent::JobSubmitted(_)
-            | JobEvent::JobAssigned(_)
+            JobEvent::JobSubmitted(e) => Some(e.submitted_by),
+            JobEvent::JobAssigned(_)
             | JobEvent::JobProgressed(_)
             | JobEvent::JobRequeued(_)
             | JobEvent::JobFinished(_)
@@ -317,8 +317,8 @@ impl JobEvent {
 
     pub fn pii_fields_mut(&mut self) -> Vec<&mut Pii> {
         match self {
-            JobEvent::JobSubmitted(_)
-            | JobEvent::JobAssigned(_)
+            JobEvent::JobSubmitted(e) => std::iter::once(&mut e.payload).chain(e.input_name.as_mut()).collect(),
+            JobEvent::JobAssigned(_)
             | JobEvent::JobProgressed(_)
             | JobEvent::JobRequeued(_)
             | JobEvent::JobFinished(_)
@@ -350,13 +350,13 @@ mod tests {
         let mut created: Event = UserEvent::from(user::LocalUserCreated {
             user_id: Uuid::nil(),
             email: Pii::plain("a@example.org"),
-            password_hash: "$argon2id$...".into(),
+            password_hash: Pii::plain("$argon2id$..."),
             role: user::Role::User,
             origin: user::UserOrigin::CommandLine,
         })
         .into();
         assert_eq!(created.pii_subject(), Some(Uuid::nil()));
-        assert_eq!(created.pii_fields_mut().len(), 1);
+        assert_eq!(created.pii_fields_mut().len(), 2, "email and password hash");
         let mut runner: Event = RunnerEvent::from(runner::RunnerCreated {
             runner_id: Uuid::nil(),
             number: None,

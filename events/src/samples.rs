@@ -41,7 +41,7 @@ pub fn all() -> Vec<Event> {
         LocalUserCreated {
             user_id: user,
             email: personal(),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            password_hash: personal(),
             role: Role::User,
             origin: UserOrigin::SignUp,
         }
@@ -53,7 +53,7 @@ pub fn all() -> Vec<Event> {
         .into(),
         UserPasswordChanged {
             user_id: user,
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            password_hash: personal(),
         }
         .into(),
         UserRoleChanged {
@@ -87,7 +87,7 @@ pub fn all() -> Vec<Event> {
         ApiTokenCreated {
             user_id: user,
             token_id: id(5),
-            name: "laptop".into(),
+            name: personal(),
             token_hash: "00".repeat(32),
             expires_at: Some(at()),
         }
@@ -164,7 +164,7 @@ pub fn all() -> Vec<Event> {
             job_id: job,
             number: Some(42),
             submitted_by: user,
-            payload: json!({"cmd": "make"}),
+            payload: Pii::plain(json!({"cmd": "make", "mail_to": PLAIN_PERSONAL_VALUE}).to_string()),
             required_tags: vec![],
             priority: 0,
             kind: JobKind::ProjectW,
@@ -173,8 +173,9 @@ pub fn all() -> Vec<Event> {
                 sha256: "00".repeat(32),
                 size: 3,
                 media_type: "audio/mpeg".into(),
-                name: Some("talk.mp3".into()),
+                name: None,
             }),
+            input_name: Some(personal()),
         }
         .into(),
         JobAssigned {

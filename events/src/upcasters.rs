@@ -30,11 +30,55 @@ pub(crate) fn upcast_once(
 ) -> Result<Value, DecodeError> {
     match (event_type, version) {
         ("RunnerMachineRegistered", 1) => Ok(machine_registered_v1_to_v2(payload, stored)),
+        ("LocalUserCreated" | "UserPasswordChanged", 1) => Ok(plain_field_to_pii(payload, "password_hash")),
+        ("ApiTokenCreated", 1) => Ok(plain_field_to_pii(payload, "name")),
+        ("JobSubmitted", 1) => Ok(job_submitted_v1_to_v2(payload)),
         _ => Err(DecodeError::NoUpcaster {
             event_type: event_type.to_owned(),
             version,
         }),
     }
+}
+
+/// v1 of `LocalUserCreated`/`UserPasswordChanged` (`password_hash`) and
+/// `ApiTokenCreated` (`name`) kept the field as a plain string; v2 seals it
+/// as personal data. An old value stays what it was: readable, now as
+/// `{"plain": ...}` (the log is never rewritten; only new events are
+/// sealed).
+fn plain_field_to_pii(payload: Value, field: &str) -> Value {
+    let Value::Object(mut fields) = payload else {
+        return payload;
+    };
+    if let Some(Value::String(plain)) = fields.remove(field) {
+        let mut pii = Map::new();
+        pii.insert("plain".to_owned(), Value::String(plain));
+        fields.insert(field.to_owned(), Value::Object(pii));
+    }
+    Value::Object(fields)
+}
+
+/// `JobSubmitted` v1 kept the payload as plain JSON and the input file's
+/// name inside `input`; v2 seals both: the payload as JSON text, the name
+/// as `input_name`. Old values stay readable (as `plain`).
+fn job_submitted_v1_to_v2(payload: Value) -> Value {
+    let Value::Object(mut fields) = payload else {
+        return payload;
+    };
+    if let Some(settings) = fields.remove("payload") {
+        let mut pii = Map::new();
+        pii.insert("plain".to_owned(), Value::String(settings.to_string()));
+        fields.insert("payload".to_owned(), Value::Object(pii));
+    }
+    let name = match fields.get_mut("input") {
+        Some(Value::Object(input)) => input.remove("name"),
+        _ => None,
+    };
+    if let Some(Value::String(name)) = name {
+        let mut pii = Map::new();
+        pii.insert("plain".to_owned(), Value::String(name));
+        fields.insert("input_name".to_owned(), Value::Object(pii));
+    }
+    Value::Object(fields)
 }
 
 /// `RunnerMachineRegistered` v1 (the first release) had the runner's
@@ -151,5 +195,79 @@ mod tests {
             decode("RunnerMachineRegistered", 1, json!({"system_id": "x"}), stored()),
             Err(DecodeError::BadPayload { .. })
         ));
+    }
+
+    #[test]
+    fn first_release_password_hashes_and_token_names_read_as_v2() {
+        use crate::user::{ApiTokenCreated, LocalUserCreated, Role, UserPasswordChanged};
+        use crate::{Pii, UserEvent};
+        let user_id = Uuid::now_v7();
+        let created = decode(
+            "LocalUserCreated",
+            1,
+            json!({"user_id": user_id, "email": {"sealed": "AAAA"}, "password_hash": "$argon2id$x",
+                   "role": "admin", "origin": {"kind": "sign_up"}}),
+            stored(),
+        );
+        match created {
+            Ok(Event::User(UserEvent::LocalUserCreated(LocalUserCreated {
+                password_hash, role, ..
+            }))) => {
+                assert_eq!(password_hash, Pii::plain("$argon2id$x"));
+                assert_eq!(role, Role::Admin);
+            }
+            other => panic!("{other:?}"),
+        }
+        let changed = decode(
+            "UserPasswordChanged",
+            1,
+            json!({"user_id": user_id, "password_hash": "$argon2id$y"}),
+            stored(),
+        )
+        .unwrap();
+        assert_eq!(
+            changed,
+            Event::User(UserEvent::UserPasswordChanged(UserPasswordChanged {
+                user_id,
+                password_hash: Pii::plain("$argon2id$y"),
+            }))
+        );
+        let token_id = Uuid::now_v7();
+        let token = decode(
+            "ApiTokenCreated",
+            1,
+            json!({"user_id": user_id, "token_id": token_id, "name": "laptop", "token_hash": "ab"}),
+            stored(),
+        )
+        .unwrap();
+        assert_eq!(
+            token,
+            Event::User(UserEvent::ApiTokenCreated(ApiTokenCreated {
+                user_id,
+                token_id,
+                name: Pii::plain("laptop"),
+                token_hash: "ab".into(),
+                expires_at: None,
+            }))
+        );
+    }
+
+    #[test]
+    fn first_release_job_payloads_and_file_names_read_as_v2() {
+        use crate::job::JobSubmitted;
+        use crate::JobEvent;
+        let (job_id, user) = (Uuid::now_v7(), Uuid::now_v7());
+        let v1 = json!({
+            "job_id": job_id, "submitted_by": user, "payload": {"to": "alice@example.org"},
+            "kind": "project_w",
+            "input": {"file_id": Uuid::nil(), "sha256": "00", "size": 3, "media_type": "audio/mpeg", "name": "alice.mp3"},
+        });
+        let Event::Job(JobEvent::JobSubmitted(submitted)) = decode("JobSubmitted", 1, v1, stored()).unwrap() else {
+            panic!("not a JobSubmitted");
+        };
+        let submitted: JobSubmitted = submitted;
+        assert_eq!(submitted.payload_value(), json!({"to": "alice@example.org"}));
+        assert_eq!(submitted.input.as_ref().unwrap().name, None);
+        assert_eq!(submitted.input_with_name().unwrap().name.as_deref(), Some("alice.mp3"));
     }
 }

@@ -40,8 +40,10 @@ pub enum UserOrigin {
 pub struct LocalUserCreated {
     pub user_id: Uuid,
     pub email: Pii,
-    /// argon2id PHC string; the password itself never enters the log.
-    pub password_hash: String,
+    /// argon2id PHC string, sealed (v2): the password itself never enters
+    /// the log, and its hash is forgotten with the user (no offline
+    /// cracking from old logs or backups).
+    pub password_hash: Pii,
     pub role: Role,
     pub origin: UserOrigin,
 }
@@ -55,7 +57,8 @@ pub struct UserEmailChanged {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserPasswordChanged {
     pub user_id: Uuid,
-    pub password_hash: String,
+    /// Sealed since v2, as in `LocalUserCreated`.
+    pub password_hash: Pii,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +109,9 @@ pub struct ExternalUserSynced {
 pub struct ApiTokenCreated {
     pub user_id: Uuid,
     pub token_id: Uuid,
-    pub name: String,
+    /// What the user called it (sealed since v2: names say things about
+    /// people).
+    pub name: Pii,
     /// Hex SHA-256 of the token.
     pub token_hash: String,
     /// When it stops working by itself; none: when revoked (tokens made

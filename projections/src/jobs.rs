@@ -37,15 +37,14 @@ impl AggregateProjection for JobProjection {
                     &[
                         &e.job_id,
                         &e.submitted_by,
-                        &e.payload,
+                        &e.payload_value(),
                         &e.required_tags,
                         &e.priority,
                         &at,
                         &version,
                         &e.number,
                         &e.kind.as_str(),
-                        &e.input
-                            .as_ref()
+                        &e.input_with_name()
                             .map(|file| serde_json::to_value(file).expect("file refs serialise")),
                     ],
                 )

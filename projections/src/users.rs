@@ -43,7 +43,7 @@ impl AggregateProjection for UserProjection {
                     &[
                         &e.user_id,
                         &readable(&e.email),
-                        &e.password_hash,
+                        &readable(&e.password_hash),
                         &e.role.as_str(),
                         &origin,
                         &provisioning_id,
@@ -67,7 +67,7 @@ impl AggregateProjection for UserProjection {
                     tx,
                     "UPDATE users SET password_hash = $2, updated_at = $3, version = $4
                      WHERE id = $1 AND version < $4",
-                    &[&e.user_id, &e.password_hash, &at, &version],
+                    &[&e.user_id, &readable(&e.password_hash), &at, &version],
                 )
                 .await?;
             }
@@ -93,7 +93,7 @@ impl AggregateProjection for UserProjection {
                 .await?;
                 execute(
                     tx,
-                    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2), version = $3
+                    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2), name = '', version = $3
                      WHERE user_id = $1 AND version < $3",
                     &[&e.user_id, &at, &version],
                 )
@@ -125,7 +125,8 @@ impl AggregateProjection for UserProjection {
                     &[
                         &e.token_id,
                         &e.user_id,
-                        &e.name,
+                        // Forgotten with its user: an empty name.
+                        &readable(&e.name).unwrap_or_default(),
                         &e.token_hash,
                         &at,
                         &version,

@@ -6,7 +6,7 @@ use warden_events::job::{
     FileRef, JobAssigned, JobCancelRequested, JobCancelled, JobFinished, JobKind, JobOutcome, JobProgressed,
     JobRequeued, JobSubmitted,
 };
-use warden_events::{Event, JobEvent};
+use warden_events::{Event, JobEvent, Pii};
 
 use super::runner::normalise_tags;
 use super::{Aggregate, DomainError, ErrorCode};
@@ -184,11 +184,14 @@ impl Aggregate for Job {
                     job_id: *job_id,
                     number: *number,
                     submitted_by: *submitted_by,
-                    payload: payload.clone(),
+                    payload: Pii::plain(payload.to_string()),
                     required_tags: normalise_tags(required_tags)?,
                     priority: *priority,
                     kind: *kind,
-                    input: input.clone(),
+                    // The name is personal data: sealed apart from the
+                    // file's facts.
+                    input: input.clone().map(|file| FileRef { name: None, ..file }),
+                    input_name: input.as_ref().and_then(|file| file.name.clone()).map(Pii::plain),
                 })])
             }
             (_, JobCommand::Submit { .. }) => Err(DomainError::Conflict {

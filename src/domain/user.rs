@@ -154,7 +154,7 @@ impl Aggregate for User {
                     email: e.email.clone(),
                     role: e.role,
                     account: Account::Local {
-                        password_hash: e.password_hash.clone(),
+                        password_hash: readable(&e.password_hash),
                         origin: e.origin.clone(),
                     },
                     api_tokens: BTreeSet::new(),
@@ -190,7 +190,7 @@ impl Aggregate for User {
             UserEvent::UserPasswordChanged(e) => {
                 if let Some(user) = active {
                     if let Account::Local { password_hash, .. } = &mut user.account {
-                        *password_hash = e.password_hash.clone();
+                        *password_hash = readable(&e.password_hash);
                     }
                 }
             }
@@ -270,7 +270,7 @@ impl Aggregate for User {
                 if let PasswordInput::NewHash(hash) = password {
                     events.push(UserEvent::UserPasswordChanged(UserPasswordChanged {
                         user_id: user.id,
-                        password_hash: hash.clone(),
+                        password_hash: Pii::plain(hash),
                     }));
                 }
                 if user.role != *role {
@@ -364,7 +364,7 @@ impl Aggregate for User {
                 let mut events = vec![
                     UserEvent::UserPasswordChanged(UserPasswordChanged {
                         user_id: user.id,
-                        password_hash: new_hash.clone(),
+                        password_hash: Pii::plain(new_hash),
                     }),
                     UserEvent::UserSessionsRevoked(UserSessionsRevoked {
                         user_id: user.id,
@@ -424,7 +424,7 @@ impl Aggregate for User {
                 Ok(vec![UserEvent::ApiTokenCreated(ApiTokenCreated {
                     user_id: user.id,
                     token_id: *token_id,
-                    name: name.to_owned(),
+                    name: Pii::plain(name),
                     token_hash: token_hash.clone(),
                     expires_at: *expires_at,
                 })])
@@ -493,10 +493,16 @@ fn created(
     Ok(vec![UserEvent::LocalUserCreated(LocalUserCreated {
         user_id,
         email: Pii::plain(email.trim()),
-        password_hash: password_hash.to_owned(),
+        password_hash: Pii::plain(password_hash),
         role,
         origin,
     })])
+}
+
+/// A sealed hash as the aggregate keeps it; a forgotten one (its user is
+/// deleted) is empty, which never verifies.
+fn readable(hash: &Pii) -> String {
+    hash.as_plain().unwrap_or_default().to_owned()
 }
 
 /// Emails compare case-insensitively and without surrounding spaces.
@@ -583,7 +589,7 @@ mod tests {
                 PasswordInput::NewHash("h2".into()),
             ))
             .unwrap();
-        assert!(matches!(&events[..], [UserEvent::UserPasswordChanged(e)] if e.password_hash == "h2"));
+        assert!(matches!(&events[..], [UserEvent::UserPasswordChanged(e)] if e.password_hash == Pii::plain("h2")));
     }
 
     #[test]

@@ -435,6 +435,7 @@ pub async fn delete_user(commands: &CommandService, user_id: Uuid, metadata: &Me
             Err(other) => return Err(other),
         }
     }
+    crate::identity::erasure::scrub_after_deletion(commands.store().database(), user_id).await?;
     Ok(())
 }
 

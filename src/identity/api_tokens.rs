@@ -26,25 +26,27 @@ pub struct CreatedApiToken {
 }
 
 /// When a new token expires: `requested` (days) if given, else the
-/// configured maximum; never later than the maximum (`0s`: no maximum).
+/// configured maximum; never later than the maximum (`0s`: no maximum):
+/// a longer request is cut to it.
 pub fn expiry(
     config: &ApiTokensConfig,
     requested_days: Option<u32>,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, DomainError> {
+    if requested_days.is_some_and(|days| !(1..=36500).contains(&days)) {
+        return Err(DomainError::Invalid {
+            code: ErrorCode::ValueOutOfRange,
+            message: "expires_in_days: from 1 to 36500".into(),
+        });
+    }
     let max = (!config.max_lifetime.is_zero()).then_some(config.max_lifetime);
     let requested = requested_days.map(|days| std::time::Duration::from_secs(u64::from(days) * 24 * 3600));
+    // Asking for more than the server allows gets the most it allows (the
+    // answer says when): the maximum is configuration the client cannot
+    // know from the API description.
     let lifetime = match (requested, max) {
-        (Some(requested), Some(max)) if requested > max => {
-            return Err(DomainError::Invalid {
-                code: ErrorCode::ValueOutOfRange,
-                message: format!(
-                    "expires_in_days: API tokens live at most {} on this server",
-                    humantime::format_duration(max)
-                ),
-            })
-        }
-        (Some(requested), _) => Some(requested),
+        (Some(requested), Some(max)) => Some(requested.min(max)),
+        (Some(requested), None) => Some(requested),
         (None, max) => max,
     };
     // To the microsecond, as PostgreSQL keeps it: the answer, the event and

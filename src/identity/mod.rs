@@ -5,6 +5,7 @@
 pub mod access_tokens;
 pub mod accounts;
 pub mod api_tokens;
+pub mod erasure;
 pub mod ldap;
 pub mod oidc;
 pub mod signing_key;

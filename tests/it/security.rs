@@ -287,11 +287,22 @@ async fn api_tokens_expire_end_with_a_password_change_and_show_their_last_use() 
     let app = TestApp::start_with(config).await;
     let access = app.token(USER_EMAIL, USER_PASSWORD, false).await;
     // No endless token from a short-lived one: at most the maximum.
+    let forever: serde_json::Value = new_api_token(
+        &app,
+        &access,
+        serde_json::json!({"name": "forever", "expires_in_days": 36500}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let cut = chrono::DateTime::parse_from_rfc3339(forever["expires_at"].as_str().unwrap()).unwrap();
+    assert!(cut <= chrono::Utc::now() + chrono::Duration::seconds(4), "{forever}");
     assert_error(
         new_api_token(
             &app,
             &access,
-            serde_json::json!({"name": "forever", "expires_in_days": 36500}),
+            serde_json::json!({"name": "never", "expires_in_days": 0}),
         )
         .await,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -351,5 +362,109 @@ async fn api_tokens_expire_end_with_a_password_change_and_show_their_last_use() 
         "invalid_api_token",
     )
     .await;
+    app.stop().await;
+}
+
+/// After a user's deletion and a checkpoint, nothing in the database files
+/// (heap, indexes, TOAST, dead tuples of every table) gives back their key
+/// or their personal data: email, password hash, API token name, source
+/// address, job payload, file name. The log keeps only sealed values, and
+/// the tables that held readable ones are rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_users_key_and_personal_data_are_gone_from_the_database_files() {
+    let app = TestApp::start().await;
+    let victim = client_from("127.0.0.77");
+    let login: serde_json::Value = password_login(&victim, &app.base_url, USER_EMAIL, USER_PASSWORD, false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let post = |path: &str, body: serde_json::Value| victim.post(app.url(path)).bearer_auth(&token).json(&body).send();
+    let created = post(
+        "/api/users/api_tokens",
+        serde_json::json!({"name": "zebra-laptop-of-victim"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let job = post(
+        "/api/jobs",
+        serde_json::json!({"payload": {"notify": "payload-victim@example.org"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(job.status(), StatusCode::CREATED);
+    let db = app.db.client().await;
+    let user_id: uuid::Uuid = db
+        .query_one("SELECT id FROM users WHERE email = $1", &[&USER_EMAIL])
+        .await
+        .unwrap()
+        .get(0);
+    let password_hash: String = db
+        .query_one("SELECT password_hash FROM users WHERE id = $1", &[&user_id])
+        .await
+        .unwrap()
+        .get(0);
+    let key: Vec<u8> = db
+        .query_one("SELECT key FROM pii_keys WHERE subject_id = $1", &[&user_id])
+        .await
+        .unwrap()
+        .get(0);
+    let deleted = victim
+        .delete(app.url("/api/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    db.batch_execute("CHECKPOINT").await.unwrap();
+
+    // Every file of every relation of this database (tables, indexes,
+    // TOAST), as PostgreSQL itself reads them.
+    let files = db
+        .query(
+            "SELECT c.relname, pg_read_binary_file(pg_relation_filepath(c.oid))
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'i', 't', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND pg_relation_filepath(c.oid) IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(files.len() > 20, "only {} relations read", files.len());
+    let secrets: [(&str, Vec<u8>); 7] = [
+        ("the key", key),
+        ("the email", USER_EMAIL.as_bytes().to_vec()),
+        ("the password hash", password_hash.as_bytes().to_vec()),
+        ("the token name", b"zebra-laptop-of-victim".to_vec()),
+        ("the source address", b"127.0.0.77".to_vec()),
+        ("the job payload", b"payload-victim@example.org".to_vec()),
+        // The hash's salt and digest alone, in case the prefix is split.
+        (
+            "the password digest",
+            password_hash.rsplit('$').next().unwrap().as_bytes().to_vec(),
+        ),
+    ];
+    for row in &files {
+        let (relation, bytes): (String, Vec<u8>) = (row.get(0), row.get(1));
+        for (what, secret) in &secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|window| window == secret.as_slice()),
+                "{what} is still readable in the files of `{relation}`"
+            );
+        }
+    }
+    // The audit trail still answers, without the address.
+    let admin = app.admin_token().await;
+    let audit: serde_json::Value = app
+        .get_json(&admin, &format!("/api/admins/audit?stream=user-{user_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(!entries.is_empty(), "{audit}");
+    assert!(entries.iter().all(|e| e["source_ip"].is_null()), "{audit}");
     app.stop().await;
 }

@@ -72,6 +72,7 @@ pub struct NewApiTokenBody {
     /// Days until the token stops working by itself; default and maximum:
     /// `security.api_tokens.max_lifetime` (90 days unless configured).
     #[schema(minimum = 1, maximum = 36500)]
+    #[serde(default, deserialize_with = "crate::http::params::optional_integer")]
     expires_in_days: Option<u32>,
 }
 

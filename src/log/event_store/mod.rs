@@ -123,7 +123,20 @@ pub async fn append_in<C: GenericClient>(
     metadata: &Metadata,
 ) -> Result<Appended, StoreError> {
     assert!(!events.is_empty(), "appending no events is a caller bug");
-    let metadata_json = serde_json::to_value(metadata).expect("metadata always serialises");
+    let metadata_json = match pii::address_subject(metadata, &events) {
+        Some(subject) => match pii::key_for_sealing(tx, subject).await {
+            Ok(key) => serde_json::to_value(pii::seal_address(metadata, subject, &key)),
+            // The acting user was just deleted (e.g. the cancellations of
+            // their own deletion): their address is not to be kept at all.
+            Err(StoreError::SubjectForgotten(_)) => serde_json::to_value(Metadata {
+                source_ip: None,
+                ..metadata.clone()
+            }),
+            Err(other) => return Err(other),
+        },
+        None => serde_json::to_value(metadata),
+    }
+    .expect("metadata always serialises");
     let mut event_ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
     let mut versions = Vec::with_capacity(events.len());
@@ -284,9 +297,14 @@ pub(crate) async fn decode_rows<C: GenericClient>(
     rows: Vec<Row>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut events = rows.into_iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
-    let subjects: Vec<Uuid> = events.iter().filter_map(|e| e.event.pii_subject()).collect();
+    let subjects: Vec<Uuid> = events
+        .iter()
+        .flat_map(|e| [e.event.pii_subject(), pii::sealed_address_subject(&e.metadata)])
+        .flatten()
+        .collect();
     let keys = pii::keys_for_reading(client, subjects).await?;
     for recorded in &mut events {
+        pii::unseal_address(&mut recorded.metadata, &keys);
         if !pii::unseal(&mut recorded.event, &keys) {
             return Err(StoreError::CorruptPii {
                 position: recorded.position,

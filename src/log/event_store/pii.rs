@@ -14,7 +14,7 @@ use base64::Engine;
 use deadpool_postgres::GenericClient;
 use rand::RngCore;
 use uuid::Uuid;
-use warden_events::{Event, Pii};
+use warden_events::{Actor, Event, Metadata, Pii};
 
 use super::StoreError;
 
@@ -66,25 +66,82 @@ pub(super) async fn keys_for_reading<C: GenericClient>(
 
 /// Seals every plain personal value of `event` with `key`.
 pub(super) fn seal(event: &mut Event, subject: Uuid, key: &[u8]) {
-    let cipher = Aes256Gcm::new_from_slice(key).expect("keys are 32 bytes");
     for field in event.pii_fields_mut() {
         if let Pii::Plain(value) = field {
-            let mut nonce = [0u8; NONCE_LEN];
-            rand::rngs::OsRng.fill_bytes(&mut nonce);
-            let ciphertext = cipher
-                .encrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: value.as_bytes(),
-                        aad: subject.as_bytes(),
-                    },
-                )
-                .expect("AES-GCM encryption of a short value cannot fail");
-            let mut sealed = nonce.to_vec();
-            sealed.extend_from_slice(&ciphertext);
-            *field = Pii::Sealed(STANDARD.encode(sealed));
+            *field = Pii::Sealed(seal_text(value, subject, key));
         }
     }
+}
+
+fn seal_text(value: &str, subject: Uuid, key: &[u8]) -> String {
+    let cipher = Aes256Gcm::new_from_slice(key).expect("keys are 32 bytes");
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: value.as_bytes(),
+                aad: subject.as_bytes(),
+            },
+        )
+        .expect("AES-GCM encryption of a short value cannot fail");
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    STANDARD.encode(sealed)
+}
+
+/// A sealed `metadata.source_ip` is stored as `sealed:<subject>:<value>`
+/// (a plain address never starts so): a user's address is their personal
+/// data and goes with their key.
+const SEALED_ADDRESS: &str = "sealed:";
+
+/// Whose personal data the request's source address is: the acting user,
+/// else the user the events are about. Runner and system addresses are no
+/// one's personal data and stay readable.
+pub(super) fn address_subject(metadata: &Metadata, events: &[Event]) -> Option<Uuid> {
+    metadata.source_ip.as_ref()?;
+    match &metadata.actor {
+        Actor::User { user_id } => Some(*user_id),
+        Actor::Runner { .. } => None,
+        Actor::System { .. } | Actor::CommandLine { .. } => events.iter().find_map(Event::pii_subject),
+    }
+}
+
+/// `metadata` as stored, its source address sealed with `key`.
+pub(super) fn seal_address(metadata: &Metadata, subject: Uuid, key: &[u8]) -> Metadata {
+    let mut stored = metadata.clone();
+    if let Some(address) = &metadata.source_ip {
+        stored.source_ip = Some(format!(
+            "{SEALED_ADDRESS}{subject}:{}",
+            seal_text(address, subject, key)
+        ));
+    }
+    stored
+}
+
+/// The subject whose key opens a stored `metadata`'s source address.
+pub(super) fn sealed_address_subject(metadata: &Metadata) -> Option<Uuid> {
+    let rest = metadata.source_ip.as_deref()?.strip_prefix(SEALED_ADDRESS)?;
+    rest.split_once(':')?.0.parse().ok()
+}
+
+/// Opens a stored source address; once the subject's key is gone (or the
+/// value does not open) the address is simply not known any more.
+pub(super) fn unseal_address(metadata: &mut Metadata, keys: &SubjectKeys) {
+    let Some(rest) = metadata
+        .source_ip
+        .as_deref()
+        .and_then(|ip| ip.strip_prefix(SEALED_ADDRESS))
+    else {
+        return;
+    };
+    let opened = rest.split_once(':').and_then(|(subject, sealed)| {
+        let subject: Uuid = subject.parse().ok()?;
+        let key = keys.get(&subject)?.as_deref()?;
+        open(sealed, subject, key)
+    });
+    metadata.source_ip = opened;
 }
 
 /// Unseals every sealed value of `event`; values whose key is gone
