@@ -174,6 +174,15 @@ impl Aggregate for Job {
                     input,
                 },
             ) => {
+                // The payload is sealed in the log, so PostgreSQL no longer
+                // sees it at append time; the read model's jsonb cannot hold
+                // NUL, so it is refused here, before anything is written.
+                if json_contains_nul(payload) {
+                    return Err(DomainError::Invalid {
+                        code: ErrorCode::InvalidText,
+                        message: "the payload must not contain NUL characters".into(),
+                    });
+                }
                 if !PRIORITY_RANGE.contains(priority) {
                     return Err(DomainError::Invalid {
                         code: ErrorCode::InvalidPriority,
@@ -292,6 +301,18 @@ impl Aggregate for Job {
                 }
             }
         }
+    }
+}
+
+/// Whether any key or string in `value` holds a NUL character.
+fn json_contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_contains_nul),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || json_contains_nul(value)),
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => false,
     }
 }
 

@@ -468,3 +468,88 @@ async fn a_deleted_users_key_and_personal_data_are_gone_from_the_database_files(
     assert!(entries.iter().all(|e| e["source_ip"].is_null()), "{audit}");
     app.stop().await;
 }
+
+/// NUL bytes and values beyond range, wherever a client can put them,
+/// answer 4xx with a code (never 500, never a dropped connection), and a
+/// refused NUL never reaches the log, where it would stop a projector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_bytes_and_extreme_values_are_refused_not_failed() {
+    use serde_json::json;
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+
+    // Unauthenticated: a NUL in the username.
+    let login = app
+        .http
+        .post(app.url("/api/local-account/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=password&username=a%00b&password=whatever-it-is")
+        .send()
+        .await
+        .unwrap();
+    assert!(login.status().is_client_error(), "{}", login.status());
+
+    let refused = |response: reqwest::Response| async move {
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(status.is_client_error(), "{status}: {body}");
+        body
+    };
+    // Job payloads: in a nested value and in a key.
+    for payload in [json!({"deep": [{"text": "a\u{0}b"}]}), json!({"key\u{0}": 1})] {
+        let body = refused(app.post_json(&user, "/api/jobs", json!({"payload": payload})).await).await;
+        assert!(body.contains("invalid_text"), "{body}");
+    }
+    // Filters and queries.
+    for path in [
+        "/api/admins/audit?type=a%00b",
+        "/api/admins/audit?since=-100000-01-01T00:00:00Z",
+        "/api/admins/runners?contacted_since=-100000-01-01T00:00:00Z",
+        "/api/admins/dashboard?active_within=1000000years",
+        "/api/admins/dashboard?active_within=18446744073709551615s",
+    ] {
+        refused(app.get_json(&admin, path).await).await;
+    }
+    // A runner's description, machine info, progress message and result.
+    let description = app
+        .post_json(&admin, "/api/admins/create_runner", json!({"description": "a\u{0}b"}))
+        .await;
+    let body = refused(description).await;
+    assert!(body.contains("invalid_text"), "{body}");
+    let (_, runner_token) = app.create_runner(&admin).await;
+    let info = app
+        .post_json(
+            &runner_token,
+            "/api/runners/verify",
+            json!({"system_id": "s_nul", "info": {"name": "a\u{0}b"}}),
+        )
+        .await;
+    refused(info).await;
+    let job_id = app.submit_job(&user, json!({"n": 1}), &[], 0).await;
+    let job = app.request_job(&runner_token, "s_nul", 0).await.expect("a job");
+    assert_eq!(job["id"], job_id.as_str());
+    let progress = app
+        .post_json(
+            &runner_token,
+            &format!("/api/runners/jobs/{job_id}/progress"),
+            json!({"system_id": "s_nul", "progress": 0.5, "message": "a\u{0}b"}),
+        )
+        .await;
+    refused(progress).await;
+    let result = app
+        .post_json(
+            &runner_token,
+            &format!("/api/runners/jobs/{job_id}/result"),
+            json!({"system_id": "s_nul", "outcome": "failed", "result": {"error": "a\u{0}b"}}),
+        )
+        .await;
+    refused(result).await;
+
+    // Nothing of it stopped the read models: new work still shows up.
+    let after = app.submit_job(&user, json!({"still": "working"}), &[], 0).await;
+    assert_eq!(app.job(&user, &after).await["status"], "queued");
+    let health = app.http.get(app.url("/api/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    app.stop().await;
+}
