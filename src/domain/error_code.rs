@@ -195,6 +195,8 @@ error_codes! {
     TooManyApiTokens = 409, "too_many_api_tokens";
 
     // Runners, machines, jobs.
+    /// This runner token has the most machines allowed (`runners.max_machines_per_token`).
+    TooManyMachines = 409, "too_many_machines";
     /// No such runner.
     RunnerNotFound = 404, "runner_not_found";
     /// A runner with this id already exists.

@@ -37,9 +37,33 @@ struct Seen {
     ip_address: Option<String>,
 }
 
+/// The most machines this process keeps fresh contact times for. Past it,
+/// entries whose contact is already in the log (older than
+/// `contact_record_interval`) go first, then the oldest: memory stays
+/// bounded whatever runners send, and an evicted machine only loses
+/// sub-interval freshness.
+const MAX_PRESENCE_ENTRIES: usize = 100_000;
+
 #[derive(Default)]
 pub struct MachinePresence {
     seen: Mutex<HashMap<Uuid, Seen>>,
+}
+
+/// Makes room for one more entry in `seen`.
+fn make_room(seen: &mut HashMap<Uuid, Seen>, recorded_before: DateTime<Utc>) {
+    if seen.len() < MAX_PRESENCE_ENTRIES {
+        return;
+    }
+    seen.retain(|_, entry| entry.contacted_at >= recorded_before);
+    if seen.len() >= MAX_PRESENCE_ENTRIES {
+        if let Some(oldest) = seen
+            .iter()
+            .min_by_key(|(_, entry)| entry.contacted_at)
+            .map(|(id, _)| *id)
+        {
+            seen.remove(&oldest);
+        }
+    }
 }
 
 impl MachinePresence {
@@ -71,8 +95,15 @@ pub async fn touch(
     };
     let now = Utc::now();
     let record_every = fleet.config.contact_record_interval;
-    let due = {
+    let (due, new_here) = {
         let mut seen = fleet.presence.seen.lock().expect("presence");
+        let new_here = !seen.contains_key(&machine_id);
+        if new_here {
+            make_room(
+                &mut seen,
+                now - chrono::Duration::from_std(record_every).unwrap_or(chrono::Duration::MAX),
+            );
+        }
         let entry = seen.entry(machine_id).or_insert_with(|| Seen {
             contacted_at: now,
             checked_at: DateTime::<Utc>::MIN_UTC,
@@ -91,9 +122,24 @@ pub async fn touch(
             }
             entry.ip_address = ip_address.clone();
         }
-        due
+        (due, new_here)
     };
     if due {
+        // A machine this process has not seen may be new to the runner:
+        // then it registers under the per-token limit.
+        let slot = match new_here {
+            true => registration_slot(fleet, runner.runner_id, machine_id).await,
+            false => Ok(None),
+        };
+        // Held (when taken) until the registration below is projected.
+        let _registration_lock = match slot {
+            Ok(lock) => lock,
+            Err(error) => {
+                // Refused: not a machine of this process either.
+                fleet.presence.seen.lock().expect("presence").remove(&machine_id);
+                return Err(error);
+            }
+        };
         let command = MachineCommand::Contact(Box::new(Contact {
             machine_id,
             runner_id: runner.runner_id,
@@ -116,6 +162,54 @@ pub async fn touch(
         }
     }
     Ok(machine)
+}
+
+/// For a machine not registered yet: the runner's registration lock
+/// (every instance), once it is sure the runner has room for one more
+/// machine; held until the registration is in the read model, so the next
+/// count sees it. `None` when the machine is registered already.
+async fn registration_slot(
+    fleet: &Fleet,
+    runner_id: Uuid,
+    machine_id: Uuid,
+) -> Result<Option<crate::platform::db::SessionLock>, CommandError> {
+    let registered = "SELECT EXISTS (SELECT 1 FROM runner_machines WHERE id = $1 AND pruned_at IS NULL)";
+    let connection = fleet.db.get().await.map_err(StoreError::from)?;
+    let known: bool = connection
+        .query_one(registered, &[&machine_id])
+        .await
+        .map_err(StoreError::from)?
+        .get(0);
+    drop(connection);
+    if known {
+        return Ok(None);
+    }
+    let key = crate::log::follower::advisory_key(&format!("machine-registration:{runner_id}"));
+    let lock = crate::platform::db::SessionLock::take(&fleet.db, key)
+        .await
+        .map_err(StoreError::from)?;
+    let connection = fleet.db.get().await.map_err(StoreError::from)?;
+    let (known, count): (bool, i64) = {
+        let row = connection
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM runner_machines WHERE id = $1 AND pruned_at IS NULL),
+                        (SELECT count(*) FROM runner_machines WHERE runner_id = $2 AND pruned_at IS NULL)",
+                &[&machine_id, &runner_id],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        (row.get(0), row.get(1))
+    };
+    if !known && count >= i64::from(fleet.config.max_machines_per_token) {
+        return Err(crate::domain::DomainError::Conflict {
+            code: crate::domain::ErrorCode::TooManyMachines,
+            message: format!(
+                "this runner token has {count} machines, the most allowed (runners.max_machines_per_token);                  unused machines are pruned after runners.machine_retention"
+            ),
+        }
+        .into());
+    }
+    Ok(Some(lock))
 }
 
 /// Machines (not pruned) by runner, optionally of one runner only.
@@ -194,4 +288,46 @@ pub fn spawn_pruner(fleet: Arc<Fleet>, cancel: CancellationToken) -> JoinHandle<
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen_at(contacted_at: DateTime<Utc>) -> Seen {
+        Seen {
+            contacted_at,
+            checked_at: contacted_at,
+            info: None,
+            ip_address: None,
+        }
+    }
+
+    #[test]
+    fn the_presence_map_stays_bounded() {
+        let now = Utc::now();
+        let recorded_before = now - chrono::Duration::minutes(5);
+        let mut seen = HashMap::new();
+        // Full of fresh entries: the oldest one makes room.
+        for n in 0..MAX_PRESENCE_ENTRIES {
+            seen.insert(
+                Uuid::from_u128(n as u128),
+                seen_at(now + chrono::Duration::milliseconds(n as i64)),
+            );
+        }
+        make_room(&mut seen, recorded_before);
+        assert_eq!(seen.len(), MAX_PRESENCE_ENTRIES - 1);
+        assert!(!seen.contains_key(&Uuid::from_u128(0)));
+        // Entries whose contact is in the log already go first, all at once.
+        for n in 0..1000u128 {
+            seen.remove(&Uuid::from_u128(n + 1));
+            seen.insert(
+                Uuid::from_u128(u128::MAX - n),
+                seen_at(now - chrono::Duration::hours(1)),
+            );
+        }
+        seen.insert(Uuid::from_u128(u128::MAX - 5000), seen_at(now));
+        make_room(&mut seen, recorded_before);
+        assert_eq!(seen.len(), MAX_PRESENCE_ENTRIES - 1000);
+    }
 }

@@ -364,36 +364,17 @@ pub async fn delete_user_keeping_an_admin(
 }
 
 /// Serialises changes that may remove an admin (demotion, deletion), on
-/// every instance: a session advisory lock held from the last-admin check
-/// until the change is in the read model, so two admins demoting each
-/// other at once cannot both pass the check.
-struct AdminChangeLock(Option<crate::platform::db::Connection>);
+/// every instance: held from the last-admin check until the change is in
+/// the read model, so two admins demoting each other at once cannot both
+/// pass the check.
+struct AdminChangeLock;
 
 /// Advisory lock key of [`AdminChangeLock`].
 const ADMIN_CHANGE_LOCK: i64 = 0x7761_7264_656e_0002;
 
 impl AdminChangeLock {
-    async fn take(db: &crate::platform::db::Database) -> Result<AdminChangeLock, StoreError> {
-        let connection = db.get().await?;
-        // Waiting ends with an error rather than never (the session, and
-        // this setting, are closed with the lock).
-        connection.batch_execute("SET lock_timeout = '10s'").await?;
-        let lock = AdminChangeLock(Some(connection));
-        if let Some(connection) = &lock.0 {
-            connection
-                .execute("SELECT pg_advisory_lock($1)", &[&ADMIN_CHANGE_LOCK])
-                .await?;
-        }
-        Ok(lock)
-    }
-}
-
-impl Drop for AdminChangeLock {
-    fn drop(&mut self) {
-        // Closing the session releases the lock, whatever happened.
-        if let Some(connection) = self.0.take() {
-            crate::platform::db::discard(connection);
-        }
+    async fn take(db: &crate::platform::db::Database) -> Result<crate::platform::db::SessionLock, StoreError> {
+        Ok(crate::platform::db::SessionLock::take(db, ADMIN_CHANGE_LOCK).await?)
     }
 }
 

@@ -208,6 +208,11 @@ pub struct RunnersConfig {
     pub max_token_grace: Duration,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// Machines one runner token may have registered at once (pruned ones
+    /// do not count): a leaked token cannot fill the database with
+    /// machines.
+    #[serde(default = "default_max_machines_per_token")]
+    pub max_machines_per_token: u32,
 }
 
 impl Default for RunnersConfig {
@@ -222,8 +227,13 @@ impl Default for RunnersConfig {
             progress_record_interval: default_progress_record_interval(),
             max_token_grace: default_max_token_grace(),
             rate_limit: RateLimitConfig::default(),
+            max_machines_per_token: default_max_machines_per_token(),
         }
     }
+}
+
+fn default_max_machines_per_token() -> u32 {
+    1000
 }
 
 fn default_contact_record_interval() -> Duration {
@@ -722,6 +732,9 @@ impl Config {
             return Err(field_error("http.max_body_bytes", "must be at least 1024"));
         }
         let runners = &self.runners;
+        if runners.max_machines_per_token == 0 {
+            return Err(field_error("runners.max_machines_per_token", "must be at least 1"));
+        }
         if runners.rate_limit.per_second == 0 || runners.rate_limit.burst == 0 {
             return Err(field_error(
                 "runners.rate_limit",

@@ -93,3 +93,32 @@ impl Database {
 pub fn discard(connection: Connection) {
     drop(deadpool_postgres::Object::take(connection));
 }
+
+/// A session advisory lock on a connection of its own, held until dropped:
+/// serialises a check and the change it guards on every instance (e.g. "is
+/// this the last admin?" and the demotion, held until the demotion is in
+/// the read model, so the next check sees it).
+pub struct SessionLock(Option<Connection>);
+
+impl SessionLock {
+    pub async fn take(db: &Database, key: i64) -> Result<SessionLock, DbError> {
+        let connection = db.get().await?;
+        // Waiting ends with an error rather than never (the session, and
+        // this setting, are closed with the lock).
+        connection.batch_execute("SET lock_timeout = '10s'").await?;
+        let lock = SessionLock(Some(connection));
+        if let Some(connection) = &lock.0 {
+            connection.execute("SELECT pg_advisory_lock($1)", &[&key]).await?;
+        }
+        Ok(lock)
+    }
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        // Closing the session releases the lock, whatever happened.
+        if let Some(connection) = self.0.take() {
+            discard(connection);
+        }
+    }
+}

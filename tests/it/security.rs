@@ -553,3 +553,48 @@ async fn nul_bytes_and_extreme_values_are_refused_not_failed() {
     assert_eq!(health.status(), StatusCode::OK);
     app.stop().await;
 }
+
+/// One runner token cannot register unlimited machines, not even with
+/// many registrations at once; known machines keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_token_registers_at_most_its_machine_limit() {
+    let mut config = test_config();
+    config.runners.max_machines_per_token = 3;
+    let app = std::sync::Arc::new(TestApp::start_with(config).await);
+    let admin = app.admin_token().await;
+    let (_, token) = app.create_runner(&admin).await;
+    let verify = |app: std::sync::Arc<TestApp>, token: String, system_id: String| async move {
+        app.post_json(
+            &token,
+            "/api/runners/verify",
+            serde_json::json!({"system_id": system_id}),
+        )
+        .await
+    };
+    let attempts: Vec<_> = (0..12)
+        .map(|n| tokio::spawn(verify(app.clone(), token.clone(), format!("s_parallel_{n}"))))
+        .collect();
+    let mut registered = Vec::new();
+    for (n, attempt) in attempts.into_iter().enumerate() {
+        let response = attempt.await.unwrap();
+        match response.status() {
+            StatusCode::OK => registered.push(n),
+            StatusCode::CONFLICT => {
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(body["code"], "too_many_machines");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(registered.len(), 3, "registered: {registered:?}");
+    // A registered machine still works; another new one is still refused.
+    let known = verify(app.clone(), token.clone(), format!("s_parallel_{}", registered[0])).await;
+    assert_eq!(known.status(), StatusCode::OK);
+    assert_error(
+        verify(app.clone(), token.clone(), "s_one_more".into()).await,
+        StatusCode::CONFLICT,
+        "too_many_machines",
+    )
+    .await;
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}
