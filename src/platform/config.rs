@@ -336,6 +336,10 @@ pub struct DatabaseConfig {
     pub data_dir: PathBuf,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// PEM file with the CA certificates that sign the database server's
+    /// certificate (for `sslmode=require`); default: the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
@@ -344,6 +348,7 @@ impl Default for DatabaseConfig {
             url: None,
             data_dir: default_data_dir(),
             max_connections: default_max_connections(),
+            ca_file: None,
         }
     }
 }

@@ -18,7 +18,17 @@ pub struct DatabaseHandle {
 impl DatabaseHandle {
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         if let Some(url) = &config.database.url {
-            let db = Database::from_url(url.expose(), config.database.max_connections)?;
+            let db = Database::from_url(
+                url.expose(),
+                config.database.max_connections,
+                config.database.ca_file.as_deref(),
+            )?;
+            if db.may_travel_in_clear() {
+                tracing::warn!(
+                    "database.url reaches PostgreSQL over the network without sslmode=require: \
+                     passwords and personal data may travel unencrypted"
+                );
+            }
             return Ok(DatabaseHandle { db, cluster: None });
         }
         let options = ClusterOptions::durable(&config.database.data_dir);

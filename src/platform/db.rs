@@ -1,7 +1,9 @@
 //! The PostgreSQL connection pool and schema migrations.
 
+use std::path::Path;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -27,15 +29,30 @@ pub enum DbError {
 pub struct Database {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
 pub type Connection = deadpool_postgres::Object;
 
 impl Database {
+    /// Over TCP, TLS as the connection's `sslmode` says (`prefer` when
+    /// unset), verified against the system's trust store; unix sockets
+    /// never use TLS.
     pub fn new(config: tokio_postgres::Config, max_connections: usize) -> Result<Self, DbError> {
+        Self::with_tls(config, max_connections, None)
+    }
+
+    /// As [`Database::new`], trusting the CA certificates in `ca_file`
+    /// (PEM) instead of the system's.
+    pub fn with_tls(
+        config: tokio_postgres::Config,
+        max_connections: usize,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, DbError> {
+        let tls = MakeRustlsConnect::new(crate::platform::tls::client_config(ca_file).map_err(DbError::Config)?);
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -47,15 +64,32 @@ impl Database {
             .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .map_err(|e| DbError::Config(e.to_string()))?;
-        Ok(Database { pool, config })
+        Ok(Database { pool, config, tls })
     }
 
-    /// Parses a `postgres://` URL or a `key=value` connection string.
-    pub fn from_url(url: &str, max_connections: usize) -> Result<Self, DbError> {
+    /// Parses a `postgres://` URL or a `key=value` connection string
+    /// (`sslmode=require` for TLS; see [`Database::with_tls`]).
+    pub fn from_url(url: &str, max_connections: usize, ca_file: Option<&Path>) -> Result<Self, DbError> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
-        Self::new(config, max_connections)
+        Self::with_tls(config, max_connections, ca_file)
+    }
+
+    /// The TLS connector of the pool, for connections outside it.
+    pub fn tls(&self) -> MakeRustlsConnect {
+        self.tls.clone()
+    }
+
+    /// Whether a connection to a host other than a unix socket or loopback
+    /// may travel unencrypted (`sslmode` other than `require`).
+    pub fn may_travel_in_clear(&self) -> bool {
+        use tokio_postgres::config::{Host, SslMode};
+        let remote = self.config.get_hosts().iter().any(|host| match host {
+            Host::Tcp(name) => !matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1"),
+            Host::Unix(_) => false,
+        });
+        remote && self.config.get_ssl_mode() != SslMode::Require
     }
 
     pub async fn get(&self) -> Result<Connection, DbError> {

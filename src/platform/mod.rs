@@ -9,3 +9,4 @@ pub mod embedded_pg;
 pub mod failpoint;
 pub mod secrets;
 pub mod server_secrets;
+pub mod tls;

@@ -598,3 +598,122 @@ async fn a_runner_token_registers_at_most_its_machine_limit() {
     .await;
     std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
+
+/// An external PostgreSQL is reached over TLS when the URL asks for it
+/// (`sslmode=require`), with the server's certificate verified: against
+/// `database.ca_file`, else the system's trust store, which does not know
+/// a self-signed server and so refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_database_is_reached_over_verified_tls() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use warden::platform::db::Database;
+    use warden::platform::embedded_pg::{ClusterOptions, EmbeddedCluster};
+
+    let dir = std::env::temp_dir().join(format!("warden-tls-{}", uuid::Uuid::new_v4().simple()));
+    let start = |options: ClusterOptions| std::thread::spawn(move || EmbeddedCluster::start(&options).unwrap());
+    // Once without TLS, to learn which OS user runs the server (it must
+    // own its key file).
+    let mut plain = start(ClusterOptions::throwaway(&dir)).join().unwrap();
+    let owner = std::fs::metadata(dir.join("pgdata")).unwrap();
+    plain.stop();
+    // A test CA and a server certificate it signed (for 127.0.0.1).
+    let (ca, cert, key) = (dir.join("ca.crt"), dir.join("server.crt"), dir.join("server.key"));
+    let extensions = dir.join("server.ext");
+    std::fs::write(&extensions, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let made = std::process::Command::new("openssl")
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .expect("openssl must be installed (.ci/install-deps)");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=warden test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    for file in [&cert, &key] {
+        chown(file, Some(owner.uid()), Some(owner.gid())).unwrap();
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let port = crate::oidc_server::free_port();
+    let mut options = ClusterOptions::throwaway(&dir);
+    for (name, value) in [
+        ("ssl", "on".to_owned()),
+        ("ssl_cert_file", cert.display().to_string()),
+        ("ssl_key_file", key.display().to_string()),
+        ("listen_addresses", "127.0.0.1".to_owned()),
+        ("port", port.to_string()),
+    ] {
+        options.settings.push((name.into(), value));
+    }
+    let mut cluster = start(options).join().unwrap();
+    let url = format!("host=127.0.0.1 port={port} user=warden dbname=postgres sslmode=require");
+    let uses_tls = |db: Database| async move {
+        let client = db.get().await?;
+        let row = client
+            .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .map_err(warden::platform::db::DbError::from)?;
+        Ok::<bool, warden::platform::db::DbError>(row.get(0))
+    };
+    let trusted = Database::from_url(&url, 1, Some(&ca)).unwrap();
+    assert!(uses_tls(trusted).await.unwrap(), "the connection is not encrypted");
+    let untrusted = Database::from_url(&url, 1, None).unwrap();
+    let refused = uses_tls(untrusted).await.expect_err("a self-signed server was trusted");
+    assert!(
+        format!("{refused:?}").to_lowercase().contains("certificate"),
+        "{refused:?}"
+    );
+    // A remote database without sslmode=require is what start-up warns about.
+    assert!(Database::from_url("host=db.example.org user=w", 1, None)
+        .unwrap()
+        .may_travel_in_clear());
+    assert!(
+        !Database::from_url("host=db.example.org user=w sslmode=require", 1, None)
+            .unwrap()
+            .may_travel_in_clear()
+    );
+    cluster.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

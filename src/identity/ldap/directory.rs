@@ -227,20 +227,5 @@ fn first(entry: &SearchEntry, attribute: &str) -> Option<String> {
 }
 
 fn tls_with_ca(path: &std::path::Path) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))? {
-        let certificate = certificate.map_err(|e| format!("{}: {e}", path.display()))?;
-        roots.add(certificate).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no certificate in it", path.display()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    crate::platform::tls::client_config(Some(path))
 }

@@ -456,7 +456,7 @@ impl EventStore {
 
     async fn listen_for_appends(&self, config: &tokio_postgres::Config) -> Result<(), tokio_postgres::Error> {
         use futures_util::StreamExt;
-        let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+        let (client, mut connection) = config.connect(self.db.tls()).await?;
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         let statement = format!("LISTEN {APPEND_CHANNEL}");
         let listen = client.batch_execute(&statement);
