@@ -24,12 +24,33 @@ pub enum DbError {
     Config(String),
 }
 
+/// rustls for tokio-postgres. tokio-postgres asks for a connector for
+/// every host, unix sockets too (with an empty host name, which is no valid
+/// TLS server name); it never starts TLS on a unix socket, so any valid
+/// name serves there.
+#[derive(Clone)]
+pub struct PostgresTls(MakeRustlsConnect);
+
+impl<S> tokio_postgres::tls::MakeTlsConnect<S> for PostgresTls
+where
+    MakeRustlsConnect: tokio_postgres::tls::MakeTlsConnect<S>,
+{
+    type Stream = <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Stream;
+    type TlsConnect = <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::TlsConnect;
+    type Error = <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        let domain = if domain.is_empty() { "localhost" } else { domain };
+        self.0.make_tls_connect(domain)
+    }
+}
+
 /// Shared handle to warden's database.
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
     config: tokio_postgres::Config,
-    tls: MakeRustlsConnect,
+    tls: PostgresTls,
 }
 
 pub type Connection = deadpool_postgres::Object;
@@ -49,7 +70,9 @@ impl Database {
         max_connections: usize,
         ca_file: Option<&Path>,
     ) -> Result<Self, DbError> {
-        let tls = MakeRustlsConnect::new(crate::platform::tls::client_config(ca_file).map_err(DbError::Config)?);
+        let tls = PostgresTls(MakeRustlsConnect::new(
+            crate::platform::tls::client_config(ca_file).map_err(DbError::Config)?,
+        ));
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
@@ -77,7 +100,7 @@ impl Database {
     }
 
     /// The TLS connector of the pool, for connections outside it.
-    pub fn tls(&self) -> MakeRustlsConnect {
+    pub fn tls(&self) -> PostgresTls {
         self.tls.clone()
     }
 

@@ -3,17 +3,22 @@
 //! `warden serve` uses it when no database URL is configured, and the test
 //! harness uses it for throwaway clusters. The cluster listens on a unix
 //! socket only (no TCP), in a directory only its owner can enter, and
-//! trusts local connections. The postmaster is a child of a supervisor
+//! every connection must give the superuser's password (SCRAM-SHA-256): a
+//! random one, generated with the cluster and kept in
+//! `<data_dir>/pg-password` (mode 0600, owned by warden's OS user, not the
+//! server's). A cluster an older release made with `trust` is moved to the
+//! password on its next start. The postmaster is a child of a supervisor
 //! thread and is told to shut down (SIGINT, "fast") when that thread dies,
 //! so it never outlives the process that started it.
 //!
 //! PostgreSQL refuses to run as root. When warden runs as root, the cluster
-//! runs as an unprivileged OS user (`WARDEN_PG_OS_USER`, else `postgres`,
-//! else `nobody`) who owns the data folder.
+//! runs as a dedicated unprivileged OS user (`WARDEN_PG_OS_USER`, else
+//! `warden-pg`, created if missing; never `nobody`, whose processes are
+//! everyone's) who owns the database folder.
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -128,23 +133,29 @@ impl OsIdentity {
         if !Uid::effective().is_root() {
             return Ok(None);
         }
-        let names: Vec<String> = match std::env::var("WARDEN_PG_OS_USER") {
-            Ok(name) => vec![name],
-            Err(_) => vec!["postgres".into(), "nobody".into()],
-        };
-        for name in &names {
-            if let Ok(Some(user)) = User::from_name(name) {
-                if !user.uid.is_root() {
-                    return Ok(Some(OsIdentity {
-                        uid: user.uid,
-                        gid: user.gid,
-                    }));
-                }
+        let configured = std::env::var("WARDEN_PG_OS_USER").ok();
+        let name = configured.clone().unwrap_or_else(|| DEDICATED_OS_USER.to_owned());
+        if name == "nobody" {
+            return Err(EmbeddedError::NoUnprivilegedUser {
+                tried: "nobody (refused: its processes belong to everyone)".into(),
+            });
+        }
+        if configured.is_none() {
+            // One creation at a time in this process: two concurrent
+            // useradd runs can each write /etc/passwd (seen in tests).
+            static CREATING: Mutex<()> = Mutex::new(());
+            let _one_at_a_time = CREATING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if matches!(User::from_name(&name), Ok(None)) {
+                create_os_user(&name)?;
             }
         }
-        Err(EmbeddedError::NoUnprivilegedUser {
-            tried: names.join(", "),
-        })
+        match User::from_name(&name) {
+            Ok(Some(user)) if !user.uid.is_root() => Ok(Some(OsIdentity {
+                uid: user.uid,
+                gid: user.gid,
+            })),
+            _ => Err(EmbeddedError::NoUnprivilegedUser { tried: name }),
+        }
     }
 
     fn apply(self, command: &mut Command) {
@@ -158,6 +169,113 @@ impl OsIdentity {
             source: errno.into(),
         })
     }
+
+    /// Makes `dir` and everything in it this identity's, when it is not yet
+    /// (a cluster made by an older release ran as `postgres` or `nobody`).
+    fn own_all(self, dir: &Path) -> Result<(), EmbeddedError> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = fs::symlink_metadata(dir).map_err(io_error(dir))?;
+        if metadata.uid() == self.uid.as_raw() {
+            return Ok(());
+        }
+        tracing::info!(folder = %dir.display(), "handing the PostgreSQL folder to its dedicated OS user");
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(path) = pending.pop() {
+            let metadata = fs::symlink_metadata(&path).map_err(io_error(&path))?;
+            // Links are re-owned themselves, never followed.
+            std::os::unix::fs::lchown(&path, Some(self.uid.as_raw()), Some(self.gid.as_raw()))
+                .map_err(io_error(&path))?;
+            if metadata.is_dir() {
+                for entry in fs::read_dir(&path).map_err(io_error(&path))? {
+                    pending.push(entry.map_err(io_error(&path))?.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The OS user the cluster runs as when warden runs as root.
+pub const DEDICATED_OS_USER: &str = "warden-pg";
+
+/// A system account with no home and no login shell, only for PostgreSQL.
+fn create_os_user(name: &str) -> Result<(), EmbeddedError> {
+    let output = Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+        ])
+        .args(["--shell", "/usr/sbin/nologin", name])
+        .output()
+        .map_err(|source| EmbeddedError::Command {
+            action: format!("creating the OS user {name} (useradd)"),
+            detail: source.to_string(),
+        })?;
+    // Another warden may have created it at the same moment.
+    if output.status.success() || matches!(User::from_name(name), Ok(Some(_))) {
+        tracing::info!(user = name, "created the OS user the embedded PostgreSQL runs as");
+        return Ok(());
+    }
+    Err(EmbeddedError::Command {
+        action: format!("creating the OS user {name} (useradd)"),
+        detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    })
+}
+
+/// The superuser's password, next to (not inside) the database folder.
+const PASSWORD_FILE: &str = "pg-password";
+
+/// The only client authentication the cluster accepts (unix socket, and
+/// loopback TCP should someone turn it on).
+const HBA: &str = "# Written by warden: every connection needs the password (SCRAM-SHA-256).
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+";
+
+/// The password in `path`, if the file is there.
+fn read_password(path: &Path) -> Result<Option<String>, EmbeddedError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error(path)(error)),
+    }
+}
+
+/// A fresh random password, written to `path` with mode 0600 (created
+/// exclusively: an existing file or a planted link is never written
+/// through).
+fn create_password(path: &Path) -> Result<String, EmbeddedError> {
+    use base64::Engine;
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.write_all(password.as_bytes()).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))?;
+    Ok(password)
+}
+
+/// Replaces the cluster's `pg_hba.conf` with [`HBA`].
+fn write_hba(pgdata: &Path, identity: Option<OsIdentity>) -> Result<(), EmbeddedError> {
+    let path = pgdata.join("pg_hba.conf");
+    fs::write(&path, HBA).map_err(io_error(&path))?;
+    if let Some(identity) = identity {
+        identity.own(&path)?;
+    }
+    Ok(())
 }
 
 /// How to start a cluster.
@@ -208,6 +326,9 @@ pub struct EmbeddedCluster {
     pgdata: PathBuf,
     socket_dir: PathBuf,
     port: u16,
+    /// The superuser's password; `None` only when attached to a cluster
+    /// of an older release that still trusts local connections.
+    password: Option<String>,
     server: Option<OwnedServer>,
 }
 
@@ -216,19 +337,31 @@ impl EmbeddedCluster {
     /// postmaster already serving this data folder. Blocking.
     pub fn start(options: &ClusterOptions) -> Result<Self, EmbeddedError> {
         let binaries = PgBinaries::locate()?;
-        let identity = OsIdentity::for_postgres()?;
         let data_dir = absolute(&options.data_dir)?;
         let pgdata = data_dir.join("pgdata");
-        let socket_dir = socket_dir_for(&data_dir);
+        let password_file = data_dir.join(PASSWORD_FILE);
 
         fs::create_dir_all(&data_dir).map_err(io_error(&data_dir))?;
-        if let Some(running) = Self::attach(&data_dir, &pgdata, &socket_dir) {
+        if let Some(running) = Self::attach(&data_dir, &pgdata, &password_file)? {
             tracing::info!(data_dir = %data_dir.display(), "using the PostgreSQL already running on this data folder");
             return Ok(running);
         }
-        prepare_private_dir(&socket_dir, identity)?;
-        if !pgdata.join("PG_VERSION").is_file() {
-            initdb(&binaries, &pgdata, identity, options.durable)?;
+        let identity = OsIdentity::for_postgres()?;
+        let socket_dir = prepare_socket_dir(&data_dir, identity)?;
+        let fresh = !pgdata.join("PG_VERSION").is_file();
+        let password = match read_password(&password_file)? {
+            Some(password) if !fresh => password,
+            // A new cluster gets a new password (a file left by a deleted
+            // cluster is replaced).
+            _ => {
+                let _ = fs::remove_file(&password_file);
+                create_password(&password_file)?
+            }
+        };
+        if fresh {
+            initdb(&binaries, &pgdata, identity, options.durable, &password)?;
+        } else if let Some(identity) = identity {
+            identity.own_all(&pgdata)?;
         }
         let log_path = data_dir.join("postgres.log");
         let server = spawn_postmaster(&binaries, &pgdata, &socket_dir, &log_path, identity, options)?;
@@ -237,25 +370,77 @@ impl EmbeddedCluster {
             pgdata,
             socket_dir,
             port: DEFAULT_PORT,
+            password: Some(password),
             server: Some(server),
         };
         cluster.wait_ready(&log_path)?;
+        cluster.require_password(identity)?;
         Ok(cluster)
     }
 
-    /// A postmaster that is alive and ready on this data folder, if any.
-    fn attach(data_dir: &Path, pgdata: &Path, socket_dir: &Path) -> Option<Self> {
-        let pid_file = PidFile::read(pgdata)?;
+    /// A postmaster that is alive and ready on this data folder, if any
+    /// (its socket folder is in its pid file).
+    fn attach(data_dir: &Path, pgdata: &Path, password_file: &Path) -> Result<Option<Self>, EmbeddedError> {
+        let Some(pid_file) = PidFile::read(pgdata) else {
+            return Ok(None);
+        };
         if !pid_file.ready || !process_alive(pid_file.pid) {
-            return None;
+            return Ok(None);
         }
-        Some(EmbeddedCluster {
+        Ok(Some(EmbeddedCluster {
             data_dir: data_dir.to_path_buf(),
             pgdata: pgdata.to_path_buf(),
-            socket_dir: socket_dir.to_path_buf(),
+            socket_dir: pid_file.socket_dir,
             port: pid_file.port,
+            password: read_password(password_file)?,
             server: None,
+        }))
+    }
+
+    /// Moves a cluster that still trusts local connections (made by an
+    /// older release) to the password: sets it on the superuser, then
+    /// replaces `pg_hba.conf` and reloads. A cluster whose `pg_hba.conf` is
+    /// warden's already is left alone.
+    fn require_password(&self, identity: Option<OsIdentity>) -> Result<(), EmbeddedError> {
+        let hba_path = self.pgdata.join("pg_hba.conf");
+        if fs::read_to_string(&hba_path).map_err(io_error(&hba_path))? == HBA {
+            return Ok(());
+        }
+        let password = self.password.clone().unwrap_or_default();
+        let config = self.connect_config("postgres");
+        // Its own thread and runtime: this may run on a blocking thread of
+        // the caller's runtime, where blocking on another is not allowed.
+        let outcome = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                // The password is ours (URL-safe base64): no quoting issue.
+                client
+                    .batch_execute(&format!("ALTER ROLE \"{SUPERUSER}\" PASSWORD '{password}'"))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         })
+        .join()
+        .unwrap_or_else(|_| Err("the password set-up thread panicked".into()));
+        outcome.map_err(|detail| EmbeddedError::Command {
+            action: "setting the superuser's password".into(),
+            detail,
+        })?;
+        write_hba(&self.pgdata, identity)?;
+        // SIGHUP: the postmaster re-reads pg_hba.conf.
+        if let Some(server) = &self.server {
+            kill(server.pid, Signal::SIGHUP).map_err(|errno| EmbeddedError::Io {
+                path: hba_path.display().to_string(),
+                source: errno.into(),
+            })?;
+        }
+        tracing::info!("the embedded PostgreSQL now requires its password (it trusted local connections before)");
+        Ok(())
     }
 
     fn wait_ready(&self, log_path: &Path) -> Result<(), EmbeddedError> {
@@ -288,7 +473,15 @@ impl EmbeddedCluster {
             .user(SUPERUSER)
             .dbname(dbname)
             .application_name("warden");
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
         config
+    }
+
+    /// The superuser's password (kept in `<data_dir>/pg-password`).
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     pub fn socket_dir(&self) -> &Path {
@@ -313,6 +506,14 @@ impl EmbeddedCluster {
         let Some(server) = self.server.take() else {
             return;
         };
+        self.stop_server(&server);
+        // A random socket folder under /tmp is this start's alone.
+        if !self.socket_dir.starts_with(&self.data_dir) {
+            let _ = fs::remove_dir_all(&self.socket_dir);
+        }
+    }
+
+    fn stop_server(&self, server: &OwnedServer) {
         for (signal, patience) in [
             (Signal::SIGINT, STOP_TIMEOUT),
             (Signal::SIGQUIT, Duration::from_secs(5)),
@@ -345,21 +546,45 @@ fn absolute(path: &Path) -> Result<PathBuf, EmbeddedError> {
     std::path::absolute(path).map_err(io_error(path))
 }
 
-/// Unix socket paths are limited to ~107 bytes; fall back to a short
-/// folder under /tmp named after the data folder when needed.
-fn socket_dir_for(data_dir: &Path) -> PathBuf {
+/// The socket folder, created private to the cluster's OS user: `run/` in
+/// the data folder, or, when that path is too long for a unix socket
+/// (~107 bytes), a new folder under /tmp with a random name. That one is
+/// created exclusively: a folder someone planted there is never taken over
+/// (nor chowned); a second process finds the socket in the pid file.
+fn prepare_socket_dir(data_dir: &Path, identity: Option<OsIdentity>) -> Result<PathBuf, EmbeddedError> {
     let inside = data_dir.join("run");
-    let socket_len = inside.as_os_str().len() + "/.s.PGSQL.65535".len();
-    if socket_len < 100 {
-        return inside;
+    if fits_a_socket(&inside) {
+        prepare_private_dir(&inside, identity)?;
+        return Ok(inside);
     }
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    data_dir.hash(&mut hasher);
-    PathBuf::from(format!("/tmp/warden-pg-{:016x}", hasher.finish()))
+    loop {
+        let candidate = random_tmp_socket_dir();
+        match fs::DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => {
+                if let Some(identity) = identity {
+                    identity.own(&candidate)?;
+                }
+                return Ok(candidate);
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(io_error(&candidate)(error)),
+        }
+    }
 }
 
-/// A folder only the cluster's OS user may enter.
+fn fits_a_socket(dir: &Path) -> bool {
+    dir.as_os_str().len() + "/.s.PGSQL.65535".len() < 100
+}
+
+/// `/tmp/warden-pg-<128 random bits>`: nobody can guess it in advance.
+fn random_tmp_socket_dir() -> PathBuf {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    PathBuf::from(format!("/tmp/warden-pg-{}", hex::encode(bytes)))
+}
+
+/// A folder of warden's data folder only the cluster's OS user may enter.
 fn prepare_private_dir(dir: &Path, identity: Option<OsIdentity>) -> Result<(), EmbeddedError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
@@ -374,13 +599,54 @@ fn initdb(
     pgdata: &Path,
     identity: Option<OsIdentity>,
     durable: bool,
+    password: &str,
 ) -> Result<(), EmbeddedError> {
     prepare_private_dir(pgdata, identity)?;
+    // initdb runs as the cluster's user and reads the password from a
+    // file: a copy only that user may read, next to the database folder
+    // (which initdb wants empty), removed right after.
+    let password_copy = pgdata.with_file_name(".initdb-password");
+    let _ = fs::remove_file(&password_copy);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&password_copy)
+            .map_err(io_error(&password_copy))?;
+        file.write_all(password.as_bytes()).map_err(io_error(&password_copy))?;
+    }
+    if let Some(identity) = identity {
+        identity.own(&password_copy)?;
+    }
+    let outcome = run_initdb(binaries, pgdata, identity, durable, &password_copy);
+    let _ = fs::remove_file(&password_copy);
+    outcome?;
+    write_hba(pgdata, identity)
+}
+
+fn run_initdb(
+    binaries: &PgBinaries,
+    pgdata: &Path,
+    identity: Option<OsIdentity>,
+    durable: bool,
+    password_file: &Path,
+) -> Result<(), EmbeddedError> {
     let mut command = Command::new(binaries.tool("initdb"));
     command
         .arg("--pgdata")
         .arg(pgdata)
-        .args(["--username", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C"])
+        .args([
+            "--username",
+            SUPERUSER,
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C",
+        ])
+        .arg(format!("--pwfile={}", password_file.display()))
         .arg("--no-instructions")
         // initdb complains when it cannot read its working directory.
         .current_dir(pgdata);
@@ -507,6 +773,7 @@ fn spawn_postmaster(
 struct PidFile {
     pid: Pid,
     port: u16,
+    socket_dir: PathBuf,
     ready: bool,
 }
 
@@ -517,6 +784,7 @@ impl PidFile {
         Some(PidFile {
             pid: Pid::from_raw(lines.first()?.trim().parse().ok()?),
             port: lines.get(3)?.trim().parse().ok()?,
+            socket_dir: PathBuf::from(lines.get(4)?.trim()),
             ready: lines.get(7).is_some_and(|status| status.trim() == "ready"),
         })
     }
@@ -547,12 +815,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_data_folders_get_a_short_socket_folder() {
-        let short = socket_dir_for(Path::new("/srv/warden"));
-        assert_eq!(short, Path::new("/srv/warden/run"));
-        let long = socket_dir_for(&Path::new("/srv").join("x".repeat(120)));
-        assert!(long.to_str().unwrap().starts_with("/tmp/warden-pg-"), "{long:?}");
-        assert!(long.as_os_str().len() < 40);
+    fn long_data_folders_get_an_unguessable_private_socket_folder() {
+        assert!(fits_a_socket(Path::new("/srv/warden/run")));
+        let long = tempfile::tempdir().unwrap().path().join("x".repeat(120));
+        let socket_dir = prepare_socket_dir(&long, None).unwrap();
+        assert!(
+            socket_dir.to_str().unwrap().starts_with("/tmp/warden-pg-"),
+            "{socket_dir:?}"
+        );
+        assert!(socket_dir.as_os_str().len() < 60);
+        assert_eq!(fs::metadata(&socket_dir).unwrap().permissions().mode() & 0o777, 0o700);
+        // Another start gets another name: nothing to plant in advance.
+        let again = prepare_socket_dir(&long, None).unwrap();
+        assert_ne!(socket_dir, again);
+        for dir in [socket_dir, again] {
+            fs::remove_dir(dir).unwrap();
+        }
     }
 
     #[test]
@@ -573,6 +851,7 @@ mod tests {
         let pid_file = PidFile::read(dir.path()).unwrap();
         assert_eq!(pid_file.pid, Pid::from_raw(4242));
         assert_eq!(pid_file.port, 5432);
+        assert_eq!(pid_file.socket_dir, Path::new("/run"));
         assert!(pid_file.ready);
         fs::write(dir.path().join("postmaster.pid"), body.replace("ready", "starting")).unwrap();
         assert!(!PidFile::read(dir.path()).unwrap().ready);

@@ -122,8 +122,9 @@ impl TestDb {
     /// `key=value` connection string for a warden subprocess.
     pub fn url(&self) -> String {
         format!(
-            "host={} port=5432 user=warden dbname={}",
+            "host={} port=5432 user=warden password={} dbname={}",
             socket_dir().display(),
+            with_cluster(|c| c.password().unwrap_or_default().to_owned()),
             self.name
         )
     }

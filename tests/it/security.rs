@@ -688,7 +688,10 @@ async fn an_external_database_is_reached_over_verified_tls() {
         options.settings.push((name.into(), value));
     }
     let mut cluster = start(options).join().unwrap();
-    let url = format!("host=127.0.0.1 port={port} user=warden dbname=postgres sslmode=require");
+    let url = format!(
+        "host=127.0.0.1 port={port} user=warden password={} dbname=postgres sslmode=require",
+        cluster.password().unwrap()
+    );
     let uses_tls = |db: Database| async move {
         let client = db.get().await?;
         let row = client
@@ -715,5 +718,79 @@ async fn an_external_database_is_reached_over_verified_tls() {
             .may_travel_in_clear()
     );
     cluster.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The embedded cluster is no one else's: it runs as its own OS user
+/// (never `nobody`), answers only to its password (kept 0600 by warden),
+/// listens in a private socket folder, and a cluster an older release made
+/// with `trust` is moved to the password on its next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_cluster_answers_only_to_its_password_and_runs_as_its_own_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use warden::platform::embedded_pg::{ClusterOptions, EmbeddedCluster, DEDICATED_OS_USER};
+
+    let dir = std::env::temp_dir().join(format!("warden-own-{}", uuid::Uuid::new_v4().simple()));
+    let start = |dir: std::path::PathBuf| {
+        std::thread::spawn(move || EmbeddedCluster::start(&ClusterOptions::throwaway(&dir)).unwrap())
+            .join()
+            .unwrap()
+    };
+    let try_connect = |cluster: &EmbeddedCluster, password: Option<&str>| {
+        let mut config = cluster.connect_config("postgres");
+        match password {
+            Some(password) => config.password(password),
+            None => config.password(""),
+        };
+        async move {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.simple_query("SELECT 1").await.map(|_| ())
+        }
+    };
+    let mut cluster = start(dir.clone());
+    let password_file = dir.join("pg-password");
+    let mode = std::fs::metadata(&password_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the password file is readable by others");
+    let socket_mode = std::fs::metadata(cluster.socket_dir()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(socket_mode, 0o700);
+    let password = cluster.password().unwrap().to_owned();
+    assert_eq!(std::fs::read_to_string(&password_file).unwrap().trim(), password);
+    try_connect(&cluster, Some(&password)).await.unwrap();
+    for wrong in [None, Some("guess")] {
+        let refused = try_connect(&cluster, wrong)
+            .await
+            .expect_err("connected without the password");
+        assert!(format!("{refused:?}").contains("password"), "{refused:?}");
+    }
+    if nix::unistd::Uid::effective().is_root() {
+        let server_user = nix::unistd::User::from_name(DEDICATED_OS_USER)
+            .unwrap()
+            .expect("the dedicated user");
+        let pgdata = std::fs::metadata(dir.join("pgdata")).unwrap();
+        assert_eq!(
+            pgdata.uid(),
+            server_user.uid.as_raw(),
+            "the cluster is not run by {DEDICATED_OS_USER}"
+        );
+        // The server's user cannot read the password: only warden can.
+        assert_ne!(
+            std::fs::metadata(&password_file).unwrap().uid(),
+            server_user.uid.as_raw()
+        );
+    }
+    cluster.stop();
+
+    // As an older release left it: trusting local connections, no file.
+    std::fs::write(dir.join("pgdata/pg_hba.conf"), "local all all trust\n").unwrap();
+    std::fs::remove_file(&password_file).unwrap();
+    let mut upgraded = start(dir.clone());
+    let new_password = upgraded.password().unwrap().to_owned();
+    assert_ne!(new_password, password);
+    try_connect(&upgraded, Some(&new_password)).await.unwrap();
+    try_connect(&upgraded, Some("guess"))
+        .await
+        .expect_err("still trusting after the upgrade");
+    upgraded.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
