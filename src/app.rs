@@ -61,7 +61,7 @@ impl Core {
     /// Migrates the database, starts the projectors and the append
     /// listener, and waits until the read models include the whole log.
     pub async fn start(config: Config, db: Database) -> anyhow::Result<(Core, Background)> {
-        let applied = db.migrate().await?;
+        let applied = crate::log::clock::migrate_and_align(&db).await?;
         if !applied.is_empty() {
             tracing::info!(?applied, "applied database migrations");
         }

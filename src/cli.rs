@@ -230,7 +230,7 @@ impl Cli {
             }
             Command::Migrate => {
                 let handle = DatabaseHandle::open(&config).await?;
-                let applied = handle.db.migrate().await?;
+                let applied = crate::log::clock::migrate_and_align(&handle.db).await?;
                 println!("applied {} migration(s)", applied.len());
                 handle.close().await;
             }
@@ -256,7 +256,7 @@ impl Cli {
             Command::Audit { action, filters } => return audit_command(config, action, filters).await,
             Command::Replay { verify } => {
                 let handle = DatabaseHandle::open(&config).await?;
-                handle.db.migrate().await?;
+                crate::log::clock::migrate_and_align(&handle.db).await?;
                 let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
                 let report = crate::log::replay::run(&handle.db, verify, show_progress).await;
                 handle.close().await;
@@ -420,7 +420,7 @@ fn read_password() -> anyhow::Result<Secret> {
 /// `warden audit ...`: reads the log only, needs no running projectors.
 async fn audit_command(config: Config, action: Option<AuditAction>, filters: AuditFilters) -> anyhow::Result<u8> {
     let handle = DatabaseHandle::open(&config).await?;
-    handle.db.migrate().await?;
+    crate::log::clock::migrate_and_align(&handle.db).await?;
     let connection = handle.db.get().await?;
     let code = match action {
         Some(AuditAction::Verify { anchor }) => {

@@ -4,6 +4,7 @@
 //! Uses `platform` and `domain`.
 
 pub mod audit;
+pub mod clock;
 pub mod commands;
 pub mod event_store;
 pub mod follower;

@@ -299,7 +299,7 @@ async fn an_event_that_commits_late_is_not_skipped() {
 async fn log_settled(client: &warden::platform::db::Connection) -> bool {
     client
         .query_one(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint > coalesce(max(transaction_id), 0) FROM events",
+            "SELECT log_horizon() > coalesce(max(transaction_id), 0) FROM events",
             &[],
         )
         .await

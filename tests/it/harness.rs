@@ -182,7 +182,7 @@ impl TestDb {
         loop {
             let settled: bool = client
                 .query_one(
-                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint > coalesce(max(transaction_id), 0) FROM events",
+                    "SELECT log_horizon() > coalesce(max(transaction_id), 0) FROM events",
                     &[],
                 )
                 .await

@@ -13,6 +13,7 @@ mod ldap_server;
 mod oidc;
 mod oidc_server;
 mod openapi;
+mod operations;
 mod processes;
 mod project_w;
 mod projections;

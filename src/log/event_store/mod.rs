@@ -4,10 +4,12 @@
 //! Delivery order and the no-skip guarantee: positions come from an
 //! identity sequence and are handed out before commit, so position order
 //! is not commit order. Each row also records the id of the transaction
-//! that wrote it, and a reader only reads rows whose transaction id is
-//! below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction older
-//! than that has finished, so no row it wrote can still appear. Rows are
-//! delivered ordered by `(transaction_id, position)` ([`LogCursor`]).
+//! that wrote it (plus the log clock's offset, see `log/clock.rs`), and a
+//! reader only reads rows whose transaction id is below `log_horizon()`
+//! (`pg_snapshot_xmin(pg_current_snapshot())` plus the same offset): every
+//! transaction older than that has finished, so no row it wrote can still
+//! appear. Rows are delivered ordered by `(transaction_id, position)`
+//! ([`LogCursor`]).
 //!
 //! Per-stream order under that delivery order needs one rule from writers:
 //! a transaction decides the expected version of every stream it appends
@@ -281,7 +283,7 @@ pub async fn read_after<C: GenericClient>(
         .prepare_cached(&format!(
             "{SELECT_EVENTS}
              WHERE (transaction_id, position) > ($1, $2)
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+               AND transaction_id < log_horizon()
              ORDER BY transaction_id, position
              LIMIT $3"
         ))
