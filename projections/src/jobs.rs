@@ -11,6 +11,7 @@ pub struct JobProjection;
 impl AggregateProjection for JobProjection {
     type Event = JobEvent;
     const NAME: &'static str = "jobs";
+    const CATEGORY: &'static str = "job";
     const TABLES: &'static [&'static str] = &["jobs"];
     const DURABLE_COMMITS: bool = false;
 

@@ -30,6 +30,11 @@ pub trait Projection: Send + Sync {
     /// The read-model tables this projector writes, for rebuild and verify.
     fn tables(&self) -> &'static [&'static str];
 
+    /// The stream category (`user`, `runner`, `machine`, `job`) whose
+    /// events this projector folds: an event there it cannot read (from a
+    /// newer release) must stop it, elsewhere it may pass it by.
+    fn category(&self) -> &'static str;
+
     /// Whether `event` changes this projector's tables; commands only wait
     /// for the projectors their events concern.
     fn handles(&self, event: &Event) -> bool;
@@ -56,6 +61,8 @@ pub trait Projection: Send + Sync {
 pub trait AggregateProjection: Send + Sync {
     /// The aggregate's event enum (e.g. `UserEvent`).
     type Event: Sync;
+    /// The stream category of `Self::Event`'s aggregate.
+    const CATEGORY: &'static str;
     /// Stable name: the key of this projector's checkpoint.
     const NAME: &'static str;
     /// The read-model tables this projector writes.
@@ -81,6 +88,10 @@ impl<P: AggregateProjection> Projection for P {
 
     fn tables(&self) -> &'static [&'static str] {
         P::TABLES
+    }
+
+    fn category(&self) -> &'static str {
+        P::CATEGORY
     }
 
     fn handles(&self, event: &Event) -> bool {

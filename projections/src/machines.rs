@@ -12,6 +12,7 @@ pub struct MachineProjection;
 impl AggregateProjection for MachineProjection {
     type Event = MachineEvent;
     const NAME: &'static str = "runner_machines";
+    const CATEGORY: &'static str = "machine";
     const TABLES: &'static [&'static str] = &["runner_machines"];
     const DURABLE_COMMITS: bool = false;
 

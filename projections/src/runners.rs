@@ -10,6 +10,7 @@ pub struct RunnerProjection;
 impl AggregateProjection for RunnerProjection {
     type Event = RunnerEvent;
     const NAME: &'static str = "runners";
+    const CATEGORY: &'static str = "runner";
     const TABLES: &'static [&'static str] = &["runners"];
     const DURABLE_COMMITS: bool = true;
 

@@ -12,6 +12,7 @@ pub struct UserProjection;
 impl AggregateProjection for UserProjection {
     type Event = UserEvent;
     const NAME: &'static str = "users";
+    const CATEGORY: &'static str = "user";
     const TABLES: &'static [&'static str] = &["users", "api_tokens"];
     const DURABLE_COMMITS: bool = true;
 

@@ -135,6 +135,11 @@ impl LogConsumer for JobReassignment {
         NAME
     }
 
+    /// It reacts to runner invalidations and job outcomes.
+    fn handles_category(&self, category: &str) -> bool {
+        matches!(category, "runner" | "job")
+    }
+
     fn batch_size(&self) -> i64 {
         200
     }

@@ -18,7 +18,7 @@ use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use warden_events::{LogCursor, RecordedEvent};
 
-use crate::log::event_store::{self, EventStore, StoreError};
+use crate::log::event_store::{self, EventStore, LogEntry, StoreError, UnreadableEvent};
 use crate::platform::db::Connection;
 
 /// Upper bound of the idle poll; appends by this process wake followers
@@ -29,11 +29,19 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 const BLOCKED_POLL: Duration = Duration::from_millis(2);
 const LEADER_RETRY: Duration = Duration::from_secs(1);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// Pause after stopping at an unreadable event: long enough for an
+/// instance of a newer release to take the lead.
+const STUCK_BACKOFF: Duration = Duration::from_secs(5);
 
 #[async_trait]
 pub trait LogConsumer: Send + Sync {
     /// Stable name: the key of the checkpoint and of the leader lock.
     fn name(&self) -> &'static str;
+
+    /// Whether events of streams of `category` may concern this consumer.
+    /// One there it cannot read (from a newer release) stops it; one
+    /// elsewhere it passes by.
+    fn handles_category(&self, category: &str) -> bool;
 
     /// Largest batch handed to [`Self::consume`].
     fn batch_size(&self) -> i64 {
@@ -62,6 +70,8 @@ pub trait LogConsumer: Send + Sync {
 pub struct FollowerProgress {
     pub checkpoint: watch::Sender<LogCursor>,
     pub leading: AtomicBool,
+    /// The event this consumer stopped at, unreadable to this release.
+    pub stuck_on: std::sync::Mutex<Option<UnreadableEvent>>,
 }
 
 impl FollowerProgress {
@@ -69,6 +79,7 @@ impl FollowerProgress {
         FollowerProgress {
             checkpoint: watch::channel(LogCursor::START).0,
             leading: AtomicBool::new(false),
+            stuck_on: std::sync::Mutex::new(None),
         }
     }
 }
@@ -92,9 +103,15 @@ pub async fn follow(
         progress.leading.store(false, Ordering::SeqCst);
         if let Err(error) = outcome {
             tracing::error!(consumer = name, %error, "log follower failed; retrying");
+            // Stuck at an event of a newer release: leadership is free now
+            // for an instance of that release; try again later.
+            let backoff = match error {
+                StoreError::Unreadable { .. } => STUCK_BACKOFF,
+                _ => ERROR_BACKOFF,
+            };
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = sleep(ERROR_BACKOFF) => {}
+                _ = sleep(backoff) => {}
             }
         }
     }
@@ -132,11 +149,22 @@ async fn lead(
     let mut appends = store.subscribe_appends();
     let mut idle_poll = BLOCKED_POLL;
     loop {
-        let events = event_store::read_after(connection.get(), cursor, consumer.batch_size()).await?;
-        if let Some(last) = events.last().map(|e| e.cursor()) {
-            consumer.consume(connection.get_mut(), &events, last).await?;
-            cursor = last;
-            progress.checkpoint.send_replace(cursor);
+        let entries = event_store::read_entries_after(connection.get(), cursor, consumer.batch_size()).await?;
+        if !entries.is_empty() {
+            let (events, through, blocked) = deliverable(consumer, entries, cursor);
+            if through > cursor {
+                consumer.consume(connection.get_mut(), &events, through).await?;
+                cursor = through;
+                progress.checkpoint.send_replace(cursor);
+                *progress.stuck_on.lock().expect("stuck_on") = None;
+            }
+            if let Some(event) = blocked {
+                *progress.stuck_on.lock().expect("stuck_on") = Some(event.clone());
+                return Err(StoreError::Unreadable {
+                    consumer: name,
+                    event: Box::new(event),
+                });
+            }
             idle_poll = BLOCKED_POLL;
             continue;
         }
@@ -175,6 +203,38 @@ pub async fn save_checkpoint<C: GenericClient>(client: &C, name: &str, cursor: L
         .execute(&upsert, &[&name, &cursor.transaction_id, &cursor.position])
         .await?;
     Ok(())
+}
+
+/// The events of `entries` this consumer gets now: up to the first one it
+/// cannot read and must not pass (returned third), with unreadable events
+/// of other categories passed by. The second value is the cursor to save.
+fn deliverable(
+    consumer: &dyn LogConsumer,
+    entries: Vec<LogEntry>,
+    from: LogCursor,
+) -> (Vec<RecordedEvent>, LogCursor, Option<UnreadableEvent>) {
+    let mut events = Vec::with_capacity(entries.len());
+    let mut through = from;
+    for entry in entries {
+        match entry {
+            LogEntry::Event(event) => {
+                through = event.cursor();
+                events.push(event);
+            }
+            LogEntry::Unreadable(unreadable) if consumer.handles_category(&unreadable.stream_category) => {
+                return (events, through, Some(unreadable));
+            }
+            LogEntry::Unreadable(unreadable) => {
+                tracing::debug!(
+                    consumer = consumer.name(),
+                    event_type = %unreadable.event_type,
+                    "passing by an event of a newer release that does not concern this consumer"
+                );
+                through = unreadable.cursor;
+            }
+        }
+    }
+    (events, through, None)
 }
 
 /// Stable 64-bit advisory lock key for a consumer (FNV-1a of its name).

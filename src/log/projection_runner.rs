@@ -57,6 +57,10 @@ impl LogConsumer for Projector {
         self.projection.name()
     }
 
+    fn handles_category(&self, category: &str) -> bool {
+        self.projection.category() == category
+    }
+
     async fn consume(
         &self,
         connection: &mut Connection,
@@ -115,6 +119,9 @@ pub struct ProjectorStatus {
     pub name: &'static str,
     pub checkpoint: LogCursor,
     pub leading_here: bool,
+    /// The event it stopped at, unreadable to this release (a newer
+    /// release wrote it); none while it follows the log.
+    pub stuck_on: Option<crate::log::event_store::UnreadableEvent>,
 }
 
 pub struct ProjectionRunner {
@@ -232,6 +239,7 @@ impl ProjectionRunner {
                 name: projector.projection.name(),
                 checkpoint: *progress.checkpoint.borrow(),
                 leading_here: progress.leading.load(Ordering::SeqCst),
+                stuck_on: progress.stuck_on.lock().expect("stuck_on").clone(),
             })
             .collect()
     }

@@ -20,6 +20,11 @@ pub enum DbError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] refinery::Error),
+    #[error(
+        "this database was migrated by a newer warden release (its migration {0} is unknown to this \
+         one); run that release or a newer one, never an older one, against it"
+    )]
+    NewerSchema(String),
     #[error("invalid database settings: {0}")]
     Config(String),
 }
@@ -127,11 +132,20 @@ impl Database {
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await?;
         let client: &mut tokio_postgres::Client = &mut connection;
-        let result = embedded::migrations::runner().run_async(client).await;
+        // A migration in the database this release does not have means a
+        // newer release ran here: its schema may mean things this one
+        // would get wrong.
+        let result = embedded::migrations::runner()
+            .set_abort_missing(true)
+            .run_async(client)
+            .await;
         connection
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
-        let report = result?;
+        let report = result.map_err(|error| match error.kind() {
+            refinery::error::Kind::MissingVersion(migration) => DbError::NewerSchema(migration.to_string()),
+            _ => DbError::Migration(error),
+        })?;
         Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
     }
 

@@ -150,3 +150,94 @@ async fn a_pg_dump_restored_into_a_fresh_cluster_is_read_whole() {
     tokio::time::timeout(Duration::from_secs(30), app.stop()).await.unwrap();
     fresh.stop();
 }
+
+/// Events a newer release wrote during a rolling upgrade (an unknown type,
+/// a future schema version of a known one) stop only the consumers whose
+/// streams they are in; the others go on, and readiness names the stuck
+/// ones with the event. A release older than the database's schema
+/// refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_newer_release_stop_only_the_consumers_they_concern() {
+    let mut config = test_config();
+    config.http.consistency_timeout = Duration::from_secs(1);
+    let app = TestApp::start_with(config).await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (runner_id, runner_token) = app.create_runner(&admin).await;
+    let client = app.db.client().await;
+    for (stream, version, event_type, schema_version) in [
+        (format!("runner-{runner_id}"), 2i64, "RunnerRetired", 1i32),
+        (format!("job-{}", uuid::Uuid::now_v7()), 1, "JobSubmitted", 99),
+    ] {
+        client
+            .execute(
+                "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+                 VALUES ($1, $2, $3, $4, $5, '{\"from\": \"the future\"}', '{\"actor\": {\"kind\": \"system\", \"component\": \"v9\"}, \"correlation_id\": \"00000000-0000-0000-0000-000000000000\"}')",
+                &[&stream, &version, &uuid::Uuid::now_v7(), &event_type, &schema_version],
+            )
+            .await
+            .unwrap();
+    }
+    // Readiness names the stuck projectors and the events, within seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let response = app.http.get(app.url("/api/health")).send().await.unwrap();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            let body: serde_json::Value = response.json().await.unwrap();
+            let stuck = body["projectors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| !p["stuck_on"].is_null())
+                .count();
+            if stuck == 2 {
+                break body;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness did not report the stuck projectors"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health["status"], "not_ready");
+    for projector in health["projectors"].as_array().unwrap() {
+        match projector["name"].as_str().unwrap() {
+            "runners" => assert_eq!(projector["stuck_on"]["event_type"], "RunnerRetired", "{health}"),
+            "jobs" => assert_eq!(projector["stuck_on"]["schema_version"], 99, "{health}"),
+            _ => assert!(projector["stuck_on"].is_null(), "{health}"),
+        }
+    }
+    // The others go on: users (an API token), machines (a new machine).
+    let token = app
+        .post_json(&user, "/api/users/api_tokens", json!({"name": "during the upgrade"}))
+        .await;
+    assert_eq!(token.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.post_json(&runner_token, "/api/runners/verify", json!({"system_id": "s_upgrade"}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // A command that needs a stuck read model says so instead of lying.
+    assert_error(
+        app.post_json(&admin, "/api/admins/create_runner", json!({})).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "read_models_lagging",
+    )
+    .await;
+
+    // A schema newer than this release knows: it refuses to start.
+    client
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             SELECT 9999, 'from_the_future', applied_on, '0' FROM refinery_schema_history LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let refused = app.state.db.migrate().await.expect_err("migrated a newer schema");
+    assert!(refused.to_string().contains("newer warden release"), "{refused}");
+    drop(client);
+    app.stop().await;
+}

@@ -50,6 +50,15 @@ pub enum StoreError {
     SubjectForgotten(Uuid),
     #[error("event at position {position} cannot be read: {source}")]
     Decode { position: i64, source: DecodeError },
+    #[error(
+        "{consumer} stops at an event this release cannot read ({} v{} at position {}): {}; \
+         a release that knows it will go on",
+        .event.event_type, .event.schema_version, .event.cursor.position, .event.reason
+    )]
+    Unreadable {
+        consumer: &'static str,
+        event: Box<UnreadableEvent>,
+    },
     #[error("event at position {position} cannot be read from its row: {source}")]
     Column {
         position: i64,
@@ -294,11 +303,105 @@ pub async fn read_after<C: GenericClient>(
     decode_rows(client, rows).await
 }
 
+/// An event of the log this release cannot decode: a type it does not
+/// know, or a schema version newer than it knows (written by a newer
+/// release during a rolling upgrade).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct UnreadableEvent {
+    pub cursor: LogCursor,
+    pub stream_category: String,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub reason: String,
+}
+
+/// One entry of the log in delivery order: an event, or one this release
+/// cannot read.
+#[derive(Clone, Debug)]
+// Events are the common case and live only for one batch: boxing them to
+// shrink the rare unreadable variant would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+pub enum LogEntry {
+    Event(RecordedEvent),
+    Unreadable(UnreadableEvent),
+}
+
+impl LogEntry {
+    pub fn cursor(&self) -> LogCursor {
+        match self {
+            LogEntry::Event(event) => event.cursor(),
+            LogEntry::Unreadable(unreadable) => unreadable.cursor,
+        }
+    }
+}
+
+/// As [`read_after`], but an event this release cannot decode comes back
+/// as [`LogEntry::Unreadable`] instead of failing the whole read: each
+/// consumer decides whether it may pass it by.
+pub async fn read_entries_after<C: GenericClient>(
+    client: &C,
+    after: LogCursor,
+    limit: i64,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let select = client
+        .prepare_cached(&format!(
+            "{SELECT_EVENTS}
+             WHERE (transaction_id, position) > ($1, $2)
+               AND transaction_id < log_horizon()
+             ORDER BY transaction_id, position
+             LIMIT $3"
+        ))
+        .await?;
+    let rows = client
+        .query(&select, &[&after.transaction_id, &after.position, &limit])
+        .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut readable = Vec::new();
+    for row in rows {
+        match decode_row(&row) {
+            Ok(event) => {
+                entries.push(None);
+                readable.push(event);
+            }
+            Err(StoreError::Decode { position, source }) => {
+                let stream: String = row.get("stream_id");
+                entries.push(Some(UnreadableEvent {
+                    cursor: LogCursor {
+                        transaction_id: row.get("transaction_id"),
+                        position,
+                    },
+                    stream_category: StreamId::from_stored(stream).category().to_owned(),
+                    event_type: row.get("event_type"),
+                    schema_version: row.get("schema_version"),
+                    reason: source.to_string(),
+                }))
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    let mut readable = unseal_all(client, readable).await?.into_iter();
+    Ok(entries
+        .into_iter()
+        .map(|entry| match entry {
+            Some(unreadable) => LogEntry::Unreadable(unreadable),
+            None => LogEntry::Event(readable.next().expect("one decoded event per readable row")),
+        })
+        .collect())
+}
+
 pub(crate) async fn decode_rows<C: GenericClient>(
     client: &C,
     rows: Vec<Row>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut events = rows.into_iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    unseal_all(client, events).await
+}
+
+/// Opens the sealed personal data of `events` with their subjects' keys.
+async fn unseal_all<C: GenericClient>(
+    client: &C,
+    mut events: Vec<RecordedEvent>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let subjects: Vec<Uuid> = events
         .iter()
         .flat_map(|e| [e.event.pii_subject(), pii::sealed_address_subject(&e.metadata)])
@@ -316,7 +419,7 @@ pub(crate) async fn decode_rows<C: GenericClient>(
     Ok(events)
 }
 
-fn decode_row(row: Row) -> Result<RecordedEvent, StoreError> {
+fn decode_row(row: &Row) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.get("position");
     let event_type: &str = row.get("event_type");
     let schema_version: i32 = row.get("schema_version");
