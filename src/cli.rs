@@ -321,6 +321,7 @@ impl Cli {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.http.listen.clone();
+    let shutdown_timeout = config.http.shutdown_timeout;
     let handle = DatabaseHandle::open(&config).await?;
     let (state, background) = AppState::start(config, handle.db.clone()).await?;
     let changed = accounts::provision_from_config(&state.identity).await?;
@@ -334,11 +335,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // a SIGTERM right after start-up must still shut down gracefully.
     let stopper = server.handle();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let deadline = shutdown_timeout;
     tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         }
+        // Whatever hangs (a database that does not answer), the process
+        // ends by the deadline; the embedded PostgreSQL stops with it.
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline);
+            tracing::error!(
+                ?deadline,
+                "shutdown took longer than http.shutdown_timeout; exiting now"
+            );
+            std::process::exit(1);
+        });
         stopper.stop(true).await;
     });
     tracing::info!("warden listening on http://{address}");

@@ -168,7 +168,7 @@ impl From<StoreError> for ApiError {
                     "a time or number is out of the range warden stores",
                 )
             }
-            StoreError::Db(crate::platform::db::DbError::Pool(_)) => {
+            StoreError::Db(crate::platform::db::DbError::Pool(_) | crate::platform::db::DbError::TimedOut(_)) => {
                 tracing::error!(%error, "database unavailable");
                 ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")
             }

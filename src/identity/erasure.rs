@@ -37,9 +37,13 @@ pub async fn scrub_after_deletion(db: &Database, user_id: Uuid) -> Result<(), St
         )
         .await?;
     // Never inside a transaction; two deletions at once simply rewrite
-    // twice.
-    connection
+    // twice. A big jobs table may take longer than the statement timeout.
+    // (One statement per call: several would run as one transaction.)
+    connection.batch_execute("SET statement_timeout = 0").await?;
+    let rewritten = connection
         .batch_execute(&format!("VACUUM (FULL) {}", REWRITTEN_TABLES.join(", ")))
-        .await?;
+        .await;
+    connection.batch_execute("RESET statement_timeout").await?;
+    rewritten?;
     Ok(())
 }

@@ -29,6 +29,8 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 const BLOCKED_POLL: Duration = Duration::from_millis(2);
 const LEADER_RETRY: Duration = Duration::from_secs(1);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait for one read of the log: past it the leader gives up.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after stopping at an unreadable event: long enough for an
 /// instance of a newer release to take the lead.
 const STUCK_BACKOFF: Duration = Duration::from_secs(5);
@@ -149,7 +151,12 @@ async fn lead(
     let mut appends = store.subscribe_appends();
     let mut idle_poll = BLOCKED_POLL;
     loop {
-        let entries = event_store::read_entries_after(connection.get(), cursor, consumer.batch_size()).await?;
+        // A database that stopped answering (black-holed connection) ends
+        // this leadership; the lock dies with the connection.
+        let read = event_store::read_entries_after(connection.get(), cursor, consumer.batch_size());
+        let entries = tokio::time::timeout(READ_TIMEOUT, read)
+            .await
+            .map_err(|_| StoreError::Db(crate::platform::db::DbError::TimedOut(READ_TIMEOUT)))??;
         if !entries.is_empty() {
             let (events, through, blocked) = deliverable(consumer, entries, cursor);
             if through > cursor {

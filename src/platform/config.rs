@@ -386,6 +386,11 @@ pub struct HttpConfig {
     /// before answering (read-your-writes).
     #[serde(default = "default_consistency_timeout", with = "humantime_serde")]
     pub consistency_timeout: Duration,
+    /// After SIGTERM/SIGINT: in-flight requests drain, background tasks
+    /// stop; past this the process exits anyway (e.g. the database does
+    /// not answer).
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -397,8 +402,13 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
             consistency_timeout: default_consistency_timeout(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_listen() -> String {

@@ -27,6 +27,45 @@ pub enum DbError {
     NewerSchema(String),
     #[error("invalid database settings: {0}")]
     Config(String),
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
+}
+
+/// How long a statement of warden's may run, server side.
+const STATEMENT_TIMEOUT: &str = "60s";
+/// How long a connection may wait for TCP acknowledgements (and keepalive
+/// probes) before it counts as dead.
+const DEAD_CONNECTION: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Connection settings that fail fast instead of hanging: TCP keepalives
+/// and `tcp_user_timeout` (a black-holed peer is noticed in seconds, not
+/// after the kernel's ~15 minutes of retransmissions), a connect timeout, a
+/// server-side statement timeout, and only a writable server (after a
+/// failover, the old primary is refused). Settings already in the URL win.
+fn fail_fast(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
+    config
+        .keepalives(true)
+        .keepalives_idle(std::time::Duration::from_secs(5))
+        .keepalives_interval(std::time::Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(DEAD_CONNECTION);
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    if config.get_options().is_none() {
+        // The server gives up on a vanished client too (its TCP keepalives
+        // default to 2 hours): a black-holed instance's sessions, and the
+        // leader locks they hold, end within seconds.
+        config.options(format!(
+            "-c statement_timeout={STATEMENT_TIMEOUT} -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 \
+             -c tcp_keepalives_count=3 -c tcp_user_timeout={}",
+            DEAD_CONNECTION.as_millis()
+        ));
+    }
+    if config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any {
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
+    config
 }
 
 /// rustls for tokio-postgres. tokio-postgres asks for a connector for
@@ -78,11 +117,15 @@ impl Database {
         let tls = PostgresTls(MakeRustlsConnect::new(
             crate::platform::tls::client_config(ca_file).map_err(DbError::Config)?,
         ));
+        let config = fail_fast(config);
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // A pooled connection is checked with a round trip before
+                // it is handed out again: one that died (failover, cable)
+                // is replaced instead of failing a request.
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(manager)
@@ -90,6 +133,8 @@ impl Database {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(std::time::Duration::from_secs(10)))
             .create_timeout(Some(std::time::Duration::from_secs(10)))
+            // The verification round trip of a reused connection.
+            .recycle_timeout(Some(std::time::Duration::from_secs(5)))
             .build()
             .map_err(|e| DbError::Config(e.to_string()))?;
         Ok(Database { pool, config, tls })
@@ -128,6 +173,8 @@ impl Database {
     /// many instances at once.
     pub async fn migrate(&self) -> Result<Vec<String>, DbError> {
         let mut connection = self.get().await?;
+        // Migrations may rewrite big tables: no statement timeout here.
+        connection.batch_execute("SET statement_timeout = 0").await?;
         connection
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await?;
@@ -142,6 +189,7 @@ impl Database {
         connection
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
+        connection.batch_execute("RESET statement_timeout").await?;
         let report = result.map_err(|error| match error.kind() {
             refinery::error::Kind::MissingVersion(migration) => DbError::NewerSchema(migration.to_string()),
             _ => DbError::Migration(error),

@@ -493,3 +493,91 @@ pub async fn assert_error(response: reqwest::Response, status: StatusCode, code:
 pub fn warden_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_warden"))
 }
+
+/// A TCP proxy in front of the shared cluster's unix socket that can be
+/// black-holed: from then on it forwards nothing, new connections hang,
+/// and existing ones stay open toward warden but silent (no reset), while
+/// the server side is closed (as the server's own keepalives end a
+/// session whose client vanished).
+pub struct BlackHoleProxy {
+    pub port: u16,
+    black_hole: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlackHoleProxy {
+    pub async fn start() -> BlackHoleProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let black_hole = Arc::new(AtomicBool::new(false));
+        let socket = socket_dir().join(".s.PGSQL.5432");
+        let flag = Arc::clone(&black_hole);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = Arc::clone(&flag);
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    // Silent forever once black-holed: read and drop.
+                    let swallow = |mut half: tokio::net::tcp::OwnedReadHalf| async move {
+                        let mut buf = [0u8; 8192];
+                        while matches!(half.read(&mut buf).await, Ok(n) if n > 0) {}
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    if flag.load(Ordering::SeqCst) {
+                        swallow(from_client).await;
+                        drop(to_client);
+                        return;
+                    }
+                    let server = tokio::net::UnixStream::connect(&socket).await.unwrap();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let down_flag = Arc::clone(&flag);
+                    let down = tokio::spawn(async move {
+                        let mut buf = [0u8; 8192];
+                        loop {
+                            let n = match from_server.read(&mut buf).await {
+                                Ok(n) if n > 0 => n,
+                                _ => return to_client,
+                            };
+                            if down_flag.load(Ordering::SeqCst) || to_client.write_all(&buf[..n]).await.is_err() {
+                                return to_client;
+                            }
+                        }
+                    });
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        let n = match from_client.read(&mut buf).await {
+                            Ok(n) if n > 0 => n,
+                            _ => break,
+                        };
+                        if flag.load(Ordering::SeqCst) {
+                            // Close the server side; keep warden's side open
+                            // and silent.
+                            drop(to_server);
+                            down.abort();
+                            swallow(from_client).await;
+                            return;
+                        }
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        BlackHoleProxy { port, black_hole }
+    }
+
+    pub fn black_hole(&self) {
+        self.black_hole.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `key=value` connection string of database `name` through the proxy.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=warden password={} dbname={name} sslmode=disable",
+            self.port,
+            with_cluster(|c| c.password().unwrap_or_default().to_owned()),
+        )
+    }
+}

@@ -241,3 +241,53 @@ async fn events_of_a_newer_release_stop_only_the_consumers_they_concern() {
     drop(client);
     app.stop().await;
 }
+
+/// An instance whose database connections are black-holed (no reset, no
+/// answer) loses its leadership to a healthy instance within seconds, which
+/// then carries on; the black-holed one reports not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_instance_hands_its_leadership_to_a_healthy_one() {
+    let db = TestDb::new().await;
+    let proxy = BlackHoleProxy::start().await;
+    let through_proxy = TestDb {
+        name: db.name.clone(),
+        db: Database::from_url(&proxy.url(&db.name), 16, None).unwrap(),
+    };
+    let cut_off = TestApp::start_on(through_proxy, test_config()).await;
+    let healthy = TestApp::start_on(db, test_config()).await;
+    let leading = |app: &TestApp| {
+        app.state
+            .commands
+            .projections()
+            .status()
+            .iter()
+            .all(|projector| projector.leading_here)
+    };
+    assert!(leading(&cut_off), "the first instance leads");
+    assert!(!leading(&healthy));
+
+    proxy.black_hole();
+    let cut_at = std::time::Instant::now();
+    while !leading(&healthy) {
+        assert!(cut_at.elapsed() < Duration::from_secs(40), "leadership did not move");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moved_after = cut_at.elapsed();
+    let admin = healthy.admin_token().await;
+    let (_, runner_token) = healthy.create_runner(&admin).await;
+    assert_eq!(healthy.verify_runner(&runner_token).await.status(), StatusCode::OK);
+    // The cut-off instance does not claim to be ready.
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let health = probe.get(cut_off.url("/api/health")).send().await;
+    assert!(
+        health.as_ref().map_or(true, |r| r.status() != StatusCode::OK),
+        "a black-holed instance answered ready"
+    );
+    let detected_after = cut_at.elapsed();
+    eprintln!("leadership moved after {moved_after:?}; readiness failed after {detected_after:?}");
+    let _ = tokio::time::timeout(Duration::from_secs(30), cut_off.stop()).await;
+    healthy.stop().await;
+}

@@ -564,3 +564,43 @@ async fn reassignment_is_exactly_once_across_a_crash() {
     assert_eq!(requeues.len(), 2);
     assert!(requeues.values().all(|n| *n == 1), "{requeues:?}");
 }
+
+/// SIGTERM ends the process within `http.shutdown_timeout` even when the
+/// database has stopped answering (before, it waited for every task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_process_on_time_when_the_database_hangs() {
+    let db = TestDb::new().await;
+    let proxy = BlackHoleProxy::start().await;
+    let dir = shared_tempdir();
+    let config = write_config(dir.path(), CONFIG);
+    let url = proxy.url(&db.name);
+    let mut serve = Serve::start(
+        &["--config", config.to_str().unwrap(), "--database-url", &url],
+        &[
+            ("WARDEN_TEST_ADMIN_PASSWORD", PASSWORD),
+            ("WARDEN_HTTP__SHUTDOWN_TIMEOUT", "3s"),
+        ],
+    );
+    proxy.black_hole();
+    // A request that now hangs on the database, in flight at SIGTERM.
+    let base = serve.base_url.clone();
+    let in_flight = tokio::spawn(async move { reqwest::get(format!("{base}/api/health")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = Instant::now();
+    kill(Pid::from_raw(serve.child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = loop {
+        if let Some(status) = serve.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(8),
+            "still running {:?} after SIGTERM:\n{}",
+            asked.elapsed(),
+            serve.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("exited {:?} after SIGTERM ({status})", asked.elapsed());
+    in_flight.abort();
+    assert!(serve.log.lock().unwrap().contains("SIGTERM"));
+}
