@@ -142,6 +142,11 @@ impl AppState {
         background
             .tasks
             .push(crate::fleet::spawn_sweeper(Arc::clone(fleet), cancel.clone()));
+        background.tasks.push(crate::log::consumers::spawn_stall_watch(
+            core.db.clone(),
+            core.config.http.stall_warning,
+            cancel.clone(),
+        ));
         background.tasks.extend(crate::identity::ldap::spawn_periodic_sync(
             Arc::clone(&core.identity),
             cancel,

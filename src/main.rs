@@ -7,11 +7,16 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> std::process::ExitCode {
     // A missing .env is normal; a broken one is worth a warning below.
     let dotenv = dotenvy::dotenv();
-    tracing_subscriber::fmt()
+    // WARDEN_LOG_FORMAT=json: one JSON object per line (with the request
+    // span's request_id), for log shippers.
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("WARDEN_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json")) {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     if let Err(error) = &dotenv {
         if !error.not_found() {
             tracing::warn!(%error, "ignoring unreadable .env file");

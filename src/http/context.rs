@@ -57,6 +57,47 @@ where
     }
 }
 
+/// Middleware body (used with `App::wrap_fn`, inside `assign_request_id`):
+/// every log line of the request carries its id (a tracing span), and the
+/// request is counted in the metrics by route pattern (never the raw path:
+/// ids in paths would make a series per request), method and status.
+pub fn observe<S, B>(
+    request: ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    use tracing::Instrument;
+    let span = tracing::info_span!("request", request_id = %request_id_of(&request));
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let response = span.in_scope(|| service.call(request));
+    async move {
+        let response = response.await?;
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let status = response.status().as_u16().to_string();
+        let metrics = crate::platform::metrics::global();
+        metrics
+            .http_requests
+            .get_or_create(&crate::platform::metrics::labels([
+                ("route", &route),
+                ("method", &method),
+                ("status", &status),
+            ]))
+            .inc();
+        metrics
+            .http_duration
+            .get_or_create(&crate::platform::metrics::labels([("route", &route)]))
+            .observe(started.elapsed().as_secs_f64());
+        Ok(response)
+    }
+    .instrument(span)
+}
+
 /// Where a request came from, for event metadata.
 pub struct RequestContext {
     pub request_id: Option<String>,

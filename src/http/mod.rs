@@ -56,6 +56,7 @@ pub fn server(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<ac
                     .custom_request_replace("request_id", context::request_id_of)
                     .custom_request_replace("method", |request| request.method().to_string()),
             )
+            .wrap_fn(context::observe)
             .wrap_fn(context::assign_request_id)
             .wrap_fn(context::security_headers)
             .configure(routes::configure)

@@ -131,6 +131,7 @@ pub async fn password_login(
     let matches = passwords::verify_capped(password, hash).await;
     let Some(user) = user.filter(|_| matches) else {
         // Counted already (before the check).
+        identity.throttle.record_failure(&attempt);
         return Err(LoginError::InvalidCredentials);
     };
     let connection = identity.db.get().await.map_err(StoreError::from)?;
@@ -235,6 +236,7 @@ pub async fn change_password(
     let matches = passwords::verify_capped(current.expose().to_owned(), Some(current_hash)).await;
     if !matches {
         // Counted already (before the check).
+        identity.throttle.record_failure(&attempt);
         return Err(CommandError::from(DomainError::Invalid {
             code: ErrorCode::WrongPassword,
             message: "the current password is not right".into(),

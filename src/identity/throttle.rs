@@ -114,6 +114,26 @@ impl Throttle {
         client: &C,
         attempt: &Attempt<'_>,
     ) -> Result<Option<Duration>, StoreError> {
+        let refused = self.count(client, attempt).await?;
+        if refused.is_some() {
+            crate::platform::metrics::global()
+                .logins_throttled
+                .get_or_create(&metric_labels(attempt))
+                .inc();
+        }
+        Ok(refused)
+    }
+
+    /// A wrong password (already counted by [`Self::begin`]): for the
+    /// metrics only.
+    pub fn record_failure(&self, attempt: &Attempt<'_>) {
+        crate::platform::metrics::global()
+            .login_failures
+            .get_or_create(&metric_labels(attempt))
+            .inc();
+    }
+
+    async fn count<C: GenericClient>(&self, client: &C, attempt: &Attempt<'_>) -> Result<Option<Duration>, StoreError> {
         let keys = self.keys(attempt);
         let config = &self.config;
         for (key, limit) in [
@@ -148,6 +168,13 @@ impl Throttle {
         let keys = self.keys(attempt);
         take_back_counts(client, &[keys.pair, keys.network, keys.account]).await
     }
+}
+
+/// `provider` of the metrics: `local`, `ldap`, `password-change` (never
+/// a directory's name or a user).
+fn metric_labels(attempt: &Attempt<'_>) -> crate::platform::metrics::Labels {
+    let provider = attempt.provider.split(':').next().unwrap_or("local");
+    crate::platform::metrics::labels([("provider", provider)])
 }
 
 /// Counts one attempt under `key`; past `limit` within the window the key

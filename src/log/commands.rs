@@ -128,8 +128,11 @@ impl CommandService {
                 });
             }
             let logged: Vec<Event> = events.iter().cloned().map(Into::into).collect();
+            let aggregate = crate::platform::metrics::labels([("aggregate", stream.category())]);
+            let metrics = crate::platform::metrics::global();
             match self.store.append(stream, expected, logged.clone(), metadata).await {
                 Ok(appended) => {
+                    metrics.appends.get_or_create(&aggregate).inc();
                     events.iter().for_each(|event| state.evolve(event));
                     self.wait_for_projection(&appended, &logged).await?;
                     return Ok(Executed {
@@ -139,6 +142,7 @@ impl CommandService {
                     });
                 }
                 Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                    metrics.append_conflicts.get_or_create(&aggregate).inc();
                     // Someone else wrote this stream in between: decide
                     // again on fresh state, after a short jittered pause.
                     let pause = rand::thread_rng().gen_range(1..=(5 * attempt as u64));

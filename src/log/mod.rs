@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod clock;
 pub mod commands;
+pub mod consumers;
 pub mod event_store;
 pub mod follower;
 pub mod projection_runner;

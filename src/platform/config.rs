@@ -391,6 +391,14 @@ pub struct HttpConfig {
     /// not answer).
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// `/api/health/ready` fails when a consumer's oldest unprocessed event
+    /// is older than this.
+    #[serde(default = "default_ready_max_lag", with = "humantime_serde")]
+    pub ready_max_lag: Duration,
+    /// A transaction that holds the log horizon (and so every projector)
+    /// back longer than this is named in a warning.
+    #[serde(default = "default_stall_warning", with = "humantime_serde")]
+    pub stall_warning: Duration,
 }
 
 impl Default for HttpConfig {
@@ -403,8 +411,18 @@ impl Default for HttpConfig {
             max_body_bytes: default_max_body_bytes(),
             consistency_timeout: default_consistency_timeout(),
             shutdown_timeout: default_shutdown_timeout(),
+            ready_max_lag: default_ready_max_lag(),
+            stall_warning: default_stall_warning(),
         }
     }
+}
+
+fn default_stall_warning() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_ready_max_lag() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_shutdown_timeout() -> Duration {

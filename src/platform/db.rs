@@ -9,6 +9,16 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
+/// The version of the newest migration this release has.
+pub fn newest_known_migration() -> i32 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|migration| migration.version())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Advisory lock key that serialises migrations across instances.
 const MIGRATION_LOCK: i64 = 0x7761_7264_656e_0001;
 

@@ -291,3 +291,123 @@ async fn a_black_holed_instance_hands_its_leadership_to_a_healthy_one() {
     let _ = tokio::time::timeout(Duration::from_secs(30), cut_off.stop()).await;
     healthy.stop().await;
 }
+
+/// `/metrics` is valid for Prometheus (`promtool check metrics`) and has
+/// the series operators alert on; liveness and readiness answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_health_probes_answer() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    app.create_runner(&admin).await;
+    app.submit_job(&user, json!({"n": 1}), &[], 0).await;
+    password_login(&app.http, &app.base_url, USER_EMAIL, "not the password", false).await;
+    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for series in [
+        "warden_http_requests_total{",
+        "warden_http_request_duration_seconds_bucket{",
+        "warden_appends_total{aggregate=\"runner\"}",
+        "warden_login_failures_total{provider=\"local\"}",
+        "warden_consumer_lag_events{consumer=\"jobs\"}",
+        "warden_consumer_lag_seconds{consumer=\"reaction:job-reassignment\"}",
+        "warden_consumer_leading{consumer=\"users\"} 1",
+        "warden_log_horizon_holder_age_seconds",
+        "warden_jobs_queued 1",
+        "warden_machines_online{protocol=\"native\"}",
+        "warden_db_pool_connections{state=\"open\"}",
+    ] {
+        assert!(text.contains(series), "`{series}` missing from:\n{text}");
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (.ci/install-deps)");
+    use std::io::Write;
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let live = app.http.get(app.url("/api/health/live")).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let ready = app.http.get(app.url("/api/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "{}", ready.text().await.unwrap());
+    app.stop().await;
+}
+
+/// A writing transaction left open anywhere in the cluster holds every
+/// projector back: the metrics and the stall watch name it, readiness
+/// fails; when it ends, everything goes on by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_writing_transaction_is_named_and_readiness_fails_until_it_ends() {
+    let mut config = test_config();
+    config.http.ready_max_lag = Duration::from_secs(1);
+    config.http.consistency_timeout = Duration::from_secs(1);
+    let app = TestApp::start_with(config).await;
+    let admin = app.admin_token().await;
+    let mut blocker = app.db.client().await;
+    let open = blocker.transaction().await.unwrap();
+    // A transaction id: it now holds the horizon.
+    open.batch_execute("SELECT pg_current_xact_id()").await.unwrap();
+    let pid: i32 = open.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let started = std::time::Instant::now();
+    // A change now waits behind it.
+    assert_error(
+        app.post_json(&admin, "/api/admins/create_runner", json!({})).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "read_models_lagging",
+    )
+    .await;
+    let named = loop {
+        if let Some(holder) = warden::log::consumers::check_for_stall(&app.state.db, Duration::from_secs(1))
+            .await
+            .unwrap()
+        {
+            break holder;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the stall was not named");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(named.pid, pid);
+    let detected_after = started.elapsed();
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("warden_log_horizon_holder_pid {pid}")),
+        "{metrics}"
+    );
+    let ready = app.http.get(app.url("/api/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    open.commit().await.unwrap();
+    let ended = std::time::Instant::now();
+    loop {
+        let ready = app.http.get(app.url("/api/health/ready")).send().await.unwrap();
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        assert!(ended.elapsed() < Duration::from_secs(10), "readiness did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "stall named after {detected_after:?}; ready again {:?} after it ended",
+        ended.elapsed()
+    );
+    app.create_runner(&admin).await;
+    drop(blocker);
+    app.stop().await;
+}

@@ -48,3 +48,68 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         HttpResponse::Ok().json(body)
     })
 }
+
+/// Liveness for load balancers and Kubernetes `livenessProbe`: the process
+/// answers HTTP. It does not touch the database (a database outage must
+/// not get every instance restarted).
+#[utoipa::path(
+    get,
+    path = "/api/health/live",
+    tag = "health",
+    responses((status = 200, description = "the process answers", body = serde_json::Value, example = json!({"status": "live"})))
+)]
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "live"}))
+}
+
+/// Readiness for load balancers and Kubernetes `readinessProbe`: the
+/// database answers, its schema is one this release knows, and every
+/// consumer (projectors, reaction) is within `http.ready_max_lag` by the
+/// shared checkpoint table and not stopped at an event it cannot read.
+/// 503 with the reasons otherwise.
+#[utoipa::path(
+    get,
+    path = "/api/health/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "ready; consumer lags", body = serde_json::Value, example = json!({"status": "ready", "consumers": []})),
+        (status = 503, description = "not ready: `reasons` says why (or the database is unreachable: ErrorBody)", body = ErrorBody)
+    )
+)]
+pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let connection = state.db.get().await?;
+    let mut reasons = Vec::new();
+    let newest_migration: Option<i32> = connection
+        .query_one("SELECT max(version) FROM refinery_schema_history", &[])
+        .await
+        .map_err(crate::platform::db::DbError::from)?
+        .get(0);
+    if newest_migration.unwrap_or(0) > crate::platform::db::newest_known_migration() {
+        reasons.push("the database schema is newer than this release".to_owned());
+    }
+    let lags = crate::log::consumers::lags(&connection, &crate::http::routes::metrics::consumer_names()).await?;
+    let max_lag = state.config.http.ready_max_lag.as_secs_f64();
+    for lag in &lags {
+        if lag.seconds > max_lag {
+            reasons.push(format!("{} is {:.1}s behind the log", lag.name, lag.seconds));
+        }
+    }
+    for projector in state.commands.projections().status() {
+        if let Some(stuck) = &projector.stuck_on {
+            reasons.push(format!(
+                "{} stopped at {} v{} (position {}), unreadable to this release",
+                projector.name, stuck.event_type, stuck.schema_version, stuck.cursor.position
+            ));
+        }
+    }
+    let body = json!({
+        "status": if reasons.is_empty() { "ready" } else { "not_ready" },
+        "reasons": reasons,
+        "consumers": lags,
+    });
+    Ok(if reasons.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    })
+}

@@ -9,6 +9,7 @@ pub mod health;
 pub mod jobs;
 pub mod ldap;
 pub mod local_account;
+pub mod metrics;
 pub mod oidc;
 pub mod queries;
 pub mod runners;
@@ -57,6 +58,9 @@ macro_rules! api {
 
 api! {
     health => health,
+    health => live,
+    health => ready,
+    metrics => metrics,
     auth => providers,
     auth => logout,
     local_account => login,

@@ -116,7 +116,10 @@ pub async fn login(
     let user = match directory.authenticate(username, password).await {
         Ok(user) => user,
         // Counted already (before the check).
-        Err(DirectoryError::InvalidCredentials) => return Err(LoginError::InvalidCredentials.into()),
+        Err(DirectoryError::InvalidCredentials) => {
+            identity.throttle.record_failure(&attempt);
+            return Err(LoginError::InvalidCredentials.into());
+        }
         Err(other) => {
             // The directory, not the password, failed: not a guess.
             identity
