@@ -411,3 +411,56 @@ async fn an_open_writing_transaction_is_named_and_readiness_fails_until_it_ends(
     drop(blocker);
     app.stop().await;
 }
+
+/// The shipped systemd unit passes `systemd-analyze verify` (with the
+/// built binary in place of the installed one) and the alert rules pass
+/// `promtool check rules`; every alert has a runbook entry.
+#[test]
+fn the_systemd_unit_and_the_alert_rules_pass_their_checkers() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deploy");
+    let unit = std::fs::read_to_string(deploy.join("warden.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/warden "),
+        "the unit runs the installed binary"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path().join("warden.service");
+    std::fs::write(
+        &here,
+        unit.replace("/usr/local/bin/warden", warden_binary().to_str().unwrap()),
+    )
+    .unwrap();
+    let verified = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&here)
+        .output()
+        .expect("systemd-analyze must be installed (.ci/install-deps)");
+    let complaints = String::from_utf8_lossy(&verified.stderr);
+    assert!(
+        verified.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+
+    let rules = deploy.join("warden-alerts.yml");
+    let checked = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool must be installed (.ci/install-deps)");
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let runbook =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md")).unwrap();
+    for line in std::fs::read_to_string(&rules).unwrap().lines() {
+        if let Some(alert) = line.trim().strip_prefix("- alert: ") {
+            assert!(
+                runbook.contains(&format!("**{alert}**")),
+                "no runbook entry for {alert}"
+            );
+        }
+    }
+}
