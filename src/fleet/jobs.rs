@@ -308,14 +308,24 @@ async fn try_assign(fleet: &Fleet, taker: &Taker, job_id: Uuid, metadata: &Metad
     // Shared with other assignments, exclusive with the runner projection
     // applying a pause or invalidation (see warden_projections::runners):
     // once such a change has answered, no assignment that saw the runner
-    // available can still commit. Not a write either.
+    // available can still commit. Not a write either. The lock is taken in
+    // a statement of its own: a statement's snapshot is taken before it
+    // waits, so reading `runners` in the same statement could see the
+    // runner as it was before the pause it waited for (READ COMMITTED:
+    // the next statement sees everything committed by then).
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock_shared($1)")
+        .await
+        .map_err(StoreError::from)?;
+    tx.execute(&lock, &[&assignment_lock_key(taker.machine.runner_id)])
+        .await
+        .map_err(StoreError::from)?;
+    let available = tx
+        .prepare_cached("SELECT status = 'active' AND NOT paused FROM runners WHERE id = $1")
+        .await
+        .map_err(StoreError::from)?;
     let runner = tx
-        .query_opt(
-            "SELECT status = 'active' AND NOT paused
-             FROM runners, pg_advisory_xact_lock_shared($2)
-             WHERE id = $1",
-            &[&taker.machine.runner_id, &assignment_lock_key(taker.machine.runner_id)],
-        )
+        .query_opt(&available, &[&taker.machine.runner_id])
         .await
         .map_err(StoreError::from)?;
     if !runner.is_some_and(|row| row.get::<_, bool>(0)) {

@@ -777,3 +777,82 @@ async fn a_deleted_users_jobs_are_cancelled() {
     assert_eq!(audit["entries"][0]["data"]["reason"], "submitter deleted", "{audit}");
     app.stop().await;
 }
+
+/// The assignment race, made deterministic: a pause is being applied (the
+/// runner projection holds the runner's assignment lock and has updated
+/// the row) while a machine asks for a job. The assignment waits for the
+/// lock and must then see the pause. (Reading the runner in the statement
+/// that waited for the lock used the snapshot from before the wait: the
+/// job was assigned to the paused runner.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_waiting_for_a_pause_sees_it() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (runner_id, runner_token) = app.create_runner(&admin).await;
+    // The machine is known before the race (registration is not the point).
+    assert!(app.request_job(&runner_token, "s_race", 0).await.is_none());
+    let job_id = app.submit_job(&user, json!({"n": 1}), &[], 0).await;
+    let runner_uuid: uuid::Uuid = runner_id.parse().unwrap();
+
+    // What the runner projection does when it applies a pause, held open.
+    let mut projection = app.db.client().await;
+    let pausing = projection.transaction().await.unwrap();
+    pausing
+        .execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&warden::projections::runners::assignment_lock_key(runner_uuid)],
+        )
+        .await
+        .unwrap();
+    pausing
+        .execute("UPDATE runners SET paused = true WHERE id = $1", &[&runner_uuid])
+        .await
+        .unwrap();
+    let asking = {
+        let (http, url, token) = (
+            app.http.clone(),
+            app.url("/api/runners/jobs/request"),
+            runner_token.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({"system_id": "s_race", "wait_seconds": 0}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // Until the assignment waits on the lock.
+    let observer = app.db.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the assignment never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pausing.commit().await.unwrap();
+    let answer = asking.await.unwrap();
+    let status = answer.status();
+    let body = answer.text().await.unwrap();
+    assert!(
+        !body.contains(&job_id),
+        "the job went to a runner paused while it was being assigned: {status} {body}"
+    );
+    assert_eq!(app.job(&user, &job_id).await["status"], "queued");
+    app.stop().await;
+}
