@@ -276,10 +276,15 @@ pub async fn prune_stale(fleet: &Fleet) -> Result<usize, CommandError> {
 pub fn spawn_pruner(fleet: Arc<Fleet>, cancel: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let interval = fleet.config.prune_check_interval;
+        // One instance prunes; the others stand by.
+        let mut leadership = crate::platform::db::Leadership::new("machine-pruner");
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
+            }
+            if !leadership.is_mine(&fleet.db).await {
+                continue;
             }
             match prune_stale(&fleet).await {
                 Ok(0) => {}

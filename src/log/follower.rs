@@ -244,15 +244,7 @@ fn deliverable(
     (events, through, None)
 }
 
-/// Stable 64-bit advisory lock key for a consumer (FNV-1a of its name).
-pub fn advisory_key(name: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in b"warden-projection:".iter().chain(name.as_bytes()) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash as i64
-}
+pub use crate::platform::db::advisory_key;
 
 /// A pooled connection used for session state (an advisory lock). It is
 /// closed rather than returned to the pool, so the lock dies with it.

@@ -251,3 +251,71 @@ impl Drop for SessionLock {
         }
     }
 }
+
+/// Stable 64-bit advisory lock key for `name` (FNV-1a). Unchanged since
+/// the first release: instances of different releases must agree on it.
+pub fn advisory_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"warden-projection:".iter().chain(name.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+impl SessionLock {
+    /// The lock if it is free now, else `None` (never waits).
+    pub async fn try_take(db: &Database, key: i64) -> Result<Option<SessionLock>, DbError> {
+        let connection = db.get().await?;
+        let taken: bool = connection
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await?
+            .get(0);
+        Ok(taken.then(|| SessionLock(Some(connection))))
+    }
+
+    /// Whether the session (and so the lock) is still there.
+    async fn alive(&self) -> bool {
+        let Some(connection) = &self.0 else { return false };
+        let check = connection.simple_query("");
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), check).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Which instance runs a periodic job that must run once per period, not
+/// once per instance (the machine pruner, the LDAP sync): the holder of a
+/// session advisory lock, kept while its session lives; the others try to
+/// take it at each of their turns.
+pub struct Leadership {
+    key: i64,
+    held: Option<SessionLock>,
+}
+
+impl Leadership {
+    pub fn new(name: &str) -> Leadership {
+        Leadership {
+            key: advisory_key(name),
+            held: None,
+        }
+    }
+
+    /// Whether this instance leads now (taking the lead when it is free).
+    pub async fn is_mine(&mut self, db: &Database) -> bool {
+        if let Some(lock) = &self.held {
+            if lock.alive().await {
+                return true;
+            }
+            self.held = None;
+        }
+        match SessionLock::try_take(db, self.key).await {
+            Ok(lock) => {
+                self.held = lock;
+                self.held.is_some()
+            }
+            Err(_) => false,
+        }
+    }
+}

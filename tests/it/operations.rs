@@ -464,3 +464,28 @@ fn the_systemd_unit_and_the_alert_rules_pass_their_checkers() {
         }
     }
 }
+
+/// Periodic jobs that must run once (the machine pruner, each LDAP sync)
+/// have one leader across instances, and another takes over when the
+/// leader's session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_jobs_have_one_leader_across_instances() {
+    use warden::platform::db::Leadership;
+    let db = TestDb::new().await;
+    let other_instance = db.reconnect();
+    let mut first = Leadership::new("machine-pruner");
+    let mut second = Leadership::new("machine-pruner");
+    assert!(first.is_mine(&db.db).await);
+    for _ in 0..3 {
+        assert!(!second.is_mine(&other_instance.db).await, "two leaders");
+        assert!(first.is_mine(&db.db).await, "the leader lost its lead");
+    }
+    // Another job is led independently.
+    assert!(Leadership::new("ldap-sync:corp").is_mine(&other_instance.db).await);
+    drop(first);
+    let ended = std::time::Instant::now();
+    while !second.is_mine(&other_instance.db).await {
+        assert!(ended.elapsed() < Duration::from_secs(5), "nobody took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

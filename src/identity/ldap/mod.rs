@@ -237,10 +237,16 @@ pub fn spawn_periodic_sync(identity: Arc<Identity>, cancel: CancellationToken) -
     for (name, interval) in providers {
         let (identity, cancel) = (Arc::clone(&identity), cancel.clone());
         tasks.push(tokio::spawn(async move {
+            // One instance syncs each directory; the others stand by.
+            let mut leadership = crate::platform::db::Leadership::new(&format!("ldap-sync:{name}"));
             loop {
-                match sync(&identity, &name).await {
-                    Ok(report) => tracing::info!(?report, "LDAP sync done"),
-                    Err(error) => tracing::warn!(provider = %name, %error, "LDAP sync failed; retrying next interval"),
+                if leadership.is_mine(&identity.db).await {
+                    match sync(&identity, &name).await {
+                        Ok(report) => tracing::info!(?report, "LDAP sync done"),
+                        Err(error) => {
+                            tracing::warn!(provider = %name, %error, "LDAP sync failed; retrying next interval")
+                        }
+                    }
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
