@@ -127,12 +127,19 @@ impl AppState {
             commands: core.commands.clone(),
             dispatcher: Arc::clone(&fleet.dispatcher),
         });
+        let reaction_progress = Arc::new(FollowerProgress::new());
         background.tasks.push(tokio::spawn(follower::follow(
             core.commands.store().clone(),
             reassignment,
-            Arc::new(FollowerProgress::new()),
+            Arc::clone(&reaction_progress),
             cancel.clone(),
         )));
+        background.tasks.push(spawn_instance_heartbeat(
+            core.db.clone(),
+            Arc::clone(core.commands.projections()),
+            reaction_progress,
+            cancel.clone(),
+        ));
         background
             .tasks
             .push(fleet.dispatcher.spawn(Arc::clone(fleet), cancel.clone()));
@@ -172,4 +179,38 @@ impl AppState {
             }
         }
     }
+}
+
+/// Reports this instance to the registry (`platform::instances`) at once
+/// and every few seconds, with the log consumers it leads; removes it on a
+/// clean stop.
+fn spawn_instance_heartbeat(
+    db: Database,
+    projections: Arc<ProjectionRunner>,
+    reaction: Arc<FollowerProgress>,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    use crate::platform::instances;
+    tokio::spawn(async move {
+        let me = instances::ThisInstance::new();
+        loop {
+            let mut leads: Vec<String> = projections
+                .status()
+                .into_iter()
+                .filter(|projector| projector.leading_here)
+                .map(|projector| projector.name.to_owned())
+                .collect();
+            if reaction.leading.load(std::sync::atomic::Ordering::SeqCst) {
+                leads.push(crate::fleet::reactions::NAME.to_owned());
+            }
+            if let Err(error) = instances::heartbeat(&db, &me, &leads).await {
+                tracing::debug!(%error, "instance heartbeat failed");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(instances::HEARTBEAT) => {}
+            }
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), instances::leave(&db, &me)).await;
+    })
 }

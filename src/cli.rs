@@ -58,6 +58,9 @@ pub enum Command {
     },
     /// Print the OpenAPI description of the HTTP API (JSON) and exit.
     Openapi,
+    /// The warden instances alive now, their release and what each leads
+    /// (JSON lines).
+    Status,
     /// LDAP directories.
     #[command(subcommand)]
     Ldap(LdapCommand),
@@ -254,6 +257,14 @@ impl Cli {
             }
             Command::Runner(_) | Command::Openapi => unreachable!("handled above"),
             Command::Audit { action, filters } => return audit_command(config, action, filters).await,
+            Command::Status => {
+                let handle = DatabaseHandle::open(&config).await?;
+                let alive = crate::platform::instances::alive(&handle.db).await;
+                handle.close().await;
+                for instance in alive? {
+                    println!("{}", serde_json::to_string(&instance)?);
+                }
+            }
             Command::Replay { verify } => {
                 let handle = DatabaseHandle::open(&config).await?;
                 crate::log::clock::migrate_and_align(&handle.db).await?;

@@ -7,6 +7,7 @@ pub mod database_setup;
 pub mod db;
 pub mod embedded_pg;
 pub mod failpoint;
+pub mod instances;
 pub mod metrics;
 pub mod secrets;
 pub mod server_secrets;

@@ -489,3 +489,63 @@ async fn periodic_jobs_have_one_leader_across_instances() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Admins see which instances are alive, their release and what each
+/// leads: every log consumer led by exactly one of them; a stopped
+/// instance leaves the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_see_the_instances_and_what_each_leads() {
+    let db = TestDb::new().await;
+    let second_db = db.reconnect();
+    let first = TestApp::start_on(db, test_config()).await;
+    let second = TestApp::start_on(second_db, test_config()).await;
+    let admin = first.admin_token().await;
+    let consumers = 5; // four projectors and the re-assignment reaction
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let listed = loop {
+        let listed: Vec<serde_json::Value> = first
+            .get_json(&admin, "/api/admins/instances")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let leads: Vec<String> = listed
+            .iter()
+            .flat_map(|i| {
+                i["leads"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l.as_str().unwrap().to_owned())
+            })
+            .collect();
+        if listed.len() == 2 && leads.len() == consumers {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "instances: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut leads: Vec<String> = listed
+        .iter()
+        .flat_map(|i| {
+            i["leads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap().to_owned())
+        })
+        .collect();
+    leads.sort();
+    leads.dedup();
+    assert_eq!(leads.len(), consumers, "a consumer led twice: {listed:?}");
+    assert_eq!(listed[0]["version"], env!("CARGO_PKG_VERSION"));
+    second.stop().await;
+    let after: Vec<serde_json::Value> = first
+        .get_json(&admin, "/api/admins/instances")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    first.stop().await;
+}

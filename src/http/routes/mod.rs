@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod files;
 pub mod health;
+pub mod instances;
 pub mod jobs;
 pub mod ldap;
 pub mod local_account;
@@ -61,6 +62,7 @@ api! {
     health => live,
     health => ready,
     metrics => metrics,
+    instances => list_instances,
     auth => providers,
     auth => logout,
     local_account => login,
