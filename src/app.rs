@@ -135,7 +135,7 @@ impl AppState {
             cancel.clone(),
         )));
         background.tasks.push(spawn_instance_heartbeat(
-            core.db.clone(),
+            Arc::clone(fleet),
             Arc::clone(core.commands.projections()),
             reaction_progress,
             cancel.clone(),
@@ -182,16 +182,17 @@ impl AppState {
 }
 
 /// Reports this instance to the registry (`platform::instances`) at once
-/// and every few seconds, with the log consumers it leads; removes it on a
-/// clean stop.
+/// and every few seconds, with the log consumers it leads, and gives the
+/// runner rate limit this instance's share; removes it on a clean stop.
 fn spawn_instance_heartbeat(
-    db: Database,
+    fleet: Arc<Fleet>,
     projections: Arc<ProjectionRunner>,
     reaction: Arc<FollowerProgress>,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
     use crate::platform::instances;
     tokio::spawn(async move {
+        let db = fleet.db.clone();
         let me = instances::ThisInstance::new();
         loop {
             let mut leads: Vec<String> = projections
@@ -205,6 +206,11 @@ fn spawn_instance_heartbeat(
             }
             if let Err(error) = instances::heartbeat(&db, &me, &leads).await {
                 tracing::debug!(%error, "instance heartbeat failed");
+            }
+            if let Ok(alive) = instances::alive(&db).await {
+                fleet
+                    .rate_limit
+                    .set_instances(alive.len().try_into().unwrap_or(u32::MAX));
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,

@@ -549,3 +549,40 @@ async fn admins_see_the_instances_and_what_each_leads() {
     assert_eq!(after.len(), 1, "{after:?}");
     first.stop().await;
 }
+
+/// The runner rate limit holds across instances: with two alive, each
+/// enforces half, so requests spread over both get the configured burst,
+/// not twice it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_rate_limit_holds_across_instances() {
+    let mut config = test_config();
+    config.runners.rate_limit.per_second = 1;
+    config.runners.rate_limit.burst = 20;
+    let db = TestDb::new().await;
+    let second_db = db.reconnect();
+    let first = TestApp::start_on(db, config.clone()).await;
+    let second = TestApp::start_on(second_db, config).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while first.state.fleet.rate_limit.instances() != 2 || second.state.fleet.rate_limit.instances() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instances never learned of each other"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin = first.admin_token().await;
+    let (_, token) = first.create_runner(&admin).await;
+    let mut allowed = 0;
+    for n in 0..60 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        match app.verify_runner(&token).await.status() {
+            StatusCode::OK => allowed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // 20 configured; a second of refill may add one per instance.
+    assert!((18..=22).contains(&allowed), "{allowed} of 60 allowed");
+    second.stop().await;
+    first.stop().await;
+}
