@@ -136,15 +136,27 @@ impl Dispatcher {
     }
 
     /// A heartbeat, with whether the machine runs a job now.
-    pub fn seen(&self, machine_id: Uuid, busy: bool) {
-        if let Some(online) = self.online.lock().expect("online machines").get_mut(&machine_id) {
-            online.last_seen = Instant::now();
-            let freed = online.busy && !busy;
-            online.busy = busy;
-            if freed {
-                self.kick();
-            }
+    /// A heartbeat: `false` when this instance does not know the machine
+    /// as online (it registered at, or went quiet on, another instance).
+    pub fn seen(&self, machine_id: Uuid, busy: bool) -> bool {
+        let Some(online) = self
+            .online
+            .lock()
+            .expect("online machines")
+            .get_mut(&machine_id)
+            .map(|online| {
+                online.last_seen = Instant::now();
+                let freed = online.busy && !busy;
+                online.busy = busy;
+                freed
+            })
+        else {
+            return false;
+        };
+        if online {
+            self.kick();
         }
+        true
     }
 
     pub fn go_offline(&self, machine_id: Uuid) {

@@ -212,6 +212,15 @@ async fn registration_slot(
     Ok(Some(lock))
 }
 
+/// The priority a machine registered with (Project-W `register`).
+pub async fn registered_priority(fleet: &Fleet, machine_id: Uuid) -> Result<Option<i32>, StoreError> {
+    let connection = fleet.db.get().await?;
+    Ok(connection
+        .query_opt("SELECT priority FROM runner_machines WHERE id = $1", &[&machine_id])
+        .await?
+        .and_then(|row| row.get(0)))
+}
+
 /// Machines (not pruned) by runner, optionally of one runner only.
 /// Columns that [`machine_view`] reads, in its order.
 pub const MACHINE_COLUMNS: &str = "id, runner_id, system_id, name, runner_version, revision, platform, architecture,

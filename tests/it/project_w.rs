@@ -446,3 +446,40 @@ async fn a_silent_machine_loses_its_session_and_its_job() {
     assert_eq!(app.job(&user, &job).await["status"], "assigned");
     app.stop().await;
 }
+
+/// A Project-W machine that registered through one instance and then
+/// talks to another (a load balancer without sticky sessions) gets its
+/// job there: the session is shared, and the second instance puts the
+/// machine online on its first heartbeat. (Before, only the registering
+/// instance offered it work, and not at all once its heartbeats went
+/// elsewhere.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_registered_on_one_instance_works_through_another() {
+    let mut config = test_config();
+    config.runners.online_timeout = Duration::from_secs(1);
+    let db = TestDb::new().await;
+    let second_db = db.reconnect();
+    let first = TestApp::start_on(db, config.clone()).await;
+    let second = TestApp::start_on(second_db, config).await;
+    let admin = first.admin_token().await;
+    let user = second.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, token) = first.create_runner(&admin).await;
+    let registered = Runner::register(&first, &token, "whisper-elsewhere").await;
+    let elsewhere = Runner {
+        app: &second,
+        token: registered.token.clone(),
+        session: registered.session.clone(),
+    };
+    // Only the second instance hears from it: the first forgets it.
+    for _ in 0..8 {
+        assert_eq!(elsewhere.heartbeat(0.0).await, (false, false));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let file = upload(&second, &user, audio_bytes(1), "audio/mpeg").await;
+    let job = submit_project_w_job(&second, &user, &file).await;
+    elsewhere.wait_for_job().await;
+    let (number, _) = elsewhere.job_info().await;
+    assert_eq!(number, second.job(&user, &job).await["number"].as_i64().unwrap());
+    second.stop().await;
+    first.stop().await;
+}

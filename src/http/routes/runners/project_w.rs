@@ -23,7 +23,7 @@ use crate::domain::job::MachineRef;
 use crate::domain::ErrorCode;
 use crate::fleet::dispatcher::Candidate;
 use crate::fleet::jobs::{self, JobView, Taker};
-use crate::fleet::{files, sessions};
+use crate::fleet::{files, machines, sessions};
 use crate::http::auth::Runner;
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
@@ -234,7 +234,23 @@ pub async fn heartbeat(
         ));
     }
     let job = current_job(&state, &call).await?;
-    state.fleet.dispatcher.seen(call.session.machine_id, job.is_some());
+    if !state.fleet.dispatcher.seen(call.session.machine_id, job.is_some()) {
+        // Registered through another instance (the session is shared in
+        // the database): this one offers it work from now on too.
+        let priority = machines::registered_priority(&state.fleet, call.session.machine_id)
+            .await?
+            .unwrap_or(0);
+        state.fleet.dispatcher.go_online(Candidate {
+            taker: Taker {
+                machine: call.machine(),
+                tags: call.runner.0.tags.clone(),
+                kind: JobKind::ProjectW,
+            },
+            priority,
+            metadata: metadata(&call.runner, &context),
+        });
+        state.fleet.dispatcher.seen(call.session.machine_id, job.is_some());
+    }
     let Some(job) = job else {
         return Ok(HttpResponse::Ok().json(HeartbeatAnswer {
             abort: false,
