@@ -208,6 +208,31 @@ async fn events_of_a_newer_release_stop_only_the_consumers_they_concern() {
             _ => assert!(projector["stuck_on"].is_null(), "{health}"),
         }
     }
+    // The stuck projector hands its leadership over, so an instance of a
+    // release that knows the event can take it and go on.
+    let newer_release = app.db.client().await;
+    let key = warden::platform::db::advisory_key("runners");
+    let waited = std::time::Instant::now();
+    loop {
+        let taken: bool = newer_release
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .unwrap()
+            .get(0);
+        if taken {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(15),
+            "the stuck projector kept its leadership"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    newer_release
+        .query_one("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .unwrap();
+    drop(newer_release);
     // The others go on: users (an API token), machines (a new machine).
     let token = app
         .post_json(&user, "/api/users/api_tokens", json!({"name": "during the upgrade"}))
