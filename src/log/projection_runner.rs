@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use warden_events::{Event, LogCursor, RecordedEvent};
 use warden_projections::Projection;
 
-use crate::log::event_store::{EventStore, StoreError};
+use crate::log::event_store::{EventStore, StoreError, CHECKPOINT_CHANNEL};
 use crate::log::follower::{self, load_checkpoint, save_checkpoint, FollowerProgress, LogConsumer};
 use crate::platform::db::Connection;
 
@@ -81,6 +81,7 @@ impl LogConsumer for Projector {
             if due {
                 save_checkpoint(&*connection, name, through).await?;
                 self.mark_saved(through);
+                announce(connection, name).await;
             }
             return Ok(());
         }
@@ -94,6 +95,7 @@ impl LogConsumer for Projector {
         save_checkpoint(&tx, name, through).await?;
         tx.commit().await?;
         self.mark_saved(through);
+        announce(connection, name).await;
         Ok(())
     }
 
@@ -108,8 +110,22 @@ impl LogConsumer for Projector {
         if behind && through > LogCursor::START {
             save_checkpoint(&*connection, self.projection.name(), through).await?;
             self.mark_saved(through);
+            announce(connection, self.projection.name()).await;
         }
         Ok(())
+    }
+}
+
+/// Tells other instances that `name`'s checkpoint moved (their commands
+/// waiting for it wake at once). After the commit, in a statement of its
+/// own: a notifying transaction serialises with every other one at commit.
+/// Best effort: waiters also look every 250 ms.
+async fn announce(connection: &Connection, name: &str) {
+    if let Err(error) = connection
+        .execute("SELECT pg_notify($1, $2)", &[&CHECKPOINT_CHANNEL, &name])
+        .await
+    {
+        tracing::debug!(%error, "could not announce a checkpoint");
     }
 }
 
@@ -186,6 +202,7 @@ impl ProjectionRunner {
         concerned: impl Fn(&dyn Projection) -> bool,
     ) -> Result<(), ProjectionLag> {
         let deadline = Instant::now() + timeout;
+        let mut elsewhere = self.store.subscribe_checkpoints();
         for (projector, progress) in self.projectors.iter().filter(|(p, _)| concerned(p.projection.as_ref())) {
             let name = projector.projection.name();
             let mut checkpoint = progress.checkpoint.subscribe();
@@ -201,10 +218,13 @@ impl ProjectionRunner {
                         }
                     }
                 }
+                // Progress here, or announced by the leading instance; the
+                // timer only covers a lost notification.
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => return Err(ProjectionLag { projection: name, waited: timeout }),
                     _ = checkpoint.changed() => {}
-                    _ = sleep(Duration::from_millis(10)) => {}
+                    _ = elsewhere.changed() => {}
+                    _ = sleep(Duration::from_millis(250)) => {}
                 }
             }
         }

@@ -611,3 +611,40 @@ async fn the_runner_rate_limit_holds_across_instances() {
     second.stop().await;
     first.stop().await;
 }
+
+/// A command on an instance that does not lead the projectors learns of
+/// their progress by notification from the leading instance (no 10 ms
+/// polling of the checkpoint table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_leading_instance_is_told_of_projector_progress() {
+    let db = TestDb::new().await;
+    let second_db = db.reconnect();
+    let leader = TestApp::start_on(db, test_config()).await;
+    let follower = TestApp::start_on(second_db, test_config()).await;
+    assert!(follower
+        .state
+        .commands
+        .projections()
+        .status()
+        .iter()
+        .all(|p| !p.leading_here));
+    let announcements = follower.state.commands.store().subscribe_checkpoints();
+    let before = *announcements.borrow();
+    let admin = follower.admin_token().await;
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let (_, token) = follower.create_runner(&admin).await;
+        latencies.push(started.elapsed());
+        // Read-your-writes on the non-leading instance.
+        assert_eq!(follower.verify_runner(&token).await.status(), StatusCode::OK);
+    }
+    assert!(
+        *announcements.borrow() > before,
+        "no checkpoint announcement reached the non-leading instance"
+    );
+    latencies.sort();
+    eprintln!("create_runner on a non-leading instance: median {:?}", latencies[5]);
+    follower.stop().await;
+    leader.stop().await;
+}

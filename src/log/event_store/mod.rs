@@ -37,6 +37,9 @@ use crate::platform::db::{Database, DbError};
 
 /// Channel on which instances tell each other about appends.
 pub const APPEND_CHANNEL: &str = "warden_events";
+/// Channel a leading projector notifies after moving its checkpoint, so
+/// that commands waiting on other instances wake at once.
+pub const CHECKPOINT_CHANNEL: &str = "warden_checkpoints";
 /// Shortest pause between two notifications from one instance.
 const NOTIFY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -455,6 +458,8 @@ pub struct EventStore {
     appended: Arc<watch::Sender<u64>>,
     /// Appends by this process only (what the notifier announces).
     appended_here: Arc<watch::Sender<u64>>,
+    /// Checkpoints moved by a projector another instance leads.
+    checkpoints_elsewhere: Arc<watch::Sender<u64>>,
 }
 
 impl EventStore {
@@ -463,7 +468,13 @@ impl EventStore {
             db,
             appended: Arc::new(watch::channel(0).0),
             appended_here: Arc::new(watch::channel(0).0),
+            checkpoints_elsewhere: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// Fires when a projector led by any instance announces progress.
+    pub fn subscribe_checkpoints(&self) -> watch::Receiver<u64> {
+        self.checkpoints_elsewhere.subscribe()
     }
 
     pub fn database(&self) -> &Database {
@@ -563,7 +574,7 @@ impl EventStore {
         use futures_util::StreamExt;
         let (client, mut connection) = config.connect(self.db.tls()).await?;
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        let statement = format!("LISTEN {APPEND_CHANNEL}");
+        let statement = format!("LISTEN {APPEND_CHANNEL}; LISTEN {CHECKPOINT_CHANNEL}");
         let listen = client.batch_execute(&statement);
         tokio::pin!(listen);
         // The connection must be driven while LISTEN runs.
@@ -578,8 +589,13 @@ impl EventStore {
             }
         }
         while let Some(message) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(_) = message? {
-                self.signal_remote_append();
+            if let tokio_postgres::AsyncMessage::Notification(notification) = message? {
+                if notification.channel() == CHECKPOINT_CHANNEL {
+                    self.checkpoints_elsewhere
+                        .send_modify(|count| *count = count.wrapping_add(1));
+                } else {
+                    self.signal_remote_append();
+                }
             }
         }
         Ok(())
