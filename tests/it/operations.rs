@@ -645,6 +645,23 @@ async fn a_non_leading_instance_is_told_of_projector_progress() {
     );
     latencies.sort();
     eprintln!("create_runner on a non-leading instance: median {:?}", latencies[5]);
+    // Its health page shows the shared checkpoints, not (0, 0).
+    let health: serde_json::Value = follower
+        .http
+        .get(follower.url("/api/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runners = health["projectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "runners")
+        .unwrap();
+    assert!(runners["checkpoint"]["position"].as_i64().unwrap() > 0, "{health}");
     follower.stop().await;
     leader.stop().await;
 }

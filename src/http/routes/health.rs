@@ -22,6 +22,11 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let connection = state.db.get().await?;
     let mut projectors = state.commands.projections().status();
     for projector in &mut projectors {
+        // Led elsewhere: this instance's memory knows nothing; the shared
+        // checkpoint does.
+        if !projector.leading_here {
+            projector.checkpoint = crate::log::follower::load_checkpoint(&connection, projector.name).await?;
+        }
         let Some(stuck) = &projector.stuck_on else { continue };
         // Read past it elsewhere (an instance of a newer release): resolved.
         let passed: bool = connection
