@@ -245,17 +245,23 @@ fn read_password(path: &Path) -> Result<Option<String>, EmbeddedError> {
     }
 }
 
-/// A fresh random password, written to `path` with mode 0600 (created
-/// exclusively: an existing file or a planted link is never written
-/// through).
+/// A fresh random password, written to `path` with mode 0600.
 fn create_password(path: &Path) -> Result<String, EmbeddedError> {
     use base64::Engine;
     use rand::RngCore;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    write_private_file(path, &password)?;
+    Ok(password)
+}
+
+/// Writes `contents` to a new file at `path` that only its owner may read
+/// (created exclusively: an existing file or a planted link is never
+/// written through).
+fn write_private_file(path: &Path, contents: &str) -> Result<(), EmbeddedError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -263,9 +269,8 @@ fn create_password(path: &Path) -> Result<String, EmbeddedError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(io_error(path))?;
-    file.write_all(password.as_bytes()).map_err(io_error(path))?;
-    file.sync_all().map_err(io_error(path))?;
-    Ok(password)
+    file.write_all(contents.as_bytes()).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))
 }
 
 /// Replaces the cluster's `pg_hba.conf` with [`HBA`].
@@ -607,18 +612,7 @@ fn initdb(
     // (which initdb wants empty), removed right after.
     let password_copy = pgdata.with_file_name(".initdb-password");
     let _ = fs::remove_file(&password_copy);
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&password_copy)
-            .map_err(io_error(&password_copy))?;
-        file.write_all(password.as_bytes()).map_err(io_error(&password_copy))?;
-    }
+    write_private_file(&password_copy, password)?;
     if let Some(identity) = identity {
         identity.own(&password_copy)?;
     }

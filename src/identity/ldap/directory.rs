@@ -45,7 +45,7 @@ impl Directory {
     pub fn new(config: LdapProviderConfig) -> Result<Directory, String> {
         let tls = match &config.ca_file {
             None => None,
-            Some(path) => Some(Arc::new(tls_with_ca(path)?)),
+            Some(path) => Some(Arc::new(crate::platform::tls::client_config(Some(path))?)),
         };
         Ok(Directory { config, tls })
     }
@@ -224,8 +224,4 @@ fn first(entry: &SearchEntry, attribute: &str) -> Option<String> {
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
         .and_then(|(_, values)| values.first().cloned())
-}
-
-fn tls_with_ca(path: &std::path::Path) -> Result<rustls::ClientConfig, String> {
-    crate::platform::tls::client_config(Some(path))
 }

@@ -291,6 +291,12 @@ pub async fn read_after<C: GenericClient>(
     after: LogCursor,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = rows_after(client, after, limit).await?;
+    decode_rows(client, rows).await
+}
+
+/// The stored rows [`read_after`] and [`read_entries_after`] decode.
+async fn rows_after<C: GenericClient>(client: &C, after: LogCursor, limit: i64) -> Result<Vec<Row>, StoreError> {
     let select = client
         .prepare_cached(&format!(
             "{SELECT_EVENTS}
@@ -303,7 +309,7 @@ pub async fn read_after<C: GenericClient>(
     let rows = client
         .query(&select, &[&after.transaction_id, &after.position, &limit])
         .await?;
-    decode_rows(client, rows).await
+    Ok(rows)
 }
 
 /// An event of the log this release cannot decode: a type it does not
@@ -346,18 +352,7 @@ pub async fn read_entries_after<C: GenericClient>(
     after: LogCursor,
     limit: i64,
 ) -> Result<Vec<LogEntry>, StoreError> {
-    let select = client
-        .prepare_cached(&format!(
-            "{SELECT_EVENTS}
-             WHERE (transaction_id, position) > ($1, $2)
-               AND transaction_id < log_horizon()
-             ORDER BY transaction_id, position
-             LIMIT $3"
-        ))
-        .await?;
-    let rows = client
-        .query(&select, &[&after.transaction_id, &after.position, &limit])
-        .await?;
+    let rows = rows_after(client, after, limit).await?;
     let mut entries = Vec::with_capacity(rows.len());
     let mut readable = Vec::new();
     for row in rows {
