@@ -321,6 +321,16 @@ impl TestApp {
         }
     }
 
+    /// Two instances on one new database, started in that order (so the
+    /// first leads the log consumers).
+    pub async fn start_two(config: Config) -> (TestApp, TestApp) {
+        let db = TestDb::new().await;
+        let second_db = db.reconnect();
+        let first = TestApp::start_on(db, config.clone()).await;
+        let second = TestApp::start_on(second_db, config).await;
+        (first, second)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }

@@ -520,57 +520,40 @@ async fn periodic_jobs_have_one_leader_across_instances() {
 /// instance leaves the list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_see_the_instances_and_what_each_leads() {
-    let db = TestDb::new().await;
-    let second_db = db.reconnect();
-    let first = TestApp::start_on(db, test_config()).await;
-    let second = TestApp::start_on(second_db, test_config()).await;
+    let (first, second) = TestApp::start_two(test_config()).await;
     let admin = first.admin_token().await;
+    let instances = || async {
+        first
+            .get_json(&admin, "/api/admins/instances")
+            .await
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .unwrap()
+    };
+    let leads_of = |listed: &[serde_json::Value]| -> Vec<String> {
+        listed
+            .iter()
+            .flat_map(|i| i["leads"].as_array().unwrap().iter())
+            .map(|l| l.as_str().unwrap().to_owned())
+            .collect()
+    };
     let consumers = 5; // four projectors and the re-assignment reaction
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let listed = loop {
-        let listed: Vec<serde_json::Value> = first
-            .get_json(&admin, "/api/admins/instances")
-            .await
-            .json()
-            .await
-            .unwrap();
-        let leads: Vec<String> = listed
-            .iter()
-            .flat_map(|i| {
-                i["leads"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|l| l.as_str().unwrap().to_owned())
-            })
-            .collect();
-        if listed.len() == 2 && leads.len() == consumers {
+        let listed = instances().await;
+        if listed.len() == 2 && leads_of(&listed).len() == consumers {
             break listed;
         }
         assert!(std::time::Instant::now() < deadline, "instances: {listed:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut leads: Vec<String> = listed
-        .iter()
-        .flat_map(|i| {
-            i["leads"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|l| l.as_str().unwrap().to_owned())
-        })
-        .collect();
+    let mut leads = leads_of(&listed);
     leads.sort();
     leads.dedup();
     assert_eq!(leads.len(), consumers, "a consumer led twice: {listed:?}");
     assert_eq!(listed[0]["version"], env!("CARGO_PKG_VERSION"));
     second.stop().await;
-    let after: Vec<serde_json::Value> = first
-        .get_json(&admin, "/api/admins/instances")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after = instances().await;
     assert_eq!(after.len(), 1, "{after:?}");
     first.stop().await;
 }
@@ -583,10 +566,7 @@ async fn the_runner_rate_limit_holds_across_instances() {
     let mut config = test_config();
     config.runners.rate_limit.per_second = 1;
     config.runners.rate_limit.burst = 20;
-    let db = TestDb::new().await;
-    let second_db = db.reconnect();
-    let first = TestApp::start_on(db, config.clone()).await;
-    let second = TestApp::start_on(second_db, config).await;
+    let (first, second) = TestApp::start_two(config).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while first.state.fleet.rate_limit.instances() != 2 || second.state.fleet.rate_limit.instances() != 2 {
         assert!(
@@ -617,10 +597,7 @@ async fn the_runner_rate_limit_holds_across_instances() {
 /// polling of the checkpoint table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_leading_instance_is_told_of_projector_progress() {
-    let db = TestDb::new().await;
-    let second_db = db.reconnect();
-    let leader = TestApp::start_on(db, test_config()).await;
-    let follower = TestApp::start_on(second_db, test_config()).await;
+    let (leader, follower) = TestApp::start_two(test_config()).await;
     assert!(follower
         .state
         .commands

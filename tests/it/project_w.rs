@@ -457,10 +457,7 @@ async fn a_silent_machine_loses_its_session_and_its_job() {
 async fn a_machine_registered_on_one_instance_works_through_another() {
     let mut config = test_config();
     config.runners.online_timeout = Duration::from_secs(1);
-    let db = TestDb::new().await;
-    let second_db = db.reconnect();
-    let first = TestApp::start_on(db, config.clone()).await;
-    let second = TestApp::start_on(second_db, config).await;
+    let (first, second) = TestApp::start_two(config).await;
     let admin = first.admin_token().await;
     let user = second.token(USER_EMAIL, USER_PASSWORD, false).await;
     let (_, token) = first.create_runner(&admin).await;
