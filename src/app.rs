@@ -193,7 +193,7 @@ fn spawn_instance_heartbeat(
     use crate::platform::instances;
     tokio::spawn(async move {
         let db = fleet.db.clone();
-        let me = instances::ThisInstance::new();
+        let me = fleet.instance.clone();
         loop {
             let mut leads: Vec<String> = projections
                 .status()
@@ -208,15 +208,17 @@ fn spawn_instance_heartbeat(
                 tracing::debug!(%error, "instance heartbeat failed");
             }
             if let Ok(alive) = instances::alive(&db).await {
-                fleet
-                    .rate_limit
-                    .set_instances(alive.len().try_into().unwrap_or(u32::MAX));
+                fleet.set_instances_alive(alive.len().try_into().unwrap_or(u32::MAX));
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(instances::HEARTBEAT) => {}
             }
         }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), instances::leave(&db, &me)).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let _ = crate::fleet::waiting_list::leave(&db, me.id).await;
+            instances::leave(&db, &me).await
+        })
+        .await;
     })
 }

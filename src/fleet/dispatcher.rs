@@ -7,8 +7,10 @@
 //! dispatch rounds, serialised, whenever something may have changed: a job
 //! was submitted, requeued or finished, a machine started waiting, another
 //! instance appended (LISTEN), or once a second as a safety net. Nobody
-//! busy-waits. Priority is honoured among the machines waiting on one
-//! instance.
+//! busy-waits. Priority holds across instances too: each round publishes
+//! this instance's idle machines in the shared waiting list and leaves a
+//! job to a higher-priority machine waiting elsewhere
+//! (`fleet::waiting_list`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +24,9 @@ use uuid::Uuid;
 use warden_events::Metadata;
 
 use crate::fleet::jobs::{self, Assignment, JobView, Taker};
+use crate::fleet::waiting_list::{self, Entry};
 use crate::fleet::Fleet;
+use crate::log::event_store::StoreError;
 
 const SAFETY_TICK: Duration = Duration::from_secs(1);
 /// Appends that are not known to concern jobs trigger a round at most this
@@ -66,6 +70,8 @@ pub struct Dispatcher {
     online: Mutex<HashMap<Uuid, Online>>,
     next_id: AtomicU64,
     kick: Notify,
+    /// What the shared waiting list shows of this instance (rounds only).
+    published: tokio::sync::Mutex<waiting_list::Published>,
 }
 
 enum Slot {
@@ -160,7 +166,15 @@ impl Dispatcher {
     }
 
     pub fn go_offline(&self, machine_id: Uuid) {
-        self.online.lock().expect("online machines").remove(&machine_id);
+        if self
+            .online
+            .lock()
+            .expect("online machines")
+            .remove(&machine_id)
+            .is_some()
+        {
+            self.kick(); // the shared waiting list no longer shows it
+        }
     }
 
     /// Runs dispatch rounds until `cancel` fires.
@@ -206,18 +220,27 @@ impl Dispatcher {
                     .map(|(id, o)| (o.candidate.priority, o.since, Slot::Online(*id), o.candidate.clone())),
             );
         }
+        let mut published = self.published.lock().await;
+        published
+            .sync(&fleet.db, fleet.instance.id, waiting_entries(&line))
+            .await
+            .map_err(StoreError::from)?;
         if line.is_empty() || !queue_has_jobs(fleet).await? {
             return Ok(());
         }
+        let elsewhere = waiting_elsewhere(fleet).await?;
         line.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut served = Vec::new();
         for (_, _, slot, candidate) in line {
-            let outcome = jobs::assign_next(fleet, &candidate.taker, &candidate.metadata).await?;
+            let better_placed = better_placed_than(&elsewhere, candidate.priority);
+            let outcome = jobs::assign_next(fleet, &candidate.taker, &candidate.metadata, &better_placed).await?;
             let delivery = match outcome {
                 Assignment::NoJob => continue,
                 Assignment::Assigned(job) => Delivery::Job(job),
                 Assignment::Busy(job) => Delivery::Busy(job),
                 Assignment::RunnerUnavailable => Delivery::RunnerUnavailable,
             };
+            served.push(slot_key(&slot));
             match slot {
                 Slot::Waiting(id) => {
                     if let Some(waiter) = self.waiting.lock().expect("waiting room").remove(&id) {
@@ -238,8 +261,79 @@ impl Dispatcher {
                 },
             }
         }
+        if !served.is_empty() {
+            let mut entries = waiting_entries_now(self, fleet);
+            entries.retain(|key, _| !served.contains(key));
+            published
+                .sync(&fleet.db, fleet.instance.id, entries)
+                .await
+                .map_err(StoreError::from)?;
+        }
         Ok(())
     }
+}
+
+/// Machines waiting on other instances (none read when alone).
+pub async fn waiting_elsewhere(fleet: &Fleet) -> Result<Vec<Entry>, StoreError> {
+    if fleet.instances_alive() <= 1 {
+        return Ok(Vec::new());
+    }
+    Ok(waiting_list::elsewhere(&fleet.db, fleet.instance.id).await?)
+}
+
+/// Of `elsewhere`, the machines a job should be left to rather than given
+/// to a machine of `priority`.
+pub fn better_placed_than(elsewhere: &[Entry], priority: i32) -> Vec<Entry> {
+    elsewhere
+        .iter()
+        .filter(|other| other.priority > priority)
+        .cloned()
+        .collect()
+}
+
+fn slot_key(slot: &Slot) -> String {
+    match slot {
+        Slot::Waiting(id) => format!("poll-{id}"),
+        Slot::Online(machine) => format!("machine-{machine}"),
+    }
+}
+
+fn entry(candidate: &Candidate) -> Entry {
+    Entry {
+        runner_id: candidate.taker.machine.runner_id,
+        priority: candidate.priority,
+        tags: candidate.taker.tags.clone(),
+        kind: candidate.taker.kind,
+    }
+}
+
+fn waiting_entries(line: &[(i32, Instant, Slot, Candidate)]) -> HashMap<String, Entry> {
+    line.iter()
+        .map(|(_, _, slot, candidate)| (slot_key(slot), entry(candidate)))
+        .collect()
+}
+
+/// This instance's idle machines as they are now (after a round served some).
+fn waiting_entries_now(dispatcher: &Dispatcher, fleet: &Fleet) -> HashMap<String, Entry> {
+    let mut entries: HashMap<String, Entry> = dispatcher
+        .waiting
+        .lock()
+        .expect("waiting room")
+        .iter()
+        .filter(|(_, w)| !w.deliver.is_closed())
+        .map(|(id, w)| (slot_key(&Slot::Waiting(*id)), entry(&w.candidate)))
+        .collect();
+    let online_timeout = fleet.config.online_timeout;
+    entries.extend(
+        dispatcher
+            .online
+            .lock()
+            .expect("online machines")
+            .iter()
+            .filter(|(_, o)| !o.busy && o.last_seen.elapsed() < online_timeout)
+            .map(|(id, o)| (slot_key(&Slot::Online(*id)), entry(&o.candidate))),
+    );
+    entries
 }
 
 async fn queue_has_jobs(fleet: &Fleet) -> Result<bool, crate::log::commands::CommandError> {

@@ -29,6 +29,7 @@ use warden_events::{Event, Metadata, StreamId};
 pub use crate::api::JobView;
 use crate::domain::job::{Job, JobCommand, MachineRef};
 use crate::domain::Aggregate as _;
+use crate::fleet::waiting_list::Entry;
 use crate::fleet::Fleet;
 use crate::log::commands::CommandError;
 use crate::log::event_store::{self, claims, ExpectedVersion, StoreError};
@@ -198,12 +199,23 @@ pub enum Assignment {
 /// Machines asking at once read the same head of the queue; whoever loses
 /// the race for a job tries the other candidates in random order (so the
 /// losers spread out instead of colliding again), then re-reads the queue.
-pub async fn assign_next(fleet: &Fleet, taker: &Taker, metadata: &Metadata) -> Result<Assignment, CommandError> {
+///
+/// `better_placed` are higher-priority machines waiting on other instances:
+/// a job one of them could take is left for it.
+pub async fn assign_next(
+    fleet: &Fleet,
+    taker: &Taker,
+    metadata: &Metadata,
+    better_placed: &[Entry],
+) -> Result<Assignment, CommandError> {
     if let Some(job) = current_job(fleet, taker.machine.machine_id).await? {
         return Ok(Assignment::Busy(job));
     }
     for _ in 0..ROUNDS {
         let mut candidates = queued_candidates(fleet, &taker.tags, taker.kind).await?;
+        if !better_placed.is_empty() {
+            candidates = leave_to_better_placed(fleet, candidates, taker.kind, better_placed).await?;
+        }
         if candidates.is_empty() {
             return Ok(Assignment::NoJob);
         }
@@ -231,6 +243,36 @@ async fn queued_candidates(fleet: &Fleet, tags: &[String], kind: JobKind) -> Res
         .await?
         .iter()
         .map(|row| row.get(0))
+        .collect())
+}
+
+/// `candidates` without the jobs a machine of `better_placed` could take.
+async fn leave_to_better_placed(
+    fleet: &Fleet,
+    candidates: Vec<Uuid>,
+    kind: JobKind,
+    better_placed: &[Entry],
+) -> Result<Vec<Uuid>, StoreError> {
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let connection = fleet.db.get().await?;
+    let select = connection
+        .prepare_cached("SELECT id, required_tags FROM jobs WHERE id = ANY($1)")
+        .await?;
+    let required: HashMap<Uuid, Vec<String>> = connection
+        .query(&select, &[&candidates])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    Ok(candidates
+        .into_iter()
+        .filter(|job| {
+            required
+                .get(job)
+                .is_some_and(|tags| !better_placed.iter().any(|other| other.can_take(tags, kind)))
+        })
         .collect())
 }
 

@@ -12,12 +12,15 @@ pub mod reactions;
 pub mod reconcile;
 pub mod runners;
 pub mod sessions;
+pub mod waiting_list;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::log::commands::CommandService;
 use crate::platform::config::{JobsConfig, RunnersConfig};
 use crate::platform::db::Database;
+use crate::platform::instances::ThisInstance;
 
 /// What the fleet's use cases work with: the database, the command
 /// service, the runner settings, and this instance's in-memory state of
@@ -34,6 +37,10 @@ pub struct Fleet {
     pub assigning: jobs::InFlight,
     pub rate_limit: rate_limit::RunnerRateLimit,
     pub seen: sessions::SeenWrites,
+    /// This process in the instance registry.
+    pub instance: ThisInstance,
+    /// Live instances, as the registry last said (1 until it has).
+    alive_instances: AtomicU32,
 }
 
 impl Fleet {
@@ -49,7 +56,21 @@ impl Fleet {
             presence: machines::MachinePresence::default(),
             progress: jobs::ProgressThrottle::default(),
             assigning: jobs::InFlight::default(),
+            instance: ThisInstance::new(),
+            alive_instances: AtomicU32::new(1),
         }
+    }
+
+    /// How many instances serve (at least this one).
+    pub fn instances_alive(&self) -> u32 {
+        self.alive_instances.load(Ordering::Relaxed)
+    }
+
+    /// The registry counted `alive` instances: rate-limit shares follow.
+    pub fn set_instances_alive(&self, alive: u32) {
+        let alive = alive.max(1);
+        self.alive_instances.store(alive, Ordering::Relaxed);
+        self.rate_limit.set_instances(alive);
     }
 }
 

@@ -7,6 +7,7 @@ mod audit;
 mod event_store;
 mod http_api;
 mod identity;
+mod instances;
 mod layering;
 mod ldap;
 mod ldap_server;

@@ -13,7 +13,7 @@ use warden_events::job::JobOutcome;
 use warden_events::machine::MachineInfo;
 
 use crate::app::AppState;
-use crate::fleet::dispatcher::{Candidate, Delivery};
+use crate::fleet::dispatcher::{self, Candidate, Delivery};
 use crate::fleet::jobs::{self, Assignment, Taker};
 use crate::http::auth::Runner;
 use crate::http::context::RequestContext;
@@ -141,7 +141,9 @@ pub async fn request_job(
     };
     if wait.is_zero() {
         // No wait wanted: one attempt now, outside the waiting room.
-        return match jobs::assign_next(&state.fleet, &candidate.taker, &candidate.metadata).await? {
+        let elsewhere = dispatcher::waiting_elsewhere(&state.fleet).await?;
+        let better_placed = dispatcher::better_placed_than(&elsewhere, candidate.priority);
+        return match jobs::assign_next(&state.fleet, &candidate.taker, &candidate.metadata, &better_placed).await? {
             Assignment::Assigned(job) => Ok(HttpResponse::Ok().json(JobForRunner::from(*job))),
             Assignment::Busy(job_id) => job_for_runner(&state, job_id).await,
             Assignment::NoJob | Assignment::RunnerUnavailable => Ok(HttpResponse::NoContent().finish()),
