@@ -28,6 +28,7 @@ use crate::log::follower::{self, FollowerProgress, LogConsumer};
 use crate::log::projection_runner::ProjectionRunner;
 use crate::platform::config::Config;
 use crate::platform::db::Database;
+use crate::platform::replicas::ReadPools;
 
 /// How long start-up waits for the projectors to reach the end of the log.
 const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -66,7 +67,10 @@ impl Core {
             tracing::info!(?applied, "applied database migrations");
         }
         let store = EventStore::new(db.clone());
-        let projections = ProjectionRunner::new(store.clone(), warden_projections::all());
+        // Read replicas see a commit once it is flushed: with replicas, the
+        // projectors' commits are flushed at once (see platform::replicas).
+        let durable_commits = !config.database.replica_urls.is_empty();
+        let projections = ProjectionRunner::new(store.clone(), warden_projections::all(), durable_commits);
         let cancel = CancellationToken::new();
         let mut tasks = projections.start(cancel.clone());
         tasks.push(store.spawn_append_listener(db.config().clone(), cancel.clone()));
@@ -112,6 +116,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     pub fleet: Arc<Fleet>,
     pub access_tokens: AccessTokens,
+    /// Where admin, audit and time-travel reads go (replicas if any).
+    pub reads: ReadPools,
 }
 
 impl AppState {
@@ -121,11 +127,25 @@ impl AppState {
         let key =
             signing_key::load_or_create(&core.db, core.config.security.secret_key.as_ref().map(|k| k.expose())).await?;
         let access_tokens = AccessTokens::new(&key, core.config.security.access_token_lifetime);
+        let database = &core.config.database;
+        let replica_urls: Vec<String> = database
+            .replica_urls
+            .iter()
+            .map(|url| url.expose().to_owned())
+            .collect();
+        let reads = ReadPools::from_urls(
+            core.db.clone(),
+            &replica_urls,
+            database.max_connections,
+            database.ca_file.as_deref(),
+            database.replica_max_wait,
+        )?;
         let cancel = background.cancel.clone();
         let fleet = &core.fleet;
         let reassignment: Arc<dyn LogConsumer> = Arc::new(JobReassignment {
             commands: core.commands.clone(),
             dispatcher: Arc::clone(&fleet.dispatcher),
+            durable_commits: !core.config.database.replica_urls.is_empty(),
         });
         let reaction_progress = Arc::new(FollowerProgress::new());
         background.tasks.push(tokio::spawn(follower::follow(
@@ -165,6 +185,7 @@ impl AppState {
             identity: core.identity,
             fleet: core.fleet,
             access_tokens,
+            reads,
         }))
     }
 

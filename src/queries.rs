@@ -201,13 +201,13 @@ pub struct RunnerFilter {
 const LAST_CONTACT: &str =
     "(SELECT max(m.contacted_at) FROM runner_machines m WHERE m.runner_id = r.id AND m.pruned_at IS NULL)";
 
-pub async fn runners(
+pub async fn runners<C: GenericClient>(
     fleet: &Fleet,
+    connection: &C,
     filter: RunnerFilter,
     cursor: Option<PageCursor>,
     limit: i64,
 ) -> Result<Page<RunnerView>, StoreError> {
-    let connection = fleet.db.get().await?;
     let mut select = Select::new();
     select.filter_opt("r.id = $", filter.id);
     select.filter_opt("r.status = $", filter.status);
@@ -226,7 +226,7 @@ pub async fn runners(
     );
     let rows = connection.query(&sql, &select.params()).await?;
     let ids: Vec<Uuid> = rows.iter().map(|row| row.get(0)).collect();
-    let mut machines = machines_of(fleet, &connection, &ids).await?;
+    let mut machines = machines_of(fleet, connection, &ids).await?;
     let runners = rows
         .iter()
         .map(|row| {
@@ -254,13 +254,14 @@ pub async fn runners(
     }))
 }
 
-/// One runner with its machines.
+/// One runner with its machines, from the primary.
 pub async fn runner(fleet: &Fleet, id: Uuid) -> Result<Option<RunnerView>, StoreError> {
     let filter = RunnerFilter {
         id: Some(id),
         ..RunnerFilter::default()
     };
-    Ok(runners(fleet, filter, None, 1).await?.items.pop())
+    let connection = fleet.db.get().await?;
+    Ok(runners(fleet, &connection, filter, None, 1).await?.items.pop())
 }
 
 async fn machines_of<C: GenericClient>(
@@ -294,13 +295,13 @@ pub struct MachineFilter {
 }
 
 /// Runner machines (not pruned), newest registration first.
-pub async fn machines(
+pub async fn machines<C: GenericClient>(
     fleet: &Fleet,
+    connection: &C,
     filter: MachineFilter,
     cursor: Option<PageCursor>,
     limit: i64,
 ) -> Result<Page<MachineView>, StoreError> {
-    let connection = fleet.db.get().await?;
     let mut select = Select::new();
     select.conditions.push("pruned_at IS NULL".to_owned());
     select.filter_opt("runner_id = $", filter.runner_id);

@@ -104,6 +104,7 @@ impl Dispatcher {
             Err(_) => {
                 let still_waiting = self.waiting.lock().expect("waiting room").remove(&id).is_some();
                 if still_waiting {
+                    self.kick(); // the shared waiting list drops it
                     None
                 } else {
                     // A round took us out of the room just now and is

@@ -38,6 +38,8 @@ pub const REASON: &str = "runner invalidated";
 pub struct JobReassignment {
     pub commands: CommandService,
     pub dispatcher: Arc<Dispatcher>,
+    /// Commits flushed at once (read replicas are configured).
+    pub durable_commits: bool,
 }
 
 /// What one batch does to the reaction's state, and what it requeues.
@@ -176,7 +178,9 @@ impl LogConsumer for JobReassignment {
         // commit together, so losing this commit in a crash equals crashing
         // before it (the batch is redone), and any later durable commit
         // flushes it (the WAL is sequential).
-        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        if !self.durable_commits {
+            tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        }
         for (job_id, holder) in &plan.held {
             match holder {
                 Some(runner_id) => {

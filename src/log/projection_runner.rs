@@ -41,6 +41,9 @@ const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// A projector as a log consumer: apply the batch, then the checkpoint.
 struct Projector {
     projection: Box<dyn Projection>,
+    /// Every commit flushed (read replicas are configured: they see a
+    /// commit only once it is flushed), not only the projection's own.
+    durable: bool,
     /// The checkpoint last written to the table, and when.
     saved: std::sync::Mutex<Option<(LogCursor, Instant)>>,
 }
@@ -86,7 +89,7 @@ impl LogConsumer for Projector {
             return Ok(());
         }
         let tx = connection.transaction().await?;
-        if !self.projection.needs_durable_commits() {
+        if !self.durable && !self.projection.needs_durable_commits() {
             tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
         }
         for event in events {
@@ -146,12 +149,15 @@ pub struct ProjectionRunner {
 }
 
 impl ProjectionRunner {
-    pub fn new(store: EventStore, projections: Vec<Box<dyn Projection>>) -> Arc<Self> {
+    /// `durable_commits`: every projector flushes its commits (for read
+    /// replicas, see `platform::replicas`).
+    pub fn new(store: EventStore, projections: Vec<Box<dyn Projection>>, durable_commits: bool) -> Arc<Self> {
         let projectors = projections
             .into_iter()
             .map(|projection| {
                 let projector = Projector {
                     projection,
+                    durable: durable_commits,
                     saved: std::sync::Mutex::new(None),
                 };
                 (Arc::new(projector), Arc::new(FollowerProgress::new()))

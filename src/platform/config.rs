@@ -340,6 +340,15 @@ pub struct DatabaseConfig {
     /// certificate (for `sslmode=require`); default: the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Streaming replicas of the database (URLs as for `url`): admin
+    /// read-model queries, audit queries and time travel go there once a
+    /// replica has replayed what the primary had when the query started.
+    #[serde(default)]
+    pub replica_urls: Vec<Secret>,
+    /// How long such a query waits for a replica to catch up before it
+    /// goes to the primary.
+    #[serde(default = "default_replica_max_wait", with = "humantime_serde")]
+    pub replica_max_wait: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -349,8 +358,14 @@ impl Default for DatabaseConfig {
             data_dir: default_data_dir(),
             max_connections: default_max_connections(),
             ca_file: None,
+            replica_urls: Vec::new(),
+            replica_max_wait: default_replica_max_wait(),
         }
     }
+}
+
+fn default_replica_max_wait() -> Duration {
+    Duration::from_millis(250)
 }
 
 fn default_data_dir() -> PathBuf {

@@ -52,7 +52,7 @@ const DEAD_CONNECTION: std::time::Duration = std::time::Duration::from_secs(15);
 /// after the kernel's ~15 minutes of retransmissions), a connect timeout, a
 /// server-side statement timeout, and only a writable server (after a
 /// failover, the old primary is refused). Settings already in the URL win.
-fn fail_fast(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
+fn fail_fast(mut config: tokio_postgres::Config, writable: bool) -> tokio_postgres::Config {
     config
         .keepalives(true)
         .keepalives_idle(std::time::Duration::from_secs(5))
@@ -72,7 +72,7 @@ fn fail_fast(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
             DEAD_CONNECTION.as_millis()
         ));
     }
-    if config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any {
+    if writable && config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any {
         config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
     }
     config
@@ -124,10 +124,28 @@ impl Database {
         max_connections: usize,
         ca_file: Option<&Path>,
     ) -> Result<Self, DbError> {
+        Self::build(config, max_connections, ca_file, true)
+    }
+
+    /// A pool for a read replica (a hot standby: read-only, so not
+    /// required to be writable).
+    pub fn replica_from_url(url: &str, max_connections: usize, ca_file: Option<&Path>) -> Result<Self, DbError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
+        Self::build(config, max_connections, ca_file, false)
+    }
+
+    fn build(
+        config: tokio_postgres::Config,
+        max_connections: usize,
+        ca_file: Option<&Path>,
+        writable: bool,
+    ) -> Result<Self, DbError> {
         let tls = PostgresTls(MakeRustlsConnect::new(
             crate::platform::tls::client_config(ca_file).map_err(DbError::Config)?,
         ));
-        let config = fail_fast(config);
+        let config = fail_fast(config, writable);
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),

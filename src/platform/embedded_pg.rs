@@ -779,7 +779,10 @@ impl PidFile {
             pid: Pid::from_raw(lines.first()?.trim().parse().ok()?),
             port: lines.get(3)?.trim().parse().ok()?,
             socket_dir: PathBuf::from(lines.get(4)?.trim()),
-            ready: lines.get(7).is_some_and(|status| status.trim() == "ready"),
+            // A hot standby (a replica) says "standby" once it accepts reads.
+            ready: lines
+                .get(7)
+                .is_some_and(|status| matches!(status.trim(), "ready" | "standby")),
         })
     }
 }

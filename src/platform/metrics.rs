@@ -34,6 +34,8 @@ pub struct Metrics {
     pub oldest_queued_job_seconds: FloatGauge,
     pub machines_online: Family<Labels, Gauge>,
     pub pool_connections: Family<Labels, Gauge>,
+    pub reads: Family<Labels, Counter>,
+    pub read_wait: Family<Labels, Histogram>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -66,6 +68,8 @@ impl Metrics {
             oldest_queued_job_seconds: FloatGauge::default(),
             machines_online: Family::default(),
             pool_connections: Family::default(),
+            reads: Family::default(),
+            read_wait: Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets())),
         };
         let m = &metrics;
         registry.register(
@@ -148,6 +152,16 @@ impl Metrics {
             "db_pool_connections",
             "This instance's database pool: open and idle connections",
             m.pool_connections.clone(),
+        );
+        registry.register(
+            "replica_reads",
+            "Admin and audit reads, by where they went (a replica or the primary)",
+            m.reads.clone(),
+        );
+        registry.register(
+            "replica_read_wait_seconds",
+            "Time a read waited for a replica to catch up, by where it went",
+            m.read_wait.clone(),
         );
         Metrics { registry, ..metrics }
     }

@@ -9,6 +9,7 @@ pub mod embedded_pg;
 pub mod failpoint;
 pub mod instances;
 pub mod metrics;
+pub mod replicas;
 pub mod secrets;
 pub mod server_secrets;
 pub mod tls;

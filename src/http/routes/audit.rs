@@ -7,6 +7,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 use warden_events::StreamId;
 
+use super::queries::read_connection;
 use crate::app::AppState;
 use crate::domain::ErrorCode;
 use crate::http::auth::AdminReader;
@@ -91,8 +92,10 @@ pub async fn log(
         oldest_first,
         limit: params.limit,
     };
-    let connection = state.db.get().await?;
-    Ok(HttpResponse::Ok().json(audit::query(&connection, &query).await?))
+    let (connection, source) = read_connection(&state).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(source)
+        .json(audit::query(&connection, &query).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -105,12 +108,12 @@ pub struct AtParams {
 }
 
 async fn state_at(state: &AppState, stream: StreamId, at: Option<DateTime<Utc>>) -> Result<HttpResponse, ApiError> {
-    let connection = state.db.get().await?;
+    let (connection, source) = read_connection(state).await?;
     let view = audit::state_at(&connection, &stream, at.unwrap_or_else(Utc::now)).await?;
     if view.version == 0 && at.is_none() {
         return Err(ApiError::new(ErrorCode::NotFound, format!("no stream {stream}")));
     }
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().insert_header(source).json(view))
 }
 
 /// A runner as it was at `at` (its stream folded up to then).

@@ -43,10 +43,15 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         }
     }
     let stuck = projectors.iter().any(|p| p.stuck_on.is_some());
-    let body = json!({
+    let mut body = json!({
         "status": if stuck { "not_ready" } else { "ok" },
         "projectors": projectors,
     });
+    if state.reads.has_replicas() {
+        // A replica behind or down slows admin reads, it does not make
+        // the instance unready: reads then go to the primary.
+        body["replicas"] = json!(state.reads.status().await);
+    }
     Ok(if stuck {
         HttpResponse::ServiceUnavailable().json(body)
     } else {

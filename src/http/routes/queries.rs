@@ -16,6 +16,7 @@ use crate::http::auth::AdminReader;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::params;
+use crate::platform::replicas::ReadSource;
 use crate::queries::{self, JobFilter, MachineFilter, PageCursor, RunnerFilter, UserFilter};
 use crate::queries::{Dashboard, Page, RunnerView, UserSummary};
 
@@ -135,8 +136,10 @@ pub async fn users(
         role: params.role.map(word),
         include_deleted: params.include_deleted,
     };
-    let connection = state.db.get().await?;
-    Ok(HttpResponse::Ok().json(queries::users(&connection, filter, cursor, limit).await?))
+    let (connection, source) = read_connection(&state).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(source)
+        .json(queries::users(&connection, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -192,7 +195,10 @@ pub async fn runners(
         contacted_since: params.contacted_since,
         not_contacted_since: params.not_contacted_since,
     };
-    Ok(HttpResponse::Ok().json(queries::runners(&state.fleet, filter, cursor, limit).await?))
+    let (connection, source) = read_connection(&state).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(source)
+        .json(queries::runners(&state.fleet, &connection, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -240,7 +246,10 @@ pub async fn machines(
         contacted_since: params.contacted_since,
         not_contacted_since: params.not_contacted_since,
     };
-    Ok(HttpResponse::Ok().json(queries::machines(&state.fleet, filter, cursor, limit).await?))
+    let (connection, source) = read_connection(&state).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(source)
+        .json(queries::machines(&state.fleet, &connection, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -289,8 +298,10 @@ pub async fn jobs(
         runner_id: params.runner_id,
         submitted_by: params.submitted_by,
     };
-    let connection = state.db.get().await?;
-    Ok(HttpResponse::Ok().json(queries::jobs(&connection, filter, cursor, limit).await?))
+    let (connection, source) = read_connection(&state).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(source)
+        .json(queries::jobs(&connection, filter, cursor, limit).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -328,6 +339,24 @@ pub async fn dashboard(
     };
     let active_within = chrono::Duration::from_std(active_within)
         .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "active_within is too long"))?;
-    let connection = state.db.get().await?;
-    Ok(HttpResponse::Ok().json(queries::dashboard(&connection, active_within).await?))
+    let (connection, source) = read_connection(&state).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(source)
+        .json(queries::dashboard(&connection, active_within).await?))
+}
+
+/// Response header naming where an admin read went: `primary` or `replica`.
+pub const READ_SOURCE_HEADER: &str = "warden-read-source";
+
+/// A connection for an admin or audit read (a caught-up replica when one
+/// is configured, see `platform::replicas`) and the header saying which.
+pub async fn read_connection(
+    state: &AppState,
+) -> Result<(crate::platform::db::Connection, (&'static str, &'static str)), ApiError> {
+    let (connection, source) = state.reads.get().await?;
+    let source = match source {
+        ReadSource::Primary => "primary",
+        ReadSource::Replica(_) => "replica",
+    };
+    Ok((connection, (READ_SOURCE_HEADER, source)))
 }
