@@ -26,3 +26,4 @@ mod runners;
 mod schemathesis;
 mod security;
 mod simulation;
+mod three_instances;

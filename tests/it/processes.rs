@@ -16,14 +16,14 @@ use serde_json::Value;
 use crate::harness::*;
 
 /// A `warden serve` child process with its log captured.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    base_url: String,
+    pub(crate) base_url: String,
     log: Arc<Mutex<String>>,
 }
 
 impl Serve {
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> Serve {
+    pub(crate) fn start(args: &[&str], envs: &[(&str, &str)]) -> Serve {
         let mut command = Command::new(warden_binary());
         command
             .args(args)
@@ -80,13 +80,13 @@ impl Serve {
     }
 
     /// SIGKILL: no shutdown of any kind.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL).unwrap();
         let _ = self.child.wait();
     }
 
     /// SIGTERM, then the exit status and the whole log.
-    fn stop(mut self) -> (bool, String) {
+    pub(crate) fn stop(mut self) -> (bool, String) {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
@@ -102,16 +102,16 @@ impl Serve {
     }
 }
 
-fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+pub(crate) fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("warden.yaml");
     std::fs::write(&path, text).unwrap();
     path
 }
 
 const CONFIG: &str = "security:\n  local_account:\n    mode: no_signup_hidden\n    user_provisioning:\n      0:\n        email: admin@example.org\n        password: ${WARDEN_TEST_ADMIN_PASSWORD}\n        is_admin: true\n";
-const PASSWORD: &str = "process test admin password";
+pub(crate) const PASSWORD: &str = "process test admin password";
 
-async fn login(http: &reqwest::Client, base: &str) -> String {
+pub(crate) async fn login(http: &reqwest::Client, base: &str) -> String {
     let response = password_login(http, base, "admin@example.org", PASSWORD, true).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json::<Value>().await.unwrap()["access_token"]
@@ -121,7 +121,7 @@ async fn login(http: &reqwest::Client, base: &str) -> String {
 }
 
 /// A folder the cluster's unprivileged OS user can use when tests run as root.
-fn shared_tempdir() -> tempfile::TempDir {
+pub(crate) fn shared_tempdir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("warden-it-").tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
@@ -422,7 +422,7 @@ async fn one_shot_commands_start_no_serve_only_task_and_need_only_their_config()
 }
 
 /// The log without debug noise, for failure messages.
-fn important_lines(log: &str) -> String {
+pub(crate) fn important_lines(log: &str) -> String {
     log.lines()
         .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.starts_with("error"))
         .collect::<Vec<_>>()

@@ -1,0 +1,430 @@
+//! Three real `warden serve` processes on one PostgreSQL cluster, with
+//! clients that spread their requests round robin over them (issue 13):
+//! what a client sees does not depend on which instance answers.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::processes::{important_lines, login, shared_tempdir, write_config, Serve, PASSWORD};
+
+const MEMBER: &str = "member@example.org";
+
+/// Three instances on one new database.
+struct Three {
+    serves: Vec<Option<Serve>>,
+    urls: Vec<String>,
+    db: TestDb,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Three {
+    /// `runners` is YAML for the `runners:` section.
+    async fn start(runners: &str) -> Three {
+        let db = TestDb::new().await;
+        let dir = shared_tempdir();
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "security:\n  local_account:\n    mode: no_signup_hidden\n    user_provisioning:\n      \
+                 0:\n        email: admin@example.org\n        password: ${{WARDEN_TEST_ADMIN_PASSWORD}}\n        \
+                 is_admin: true\n      1:\n        email: {MEMBER}\n        password: ${{WARDEN_TEST_ADMIN_PASSWORD}}\n\
+                 runners:\n{runners}"
+            ),
+        );
+        let url = db.url();
+        let args = ["--config", config.to_str().unwrap(), "--database-url", &url];
+        let envs = [
+            ("WARDEN_TEST_ADMIN_PASSWORD", PASSWORD),
+            ("RUST_LOG", "warn,warden::cli=info"),
+        ];
+        let serves: Vec<Serve> = (0..3).map(|_| Serve::start(&args, &envs)).collect();
+        Three {
+            urls: serves.iter().map(|s| s.base_url.clone()).collect(),
+            serves: serves.into_iter().map(Some).collect(),
+            db,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        instance: usize,
+        method: Method,
+        token: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.urls[instance % 3]))
+            .bearer_auth(token);
+        match body {
+            Some(body) => request.json(&body),
+            None => request,
+        }
+        .send()
+        .await
+        .unwrap()
+    }
+
+    async fn verify(&self, instance: usize, runner_token: &str) -> StatusCode {
+        self.call(instance, Method::POST, runner_token, "/api/runners/verify", None)
+            .await
+            .status()
+    }
+
+    async fn member_token(&self, instance: usize, admin: bool) -> reqwest::Response {
+        password_login(&self.http, &self.urls[instance % 3], MEMBER, PASSWORD, admin).await
+    }
+
+    /// Waits until every instance counts three live instances (each
+    /// learns it on its own registry heartbeat, every 5 s).
+    async fn until_all_see_three(&self, admin: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let listed: Value = self
+                .call(0, Method::GET, admin, "/api/admins/instances", None)
+                .await
+                .json()
+                .await
+                .unwrap();
+            if listed.as_array().is_some_and(|all| all.len() == 3) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "instances: {listed}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Every instance has counted them at its next heartbeat.
+        tokio::time::sleep(warden::platform::instances::HEARTBEAT + Duration::from_millis(500)).await;
+    }
+
+    fn stop(mut self) {
+        for serve in self.serves.iter_mut().filter_map(Option::take) {
+            let (clean, log) = serve.stop();
+            assert!(clean, "{}", important_lines(&log));
+        }
+    }
+}
+
+async fn json_of(response: reqwest::Response, what: &str) -> Value {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "{what}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Read-your-writes for every admin change on every instance, a Project-W
+/// machine working through all three, and the runner rate limit holding
+/// across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_agree_on_every_change_and_share_machines_and_limits() {
+    let three = Three::start("  rate_limit:\n    per_second: 1\n    burst: 60\n").await;
+    let admin = login(&three.http, &three.urls[0]).await;
+
+    // Runners: each change through one instance, seen at once by all.
+    for k in 0..6 {
+        let created = json_of(
+            three
+                .call(k, Method::POST, &admin, "/api/admins/create_runner", Some(json!({})))
+                .await,
+            "create",
+        )
+        .await;
+        let (id, token) = (created["id"].as_str().unwrap(), created["token"].as_str().unwrap());
+        for j in 0..3 {
+            assert_eq!(
+                three.verify(j, token).await,
+                StatusCode::OK,
+                "created on {k}, verified on {j}"
+            );
+        }
+        let paused = three
+            .call(
+                k + 1,
+                Method::PATCH,
+                &admin,
+                &format!("/api/admins/runners/{id}"),
+                Some(json!({"paused": true})),
+            )
+            .await;
+        assert_eq!(paused.status(), StatusCode::OK);
+        for j in 0..3 {
+            let listed = json_of(
+                three
+                    .call(
+                        j,
+                        Method::GET,
+                        &admin,
+                        "/api/admins/runners?paused=true&limit=1000",
+                        None,
+                    )
+                    .await,
+                "list",
+            )
+            .await;
+            assert!(
+                listed["items"].as_array().unwrap().iter().any(|r| r["id"] == id),
+                "paused on {}, not shown paused on {j}",
+                (k + 1) % 3
+            );
+        }
+        let reset = json_of(
+            three
+                .call(
+                    k + 2,
+                    Method::POST,
+                    &admin,
+                    &format!("/api/admins/reset_runner_token?runner_id={id}"),
+                    None,
+                )
+                .await,
+            "reset",
+        )
+        .await;
+        let new_token = reset["token"].as_str().unwrap();
+        for j in 0..3 {
+            assert_eq!(
+                three.verify(j, token).await,
+                StatusCode::UNAUTHORIZED,
+                "old token on {j}"
+            );
+            assert_eq!(three.verify(j, new_token).await, StatusCode::OK, "new token on {j}");
+        }
+        let invalidated = three
+            .call(
+                k,
+                Method::DELETE,
+                &admin,
+                &format!("/api/admins/invalidate_runner?runner_id={id}"),
+                None,
+            )
+            .await;
+        assert_eq!(invalidated.status(), StatusCode::OK);
+        for j in 0..3 {
+            assert_eq!(
+                three.verify(j, new_token).await,
+                StatusCode::UNAUTHORIZED,
+                "invalidated, on {j}"
+            );
+        }
+    }
+
+    // A Project-W machine: registered on one instance, heartbeats, job,
+    // audio and result each through the next.
+    let member = json_of(three.member_token(0, false).await, "member login").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = json_of(
+        three
+            .call(0, Method::POST, &admin, "/api/admins/create_runner", Some(json!({})))
+            .await,
+        "create",
+    )
+    .await;
+    let runner_token = created["token"].as_str().unwrap().to_owned();
+    let registered = json_of(
+        three
+            .call(
+                0,
+                Method::POST,
+                &runner_token,
+                "/api/runners/register",
+                Some(
+                    json!({"name": "whisper", "priority": 1, "version": "0.6.0", "git_hash": "0123abcd",
+                            "source_code_url": "https://github.com/JulianFP/project-W"}),
+                ),
+            )
+            .await,
+        "register",
+    )
+    .await;
+    let session = registered["session_token"].as_str().unwrap().to_owned();
+    let runner_call = |call: &str| format!("/api/runners/{call}?session_token={session}");
+    let audio: Vec<u8> = (0..256 * 1024).map(|i: usize| (i * 7 + i / 251) as u8).collect();
+    let file = json_of(
+        three
+            .http
+            .post(format!("{}/api/files?name=talk.mp3", three.urls[1]))
+            .bearer_auth(&member)
+            .header("content-type", "audio/mpeg")
+            .body(audio.clone())
+            .send()
+            .await
+            .unwrap(),
+        "upload",
+    )
+    .await;
+    let job = json_of(
+        three
+            .call(
+                2,
+                Method::POST,
+                &member,
+                "/api/jobs/project_w",
+                Some(json!({"settings": {"task": "transcribe", "model": "large"}, "input_file": file["file_id"]})),
+            )
+            .await,
+        "submit",
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut beat = 1;
+    loop {
+        let answer = json_of(
+            three
+                .call(
+                    beat,
+                    Method::POST,
+                    &runner_token,
+                    &runner_call("heartbeat"),
+                    Some(json!({"progress": 0.0})),
+                )
+                .await,
+            "heartbeat",
+        )
+        .await;
+        beat += 1;
+        if answer["job_assigned"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no job reached the machine: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = json_of(
+        three
+            .call(
+                beat,
+                Method::GET,
+                &runner_token,
+                &runner_call("retrieve_job_info"),
+                None,
+            )
+            .await,
+        "job info",
+    )
+    .await;
+    assert!(info["id"].is_i64(), "{info}");
+    let fetched = three
+        .call(
+            beat + 1,
+            Method::POST,
+            &runner_token,
+            &runner_call("retrieve_job_audio"),
+            None,
+        )
+        .await;
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), audio.as_slice());
+    let done = json_of(
+        three
+            .call(
+                beat + 2,
+                Method::POST,
+                &runner_token,
+                &runner_call("submit_job_result"),
+                Some(
+                    json!({"error_msg": null, "transcript": {"as_txt": "hello", "as_srt": "", "as_tsv": "",
+                            "as_vtt": "", "as_json": {"segments": []}}}),
+                ),
+            )
+            .await,
+        "result",
+    )
+    .await;
+    assert_eq!(done, json!("Success"));
+    for j in 0..3 {
+        let seen = json_of(
+            three
+                .call(j, Method::GET, &member, &format!("/api/jobs/{job}"), None)
+                .await,
+            "job",
+        )
+        .await;
+        assert_eq!(seen["status"], "succeeded", "on {j}");
+    }
+
+    // Roles and deletion, each seen at once by every instance.
+    let me = json_of(three.call(0, Method::GET, &member, "/api/users/me", None).await, "me").await;
+    let member_id = me["id"].as_str().unwrap().to_owned();
+    let role = |role: &'static str, on: usize| {
+        let three = &three;
+        let admin = &admin;
+        let path = format!("/api/admins/users/{member_id}/role");
+        async move {
+            let answer = three
+                .call(on, Method::PUT, admin, &path, Some(json!({"role": role})))
+                .await;
+            assert_eq!(answer.status(), StatusCode::OK, "{role} on {on}");
+        }
+    };
+    role("admin", 0).await;
+    for j in 0..3 {
+        assert_eq!(
+            three.member_token(j, true).await.status(),
+            StatusCode::OK,
+            "promoted, admin log-in on {j}"
+        );
+    }
+    role("user", 1).await;
+    for j in 0..3 {
+        assert_eq!(
+            three.member_token(j, true).await.status(),
+            StatusCode::FORBIDDEN,
+            "demoted, admin log-in on {j}"
+        );
+    }
+    let deleted = three
+        .call(
+            2,
+            Method::DELETE,
+            &admin,
+            &format!("/api/admins/users/{member_id}"),
+            None,
+        )
+        .await;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    for j in 0..3 {
+        let me = three.call(j, Method::GET, &member, "/api/users/me", None).await;
+        assert_eq!(me.status(), StatusCode::UNAUTHORIZED, "deleted user's token on {j}");
+    }
+
+    // The rate limit (burst 60, 1/s) holds across the three: each enforces
+    // a third, and requests spread round robin get the configured burst.
+    three.until_all_see_three(&admin).await;
+    let created = json_of(
+        three
+            .call(0, Method::POST, &admin, "/api/admins/create_runner", Some(json!({})))
+            .await,
+        "create",
+    )
+    .await;
+    let token = created["token"].as_str().unwrap();
+    let started = Instant::now();
+    let mut allowed = 0;
+    for n in 0..180 {
+        match three.verify(n, token).await {
+            StatusCode::OK => allowed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let refill = started.elapsed().as_secs_f64().ceil() as i32;
+    eprintln!("rate limit across three instances: {allowed} of 180 allowed (burst 60, {refill} s of refill)");
+    assert!(
+        (54..=66 + refill).contains(&allowed),
+        "{allowed} allowed; configured 60 (±10%) + {refill} refill"
+    );
+    three.stop();
+}
