@@ -52,7 +52,10 @@ fn shared() -> &'static SharedCluster {
         // test's runtime, where blocking on another runtime is not allowed.
         let dir = data_dir.clone();
         let cluster = std::thread::spawn(move || {
-            let cluster = EmbeddedCluster::start(&ClusterOptions::throwaway(&dir)).expect("start test PostgreSQL");
+            let mut options = ClusterOptions::throwaway(&dir);
+            // Tests compare when transactions committed (pg_xact_commit_timestamp).
+            options.settings.push(("track_commit_timestamp".into(), "on".into()));
+            let cluster = EmbeddedCluster::start(&options).expect("start test PostgreSQL");
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

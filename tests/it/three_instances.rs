@@ -106,8 +106,15 @@ impl Three {
         tokio::time::sleep(warden::platform::instances::HEARTBEAT + Duration::from_millis(500)).await;
     }
 
-    fn stop(mut self) {
-        for serve in self.serves.iter_mut().filter_map(Option::take) {
+    /// Stops each instance with SIGTERM (it must end cleanly), except
+    /// those already killed, which are only reaped.
+    fn stop(mut self, killed: &[usize]) {
+        for (n, serve) in self.serves.iter_mut().enumerate() {
+            let Some(serve) = serve.take() else { continue };
+            if killed.contains(&n) {
+                serve.kill();
+                continue;
+            }
             let (clean, log) = serve.stop();
             assert!(clean, "{}", important_lines(&log));
         }
@@ -426,5 +433,384 @@ async fn three_instances_agree_on_every_change_and_share_machines_and_limits() {
         (54..=66 + refill).contains(&allowed),
         "{allowed} allowed; configured 60 (±10%) + {refill} refill"
     );
-    three.stop();
+    three.stop(&[]);
+}
+
+/// What the machines, the submitter and the admin saw during the load.
+#[derive(Default)]
+struct Observed {
+    /// Jobs whose submission answered 201.
+    acknowledged: Vec<String>,
+    /// Job ids whose result a machine delivered successfully.
+    finished: Vec<String>,
+    /// (runner, paused answered at, resume sent at).
+    paused: Vec<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
+    /// (runner, invalidation answered at).
+    invalidated: Vec<(String, chrono::DateTime<chrono::Utc>)>,
+}
+
+/// Hundreds of jobs through three instances while machines on all of them
+/// work, an admin pauses, resumes and invalidates runners, and the leading
+/// instance is killed (-9) half-way: every acknowledged job is done exactly
+/// once, no assignment committed after a pause or invalidation answered,
+/// and another instance leads within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_under_load_assign_each_job_once_and_survive_the_leaders_kill() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    const JOBS: usize = 300;
+    const SLOTS: usize = 4;
+
+    let three = Arc::new(Three::start("  rate_limit:\n    per_second: 100000\n    burst: 100000\n").await);
+    let admin = login(&three.http, &three.urls[0]).await;
+    let member = json_of(three.member_token(0, false).await, "member login").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let killed = Arc::new(AtomicUsize::new(usize::MAX));
+    // Round robin over the instances still running.
+    let pick = {
+        let killed = Arc::clone(&killed);
+        move |n: usize| {
+            let n = n % 3;
+            if n == killed.load(Ordering::SeqCst) {
+                (n + 1) % 3
+            } else {
+                n
+            }
+        }
+    };
+    let create = |on: usize| {
+        let three = Arc::clone(&three);
+        let admin = admin.clone();
+        async move {
+            let created = json_of(
+                three
+                    .call(on, Method::POST, &admin, "/api/admins/create_runner", Some(json!({})))
+                    .await,
+                "create",
+            )
+            .await;
+            (
+                created["id"].as_str().unwrap().to_owned(),
+                created["token"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let mut slots = Vec::new();
+    for slot in 0..SLOTS {
+        slots.push(create(slot).await);
+    }
+    let slots = Arc::new(Mutex::new(slots));
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Two machines per runner slot, each request on the next instance.
+    let mut machines = Vec::new();
+    for machine in 0..SLOTS * 2 {
+        let (three, slots, observed, stop, pick) = (
+            Arc::clone(&three),
+            Arc::clone(&slots),
+            Arc::clone(&observed),
+            Arc::clone(&stop),
+            pick.clone(),
+        );
+        machines.push(tokio::spawn(async move {
+            let system_id = format!("r_load{machine:07}");
+            let mut n = machine;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let token = slots.lock().unwrap()[machine % SLOTS].1.clone();
+                let asked = three
+                    .http
+                    .post(format!("{}/api/runners/jobs/request", three.urls[pick(n)]))
+                    .bearer_auth(&token)
+                    .json(&json!({"system_id": system_id, "wait_seconds": 1}))
+                    .send()
+                    .await;
+                let Ok(asked) = asked else { continue }; // a killed instance
+                if asked.status() != StatusCode::OK {
+                    // 204 nothing, 401 invalidated (the slot gets a new runner)
+                    if asked.status() == StatusCode::UNAUTHORIZED {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    continue;
+                }
+                let Ok(job) = asked.json::<Value>().await else { continue };
+                let id = job["id"].as_str().unwrap().to_owned();
+                // Deliver the result, through the next instance (again on
+                // another if that one was just killed).
+                for attempt in 1..=3 {
+                    let done = three
+                        .http
+                        .post(format!(
+                            "{}/api/runners/jobs/{id}/result",
+                            three.urls[pick(n + attempt)]
+                        ))
+                        .bearer_auth(&token)
+                        .json(&json!({"system_id": system_id, "outcome": "succeeded"}))
+                        .send()
+                        .await;
+                    match done {
+                        Ok(done) if done.status() == StatusCode::OK => {
+                            observed.lock().unwrap().finished.push(id.clone());
+                            break;
+                        }
+                        Ok(_) => break, // requeued or runner gone meanwhile
+                        Err(_) => continue,
+                    }
+                }
+            }
+        }));
+    }
+
+    // The admin: pauses and resumes runners, invalidates and replaces one
+    // every 100 submissions.
+    let chaos = {
+        let (three, slots, observed, stop, admin, pick) = (
+            Arc::clone(&three),
+            Arc::clone(&slots),
+            Arc::clone(&observed),
+            Arc::clone(&stop),
+            admin.clone(),
+            pick.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let runner = slots.lock().unwrap()[n % SLOTS].0.clone();
+                let path = format!("/api/admins/runners/{runner}");
+                let Ok(paused) = three
+                    .http
+                    .patch(format!("{}{path}", three.urls[pick(n)]))
+                    .bearer_auth(&admin)
+                    .json(&json!({"paused": true}))
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                if paused.status() != StatusCode::OK {
+                    continue; // invalidated meanwhile
+                }
+                let paused_at = chrono::Utc::now();
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                let resume_sent = chrono::Utc::now();
+                observed
+                    .lock()
+                    .unwrap()
+                    .paused
+                    .push((runner.clone(), paused_at, resume_sent));
+                for attempt in 1..=3 {
+                    let resumed = three
+                        .http
+                        .patch(format!("{}{path}", three.urls[pick(n + attempt)]))
+                        .bearer_auth(&admin)
+                        .json(&json!({"paused": false}))
+                        .send()
+                        .await;
+                    if resumed.is_ok() {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+
+    // The submitter; the leader dies half-way.
+    let mut kill_report = None;
+    for n in 0..JOBS {
+        if n > 0 && n % 100 == 0 {
+            let slot = n / 100 % SLOTS;
+            let old = slots.lock().unwrap()[slot].0.clone();
+            let invalidated = three
+                .call(
+                    pick(n),
+                    Method::DELETE,
+                    &admin,
+                    &format!("/api/admins/invalidate_runner?runner_id={old}"),
+                    None,
+                )
+                .await;
+            assert_eq!(invalidated.status(), StatusCode::OK);
+            observed.lock().unwrap().invalidated.push((old, chrono::Utc::now()));
+            let replacement = create(pick(n + 1)).await;
+            slots.lock().unwrap()[slot] = replacement;
+        }
+        if n == JOBS / 2 {
+            kill_report = Some(kill_the_leader(&three, &admin, &killed).await);
+        }
+        let submitted = three
+            .call(pick(n), Method::POST, &member, "/api/jobs", Some(json!({"payload": n})))
+            .await;
+        assert_eq!(submitted.status(), StatusCode::CREATED);
+        let id = submitted.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        observed.lock().unwrap().acknowledged.push(id);
+    }
+
+    // Every acknowledged job gets done.
+    let client = three.db.client().await;
+    let acknowledged: Vec<uuid::Uuid> = observed
+        .lock()
+        .unwrap()
+        .acknowledged
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let done: i64 = client
+            .query_one(
+                "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status = 'succeeded'",
+                &[&acknowledged],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if done == JOBS as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of {JOBS} jobs done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    chaos.await.unwrap();
+    for machine in machines {
+        machine.await.unwrap();
+    }
+    let observed = std::mem::take(&mut *observed.lock().unwrap());
+
+    // Each job delivered once.
+    let mut finished = observed.finished.clone();
+    finished.sort();
+    let before = finished.len();
+    finished.dedup();
+    assert_eq!(before, finished.len(), "a job's result was accepted twice");
+    assert_eq!(finished.len(), JOBS);
+
+    // One assignment per job, plus one per requeue.
+    let doubles: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (
+                 SELECT stream_id FROM events
+                 WHERE stream_id IN (SELECT stream_id FROM events WHERE event_type = 'JobSubmitted')
+                 GROUP BY stream_id
+                 HAVING count(*) FILTER (WHERE event_type = 'JobAssigned')
+                        <> 1 + count(*) FILTER (WHERE event_type = 'JobRequeued')
+             ) AS odd",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let assignments: i64 = client
+        .query_one("SELECT count(*) FROM events WHERE event_type = 'JobAssigned'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(assignments >= JOBS as i64);
+    assert_eq!(doubles, 0, "jobs assigned more often than requeued + 1");
+
+    // No assignment committed after a pause or invalidation answered.
+    let rows = client
+        .query(
+            "SELECT payload->>'runner_id', pg_xact_commit_timestamp(xmin) FROM events WHERE event_type = 'JobAssigned'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for row in &rows {
+        let runner: String = row.get(0);
+        let committed: chrono::DateTime<chrono::Utc> = row.get(1);
+        for (paused, answered, resume_sent) in &observed.paused {
+            assert!(
+                !(paused == &runner && committed > *answered && committed < *resume_sent),
+                "runner {runner} got a job committed at {committed}, after its pause answered at {answered}"
+            );
+        }
+        for (gone, answered) in &observed.invalidated {
+            assert!(
+                !(gone == &runner && committed > *answered),
+                "runner {runner} got a job committed at {committed}, after its invalidation answered at {answered}"
+            );
+        }
+        checked += 1;
+    }
+    let (took, leader) = kill_report.unwrap();
+    eprintln!(
+        "{JOBS} jobs, {assignments} assignments ({checked} checked against {} pauses and {} invalidations); \
+         killed instance {leader}, a survivor led after {took:?}",
+        observed.paused.len(),
+        observed.invalidated.len()
+    );
+    assert!(
+        observed.paused.len() >= 10,
+        "too few pauses raced: {}",
+        observed.paused.len()
+    );
+    assert!(took < Duration::from_secs(2), "leadership took {took:?} to move");
+    drop(client);
+    Arc::into_inner(three).unwrap().stop(&[leader]);
+}
+
+/// Kills (-9) the instance that leads the projectors; returns how long
+/// after the kill a command on a survivor answered (it waits for the
+/// projectors, so someone leads them again), and which instance died.
+async fn kill_the_leader(
+    three: &std::sync::Arc<Three>,
+    admin: &str,
+    killed: &std::sync::atomic::AtomicUsize,
+) -> (Duration, usize) {
+    let listed: Value = three
+        .call(0, Method::GET, admin, "/api/admins/instances", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let leader_pid = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["leads"].as_array().unwrap().iter().any(|l| l == "runners"))
+        .unwrap_or_else(|| panic!("no leader listed: {listed}"))["pid"]
+        .as_i64()
+        .unwrap();
+    let leader = three
+        .serves
+        .iter()
+        .position(|s| s.as_ref().is_some_and(|s| s.pid() as i64 == leader_pid))
+        .expect("the leader is one of ours");
+    // Shared behind an Arc: kill through the pid; the Serve reaps it at stop.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(leader_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed_at = Instant::now();
+    killed.store(leader, std::sync::atomic::Ordering::SeqCst);
+    let survivor = (leader + 1) % 3;
+    let created = three
+        .call(
+            survivor,
+            Method::POST,
+            admin,
+            "/api/admins/create_runner",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let took = killed_at.elapsed();
+    let token = created.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other_survivor = 3 - leader - survivor;
+    assert_eq!(three.verify(other_survivor, &token).await, StatusCode::OK);
+    (took, leader)
 }
