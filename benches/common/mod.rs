@@ -78,8 +78,21 @@ impl Warden {
         connections: usize,
         configure: impl FnOnce(&mut Config),
     ) -> Warden {
-        let db = Database::new(cluster.connect_config("warden"), 48).unwrap();
+        Self::start_on(cluster, "warden", connections, configure).await
+    }
+
+    /// Like `start_with`, on the database `dbname` (created if missing).
+    pub async fn start_on(
+        cluster: &EmbeddedCluster,
+        dbname: &str,
+        connections: usize,
+        configure: impl FnOnce(&mut Config),
+    ) -> Warden {
+        warden::platform::database_setup::create_database_if_missing(&cluster.connect_config("postgres"), dbname)
+            .await
+            .unwrap();
         let mut config = Config::default();
+        config.database.max_connections = 48;
         config.http.workers = Some(2);
         config.runners.rate_limit.per_second = 1_000_000;
         config.runners.rate_limit.burst = 1_000_000;
@@ -92,6 +105,7 @@ impl Warden {
             },
         );
         configure(&mut config);
+        let db = Database::new(cluster.connect_config(dbname), config.database.max_connections).unwrap();
         let (state, background) = AppState::start(config, db).await.unwrap();
         warden::identity::accounts::provision_from_config(&state.identity)
             .await
@@ -171,7 +185,10 @@ pub fn pgbench(
     script: &str,
 ) -> Measurement {
     let binaries = PgBinaries::locate().unwrap();
+    // The embedded cluster asks every client for its password.
+    let password = cluster.password().unwrap_or_default().to_owned();
     let status = Command::new(binaries.tool("psql"))
+        .env("PGPASSWORD", &password)
         .args(["-q", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(cluster.socket_dir())
         .args([
@@ -190,6 +207,7 @@ pub fn pgbench(
     let script_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(script_file.path(), script).unwrap();
     let output = Command::new(binaries.tool("pgbench"))
+        .env("PGPASSWORD", &password)
         .args(["-n", "-h"])
         .arg(cluster.socket_dir())
         .args(["-p", &cluster.port().to_string(), "-U", "warden"])

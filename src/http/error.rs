@@ -168,6 +168,10 @@ impl From<StoreError> for ApiError {
                     "a time or number is out of the range warden stores",
                 )
             }
+            StoreError::Db(crate::platform::db::DbError::Postgres(ref db_error)) if database_unavailable(db_error) => {
+                tracing::error!(%error, "database unavailable");
+                ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")
+            }
             StoreError::Db(crate::platform::db::DbError::Pool(_) | crate::platform::db::DbError::TimedOut(_)) => {
                 tracing::error!(%error, "database unavailable");
                 ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")
@@ -175,6 +179,22 @@ impl From<StoreError> for ApiError {
             other => ApiError::internal(&other),
         }
     }
+}
+
+/// Whether a failed statement says the database cannot serve now (the
+/// connection broke, the server is out of connections or shutting down,
+/// a failover), not that the statement was wrong: 503, try again.
+fn database_unavailable(error: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    if error.is_closed() || error.source().is_some_and(|source| source.is::<std::io::Error>()) {
+        return true;
+    }
+    // SQLSTATE classes 08 (connection exception), 53 (insufficient
+    // resources, e.g. too many connections), 57 (operator intervention:
+    // shutdown, cannot connect now).
+    error
+        .code()
+        .is_some_and(|code| matches!(&code.code()[..2], "08" | "53" | "57"))
 }
 
 impl From<ProjectionLag> for ApiError {

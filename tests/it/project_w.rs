@@ -480,3 +480,62 @@ async fn a_machine_registered_on_one_instance_works_through_another() {
     second.stop().await;
     first.stop().await;
 }
+
+/// 64 machines of one token sending heartbeats at once, for a few
+/// seconds: every heartbeat answers 200 (before, some answered 503
+/// `database_unavailable` and one 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_machines_heartbeating_at_once_all_get_answers() {
+    let mut config = test_config();
+    config.runners.rate_limit.per_second = 1_000_000;
+    config.runners.rate_limit.burst = 1_000_000;
+    let app = std::sync::Arc::new(TestApp::start_with(config).await);
+    let admin = app.admin_token().await;
+    let (_, token) = app.create_runner(&admin).await;
+    let mut sessions = Vec::new();
+    for n in 0..64 {
+        sessions.push(Runner::register(&app, &token, &format!("busy-{n}")).await.session);
+    }
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .map(|session| {
+            let (app, token) = (std::sync::Arc::clone(&app), token.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                let mut answered = 0;
+                while Instant::now() < deadline {
+                    let response = app
+                        .http
+                        .post(app.url(&format!("/api/runners/heartbeat?session_token={session}")))
+                        .bearer_auth(&token)
+                        .json(&json!({"progress": 0.0}))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    if status != StatusCode::OK {
+                        failures.push(format!("{status}: {}", response.text().await.unwrap()));
+                    }
+                    answered += 1;
+                }
+                (answered, failures)
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    let mut failures = Vec::new();
+    for task in tasks {
+        let (n, failed) = task.await.unwrap();
+        answered += n;
+        failures.extend(failed);
+    }
+    eprintln!("{answered} heartbeats in 4 s");
+    assert!(
+        failures.is_empty(),
+        "{} of {answered} failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}

@@ -1,0 +1,367 @@
+//! warden as 1 and as 3 instances on the same cluster, in one run
+//! (issue 13). Instances run in this process, each with its own HTTP
+//! server, pool and background tasks, like `TestApp::start_two`; clients
+//! spread their requests round robin over them. Rows:
+//! - heartbeats: 64 Project-W machines of one token, each heartbeat to the
+//!   next instance; baseline pgbench (64 clients) doing the token-hash
+//!   lookup a heartbeat needs.
+//! - job assignments: 16 machines taking jobs from a full queue
+//!   (`jobs/request` + `result`), each request to the next instance;
+//!   baseline pgbench single-row INSERTs (16 clients).
+//! - delivery: 4 machines long-polling (machine m on instance m mod N), a
+//!   job submitted over HTTP to instance i mod N, one at a time; latency
+//!   from sending the submission to the machine holding the job.
+//!
+//!     cargo bench --bench instances               # BENCH_SECONDS per row (15)
+#![allow(clippy::unwrap_used)] // a benchmark that fails may panic
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{pgbench, report, run_clients, Measurement, Warden};
+use serde_json::json;
+use warden::events::Metadata;
+
+const HEARTBEAT_CLIENTS: usize = 64;
+const ASSIGN_CLIENTS: usize = 16;
+const LONG_POLLERS: usize = 4;
+const DELIVERIES: usize = 200;
+const LOOKUP_SETUP: &str = "CREATE TABLE IF NOT EXISTS lookup (id BIGINT PRIMARY KEY, token_hash TEXT NOT NULL);
+     CREATE UNIQUE INDEX IF NOT EXISTS lookup_hash ON lookup (token_hash);
+     INSERT INTO lookup SELECT n, md5(n::text) FROM generate_series(1, 1000) n ON CONFLICT DO NOTHING;";
+const LOOKUP_SCRIPT: &str = "\\set n random(1, 1000)\nSELECT id FROM lookup WHERE token_hash = md5(:n::text);\n";
+const INSERT_SETUP: &str = "CREATE TABLE IF NOT EXISTS bench_insert (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+const INSERT_SCRIPT: &str = "INSERT INTO bench_insert (payload) VALUES ('{\"job\": 1, \"runner\": \"00000000-0000-0000-0000-000000000000\"}');\n";
+
+/// Delivery latencies of one configuration, split by whether the machine
+/// waited on the instance that took the submission.
+struct Deliveries {
+    same: Vec<Duration>,
+    across: Vec<Duration>,
+}
+
+fn main() {
+    common::block_on(async {
+        let duration = common::duration();
+        let (_dir, cluster) = common::cluster().await;
+        let mut heartbeats = vec![pgbench(
+            &cluster,
+            "pgbench token-hash lookup (baseline)",
+            HEARTBEAT_CLIENTS,
+            duration,
+            LOOKUP_SETUP,
+            LOOKUP_SCRIPT,
+        )];
+        let mut assignments = vec![pgbench(
+            &cluster,
+            "pgbench INSERT (baseline)",
+            ASSIGN_CLIENTS,
+            duration,
+            INSERT_SETUP,
+            INSERT_SCRIPT,
+        )];
+        let mut deliveries = Vec::new();
+        for count in [1, 3] {
+            let dbname = format!("warden_{count}");
+            let mut instances = Vec::new();
+            for _ in 0..count {
+                // The cluster allows 100 connections: 3 x 24 fit.
+                instances.push(
+                    Warden::start_on(&cluster, &dbname, HEARTBEAT_CLIENTS, |config| {
+                        config.database.max_connections = 24;
+                    })
+                    .await,
+                );
+            }
+            if count > 1 {
+                // Each instance counts the others on its next registry
+                // heartbeat: measure the multi-instance paths, not a start.
+                tokio::time::sleep(warden::platform::instances::HEARTBEAT + Duration::from_secs(1)).await;
+            }
+            let instances = Arc::new(instances);
+            heartbeats.push(heartbeat_rate(&instances, count, duration).await);
+            assignments.push(assignment_rate(&instances, count, duration).await);
+            deliveries.push((count, delivery_latency(&instances).await));
+            for instance in Arc::into_inner(instances).unwrap() {
+                instance.stop().await;
+            }
+        }
+        heartbeats.push(pgbench(
+            &cluster,
+            "pgbench token-hash lookup (baseline, after)",
+            HEARTBEAT_CLIENTS,
+            duration,
+            LOOKUP_SETUP,
+            LOOKUP_SCRIPT,
+        ));
+        report(
+            &format!(
+                "Heartbeats: {HEARTBEAT_CLIENTS} machines, round robin over the instances, {} s per row.",
+                duration.as_secs()
+            ),
+            &heartbeats,
+            &[0, heartbeats.len() - 1],
+        );
+        report(
+            &format!(
+                "Job assignments: {ASSIGN_CLIENTS} machines, round robin, {} s per row (request + result).",
+                duration.as_secs()
+            ),
+            &assignments,
+            &[0],
+        );
+        println!(
+            "\nDelivery to a waiting long poll: {DELIVERIES} jobs, one at a time, {LONG_POLLERS} machines waiting.\n"
+        );
+        println!("| instances | submitted to | jobs | p50 ms | p99 ms |");
+        println!("| ---: | --- | ---: | ---: | ---: |");
+        for (count, measured) in &deliveries {
+            for (label, latencies) in [
+                ("the machine's instance", &measured.same),
+                ("another instance", &measured.across),
+            ] {
+                if latencies.is_empty() {
+                    continue;
+                }
+                let (p50, p99) = percentiles(latencies);
+                println!("| {count} | {label} | {} | {p50:.1} | {p99:.1} |", latencies.len());
+            }
+        }
+    });
+}
+
+fn percentiles(latencies: &[Duration]) -> (f64, f64) {
+    let mut sorted = latencies.to_vec();
+    sorted.sort();
+    let at = |p: f64| sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0;
+    (at(0.5), at(0.99))
+}
+
+fn label(count: usize, what: &str) -> &'static str {
+    Box::leak(format!("warden, {count} instance{}: {what}", if count == 1 { "" } else { "s" }).into_boxed_str())
+}
+
+async fn heartbeat_rate(instances: &Arc<Vec<Warden>>, count: usize, duration: Duration) -> Measurement {
+    let first = &instances[0];
+    let (_, token) = first.create_runner().await;
+    let mut sessions = Vec::new();
+    for machine in 0..HEARTBEAT_CLIENTS {
+        let registered: serde_json::Value = first
+            .http
+            .post(format!("{}/api/runners/register", instances[machine % count].base))
+            .bearer_auth(&token)
+            .json(
+                &json!({"name": format!("bench-{machine}"), "priority": 1, "version": "0.6",
+                          "git_hash": "bench", "source_code_url": "https://example.org"}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        sessions.push(registered["session_token"].as_str().unwrap().to_owned());
+    }
+    let sessions = Arc::new(sessions);
+    let bases: Arc<Vec<String>> = Arc::new(instances.iter().map(|w| w.base.clone()).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let http = first.http.clone();
+    let measured = run_clients(label(count, "Project-W heartbeat"), HEARTBEAT_CLIENTS, duration, {
+        let token = token.clone();
+        let sessions = Arc::clone(&sessions);
+        move |client| {
+            let base = &bases[next.fetch_add(1, Ordering::Relaxed) % bases.len()];
+            let url = format!("{base}/api/runners/heartbeat?session_token={}", sessions[client]);
+            let (http, token) = (http.clone(), token.clone());
+            async move {
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"progress": 0.0}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status();
+                assert!(
+                    status.is_success(),
+                    "{status}: {}",
+                    response.text().await.unwrap_or_default()
+                );
+            }
+        }
+    })
+    .await;
+    // Offline again, or they would compete for the next rows' jobs.
+    for session in sessions.iter() {
+        let gone = first
+            .http
+            .post(format!("{}/api/runners/unregister?session_token={session}", first.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert!(gone.status().is_success(), "{}", gone.status());
+    }
+    measured
+}
+
+async fn assignment_rate(instances: &Arc<Vec<Warden>>, count: usize, duration: Duration) -> Measurement {
+    let jobs = 1500 * (duration.as_secs() as usize + 5);
+    submit_jobs(&instances[0], jobs).await;
+    let (_, token) = instances[0].create_runner().await;
+    let bases: Arc<Vec<String>> = Arc::new(instances.iter().map(|w| w.base.clone()).collect());
+    let http = instances[0].http.clone();
+    let measured = run_clients(label(count, "job assignment"), ASSIGN_CLIENTS, duration, {
+        let next = Arc::new(AtomicUsize::new(0));
+        move |client| {
+            let (http, token, bases) = (http.clone(), token.clone(), Arc::clone(&bases));
+            let turn = next.fetch_add(2, Ordering::Relaxed);
+            async move {
+                let system_id = format!("r_assign{client:06}");
+                let response = http
+                    .post(format!("{}/api/runners/jobs/request", bases[turn % bases.len()]))
+                    .bearer_auth(&token)
+                    .json(&json!({"system_id": system_id}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), reqwest::StatusCode::OK, "the queue ran dry");
+                let job: serde_json::Value = response.json().await.unwrap();
+                let id = job["id"].as_str().unwrap();
+                let done = http
+                    .post(format!(
+                        "{}/api/runners/jobs/{id}/result",
+                        bases[(turn + 1) % bases.len()]
+                    ))
+                    .bearer_auth(&token)
+                    .json(&json!({"system_id": system_id, "outcome": "succeeded"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(done.status().is_success());
+            }
+        }
+    })
+    .await;
+    // Empty the queue for the delivery row.
+    instances[0]
+        .state
+        .db
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE jobs SET status = 'cancelled' WHERE status = 'queued'", &[])
+        .await
+        .unwrap();
+    measured
+}
+
+async fn delivery_latency(instances: &Arc<Vec<Warden>>) -> Deliveries {
+    let count = instances.len();
+    let (_, token) = instances[0].create_runner().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (received, mut receipts) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let mut machines = Vec::new();
+    for machine in 0..LONG_POLLERS {
+        let (http, base, token, stop, received) = (
+            instances[0].http.clone(),
+            instances[machine % count].base.clone(),
+            token.clone(),
+            Arc::clone(&stop),
+            received.clone(),
+        );
+        machines.push(tokio::spawn(async move {
+            let system_id = format!("r_poll{machine:07}");
+            while !stop.load(Ordering::Relaxed) {
+                let response = http
+                    .post(format!("{base}/api/runners/jobs/request"))
+                    .bearer_auth(&token)
+                    .json(&json!({"system_id": system_id, "wait_seconds": 2}))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() != reqwest::StatusCode::OK {
+                    continue;
+                }
+                let at = Instant::now();
+                let job: serde_json::Value = response.json().await.unwrap();
+                let _ = received.send((machine % count, at));
+                let id = job["id"].as_str().unwrap();
+                let done = http
+                    .post(format!("{base}/api/runners/jobs/{id}/result"))
+                    .bearer_auth(&token)
+                    .json(&json!({"system_id": system_id, "outcome": "succeeded"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(done.status().is_success());
+            }
+        }));
+    }
+    // Let every machine start waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut measured = Deliveries {
+        same: Vec::new(),
+        across: Vec::new(),
+    };
+    for n in 0..DELIVERIES {
+        let submit_to = n % count;
+        let sent = Instant::now();
+        let submitted = instances[0]
+            .http
+            .post(format!("{}/api/jobs", instances[submit_to].base))
+            .bearer_auth(&instances[0].admin)
+            .json(&json!({"payload": n}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(submitted.status(), reqwest::StatusCode::CREATED);
+        let (waited_on, at) = tokio::time::timeout(Duration::from_secs(10), receipts.recv())
+            .await
+            .expect("a job was not delivered within 10 s")
+            .unwrap();
+        let latency = at - sent;
+        if waited_on == submit_to {
+            measured.same.push(latency);
+        } else {
+            measured.across.push(latency);
+        }
+        // The machine finishes and waits again before the next job.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for machine in machines {
+        machine.await.unwrap();
+    }
+    measured
+}
+
+/// Fills the queue (through the command path, 16 at a time).
+async fn submit_jobs(warden: &Warden, count: usize) {
+    let user = uuid::Uuid::now_v7();
+    let tasks: Vec<_> = (0..16)
+        .map(|worker| {
+            let state = Arc::clone(&warden.state);
+            tokio::spawn(async move {
+                for n in (worker..count).step_by(16) {
+                    let job = warden::fleet::jobs::NewJob {
+                        kind: Default::default(),
+                        payload: json!({"n": n}),
+                        required_tags: Vec::new(),
+                        priority: 0,
+                        input: None,
+                    };
+                    warden::fleet::jobs::submit(&state.fleet, user, job, &Metadata::system("bench"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
