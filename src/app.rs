@@ -169,6 +169,10 @@ impl AppState {
         background
             .tasks
             .push(crate::fleet::spawn_sweeper(Arc::clone(fleet), cancel.clone()));
+        background.tasks.push(crate::fleet::machines::spawn_contact_sharing(
+            Arc::clone(fleet),
+            cancel.clone(),
+        ));
         background.tasks.push(crate::log::consumers::spawn_stall_watch(
             core.db.clone(),
             core.config.http.stall_warning,

@@ -428,6 +428,24 @@ impl ProgressThrottle {
     }
 }
 
+/// Takes the job's progress-recording slot for this interval, unless
+/// another instance took it less than `interval` ago.
+async fn progress_slot_free(fleet: &Fleet, job_id: Uuid, interval: std::time::Duration) -> Result<bool, StoreError> {
+    let connection = fleet.db.get().await?;
+    let claim = connection
+        .prepare_cached(
+            "INSERT INTO progress_recordings (job_id, recorded_at) VALUES ($1, now())
+             ON CONFLICT (job_id) DO UPDATE SET recorded_at = now()
+             WHERE progress_recordings.recorded_at <= now() - make_interval(secs => $2)
+             RETURNING true",
+        )
+        .await?;
+    Ok(connection
+        .query_opt(&claim, &[&job_id, &interval.as_secs_f64()])
+        .await?
+        .is_some())
+}
+
 /// What a machine learns when it reports on its job.
 #[derive(Debug, Serialize)]
 pub struct ReportAnswer {
@@ -454,7 +472,11 @@ pub async fn report_progress(
     job.decide(&command)?;
     let abort = matches!(&job, Job::Assigned(_, a) if a.cancel_requested);
     let interval = fleet.config.progress_record_interval;
-    if fleet.progress.should_record(job_id, progress, interval) {
+    // This instance's memory first (no database work for most reports),
+    // then the slot shared by all instances.
+    if fleet.progress.should_record(job_id, progress, interval)
+        && (progress >= 1.0 || progress_slot_free(fleet, job_id, interval).await?)
+    {
         fleet.commands.execute::<Job>(&stream, &command, metadata).await?;
     }
     Ok(ReportAnswer { abort })
@@ -484,8 +506,9 @@ pub async fn finish(
 
 /// Native jobs whose machine has sent nothing for
 /// `runners.native_silence_timeout`: its last contact in the log (recorded
-/// at least every `contact_record_interval`, so every instance sees it) and
-/// in this instance's memory are both older.
+/// at least every `contact_record_interval`), in `machine_contacts`
+/// (shared by every instance each second) and in this instance's memory
+/// are all older.
 pub async fn held_by_silent_native_machines(fleet: &Fleet) -> Result<Vec<(Uuid, MachineRef)>, StoreError> {
     let connection = fleet.db.get().await?;
     let timeout = fleet.config.native_silence_timeout;
@@ -493,8 +516,9 @@ pub async fn held_by_silent_native_machines(fleet: &Fleet) -> Result<Vec<(Uuid, 
         .query(
             "SELECT j.id, j.runner_id, j.machine_id, m.contacted_at FROM jobs j
              JOIN runner_machines m ON m.id = j.machine_id
+             LEFT JOIN machine_contacts c ON c.machine_id = m.id
              WHERE j.status = 'assigned' AND j.kind = 'native'
-               AND m.contacted_at < now() - make_interval(secs => $1)",
+               AND greatest(m.contacted_at, c.contacted_at) < now() - make_interval(secs => $1)",
             &[&timeout.as_secs_f64()],
         )
         .await?;

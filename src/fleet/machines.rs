@@ -47,6 +47,8 @@ const MAX_PRESENCE_ENTRIES: usize = 100_000;
 #[derive(Default)]
 pub struct MachinePresence {
     seen: Mutex<HashMap<Uuid, Seen>>,
+    /// Contacts not yet written to the shared `machine_contacts`.
+    unshared: Mutex<HashMap<Uuid, DateTime<Utc>>>,
 }
 
 /// Makes room for one more entry in `seen`.
@@ -67,6 +69,32 @@ fn make_room(seen: &mut HashMap<Uuid, Seen>, recorded_before: DateTime<Utc>) {
 }
 
 impl MachinePresence {
+    /// Writes the contacts seen since the last call to `machine_contacts`
+    /// (one statement; ids sorted so that instances writing at once do
+    /// not deadlock).
+    pub async fn share(&self, db: &crate::platform::db::Database) -> Result<usize, StoreError> {
+        let mut contacts: Vec<(Uuid, DateTime<Utc>)> =
+            std::mem::take(&mut *self.unshared.lock().expect("unshared contacts"))
+                .into_iter()
+                .collect();
+        if contacts.is_empty() {
+            return Ok(0);
+        }
+        contacts.sort();
+        let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = contacts.iter().copied().unzip();
+        let connection = db.get().await?;
+        let upsert = connection
+            .prepare_cached(
+                "INSERT INTO machine_contacts (machine_id, contacted_at)
+                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[])
+                 ON CONFLICT (machine_id) DO UPDATE
+                 SET contacted_at = greatest(machine_contacts.contacted_at, EXCLUDED.contacted_at)",
+            )
+            .await?;
+        connection.execute(&upsert, &[&ids, &times]).await?;
+        Ok(ids.len())
+    }
+
     /// The freshest contact this process saw, if any.
     pub fn contacted_at(&self, machine_id: Uuid) -> Option<DateTime<Utc>> {
         self.seen
@@ -111,6 +139,12 @@ pub async fn touch(
             ip_address: None,
         });
         entry.contacted_at = now;
+        fleet
+            .presence
+            .unshared
+            .lock()
+            .expect("unshared contacts")
+            .insert(machine_id, now);
         let changed = info.as_ref().is_some_and(|i| Some(i) != entry.info.as_ref()) || ip_address != entry.ip_address;
         let due = changed || (now - entry.checked_at).to_std().unwrap_or_default() >= record_every;
         if due {
@@ -223,8 +257,12 @@ pub async fn registered_priority(fleet: &Fleet, machine_id: Uuid) -> Result<Opti
 
 /// Machines (not pruned) by runner, optionally of one runner only.
 /// Columns that [`machine_view`] reads, in its order.
+/// Columns of a `runner_machines` row; the contact time is the freshest of
+/// the log's and the one instances share (`machine_contacts`).
 pub const MACHINE_COLUMNS: &str = "id, runner_id, system_id, name, runner_version, revision, platform, architecture,
-                                   ip_address, priority, registered_at, contacted_at";
+    ip_address, priority, registered_at,
+    greatest(runner_machines.contacted_at,
+             (SELECT c.contacted_at FROM machine_contacts c WHERE c.machine_id = runner_machines.id))";
 
 /// A `runner_machines` row with the freshest contact this process knows.
 pub fn machine_view(presence: &MachinePresence, row: &tokio_postgres::Row) -> MachineView {
@@ -278,6 +316,12 @@ pub async fn prune_stale(fleet: &Fleet) -> Result<usize, CommandError> {
             pruned += 1;
         }
     }
+    // Shared contacts of machines gone quiet for the whole retention.
+    let connection = fleet.db.get().await.map_err(StoreError::from)?;
+    connection
+        .execute("DELETE FROM machine_contacts WHERE contacted_at < $1", &[&cutoff])
+        .await
+        .map_err(StoreError::from)?;
     Ok(pruned)
 }
 
@@ -303,6 +347,28 @@ pub fn spawn_pruner(fleet: Arc<Fleet>, cancel: CancellationToken) -> JoinHandle<
         }
     })
 }
+
+/// Shares this instance's machine contacts every second until `cancel`
+/// fires (and once more then).
+pub fn spawn_contact_sharing(fleet: Arc<Fleet>, cancel: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let stopping = tokio::select! {
+                _ = cancel.cancelled() => true,
+                _ = tokio::time::sleep(CONTACT_SHARING) => false,
+            };
+            if let Err(error) = fleet.presence.share(&fleet.db).await {
+                tracing::debug!(%error, "sharing machine contacts failed");
+            }
+            if stopping {
+                return;
+            }
+        }
+    })
+}
+
+/// How often contacts are written to `machine_contacts`.
+const CONTACT_SHARING: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

@@ -116,5 +116,17 @@ async fn sweep(fleet: &Fleet) -> Result<(), crate::log::commands::CommandError> 
         }
     }
     files::remove_abandoned(&fleet.db).await?;
+    // Progress slots of jobs that stopped reporting a day ago.
+    fleet
+        .db
+        .get()
+        .await
+        .map_err(crate::log::event_store::StoreError::from)?
+        .execute(
+            "DELETE FROM progress_recordings WHERE recorded_at < now() - interval '1 day'",
+            &[],
+        )
+        .await
+        .map_err(crate::log::event_store::StoreError::from)?;
     Ok(())
 }

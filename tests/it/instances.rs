@@ -310,3 +310,73 @@ async fn a_streaming_replica_serves_admin_reads_and_token_checks_stay_fresh() {
     .join()
     .unwrap();
 }
+
+/// A machine's last contact, as admins see it, is the same (within the
+/// second the instances take to share it) whichever instance answers,
+/// though the log records contacts only every
+/// `runners.contact_record_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_shows_a_machines_latest_contact() {
+    let (first, second) = TestApp::start_two(test_config()).await;
+    let admin = first.admin_token().await;
+    let (runner_id, token) = first.create_runner(&admin).await;
+    assert!(first.request_job(&token, "r_contact0000", 0).await.is_none());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_contact = chrono::Utc::now();
+    assert!(first.request_job(&token, "r_contact0000", 0).await.is_none());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let machines = second
+            .get_items(&admin, &format!("/api/admins/machines?runner_id={runner_id}"))
+            .await;
+        let contacted: chrono::DateTime<chrono::Utc> = machines[0]["contacted_at"].as_str().unwrap().parse().unwrap();
+        if contacted >= before_contact {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other instance still shows {contacted}, the contact was after {before_contact}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.stop().await;
+    first.stop().await;
+}
+
+/// Progress reported through alternating instances is recorded at most
+/// once per `runners.progress_record_interval` per job, not once per
+/// instance (before, two instances recorded twice as many events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_through_several_instances_is_recorded_once_per_interval() {
+    let (first, second) = TestApp::start_two(test_config()).await;
+    let admin = first.admin_token().await;
+    let user = first.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, token) = first.create_runner(&admin).await;
+    let job = first.submit_job(&user, json!("long"), &[], 0).await;
+    assert_eq!(
+        first.request_job(&token, "r_progress000", 5).await.unwrap()["id"],
+        job.as_str()
+    );
+    for n in 0..10 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        let reported = app
+            .post_json(
+                &token,
+                &format!("/api/runners/jobs/{job}/progress"),
+                json!({"system_id": "r_progress000", "progress": 0.01 * f64::from(n)}),
+            )
+            .await;
+        assert_eq!(reported.status(), StatusCode::OK);
+    }
+    let recorded: i64 = first
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM events WHERE event_type = 'JobProgressed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 1, "progress events within one interval (5 s)");
+    second.stop().await;
+    first.stop().await;
+}
