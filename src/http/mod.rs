@@ -1,6 +1,7 @@
 //! The HTTP API (actix-web): thin handlers over the use-case modules.
 
 pub mod auth;
+pub mod console;
 pub mod context;
 pub mod error;
 pub mod json;
@@ -60,6 +61,7 @@ pub fn server(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<ac
             .wrap_fn(context::assign_request_id)
             .wrap_fn(context::security_headers)
             .configure(routes::configure)
+            .configure(console::configure)
             .service(openapi::service())
             .default_service(web::to(routes::not_found))
     })

@@ -4,6 +4,7 @@
 mod harness;
 
 mod audit;
+mod console;
 mod event_store;
 mod http_api;
 mod identity;
