@@ -63,6 +63,16 @@ impl ApiError {
         }
     }
 
+    /// The stable error code.
+    pub fn code_str(&self) -> &'static str {
+        self.code.as_str()
+    }
+
+    /// The message for humans.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 429 with a `Retry-After` the client should honour.
     pub fn too_many_requests(wait: std::time::Duration) -> Self {
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;

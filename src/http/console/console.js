@@ -184,9 +184,13 @@ async function renderSignIn(message) {
   field('Email or user name', email),
   field('Password', password),
   el('button', { type: 'submit', text: 'Sign in with admin rights' }));
+  // Single sign-on: the provider's page, then back here (see takeOidcAnswer).
   const oidc = (options.oidc || []).length
-    ? el('p', { class: 'muted' }, 'Single sign-on providers (', options.oidc.map((p) => p.name).join(', '),
-      ') give admin rights through their own ID token; use the API with it (see /docs).')
+    ? el('div', { class: 'oidc' },
+      el('p', { class: 'muted', text: 'Or with single sign-on:' }),
+      options.oidc.map((p) => el('p', {},
+        el('a', { class: 'button', href: `${p.login_url}?scope=admin&console=true`, text: `Sign in with ${p.name}` }), ' ',
+        el('a', { href: `${p.login_url}?console=true`, text: `${p.name}, read-only (support)` }))))
     : null;
   show(el('section', { class: 'signin' },
     el('h1', { text: 'warden console' }),
@@ -562,10 +566,41 @@ async function timeTravelPage(params) {
   show(...nodes);
 }
 
+// ---- single sign-on ----------------------------------------------------------
+
+// An OIDC login started here ends at /admin#oidc_token=…&admin=… (or
+// #oidc_error=…&message=…): take it and wipe it from the address bar.
+async function takeOidcAnswer() {
+  const hash = location.hash.replace(/^#/, '');
+  if (!hash.startsWith('oidc_')) return true;
+  const answer = new URLSearchParams(hash);
+  history.replaceState(null, '', '/admin#/dashboard');
+  if (answer.get('oidc_error')) {
+    renderSignIn(`${answer.get('message')} (${answer.get('oidc_error')})`);
+    return false;
+  }
+  if (answer.get('admin') === 'true') {
+    session.set(answer.get('oidc_token'), 'admin');
+    return true;
+  }
+  session.set(answer.get('oidc_token'), 'user');
+  try {
+    const me = await api('GET', '/api/users/me');
+    if (me.role === 'support') {
+      session.set(answer.get('oidc_token'), 'support');
+      return true;
+    }
+  } catch (_) { /* refused below */ }
+  session.clear();
+  renderSignIn('This account is neither an admin nor support: the console is not for it (admin_scope_not_granted).');
+  return false;
+}
+
 // ---- routing ---------------------------------------------------------------
 
 async function route() {
   stopLive();
+  if (!(await takeOidcAnswer())) return;
   if (!session.token) { renderSignIn(); return; }
   renderChrome();
   const [path, search] = location.hash.replace(/^#/, '').split('?');

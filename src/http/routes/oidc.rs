@@ -27,7 +27,15 @@ pub struct LoginParams {
     #[serde(default)]
     #[param(pattern = "^[ ]*(admin([ ]+admin)*[ ]*)?$")]
     scope: Option<String>,
+    /// `true`: the callback sends the browser back to the admin console
+    /// (`/admin`) with the access token in the URL fragment (or the error
+    /// code), instead of answering JSON.
+    #[serde(default)]
+    console: bool,
 }
+
+/// Remembers, between login and callback, that the admin console asked.
+const CONSOLE_COOKIE: &str = "warden_oidc_console";
 
 fn callback_url(state: &AppState, request: &HttpRequest, provider: &str) -> String {
     let base = match &state.config.http.public_url {
@@ -110,10 +118,41 @@ pub async fn login(
         .same_site(SameSite::Lax)
         .max_age(actix_web::cookie::time::Duration::minutes(10))
         .finish();
-    Ok(HttpResponse::Found()
-        .insert_header((header::LOCATION, url))
-        .cookie(cookie)
-        .finish())
+    let mut answer = HttpResponse::Found();
+    answer.insert_header((header::LOCATION, url)).cookie(cookie);
+    if params.console {
+        answer.cookie(
+            Cookie::build(CONSOLE_COOKIE, "1")
+                .path("/api/oidc")
+                .http_only(true)
+                .secure(state.config.security.session.cookie_secure)
+                .same_site(SameSite::Lax)
+                .max_age(actix_web::cookie::time::Duration::minutes(10))
+                .finish(),
+        );
+    }
+    Ok(answer.finish())
+}
+
+/// The console's end of an OIDC login: back to `/admin` with the token or
+/// the error in the fragment (never sent to a server; the console removes
+/// it from the address bar at once).
+fn back_to_console(outcome: Result<(String, bool), ApiError>) -> HttpResponse {
+    let encode = |value: &str| url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>();
+    let fragment = match outcome {
+        Ok((token, admin)) => format!("oidc_token={}&admin={admin}", encode(&token)),
+        Err(error) => format!(
+            "oidc_error={}&message={}",
+            encode(error.code_str()),
+            encode(error.message())
+        ),
+    };
+    let mut cleared = Cookie::build(CONSOLE_COOKIE, "").path("/api/oidc").finish();
+    cleared.make_removal();
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, format!("/admin#{fragment}")))
+        .cookie(cleared)
+        .finish()
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -151,7 +190,30 @@ pub async fn callback(
     provider: web::Path<String>,
     params: web::Query<CallbackParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = params.into_inner();
+    if request.cookie(CONSOLE_COOKIE).is_some() {
+        let outcome = finish_callback(&state, &request, context, &provider, params.into_inner())
+            .await
+            .map(|(user_id, admin)| (state.access_tokens.issue(user_id, admin).token, admin));
+        return Ok(back_to_console(outcome));
+    }
+    let (user_id, admin) = finish_callback(&state, &request, context, &provider, params.into_inner()).await?;
+    let mut response = login_response(&state, user_id, admin);
+    let mut cleared = Cookie::build(STATE_COOKIE, "").path("/api/oidc").finish();
+    cleared.make_removal();
+    response
+        .add_cookie(&cleared)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidState, e.to_string()))?;
+    Ok(response)
+}
+
+/// Checks the provider's answer and logs the user in: `(user, admin)`.
+async fn finish_callback(
+    state: &AppState,
+    request: &HttpRequest,
+    context: RequestContext,
+    provider: &str,
+    params: CallbackParams,
+) -> Result<(uuid::Uuid, bool), ApiError> {
     if let Some(error) = params.error {
         let detail = params.error_description.unwrap_or_default();
         return Err(ApiError::new(
@@ -171,28 +233,21 @@ pub async fn callback(
             "this login was not started in this browser (state cookie missing or different)",
         ));
     }
-    let redirect_uri = callback_url(&state, &request, &provider);
+    let redirect_uri = callback_url(state, request, provider);
     let metadata = context.metadata(warden_events::Actor::System {
         component: format!("oidc-login:{provider}"),
     });
-    let (user_id, admin) = state
+    state
         .identity
         .oidc
         .finish_login(
             &state.identity,
-            &provider,
+            provider,
             &redirect_uri,
             &code,
             &returned_state,
             &metadata,
         )
         .await
-        .map_err(oidc_error)?;
-    let mut response = login_response(&state, user_id, admin);
-    let mut cleared = Cookie::build(STATE_COOKIE, "").path("/api/oidc").finish();
-    cleared.make_removal();
-    response
-        .add_cookie(&cleared)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidState, e.to_string()))?;
-    Ok(response)
+        .map_err(oidc_error)
 }
