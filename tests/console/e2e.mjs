@@ -74,7 +74,10 @@ try {
     }
   });
   const dialogs = [];
-  page.on('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.accept(); });
+  page.on('dialog', async (dialog) => {
+    dialogs.push(dialog.message());
+    await dialog.accept(dialog.type() === 'prompt' ? '1h' : undefined);
+  });
 
   // The page itself: a strict CSP, no inline code.
   const served = await fetch(`${base}/admin`);
@@ -82,6 +85,9 @@ try {
   expect(csp.includes("script-src 'self'") && !csp.includes('unsafe-inline'), `CSP: ${csp}`);
 
   // 1. An admin signs in and sees the dashboard.
+  await page.goto(`${base}/admin`);
+  await page.getByLabel('Password').waitFor();
+  await shot(page, 'signin');
   await signIn(page, admin);
   await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
   await page.locator('#dashboard-counts .card').first().waitFor();
@@ -115,12 +121,20 @@ try {
   await page.getByText('r_e2e00000001').waitFor();
   await shot(page, 'runner');
 
-  // 5. Invalidates it, after a confirmation that names it.
+  // 5. Resets its token with a grace period (the prompt answers 1h): the
+  // new token is shown once, the old one still works for now.
+  await page.getByRole('button', { name: 'Reset token' }).click();
+  const renewed = await page.locator('#new-runner-token').inputValue();
+  expect(renewed.startsWith('wdrt_') && renewed !== token, 'a new token is shown');
+  expect((await call('POST', '/api/runners/verify', token)).status === 200, 'the old token works during its grace');
+  expect((await call('POST', '/api/runners/verify', renewed)).status === 200, 'the new token works');
+
+  // 6. Invalidates it, after a confirmation that names it.
   await page.getByRole('button', { name: 'Invalidate' }).click();
   await page.getByText(/invalidated\./).waitFor();
   expect(dialogs.some((d) => d.includes('e2e runner') && d.includes('Invalidate')), `confirmation: ${dialogs}`);
 
-  // 6. Its job was re-queued, and the audit trail names the admin.
+  // 7. Its job was re-queued, and the audit trail names the admin.
   // (The re-assignment reaction requeues it right after the invalidation.)
   for (let attempt = 0; ; attempt += 1) {
     await page.goto(`${base}/admin#/job/${jobId}`);
@@ -146,7 +160,7 @@ try {
     await shot(page, name);
   }
 
-  // 7. Phone-sized: nothing wider than the screen but the scrolling tables.
+  // 8. Phone-sized: nothing wider than the screen but the scrolling tables.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(`${base}/admin#/dashboard`);
   await page.locator('#dashboard-counts .card').first().waitFor();
@@ -156,7 +170,7 @@ try {
   await page.setViewportSize({ width: 1280, height: 900 });
   await signOut(page);
 
-  // 8. A support user sees the pages, but no change is possible. (The
+  // 9. A support user sees the pages, but no change is possible. (The
   // sign-out above ended every token of the admin: log in again.)
   const stale = await call('GET', '/api/users/me', adminToken);
   expect(stale.status === 401, `signing out ends the admin's other tokens too: ${stale.status}`);
@@ -176,7 +190,7 @@ try {
   await page.getByRole('heading', { name: 'Audit trail' }).waitFor();
   await signOut(page);
 
-  // 9. A normal user is refused.
+  // 10. A normal user is refused.
   const demoted = await call('PUT', `/api/admins/users/${userId}/role`, adminToken, { role: 'user' });
   expect(demoted.status === 200, `user role: ${demoted.status}`);
   await signIn(page, user);

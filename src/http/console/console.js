@@ -384,8 +384,9 @@ function runnerActions(r, refresh) {
     })),
     ' ',
     changeButton('Reset token', act(async () => {
-      if (!confirm(`Give runner ${runnerName(r)} a new token? The old one stops working at once.`)) return;
-      const reset = await api('POST', `/api/admins/reset_runner_token${query({ runner_id: r.id })}`);
+      const grace = prompt(`New token for runner ${runnerName(r)}. How long may the old token still work (for example 1h or 30m)? Leave empty to stop it at once.`, '');
+      if (grace === null) return;
+      const reset = await api('POST', `/api/admins/reset_runner_token${query({ runner_id: r.id, grace_period: grace.trim() })}`);
       document.getElementById('created-runner')?.replaceChildren(tokenPanel(`New token of runner ${runnerName(r)}:`, reset.token));
     })),
     ' ',
@@ -424,9 +425,12 @@ async function runnerPage(id) {
     el('p', {}, runnerActions(runner, () => runnerPage(id))),
     el('h2', { text: 'Settings' }), edit,
     el('h2', { text: 'Machines' }),
-    table(['system id / session', 'name', 'version', 'platform', 'address', 'registered', 'last contact'],
+    table(['system id / session', 'protocol', 'name', 'version', 'platform', 'address', 'registered', 'last contact'],
       machines.items.map((m) => el('tr', {},
-        el('td', {}, el('code', { text: m.system_id })), el('td', { text: m.name || '—' }),
+        el('td', {}, el('code', { text: m.system_id })),
+        // Project-W machines are named after their session (pw-…).
+        el('td', { text: m.system_id.startsWith('pw-') ? 'Project-W' : 'warden' }),
+        el('td', { text: m.name || '—' }),
         el('td', { text: [m.version, m.revision].filter(Boolean).join(' ') || '—' }),
         el('td', { text: [m.platform, m.architecture].filter(Boolean).join(' / ') || '—' }),
         el('td', { text: m.ip_address || '—' }), el('td', { text: when(m.registered_at) }),
