@@ -238,8 +238,10 @@ async function signOut() {
 
 function renderChrome() {
   document.getElementById('nav').hidden = false;
+  // A runner's or a job's page belongs to its list's section.
+  const section = location.hash.replace(/^#\/(runner|job)\//, '#/$1s/');
   for (const link of document.querySelectorAll('#nav a')) {
-    const current = location.hash.startsWith(link.getAttribute('href'));
+    const current = section.startsWith(link.getAttribute('href'));
     if (current) link.setAttribute('aria-current', 'page'); else link.removeAttribute('aria-current');
   }
   document.getElementById('who').replaceChildren(
