@@ -767,20 +767,28 @@ async fn kill_the_leader(
     admin: &str,
     killed: &std::sync::atomic::AtomicUsize,
 ) -> (Duration, usize) {
-    let listed: Value = three
-        .call(0, Method::GET, admin, "/api/admins/instances", None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let leader_pid = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["leads"].as_array().unwrap().iter().any(|l| l == "runners"))
-        .unwrap_or_else(|| panic!("no leader listed: {listed}"))["pid"]
-        .as_i64()
-        .unwrap();
+    // The registry learns what each instance leads on its heartbeat
+    // (every 5 s): wait until one lists the projectors.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let leader_pid = loop {
+        let listed: Value = three
+            .call(0, Method::GET, admin, "/api/admins/instances", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let leader = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["leads"].as_array().unwrap().iter().any(|l| l == "runners"))
+            .map(|i| i["pid"].as_i64().unwrap());
+        if let Some(pid) = leader {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no leader listed: {listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let leader = three
         .serves
         .iter()

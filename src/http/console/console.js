@@ -225,8 +225,12 @@ async function signIn(url, email, password) {
       return;
     }
   }
-  if (!location.hash || location.hash === '#/') location.hash = '#/dashboard';
-  route();
+  if (!location.hash || location.hash === '#/' || location.hash === '#/dashboard') {
+    // (Setting the hash routes by itself: hashchange.)
+    if (location.hash === '#/dashboard') route(); else location.hash = '#/dashboard';
+  } else {
+    route();
+  }
 }
 
 async function signOut() {
@@ -604,7 +608,15 @@ async function takeOidcAnswer() {
 
 // ---- routing ---------------------------------------------------------------
 
-async function route() {
+// One page at a time: a page still loading when the next is asked for
+// finishes first, so it can never replace the newer one.
+let routing = Promise.resolve();
+function route() {
+  routing = routing.then(renderRoute, renderRoute);
+  return routing;
+}
+
+async function renderRoute() {
   stopLive();
   if (!(await takeOidcAnswer())) return;
   if (!session.token) { renderSignIn(); return; }
