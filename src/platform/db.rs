@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod embedded {
@@ -99,6 +99,10 @@ where
     }
 }
 
+/// A pooled connection not used for this long is checked with a round
+/// trip before it is handed out again.
+const VERIFY_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Shared handle to warden's database.
 #[derive(Clone)]
 pub struct Database {
@@ -150,13 +154,25 @@ impl Database {
             config.clone(),
             tls.clone(),
             ManagerConfig {
-                // A pooled connection is checked with a round trip before
-                // it is handed out again: one that died (failover, cable)
-                // is replaced instead of failing a request.
-                recycling_method: RecyclingMethod::Verified,
+                // Closed connections are always dropped; the round trip
+                // that proves a connection alive is the hook below's.
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
+            .pre_recycle(Hook::async_fn(|client, metrics| {
+                Box::pin(async move {
+                    // A connection handed out again after a pause is checked
+                    // with a round trip first: one that died meanwhile
+                    // (failover, cable) is replaced instead of failing a
+                    // request. One in steady use just answered: a check
+                    // would double the round trips of every request.
+                    if metrics.last_used() < VERIFY_AFTER_IDLE {
+                        return Ok(());
+                    }
+                    client.simple_query("").await.map(|_| ()).map_err(HookError::Backend)
+                })
+            }))
             .max_size(max_connections)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(std::time::Duration::from_secs(10)))
