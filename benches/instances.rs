@@ -21,20 +21,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{pgbench, report, run_clients, Measurement, Warden};
+use common::{
+    pgbench, report, run_clients, submit_jobs, Measurement, Warden, INSERT_SCRIPT, INSERT_SETUP, LOOKUP_SCRIPT,
+    LOOKUP_SETUP,
+};
 use serde_json::json;
-use warden::events::Metadata;
 
 const HEARTBEAT_CLIENTS: usize = 64;
 const ASSIGN_CLIENTS: usize = 16;
 const LONG_POLLERS: usize = 4;
 const DELIVERIES: usize = 200;
-const LOOKUP_SETUP: &str = "CREATE TABLE IF NOT EXISTS lookup (id BIGINT PRIMARY KEY, token_hash TEXT NOT NULL);
-     CREATE UNIQUE INDEX IF NOT EXISTS lookup_hash ON lookup (token_hash);
-     INSERT INTO lookup SELECT n, md5(n::text) FROM generate_series(1, 1000) n ON CONFLICT DO NOTHING;";
-const LOOKUP_SCRIPT: &str = "\\set n random(1, 1000)\nSELECT id FROM lookup WHERE token_hash = md5(:n::text);\n";
-const INSERT_SETUP: &str = "CREATE TABLE IF NOT EXISTS bench_insert (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
-const INSERT_SCRIPT: &str = "INSERT INTO bench_insert (payload) VALUES ('{\"job\": 1, \"runner\": \"00000000-0000-0000-0000-000000000000\"}');\n";
 
 /// Delivery latencies of one configuration, split by whether the machine
 /// waited on the instance that took the submission.
@@ -337,31 +333,4 @@ async fn delivery_latency(instances: &Arc<Vec<Warden>>) -> Deliveries {
         machine.await.unwrap();
     }
     measured
-}
-
-/// Fills the queue (through the command path, 16 at a time).
-async fn submit_jobs(warden: &Warden, count: usize) {
-    let user = uuid::Uuid::now_v7();
-    let tasks: Vec<_> = (0..16)
-        .map(|worker| {
-            let state = Arc::clone(&warden.state);
-            tokio::spawn(async move {
-                for n in (worker..count).step_by(16) {
-                    let job = warden::fleet::jobs::NewJob {
-                        kind: Default::default(),
-                        payload: json!({"n": n}),
-                        required_tags: Vec::new(),
-                        priority: 0,
-                        input: None,
-                    };
-                    warden::fleet::jobs::submit(&state.fleet, user, job, &Metadata::system("bench"))
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
 }

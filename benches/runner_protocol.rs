@@ -13,20 +13,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{pgbench, report, run_clients, Warden};
+use common::{
+    pgbench, report, run_clients, submit_jobs, Warden, INSERT_SCRIPT, INSERT_SETUP, LOOKUP_SCRIPT, LOOKUP_SETUP,
+};
 use serde_json::json;
-use warden::events::Metadata;
 
 const HEARTBEAT_CLIENTS: usize = 64;
 const ASSIGN_CLIENTS: usize = 16;
-const LOOKUP_SETUP: &str = "CREATE TABLE IF NOT EXISTS lookup (id BIGINT PRIMARY KEY, token_hash TEXT NOT NULL);
-     CREATE UNIQUE INDEX IF NOT EXISTS lookup_hash ON lookup (token_hash);
-     INSERT INTO lookup SELECT n, md5(n::text) FROM generate_series(1, 1000) n ON CONFLICT DO NOTHING;";
-const LOOKUP_SCRIPT: &str = "\\set n random(1, 1000)\nSELECT id FROM lookup WHERE token_hash = md5(:n::text);\n";
-const INSERT_SETUP: &str = "CREATE TABLE IF NOT EXISTS bench_insert (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
-const INSERT_SCRIPT: &str = "INSERT INTO bench_insert (payload) VALUES ('{\"job\": 1, \"runner\": \"00000000-0000-0000-0000-000000000000\"}');\n";
 
 fn main() {
     common::block_on(async {
@@ -63,6 +56,7 @@ fn main() {
             sessions.push(body["session_token"].as_str().unwrap().to_owned());
         }
         let sessions = std::sync::Arc::new(sessions);
+        let sessions_to_end = std::sync::Arc::clone(&sessions);
         let (http, base) = (warden.http.clone(), warden.base.clone());
         heartbeats.push(
             run_clients(
@@ -108,16 +102,18 @@ fn main() {
         let heartbeat_events = event_count(&warden).await - events_before;
         // Take the heartbeat machines offline, or they would compete for
         // the jobs of the next measurement.
-        for machine in 0..HEARTBEAT_CLIENTS {
+        for session in sessions_to_end.iter() {
             let gone = warden
                 .http
-                .post(format!("{}/api/runners/unregister", warden.base))
+                .post(format!(
+                    "{}/api/runners/unregister?session_token={session}",
+                    warden.base
+                ))
                 .bearer_auth(&token)
-                .json(&json!({"system_id": format!("r_bench{machine:07}")}))
                 .send()
                 .await
                 .unwrap();
-            assert!(gone.status().is_success());
+            assert!(gone.status().is_success(), "{}", gone.status());
         }
 
         // Job assignments from a queue that never runs dry.
@@ -202,31 +198,4 @@ async fn event_count(warden: &Warden) -> i64 {
         .await
         .unwrap()
         .get(0)
-}
-
-/// Fills the queue (through the command path, 16 at a time).
-async fn submit_jobs(warden: &Warden, count: usize) {
-    let user = uuid::Uuid::now_v7();
-    let tasks: Vec<_> = (0..16)
-        .map(|worker| {
-            let state = Arc::clone(&warden.state);
-            tokio::spawn(async move {
-                for n in (worker..count).step_by(16) {
-                    let job = warden::fleet::jobs::NewJob {
-                        kind: Default::default(),
-                        payload: json!({"n": n}),
-                        required_tags: Vec::new(),
-                        priority: 0,
-                        input: None,
-                    };
-                    warden::fleet::jobs::submit(&state.fleet, user, job, &Metadata::system("bench"))
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
 }

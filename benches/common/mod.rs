@@ -315,3 +315,39 @@ pub fn report(title: &str, results: &[Measurement], baselines: &[usize]) {
     }
     println!("\n(pgbench rows show its average latency in the p50 column.)");
 }
+
+/// pgbench baselines: the indexed token-hash lookup a runner request needs,
+/// and a single-row INSERT of a job-sized row.
+pub const LOOKUP_SETUP: &str = "CREATE TABLE IF NOT EXISTS lookup (id BIGINT PRIMARY KEY, token_hash TEXT NOT NULL);
+     CREATE UNIQUE INDEX IF NOT EXISTS lookup_hash ON lookup (token_hash);
+     INSERT INTO lookup SELECT n, md5(n::text) FROM generate_series(1, 1000) n ON CONFLICT DO NOTHING;";
+pub const LOOKUP_SCRIPT: &str = "\\set n random(1, 1000)\nSELECT id FROM lookup WHERE token_hash = md5(:n::text);\n";
+pub const INSERT_SETUP: &str = "CREATE TABLE IF NOT EXISTS bench_insert (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+pub const INSERT_SCRIPT: &str = "INSERT INTO bench_insert (payload) VALUES ('{\"job\": 1, \"runner\": \"00000000-0000-0000-0000-000000000000\"}');\n";
+
+/// Fills the queue (through the command path, 16 at a time).
+pub async fn submit_jobs(warden: &Warden, count: usize) {
+    let user = uuid::Uuid::now_v7();
+    let tasks: Vec<_> = (0..16)
+        .map(|worker| {
+            let state = Arc::clone(&warden.state);
+            tokio::spawn(async move {
+                for n in (worker..count).step_by(16) {
+                    let job = warden::fleet::jobs::NewJob {
+                        kind: Default::default(),
+                        payload: serde_json::json!({"n": n}),
+                        required_tags: Vec::new(),
+                        priority: 0,
+                        input: None,
+                    };
+                    warden::fleet::jobs::submit(&state.fleet, user, job, &warden::events::Metadata::system("bench"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
