@@ -31,7 +31,7 @@ use crate::log::event_store::StoreError;
 const SAFETY_TICK: Duration = Duration::from_secs(1);
 /// Appends that are not known to concern jobs trigger a round at most this
 /// often (explicit kicks, e.g. a local submission, trigger one at once).
-const APPEND_ROUND_INTERVAL: Duration = Duration::from_millis(50);
+const APPEND_ROUND_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A machine that can take work, and its place in line.
 #[derive(Clone)]
@@ -188,8 +188,14 @@ impl Dispatcher {
                     _ = cancel.cancelled() => return,
                     _ = dispatcher.kick.notified() => {}
                     // Appends here or elsewhere (LISTEN) may have queued
-                    // jobs; at most one round per interval for those.
-                    _ = appends.changed() => tokio::time::sleep(APPEND_ROUND_INTERVAL).await,
+                    // jobs; at most one round per interval for those, but
+                    // at once when a kick comes meanwhile (a local
+                    // submission appends first and kicks once projected:
+                    // waiting out the interval delayed every delivery).
+                    _ = appends.changed() => tokio::select! {
+                        _ = tokio::time::sleep(APPEND_ROUND_INTERVAL) => {}
+                        _ = dispatcher.kick.notified() => {}
+                    },
                     _ = tokio::time::sleep(SAFETY_TICK) => {}
                 }
                 if let Err(error) = dispatcher.round(&fleet).await {
