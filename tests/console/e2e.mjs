@@ -126,6 +126,8 @@ try {
   await page.getByRole('button', { name: 'Reset token' }).click();
   const renewed = await page.locator('#new-runner-token').inputValue();
   expect(renewed.startsWith('wdrt_') && renewed !== token, 'a new token is shown');
+  await page.waitForTimeout(1000);
+  expect(await page.locator('#new-runner-token').count() === 1, 'the new token stays on screen');
   expect((await call('POST', '/api/runners/verify', token)).status === 200, 'the old token works during its grace');
   expect((await call('POST', '/api/runners/verify', renewed)).status === 200, 'the new token works');
 

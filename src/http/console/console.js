@@ -389,12 +389,14 @@ function runnerActions(r, refresh) {
       notify(`Runner ${runnerName(r)} ${r.paused ? 'resumed' : 'paused'}.`, true);
     })),
     ' ',
-    changeButton('Reset token', act(async () => {
+    // No refresh after a reset: nothing listed changes, and a refreshed
+    // runner page would take the new token off the screen.
+    changeButton('Reset token', () => (async () => {
       const grace = prompt(`New token for runner ${runnerName(r)}. How long may the old token still work (for example 1h or 30m)? Leave empty to stop it at once.`, '');
       if (grace === null) return;
       const reset = await api('POST', `/api/admins/reset_runner_token${query({ runner_id: r.id, grace_period: grace.trim() })}`);
       document.getElementById('created-runner')?.replaceChildren(tokenPanel(`New token of runner ${runnerName(r)}:`, reset.token));
-    })),
+    })().catch(failed)),
     ' ',
     changeButton('Invalidate', act(async () => {
       if (!confirm(`Invalidate runner ${runnerName(r)}? Its token stops working at once and its jobs go back to the queue. This cannot be undone.`)) return;
