@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
+use warden_events::StreamId;
 
-use crate::log::event_store::StoreError;
+use crate::log::event_store::{claims, StoreError};
 use crate::platform::db::Database;
 use crate::platform::secrets::tokens;
 
@@ -67,13 +68,20 @@ pub async fn open(db: &Database, session_id: Uuid, runner_id: Uuid, machine_id: 
     Ok(token.plain)
 }
 
+/// An authenticated session and its machine's current job (read in the
+/// same statement: every Project-W call needs both).
+pub struct SessionWithJob {
+    pub session: Session,
+    pub current_job: Option<Uuid>,
+}
+
 /// The open, unexpired session of `runner_id` that `token` names.
 pub async fn authenticate(
     db: &Database,
     runner_id: Uuid,
     token: &str,
     online_timeout: Duration,
-) -> Result<Session, SessionError> {
+) -> Result<SessionWithJob, SessionError> {
     if !tokens::is_well_formed(token, SESSION_TOKEN_PREFIX) {
         return Err(SessionError::Invalid);
     }
@@ -81,14 +89,20 @@ pub async fn authenticate(
     let connection = db.get().await.map_err(StoreError::from)?;
     let select = connection
         .prepare_cached(
-            "SELECT id, runner_id, machine_id, token_hash FROM runner_sessions
-             WHERE token_hash = $1 AND closed_at IS NULL
-               AND last_seen_at > now() - make_interval(secs => $2)",
+            "SELECT s.id, s.runner_id, s.machine_id, s.token_hash,
+                    (SELECT c.owner_stream FROM unique_claims c
+                     WHERE c.scope = $3 AND c.value = s.machine_id::text)
+             FROM runner_sessions s
+             WHERE s.token_hash = $1 AND s.closed_at IS NULL
+               AND s.last_seen_at > now() - make_interval(secs => $2)",
         )
         .await
         .map_err(StoreError::from)?;
     let row = connection
-        .query_opt(&select, &[&presented, &online_timeout.as_secs_f64()])
+        .query_opt(
+            &select,
+            &[&presented, &online_timeout.as_secs_f64(), &claims::MACHINE_JOB],
+        )
         .await
         .map_err(StoreError::from)?
         .ok_or(SessionError::Invalid)?;
@@ -96,10 +110,15 @@ pub async fn authenticate(
     if !tokens::hashes_match(row.get(3), &presented) || row.get::<_, Uuid>(1) != runner_id {
         return Err(SessionError::Invalid);
     }
-    Ok(Session {
-        id: row.get(0),
-        runner_id,
-        machine_id: row.get(2),
+    Ok(SessionWithJob {
+        session: Session {
+            id: row.get(0),
+            runner_id,
+            machine_id: row.get(2),
+        },
+        current_job: row
+            .get::<_, Option<String>>(4)
+            .and_then(|owner| StreamId::from_stored(owner).id()),
     })
 }
 

@@ -131,6 +131,8 @@ pub struct SessionParams {
 pub struct SessionCall {
     runner: Runner,
     session: sessions::Session,
+    /// The machine's current job as the session's authentication read it.
+    current_job: Option<Uuid>,
 }
 
 impl SessionCall {
@@ -160,12 +162,13 @@ impl FromRequest for SessionCall {
                 .app_data::<web::Data<AppState>>()
                 .expect("AppState is registered on every app");
             let timeout = state.config.runners.online_timeout;
-            let session = sessions::authenticate(&state.db, runner.0.runner_id, &token, timeout)
-                .await
-                .map_err(|error| match error {
-                    sessions::SessionError::Invalid => invalid(),
-                    sessions::SessionError::Store(error) => error.into(),
-                })?;
+            let sessions::SessionWithJob { session, current_job } =
+                sessions::authenticate(&state.db, runner.0.runner_id, &token, timeout)
+                    .await
+                    .map_err(|error| match error {
+                        sessions::SessionError::Invalid => invalid(),
+                        sessions::SessionError::Store(error) => error.into(),
+                    })?;
             sessions::seen(&state.db, &state.fleet.seen, session.id, timeout)
                 .await
                 .map_err(ApiError::from)?;
@@ -173,7 +176,11 @@ impl FromRequest for SessionCall {
             let context = RequestContext::extract(&request).await?;
             let system_id = sessions::Session::system_id(session.id);
             machine(state, &runner, &context, &system_id, None).await?;
-            Ok(SessionCall { runner, session })
+            Ok(SessionCall {
+                runner,
+                session,
+                current_job,
+            })
         })
     }
 }
@@ -197,7 +204,7 @@ pub struct HeartbeatAnswer {
 
 /// The machine's current job, if any.
 async fn current_job(state: &AppState, call: &SessionCall) -> Result<Option<JobView>, ApiError> {
-    match jobs::current_job(&state.fleet, call.session.machine_id).await? {
+    match call.current_job {
         Some(job_id) => Ok(jobs::get(&state.fleet, job_id).await?),
         None => Ok(None),
     }
