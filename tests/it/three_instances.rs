@@ -691,7 +691,30 @@ async fn three_instances_under_load_assign_each_job_once_and_survive_the_leaders
     let before = finished.len();
     finished.dedup();
     assert_eq!(before, finished.len(), "a job's result was accepted twice");
-    assert_eq!(finished.len(), JOBS);
+    // (A result whose answer died with the killed instance is accepted
+    // but not seen by its machine: the log says what was accepted.)
+    assert!(finished.len() <= JOBS);
+    let finished_once: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (
+                 SELECT stream_id FROM events WHERE event_type = 'JobFinished'
+                 GROUP BY stream_id HAVING count(*) = 1
+             ) AS once",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let finished_events: i64 = client
+        .query_one("SELECT count(*) FROM events WHERE event_type = 'JobFinished'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (finished_once, finished_events),
+        (JOBS as i64, JOBS as i64),
+        "each job finished once in the log"
+    );
 
     // One assignment per job, plus one per requeue.
     let doubles: i64 = client
