@@ -5,7 +5,8 @@
 //!     cargo bench --bench create_runner            # 15 s per measurement
 //!     BENCH_SECONDS=30 cargo bench --bench create_runner
 //!
-//! Order: pgbench, warden (HTTP, command path, raw append), pgbench again,
+//! Order: pgbench, warden (HTTP create, HTTP update of an existing runner,
+//! command path, raw append), pgbench again,
 //! so drift on a shared machine shows up as a gap between the baselines.
 #![allow(clippy::unwrap_used)] // a benchmark that fails may panic
 
@@ -59,6 +60,38 @@ fn main() {
             )
             .await,
         );
+        // A command on an existing stream: each client changes its own
+        // runner's description (load the stream, decide, append).
+        let mut runners = Vec::with_capacity(CLIENTS);
+        for _ in 0..CLIENTS {
+            runners.push(warden.create_runner().await.0);
+        }
+        let (http, base, admin) = (warden.http.clone(), warden.base.clone(), warden.admin.clone());
+        let runners = Arc::new(runners);
+        let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        results.push(
+            run_clients(
+                "warden PATCH a runner over HTTP (load + append + projection)",
+                CLIENTS,
+                duration,
+                move |client| {
+                    let url = format!("{base}/api/admins/runners/{}", runners[client]);
+                    let (http, admin, changes) = (http.clone(), admin.clone(), Arc::clone(&changes));
+                    async move {
+                        let n = changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let response = http
+                            .patch(&url)
+                            .bearer_auth(&admin)
+                            .json(&serde_json::json!({ "description": format!("change {n}") }))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(response.status(), reqwest::StatusCode::OK);
+                    }
+                },
+            )
+            .await,
+        );
         let state = Arc::clone(&warden.state);
         results.push(
             run_clients("warden CreateRunner command, no HTTP", CLIENTS, duration, move |_| {
@@ -84,7 +117,8 @@ fn main() {
                     let event = Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
                         runner_id,
                         number: None,
-                        token_hash: "ab".repeat(32),
+                        // Unique like a real one: the runners read model refuses duplicates.
+                        token_hash: runner_id.simple().to_string().repeat(2),
                         description: None,
                         tags: Vec::new(),
                         priority: 0,

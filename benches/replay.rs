@@ -324,10 +324,7 @@ fn main() {
 
         let started = Instant::now();
         let verified = warden::log::replay::run(&db, true, false).await.unwrap();
-        assert!(
-            verified.differences.is_empty() && verified.lagging.is_empty(),
-            "{verified:?}"
-        );
+        assert!(verified.differences.is_empty(), "{verified:?}");
         results.push(report_of(
             "warden replay --verify (rebuild aside + compare)",
             events,

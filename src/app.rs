@@ -66,9 +66,17 @@ impl Core {
         if !applied.is_empty() {
             tracing::info!(?applied, "applied database migrations");
         }
+        if config.http.consistency_timeout.is_some() {
+            tracing::warn!(
+                "http.consistency_timeout is no longer used (commands update the read models in their own \
+                 transaction); remove it from the configuration"
+            );
+        }
         let store = EventStore::new(db.clone());
-        // Read replicas see a commit once it is flushed: with replicas, the
-        // projectors' commits are flushed at once (see platform::replicas).
+        // Read replicas see a commit once it is flushed, and a read on a
+        // replica waits for every transaction the primary had completed
+        // (see platform::replicas): with replicas, the projectors' commits
+        // are flushed at once so that none keeps such a read waiting.
         let durable_commits = !config.database.replica_urls.is_empty();
         let projections = ProjectionRunner::new(store.clone(), warden_projections::all(), durable_commits);
         let cancel = CancellationToken::new();
@@ -82,7 +90,7 @@ impl Core {
             background.stop().await;
             return Err(error.into());
         }
-        let commands = CommandService::new(store, projections, config.http.consistency_timeout);
+        let commands = CommandService::new(store, projections);
         let identity = Arc::new(Identity {
             db: db.clone(),
             commands: commands.clone(),

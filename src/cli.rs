@@ -273,7 +273,7 @@ impl Cli {
                 handle.close().await;
                 let report = report?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
-                let clean = report.differences.is_empty() && report.lagging.is_empty();
+                let clean = report.differences.is_empty();
                 return Ok(u8::from(!clean));
             }
         }

@@ -121,6 +121,27 @@ pub async fn execute(
     Ok(tx.execute(&statement, params).await?)
 }
 
+/// Every projector, in the order they are applied.
+static PROJECTORS: [&dyn Projection; 4] = [
+    &users::UserProjection,
+    &runners::RunnerProjection,
+    &machines::MachineProjection,
+    &jobs::JobProjection,
+];
+
+/// Applies `event` to every read model that handles it, inside the
+/// transaction that appends it (inline projection): the read models then
+/// change atomically with the log, and whoever appended reads its own
+/// write without waiting for a projector.
+pub async fn apply_inline(tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    for projection in PROJECTORS {
+        if projection.handles(&event.event) {
+            projection.apply(tx, event).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Every projector warden runs, in the order they are applied.
 pub fn all() -> Vec<Box<dyn Projection>> {
     vec![

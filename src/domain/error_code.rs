@@ -231,8 +231,8 @@ error_codes! {
     // The server and what it depends on.
     /// The same object was changed concurrently too often; try again.
     ConcurrentModification = 409, "concurrent_modification";
-    /// The change is recorded but the read models have not caught up in time; it applies once they do.
-    ReadModelsLagging = 503, "read_models_lagging";
+    /// This object has a change recorded by a newer release of warden (a rolling upgrade); an instance of that release can act on it.
+    WrittenByNewerRelease = 503, "written_by_newer_release";
     /// The database is unavailable; try again.
     DatabaseUnavailable = 503, "database_unavailable";
     /// The LDAP directory could not be reached or refused the query.

@@ -374,11 +374,10 @@ async fn try_assign(fleet: &Fleet, taker: &Taker, job_id: Uuid, metadata: &Metad
         return Ok(Attempt::Done(Assignment::RunnerUnavailable));
     }
     let events: Vec<Event> = events.into_iter().map(Into::into).collect();
-    match event_store::append_in(&tx, &stream, expected, events.clone(), metadata).await {
-        Ok(appended) => {
+    match event_store::append_in(&tx, &stream, expected, events, metadata).await {
+        Ok(_) => {
             tx.commit().await.map_err(StoreError::from)?;
             fleet.commands.store().signal_append();
-            fleet.commands.wait_for_projection(&appended, &events).await?;
             let view = get(fleet, job_id).await?.expect("assigned job is projected");
             Ok(Attempt::Done(Assignment::Assigned(Box::new(view))))
         }

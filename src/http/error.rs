@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::domain::{DomainError, ErrorCode};
 use crate::log::commands::CommandError;
 use crate::log::event_store::{claims, StoreError};
-use crate::log::projection_runner::ProjectionLag;
+use warden_events::codec::DecodeError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -154,6 +154,15 @@ impl From<StoreError> for ApiError {
             }
             StoreError::ClaimTaken { .. } => ApiError::new(ErrorCode::AlreadyTaken, error.to_string()),
             StoreError::SubjectForgotten(_) => ApiError::new(ErrorCode::UserDeleted, "this user has been deleted"),
+            // A stream with an event of a newer release (during a rolling
+            // upgrade): this release cannot decide on it; the newer can.
+            StoreError::Decode {
+                source: DecodeError::UnknownType(_) | DecodeError::FromTheFuture { .. },
+                ..
+            } => {
+                tracing::warn!(%error, "refusing a change to an object a newer release wrote");
+                ApiError::new(ErrorCode::WrittenByNewerRelease, error.to_string())
+            }
             // PostgreSQL text and jsonb cannot hold NUL: input that carries
             // one is refused by the database, and that is the client's
             // input, not a server failure.
@@ -207,19 +216,11 @@ fn database_unavailable(error: &tokio_postgres::Error) -> bool {
         .is_some_and(|code| matches!(&code.code()[..2], "08" | "53" | "57"))
 }
 
-impl From<ProjectionLag> for ApiError {
-    fn from(lag: ProjectionLag) -> Self {
-        tracing::warn!(%lag, "answering before read models caught up");
-        ApiError::new(ErrorCode::ReadModelsLagging, lag.to_string())
-    }
-}
-
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         match error {
             CommandError::Domain(e) => e.into(),
             CommandError::Store(e) => e.into(),
-            CommandError::Lag(e) => e.into(),
         }
     }
 }

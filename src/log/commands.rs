@@ -1,6 +1,8 @@
 //! Executes commands: load the stream, decide, append with optimistic
-//! concurrency (retrying a bounded number of times on conflict), then wait
-//! until the read models include the change.
+//! concurrency (retrying a bounded number of times on conflict). The append
+//! updates the read models in its own transaction (inline projection), so
+//! a command that answered is visible to every read at once: nothing to
+//! wait for.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use warden_events::{Event, Metadata, StreamId};
 
 use crate::domain::{Aggregate, DomainError};
 use crate::log::event_store::{Appended, EventStore, ExpectedVersion, StoreError};
-use crate::log::projection_runner::{ProjectionLag, ProjectionRunner};
+use crate::log::projection_runner::ProjectionRunner;
 
 /// Attempts per command before a conflict is reported to the caller.
 const MAX_ATTEMPTS: u32 = 8;
@@ -21,8 +23,6 @@ pub enum CommandError {
     Domain(#[from] DomainError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Lag(#[from] ProjectionLag),
 }
 
 /// The result of a command that was accepted.
@@ -38,16 +38,11 @@ pub struct Executed<A: Aggregate> {
 pub struct CommandService {
     store: EventStore,
     projections: Arc<ProjectionRunner>,
-    consistency_timeout: Duration,
 }
 
 impl CommandService {
-    pub fn new(store: EventStore, projections: Arc<ProjectionRunner>, consistency_timeout: Duration) -> Self {
-        CommandService {
-            store,
-            projections,
-            consistency_timeout,
-        }
+    pub fn new(store: EventStore, projections: Arc<ProjectionRunner>) -> Self {
+        CommandService { store, projections }
     }
 
     pub fn store(&self) -> &EventStore {
@@ -56,15 +51,6 @@ impl CommandService {
 
     pub fn projections(&self) -> &Arc<ProjectionRunner> {
         &self.projections
-    }
-
-    /// Waits (up to the consistency timeout) until the read models that
-    /// `events` concern include an append made outside [`Self::execute`]
-    /// (inside a caller's own transaction).
-    pub async fn wait_for_projection(&self, appended: &Appended, events: &[Event]) -> Result<(), ProjectionLag> {
-        self.projections
-            .wait_for_events(appended.cursor, events, self.consistency_timeout)
-            .await
     }
 
     /// The next number of a sequence (`runner_numbers`, `job_numbers`): the
@@ -82,7 +68,7 @@ impl CommandService {
         Ok((A::from_history(&history), ExpectedVersion(version)))
     }
 
-    /// Runs `command` against `stream` and waits for the read models.
+    /// Runs `command` against `stream`.
     pub async fn execute<A: Aggregate>(
         &self,
         stream: &StreamId,
@@ -130,11 +116,10 @@ impl CommandService {
             let logged: Vec<Event> = events.iter().cloned().map(Into::into).collect();
             let aggregate = crate::platform::metrics::labels([("aggregate", stream.category())]);
             let metrics = crate::platform::metrics::global();
-            match self.store.append(stream, expected, logged.clone(), metadata).await {
+            match self.store.append(stream, expected, logged, metadata).await {
                 Ok(appended) => {
                     metrics.appends.get_or_create(&aggregate).inc();
                     events.iter().for_each(|event| state.evolve(event));
-                    self.wait_for_projection(&appended, &logged).await?;
                     return Ok(Executed {
                         state,
                         appended: Some(appended),

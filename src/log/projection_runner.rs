@@ -1,8 +1,14 @@
 //! Runs the projectors: each follows the log ([`crate::log::follower`]) and
 //! applies events to its read models, moving its checkpoint in the same
-//! transaction. Commands wait on [`ProjectionRunner::wait_for_events`]
-//! until the projectors concerned have passed their events, which makes
-//! reads (token checks above all) read-your-writes.
+//! transaction.
+//!
+//! Appends already apply their events to the read models in their own
+//! transaction (`warden_projections::apply_inline`), which is what makes
+//! reads read-your-writes. The projectors behind them apply every event
+//! once more (a no-op: the stream-version guard) and are what makes the
+//! read models whole in every other case: events appended by a release
+//! without inline projection (a rolling upgrade), read models of a
+//! restored database, the catch-up before serving.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +18,7 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
-use warden_events::{Event, LogCursor, RecordedEvent};
+use warden_events::{LogCursor, RecordedEvent};
 use warden_projections::Projection;
 
 use crate::log::event_store::{EventStore, StoreError, CHECKPOINT_CHANNEL};
@@ -184,32 +190,9 @@ impl ProjectionRunner {
 
     /// Waits until every projector has applied everything up to `target`.
     pub async fn wait_for(&self, target: LogCursor, timeout: Duration) -> Result<(), ProjectionLag> {
-        self.wait_for_projectors(target, timeout, |_| true).await
-    }
-
-    /// Waits until the projectors that handle any of `events` have applied
-    /// everything up to `target` (read-your-writes for those read models).
-    pub async fn wait_for_events(
-        &self,
-        target: LogCursor,
-        events: &[Event],
-        timeout: Duration,
-    ) -> Result<(), ProjectionLag> {
-        self.wait_for_projectors(target, timeout, |projection| {
-            events.iter().any(|e| projection.handles(e))
-        })
-        .await
-    }
-
-    async fn wait_for_projectors(
-        &self,
-        target: LogCursor,
-        timeout: Duration,
-        concerned: impl Fn(&dyn Projection) -> bool,
-    ) -> Result<(), ProjectionLag> {
         let deadline = Instant::now() + timeout;
         let mut elsewhere = self.store.subscribe_checkpoints();
-        for (projector, progress) in self.projectors.iter().filter(|(p, _)| concerned(p.projection.as_ref())) {
+        for (projector, progress) in &self.projectors {
             let name = projector.projection.name();
             let mut checkpoint = progress.checkpoint.subscribe();
             loop {

@@ -9,18 +9,21 @@
 //!    cache is emptied first, so no cached plan points at the live tables),
 //!    the streams of a batch pipelined.
 //! 2. The live read models are frozen: their tables are locked in EXCLUSIVE
-//!    mode (plain reads go on, the live projectors' writes wait) and the
-//!    projectors' checkpoints locked. The scratch tables catch up to the
-//!    end of the log (replay) or to each live checkpoint (verify).
+//!    mode (plain reads go on; appends, which project inline, and the live
+//!    projectors wait) and the projectors' checkpoints locked. The scratch
+//!    tables catch up to every event committed by then: the live tables
+//!    show exactly those (inline projection), also the ones a transaction
+//!    still open keeps above the log horizon.
 //! 3. Replay: in the same transaction the live rows are replaced by the
-//!    rebuilt ones and the checkpoints set to where the rebuild ended;
+//!    rebuilt ones and the checkpoints set to the log horizon the rebuild
+//!    reached (the projectors re-apply what follows: no-ops);
 //!    readers see the old rows until the commit, then the new ones. Verify:
 //!    both sides are compared row by row.
 //!
 //! Reactions keep their own state and checkpoint and are not replayed.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use deadpool_postgres::GenericClient;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,13 +32,10 @@ use warden_events::{LogCursor, RecordedEvent};
 use warden_projections::Projection;
 
 use crate::log::event_store::{self, StoreError};
-use crate::log::follower::{load_checkpoint, save_checkpoint};
+use crate::log::follower::save_checkpoint;
 use crate::platform::db::{Connection, Database};
 
 const BATCH: i64 = 5000;
-/// How long verify waits for the live projectors to reach the point the
-/// rebuild reached before it compares.
-const LIVE_CATCH_UP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Serialize)]
 pub struct TableDifference {
@@ -55,9 +55,6 @@ pub struct ReplayReport {
     pub events_per_second: f64,
     /// Verify: every difference; replay: empty.
     pub differences: Vec<TableDifference>,
-    /// Verify: live projectors that had not reached the end of the
-    /// rebuild, so could not be compared.
-    pub lagging: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,20 +161,28 @@ async fn primary_key_columns<C: GenericClient>(client: &C, table: &str) -> Resul
     columns.ok_or_else(|| ReplayError::NoPrimaryKey(table.to_owned()))
 }
 
-/// Applies the next batch after `after` (and not beyond `until`) to
-/// `projections` in `tx`; returns where it ended and how many events it
-/// applied, or `None` when there was nothing left.
+/// Which events a catch-up reads.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// Up to the log horizon (what a checkpoint may cover).
+    Horizon,
+    /// Every event committed now.
+    Committed,
+}
+
+/// Applies the next batch after `after` to `projections` in `tx`; returns
+/// where it ended and how many events it applied, or `None` when there was
+/// nothing left.
 async fn apply_batch(
     tx: &deadpool_postgres::Transaction<'_>,
     projections: &[&dyn Projection],
     after: LogCursor,
-    until: Option<LogCursor>,
+    reach: Reach,
 ) -> Result<Option<(LogCursor, u64)>, ReplayError> {
-    let batch = event_store::read_after(tx, after, BATCH).await?;
-    let batch: Vec<_> = batch
-        .into_iter()
-        .filter(|e| until.is_none_or(|u| e.cursor() <= u))
-        .collect();
+    let batch = match reach {
+        Reach::Horizon => event_store::read_after(tx, after, BATCH).await?,
+        Reach::Committed => event_store::read_committed_after(tx, after, BATCH).await?,
+    };
     let Some(last) = batch.last().map(|e| e.cursor()) else {
         return Ok(None);
     };
@@ -219,16 +224,16 @@ async fn apply_pipelined(
     Ok(())
 }
 
-/// Applies everything after `from` (up to `until`) inside `tx`.
+/// Applies everything after `from` that `reach` covers inside `tx`.
 async fn catch_up(
     tx: &deadpool_postgres::Transaction<'_>,
     projections: &[&dyn Projection],
     from: LogCursor,
-    until: Option<LogCursor>,
+    reach: Reach,
     events: &mut u64,
 ) -> Result<LogCursor, ReplayError> {
     let mut cursor = from;
-    while let Some((last, applied)) = apply_batch(tx, projections, cursor, until).await? {
+    while let Some((last, applied)) = apply_batch(tx, projections, cursor, reach).await? {
         cursor = last;
         *events += applied;
     }
@@ -287,9 +292,6 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
         drop(next_batch);
         reader.await.expect("the log reader does not panic");
 
-        if verify {
-            wait_for_live(db, &names, rebuilt_to).await?;
-        }
         let schema = scratch.schema.clone();
         let connection = scratch.connection();
         let tx = connection.transaction().await?;
@@ -305,17 +307,12 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
         )
         .await?;
         let mut differences = Vec::new();
-        let mut lagging = Vec::new();
+        // Up to the horizon: where the projectors' checkpoints may be set.
+        let end = catch_up(&tx, &all, rebuilt_to, Reach::Horizon, &mut events).await?;
+        // Then what the live tables also show: every committed event.
+        catch_up(&tx, &all, end, Reach::Committed, &mut events).await?;
         if verify {
-            // Bring each scratch projection to exactly where its live
-            // twin is, then compare.
             for projection in &projections {
-                let live_at = load_checkpoint(&tx, projection.name()).await?;
-                if live_at < rebuilt_to {
-                    lagging.push(projection.name().to_owned());
-                    continue;
-                }
-                catch_up(&tx, &[projection.as_ref()], rebuilt_to, Some(live_at), &mut events).await?;
                 for table in projection.tables() {
                     if let Some(difference) = compare(&tx, &schema, table).await? {
                         differences.push(difference);
@@ -324,8 +321,6 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
             }
             tx.rollback().await?;
         } else {
-            // Bring everything to the end of the log, then swap.
-            let end = catch_up(&tx, &all, rebuilt_to, None, &mut events).await?;
             for projection in &projections {
                 for table in projection.tables() {
                     tx.batch_execute(&format!(
@@ -344,28 +339,11 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
             seconds,
             events_per_second: events as f64 / seconds.max(1e-9),
             differences,
-            lagging,
         })
     }
     .await;
     scratch.drop_schema().await?;
     outcome
-}
-
-/// Waits until every live projector's checkpoint reached `target`.
-async fn wait_for_live(db: &Database, names: &[&str], target: LogCursor) -> Result<(), ReplayError> {
-    let deadline = Instant::now() + LIVE_CATCH_UP;
-    let connection = db.get().await.map_err(StoreError::from)?;
-    loop {
-        let mut behind = false;
-        for name in names {
-            behind |= load_checkpoint(&connection, name).await? < target;
-        }
-        if !behind || Instant::now() > deadline {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Rows that differ between the live table and its rebuilt twin.

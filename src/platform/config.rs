@@ -397,10 +397,11 @@ pub struct HttpConfig {
     /// Largest JSON or form body accepted.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// How long a command waits for read models to include its change
-    /// before answering (read-your-writes).
-    #[serde(default = "default_consistency_timeout", with = "humantime_serde")]
-    pub consistency_timeout: Duration,
+    /// No longer used: commands update the read models in their own
+    /// transaction and do not wait. Still accepted, so that configuration
+    /// files of earlier releases load; start-up warns when it is set.
+    #[serde(default, with = "humantime_serde")]
+    pub consistency_timeout: Option<Duration>,
     /// After SIGTERM/SIGINT: in-flight requests drain, background tasks
     /// stop; past this the process exits anyway (e.g. the database does
     /// not answer).
@@ -424,7 +425,7 @@ impl Default for HttpConfig {
             public_url: None,
             trusted_proxies: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
-            consistency_timeout: default_consistency_timeout(),
+            consistency_timeout: None,
             shutdown_timeout: default_shutdown_timeout(),
             ready_max_lag: default_ready_max_lag(),
             stall_warning: default_stall_warning(),
@@ -450,10 +451,6 @@ fn default_listen() -> String {
 
 fn default_max_body_bytes() -> usize {
     64 * 1024
-}
-
-fn default_consistency_timeout() -> Duration {
-    Duration::from_secs(10)
 }
 
 #[derive(Clone, Debug, Deserialize)]

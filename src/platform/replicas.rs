@@ -147,36 +147,26 @@ impl ReadPools {
 }
 
 /// What a replica must have replayed to show every change that answered
-/// before now: every projector's checkpoint as the primary has it. A
-/// command answers only once the projectors it concerns have projected it,
-/// and a projector reads only committed events, so a replica that shows a
-/// checkpoint has replayed that projector's transaction and every event
-/// transaction before it (WAL replays in commit order).
+/// before now: every transaction the primary had completed, as its
+/// snapshot (`pg_current_snapshot()`) says. Commands update the read
+/// models in the transaction that appends their events (inline
+/// projection), so a command that answered is one such completed
+/// transaction, read models included.
 ///
-/// WAL positions alone do not work: projectors commit asynchronously (not
-/// yet flushed when the command answers), and an idle primary may have
+/// A replica has them all when its own snapshot shows none of them still
+/// running and it has heard of the newest (its `xmax` is not below the
+/// primary's). WAL positions alone do not work: an idle primary may have
 /// flushed part of a record the replica cannot replay until more comes.
 struct Position {
-    projectors: Vec<String>,
-    transaction_ids: Vec<i64>,
-    positions: Vec<i64>,
+    snapshot: String,
 }
 
 impl Position {
     async fn now(primary: &Database) -> Result<Position, DbError> {
         let connection = primary.get().await?;
-        let select = connection
-            .prepare_cached(
-                "SELECT coalesce(array_agg(name), '{}'), coalesce(array_agg(transaction_id), '{}'),
-                        coalesce(array_agg(position), '{}')
-                 FROM projection_checkpoints",
-            )
-            .await?;
-        let row = connection.query_one(&select, &[]).await?;
+        let select = connection.prepare_cached("SELECT pg_current_snapshot()::text").await?;
         Ok(Position {
-            projectors: row.get(0),
-            transaction_ids: row.get(1),
-            positions: row.get(2),
+            snapshot: connection.query_one(&select, &[]).await?.get(0),
         })
     }
 }
@@ -187,18 +177,22 @@ async fn caught_up(replica: &Database, wanted: &Position, deadline: Instant) -> 
     let connection = tokio::time::timeout_at(deadline.into(), replica.get())
         .await
         .map_err(|_| DbError::Config("no replica connection in time".into()))??;
+    // `pg_visible_in_snapshot(x, primary)`: x had completed on the primary.
     let check = connection
         .prepare_cached(
-            "SELECT NOT EXISTS (
-                 SELECT 1 FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(name, t, p)
-                 LEFT JOIN projection_checkpoints c ON c.name = w.name
-                 WHERE c.name IS NULL OR (c.transaction_id, c.position) < (w.t, w.p))",
+            "WITH s AS (SELECT pg_current_snapshot() AS here, $1::text::pg_snapshot AS primary_snapshot)
+             SELECT pg_snapshot_xmax(here) >= pg_snapshot_xmax(primary_snapshot)
+                    AND NOT EXISTS (SELECT 1 FROM pg_snapshot_xip(here) AS running(xid)
+                                    WHERE pg_visible_in_snapshot(running.xid, primary_snapshot))
+             FROM s",
         )
         .await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-        [&wanted.projectors, &wanted.transaction_ids, &wanted.positions];
     loop {
-        if connection.query_one(&check, &params).await?.get::<_, bool>(0) {
+        if connection
+            .query_one(&check, &[&wanted.snapshot])
+            .await?
+            .get::<_, bool>(0)
+        {
             return Ok(Some(connection));
         }
         if Instant::now() + POLL > deadline {

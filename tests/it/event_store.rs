@@ -19,7 +19,8 @@ fn created(runner_id: Uuid) -> Event {
     Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
         runner_id,
         number: None,
-        token_hash: "00".repeat(32),
+        // Unique like a real one: the runners read model refuses duplicates.
+        token_hash: runner_id.simple().to_string().repeat(2),
         description: None,
         tags: vec![],
         priority: 0,

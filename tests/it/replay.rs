@@ -67,7 +67,7 @@ async fn busy_app() -> TestApp {
 async fn verify_passes_on_a_real_log_and_catches_a_corrupted_read_model() {
     let app = busy_app().await;
     let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
-    assert!(report.differences.is_empty() && report.lagging.is_empty(), "{report:?}");
+    assert!(report.differences.is_empty(), "{report:?}");
     assert!(report.events as i64 >= app.db.count_events().await);
 
     // Hand-corrupt two read models.
@@ -215,5 +215,49 @@ async fn first_release_events_are_upcast_by_projectors_and_replay() {
 
     let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
     assert!(report.differences.is_empty(), "{report:?}");
+    app.stop().await;
+}
+
+/// Appends project inline, so the live read models show changes that the
+/// projectors cannot reach yet (a writing transaction left open holds the
+/// log horizon back). A replay run then must keep them: its rebuild takes
+/// every committed event, not only those below the horizon, or a runner
+/// invalidated just before would get its token back until the open
+/// transaction ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_keeps_changes_committed_above_the_log_horizon() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let (doomed_id, doomed_token) = app.create_runner(&admin).await;
+    let mut blocker = app.db.client().await;
+    let open = blocker.transaction().await.unwrap();
+    open.batch_execute("SELECT pg_current_xact_id()").await.unwrap();
+
+    let (kept_id, kept_token) = app.create_runner(&admin).await;
+    assert_eq!(app.invalidate_runner(&admin, &doomed_id).await.status(), StatusCode::OK);
+    let report = warden::log::replay::run(&app.db.db, false, false).await.unwrap();
+    assert!(report.differences.is_empty(), "{report:?}");
+    let verify = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
+    assert!(verify.differences.is_empty(), "{verify:?}");
+
+    let verified = |token: String| {
+        let app = &app;
+        async move {
+            app.post_json(&token, "/api/runners/verify", json!({"system_id": "s_horizon"}))
+                .await
+                .status()
+        }
+    };
+    assert_eq!(
+        verified(kept_token).await,
+        StatusCode::OK,
+        "the new runner {kept_id} was lost"
+    );
+    assert_eq!(
+        verified(doomed_token).await,
+        StatusCode::UNAUTHORIZED,
+        "the invalidated runner's token works again"
+    );
+    open.rollback().await.unwrap();
     app.stop().await;
 }

@@ -112,11 +112,6 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
     }
 }
 
-/// Whether `event` claims or releases anything.
-pub(super) fn has_changes(event: &Event) -> bool {
-    !changes_for(event).is_empty()
-}
-
 /// Applies the claims `event` (still in plain form) needs for `owner`.
 pub(super) async fn apply<C: GenericClient>(client: &C, owner: &StreamId, event: &Event) -> Result<(), StoreError> {
     for change in changes_for(event) {

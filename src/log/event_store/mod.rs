@@ -23,7 +23,7 @@ mod pii;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
@@ -116,41 +116,45 @@ pub struct Appended {
     pub event_ids: Vec<Uuid>,
 }
 
-/// Whether appending `event` takes more than the one INSERT (claims,
-/// sealing personal data, destroying a key) and so needs a transaction.
-fn needs_transaction(event: &Event) -> bool {
-    claims::has_changes(event) || event.pii_subject().is_some() || event.forgets_subject().is_some()
-}
-
-/// Appends `events` to `stream` inside the caller's transaction.
+/// Appends `events` to `stream` inside the caller's transaction, and
+/// applies them to the read models in the same transaction (inline
+/// projection, `warden_projections::apply_inline`): once it commits, every
+/// read model shows the change, on every instance reading this database.
 ///
 /// The caller commits, then calls [`EventStore::signal_append`]. `expected`
 /// must come from state loaded before the transaction's first write (see
 /// the module docs). Fails with [`StoreError::Conflict`] when the stream is
 /// not at `expected`; the transaction is then aborted and must be rolled
 /// back.
-pub async fn append_in<C: GenericClient>(
-    tx: &C,
+pub async fn append_in(
+    tx: &Transaction<'_>,
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<Event>,
     metadata: &Metadata,
 ) -> Result<Appended, StoreError> {
     assert!(!events.is_empty(), "appending no events is a caller bug");
-    let metadata_json = match pii::address_subject(metadata, &events) {
+    // `kept`: the metadata as a reader of the log will see it (unsealed).
+    let (metadata_json, kept) = match pii::address_subject(metadata, &events) {
         Some(subject) => match pii::key_for_sealing(tx, subject).await {
-            Ok(key) => serde_json::to_value(pii::seal_address(metadata, subject, &key)),
+            Ok(key) => (
+                serde_json::to_value(pii::seal_address(metadata, subject, &key)),
+                metadata.clone(),
+            ),
             // The acting user was just deleted (e.g. the cancellations of
             // their own deletion): their address is not to be kept at all.
-            Err(StoreError::SubjectForgotten(_)) => serde_json::to_value(Metadata {
-                source_ip: None,
-                ..metadata.clone()
-            }),
+            Err(StoreError::SubjectForgotten(_)) => {
+                let kept = Metadata {
+                    source_ip: None,
+                    ..metadata.clone()
+                };
+                (serde_json::to_value(&kept), kept)
+            }
             Err(other) => return Err(other),
         },
-        None => serde_json::to_value(metadata),
-    }
-    .expect("metadata always serialises");
+        None => (serde_json::to_value(metadata), metadata.clone()),
+    };
+    let metadata_json = metadata_json.expect("metadata always serialises");
     let mut event_ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
     let mut versions = Vec::with_capacity(events.len());
@@ -158,16 +162,24 @@ pub async fn append_in<C: GenericClient>(
     let mut content_hashes: Vec<Vec<u8>> = Vec::with_capacity(events.len());
     let mut forgotten = Vec::new();
     let recorded_at = chain::storable_now();
-    for mut event in events {
+    let mut clear_events = Vec::with_capacity(events.len());
+    for event in events {
         claims::apply(tx, stream, &event).await?;
-        if let Some(subject) = event.pii_subject() {
-            let key = pii::key_for_sealing(tx, subject).await?;
-            pii::seal(&mut event, subject, &key);
-        }
+        // The log keeps the sealed copy; the read models get the clear
+        // one, as a reader of the log would unseal it.
+        let sealed = match event.pii_subject() {
+            Some(subject) => {
+                let key = pii::key_for_sealing(tx, subject).await?;
+                let mut sealed = event.clone();
+                pii::seal(&mut sealed, subject, &key);
+                Some(sealed)
+            }
+            None => None,
+        };
         if let Some(subject) = event.forgets_subject() {
             forgotten.push(subject);
         }
-        let encoded = codec::encode(&event);
+        let encoded = codec::encode(sealed.as_ref().unwrap_or(&event));
         let event_id = Uuid::now_v7();
         content_hashes.push(
             chain::content_hash(
@@ -186,6 +198,7 @@ pub async fn append_in<C: GenericClient>(
         types.push(encoded.event_type);
         versions.push(encoded.schema_version as i32);
         payloads.push(encoded.payload);
+        clear_events.push(event);
     }
 
     // The guard refuses gaps (expected ahead of the stream); the unique
@@ -212,7 +225,7 @@ pub async fn append_in<C: GenericClient>(
              FROM input i JOIN chain c ON c.ord = i.ord
              WHERE (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1) = $2
              ORDER BY i.ord
-             RETURNING position, transaction_id",
+             RETURNING position, transaction_id, stream_version",
         )
         .await?;
     let rows = tx
@@ -232,16 +245,29 @@ pub async fn append_in<C: GenericClient>(
         )
         .await
         .map_err(|error| conflict_or(error, stream, expected))?;
-    let Some(last) = rows
-        .iter()
-        .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
-        .max()
-    else {
+    if rows.len() != event_ids.len() {
         return Err(StoreError::Conflict {
             stream: stream.clone(),
             expected: expected.0,
         });
-    };
+    }
+    let mut last = LogCursor::START;
+    for row in &rows {
+        let stream_version: i64 = row.get(2);
+        let index = (stream_version - expected.0 - 1) as usize;
+        let recorded = RecordedEvent {
+            position: row.get(0),
+            transaction_id: row.get(1),
+            stream_id: stream.clone(),
+            stream_version,
+            event_id: event_ids[index],
+            recorded_at,
+            metadata: kept.clone(),
+            event: clear_events[index].clone(),
+        };
+        last = last.max(recorded.cursor());
+        warden_projections::apply_inline(tx, &recorded).await?;
+    }
 
     for subject in forgotten {
         pii::destroy_key(tx, subject).await?;
@@ -249,10 +275,7 @@ pub async fn append_in<C: GenericClient>(
     Ok(Appended {
         stream_id: stream.clone(),
         version: expected.0 + event_ids.len() as i64,
-        cursor: LogCursor {
-            transaction_id: last.1,
-            position: last.0,
-        },
+        cursor: last,
         event_ids,
     })
 }
@@ -292,6 +315,31 @@ pub async fn read_after<C: GenericClient>(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let rows = rows_after(client, after, limit).await?;
+    decode_rows(client, rows).await
+}
+
+/// Like [`read_after`], but every event committed now, also those of
+/// transactions above the log horizon. Events still to commit below the
+/// last one read are then not read later by a cursor that moved past
+/// them: only for a reader that knows they are projected without it (the
+/// replay's swap, which holds the read-model tables locked: such appends
+/// project themselves inline once it commits).
+pub async fn read_committed_after<C: GenericClient>(
+    client: &C,
+    after: LogCursor,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let select = client
+        .prepare_cached(&format!(
+            "{SELECT_EVENTS}
+             WHERE (transaction_id, position) > ($1, $2)
+             ORDER BY transaction_id, position
+             LIMIT $3"
+        ))
+        .await?;
+    let rows = client
+        .query(&select, &[&after.transaction_id, &after.position, &limit])
+        .await?;
     decode_rows(client, rows).await
 }
 
@@ -500,16 +548,9 @@ impl EventStore {
         metadata: &Metadata,
     ) -> Result<Appended, StoreError> {
         let mut connection = self.db.get().await?;
-        let appended = if events.iter().any(needs_transaction) {
-            let tx = connection.transaction().await?;
-            let appended = append_in(&tx, stream, expected, events, metadata).await?;
-            tx.commit().await?;
-            appended
-        } else {
-            // A single INSERT statement is atomic by itself: two round
-            // trips fewer than BEGIN ... COMMIT.
-            append_in(&connection, stream, expected, events, metadata).await?
-        };
+        let tx = connection.transaction().await?;
+        let appended = append_in(&tx, stream, expected, events, metadata).await?;
+        tx.commit().await?;
         self.signal_append();
         Ok(appended)
     }
