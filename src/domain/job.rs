@@ -105,6 +105,8 @@ impl Job {
 }
 
 impl Aggregate for Job {
+    // Ids, tags, priority, kind: the payload is not part of the state.
+    const CACHEABLE: bool = true;
     type Command = JobCommand;
     type Event = JobEvent;
 

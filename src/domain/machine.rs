@@ -49,6 +49,8 @@ pub enum MachineCommand {
 }
 
 impl Aggregate for Machine {
+    // A runner machine's data, no user's personal data.
+    const CACHEABLE: bool = true;
     type Command = MachineCommand;
     type Event = MachineEvent;
 

@@ -36,10 +36,15 @@ impl DomainError {
 
 /// State of one stream, folded from its events. Only the aggregate's own
 /// event enum goes in or out, and `evolve` matches it exhaustively.
-pub trait Aggregate: Default + Send + Sync {
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     type Command: Send + Sync;
     /// The aggregate's events (e.g. `RunnerEvent`).
     type Event: Clone + Into<Event> + Send + Sync;
+
+    /// Whether commands may keep this aggregate's folded state in memory
+    /// between commands (`log::state_cache`). Only for state without
+    /// personal data: erasure must not leave any behind in a cache.
+    const CACHEABLE: bool;
 
     /// This aggregate's event, if `event` is one.
     fn select(event: &Event) -> Option<&Self::Event>;

@@ -67,6 +67,8 @@ pub const MAX_TEXT: usize = 1024;
 const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 
 impl Aggregate for Runner {
+    // Settings and token hashes only.
+    const CACHEABLE: bool = true;
     type Command = RunnerCommand;
     type Event = RunnerEvent;
 

@@ -133,6 +133,8 @@ pub enum UserCommand {
 }
 
 impl Aggregate for User {
+    // Emails and password hashes are personal data.
+    const CACHEABLE: bool = false;
     type Command = UserCommand;
     type Event = UserEvent;
 

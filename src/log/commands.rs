@@ -13,6 +13,7 @@ use warden_events::{Event, Metadata, StreamId};
 use crate::domain::{Aggregate, DomainError};
 use crate::log::event_store::{Appended, EventStore, ExpectedVersion, StoreError};
 use crate::log::projection_runner::ProjectionRunner;
+use crate::log::state_cache::StateCache;
 
 /// Attempts per command before a conflict is reported to the caller.
 const MAX_ATTEMPTS: u32 = 8;
@@ -38,11 +39,16 @@ pub struct Executed<A: Aggregate> {
 pub struct CommandService {
     store: EventStore,
     projections: Arc<ProjectionRunner>,
+    states: Arc<StateCache>,
 }
 
 impl CommandService {
     pub fn new(store: EventStore, projections: Arc<ProjectionRunner>) -> Self {
-        CommandService { store, projections }
+        CommandService {
+            store,
+            projections,
+            states: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &EventStore {
@@ -61,11 +67,20 @@ impl CommandService {
         Ok(connection.query_one(&select, &[&sequence]).await?.get(0))
     }
 
-    /// Loads the current state of `stream`.
+    /// Loads the current state of `stream`: the state kept from an
+    /// earlier command plus the events appended since, or the whole
+    /// stream.
     pub async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<(A, ExpectedVersion), StoreError> {
-        let history = self.store.read_stream(stream).await?;
-        let version = history.last().map_or(0, |e| e.stream_version);
-        Ok((A::from_history(&history), ExpectedVersion(version)))
+        let (mut state, mut version) = self.states.get::<A>(stream).unwrap_or_default();
+        let newer = self.store.read_stream_after(stream, version).await?;
+        for recorded in &newer {
+            if let Some(event) = A::select(&recorded.event) {
+                state.evolve(event);
+            }
+            version = recorded.stream_version;
+        }
+        self.states.put(stream, &state, version);
+        Ok((state, ExpectedVersion(version)))
     }
 
     /// Runs `command` against `stream`.
@@ -120,6 +135,7 @@ impl CommandService {
                 Ok(appended) => {
                     metrics.appends.get_or_create(&aggregate).inc();
                     events.iter().for_each(|event| state.evolve(event));
+                    self.states.put(stream, &state, appended.version);
                     return Ok(Executed {
                         state,
                         appended: Some(appended),

@@ -11,3 +11,4 @@ pub mod event_store;
 pub mod follower;
 pub mod projection_runner;
 pub mod replay;
+pub mod state_cache;

@@ -380,3 +380,36 @@ async fn progress_through_several_instances_is_recorded_once_per_interval() {
     second.stop().await;
     first.stop().await;
 }
+
+/// Commands keep a stream's folded state between calls
+/// (`log::state_cache`) and read only what was appended since: a change
+/// made through another instance is part of the next decision here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_decide_on_changes_made_through_another_instance() {
+    let (first, second) = TestApp::start_two(test_config()).await;
+    let admin = first.admin_token().await;
+    let (runner_id, _) = first.create_runner(&admin).await;
+    let patch = |app: &TestApp, body: serde_json::Value| {
+        let request = app
+            .http
+            .patch(app.url(&format!("/api/admins/runners/{runner_id}")))
+            .bearer_auth(&admin)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    // The first instance now keeps the runner's state.
+    assert_eq!(patch(&first, json!({"tags": ["one"]})).await.status(), StatusCode::OK);
+    assert_eq!(
+        second.invalidate_runner(&admin, &runner_id).await.status(),
+        StatusCode::OK
+    );
+    // Decided on the kept state alone, this change would be accepted.
+    assert_error(
+        patch(&first, json!({"tags": ["two"]})).await,
+        StatusCode::CONFLICT,
+        "runner_already_invalidated",
+    )
+    .await;
+    second.stop().await;
+    first.stop().await;
+}

@@ -300,10 +300,21 @@ pub(crate) const SELECT_EVENTS: &str = "SELECT position, transaction_id, stream_
 
 /// Every event of one stream, oldest first.
 pub async fn read_stream<C: GenericClient>(client: &C, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError> {
+    read_stream_after(client, stream, 0).await
+}
+
+/// The events of one stream after its version `after`, oldest first.
+pub async fn read_stream_after<C: GenericClient>(
+    client: &C,
+    stream: &StreamId,
+    after: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let select = client
-        .prepare_cached(&format!("{SELECT_EVENTS} WHERE stream_id = $1 ORDER BY stream_version"))
+        .prepare_cached(&format!(
+            "{SELECT_EVENTS} WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version"
+        ))
         .await?;
-    let rows = client.query(&select, &[&stream.as_str()]).await?;
+    let rows = client.query(&select, &[&stream.as_str(), &after]).await?;
     decode_rows(client, rows).await
 }
 
@@ -556,8 +567,12 @@ impl EventStore {
     }
 
     pub async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_stream_after(stream, 0).await
+    }
+
+    pub async fn read_stream_after(&self, stream: &StreamId, after: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         let connection = self.db.get().await?;
-        read_stream(&connection, stream).await
+        read_stream_after(&connection, stream, after).await
     }
 
     /// Tells other instances about this process's appends with `NOTIFY`,
