@@ -75,19 +75,40 @@ pub struct SessionWithJob {
     pub current_job: Option<Uuid>,
 }
 
-/// The open, unexpired session of `runner_id` that `token` names.
-pub async fn authenticate(
-    db: &Database,
-    runner_id: Uuid,
+/// A session row found by its token hash, not yet checked: only
+/// [`SessionLookup::for_runner`] turns it into a [`SessionWithJob`].
+pub struct SessionLookup {
+    presented: String,
+    stored: String,
+    found: SessionWithJob,
+}
+
+impl SessionLookup {
+    /// The session, if it belongs to `runner_id` (the runner whose token
+    /// came with the call) and its stored hash matches in constant time.
+    pub fn for_runner(self, runner_id: Uuid) -> Result<SessionWithJob, SessionError> {
+        // The index found the row; the comparison that decides is constant-time.
+        if !tokens::hashes_match(&self.stored, &self.presented) || self.found.session.runner_id != runner_id {
+            return Err(SessionError::Invalid);
+        }
+        Ok(self.found)
+    }
+}
+
+/// Finds the open, unexpired session that `token` names, on `client`. A
+/// Project-W call sends this statement together with its runner-token
+/// check on one connection (tokio-postgres pipelines them: one round trip
+/// for both), then checks it with [`SessionLookup::for_runner`].
+pub async fn look_up<C: GenericClient>(
+    client: &C,
     token: &str,
     online_timeout: Duration,
-) -> Result<SessionWithJob, SessionError> {
+) -> Result<SessionLookup, SessionError> {
     if !tokens::is_well_formed(token, SESSION_TOKEN_PREFIX) {
         return Err(SessionError::Invalid);
     }
     let presented = tokens::hash(token);
-    let connection = db.get().await.map_err(StoreError::from)?;
-    let select = connection
+    let select = client
         .prepare_cached(
             "SELECT s.id, s.runner_id, s.machine_id, s.token_hash,
                     (SELECT c.owner_stream FROM unique_claims c
@@ -98,7 +119,7 @@ pub async fn authenticate(
         )
         .await
         .map_err(StoreError::from)?;
-    let row = connection
+    let row = client
         .query_opt(
             &select,
             &[&presented, &online_timeout.as_secs_f64(), &claims::MACHINE_JOB],
@@ -106,19 +127,19 @@ pub async fn authenticate(
         .await
         .map_err(StoreError::from)?
         .ok_or(SessionError::Invalid)?;
-    // The index found the row; the comparison that decides is constant-time.
-    if !tokens::hashes_match(row.get(3), &presented) || row.get::<_, Uuid>(1) != runner_id {
-        return Err(SessionError::Invalid);
-    }
-    Ok(SessionWithJob {
-        session: Session {
-            id: row.get(0),
-            runner_id,
-            machine_id: row.get(2),
+    Ok(SessionLookup {
+        presented,
+        stored: row.get(3),
+        found: SessionWithJob {
+            session: Session {
+                id: row.get(0),
+                runner_id: row.get(1),
+                machine_id: row.get(2),
+            },
+            current_job: row
+                .get::<_, Option<String>>(4)
+                .and_then(|owner| StreamId::from_stored(owner).id()),
         },
-        current_job: row
-            .get::<_, Option<String>>(4)
-            .and_then(|owner| StreamId::from_stored(owner).id()),
     })
 }
 

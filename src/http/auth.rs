@@ -285,35 +285,48 @@ impl FromRequest for Runner {
     fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let request = request.clone();
         Box::pin(async move {
-            let token = bearer_token(&request)?;
-            if AccessTokens::looks_like_jwt(&token) {
-                return Err(ApiError::new(
-                    ErrorCode::UserTokenNotAccepted,
-                    "/api/runners/* routes need a runner token, not a user token",
-                ));
-            }
+            let token = runner_token(&request)?;
             let state = state(&request);
             let connection = state.db.get().await?;
             let outcome = runners::authenticate(&connection, &token).await;
             drop(connection);
-            match outcome {
-                Ok(runner) => {
-                    state
-                        .fleet
-                        .rate_limit
-                        .check(runner.runner_id)
-                        .map_err(ApiError::too_many_requests)?;
-                    Ok(Runner(runner))
-                }
-                Err(RunnerAuthError::Unknown) => {
-                    Err(ApiError::new(ErrorCode::InvalidRunnerToken, "not a valid runner token"))
-                }
-                Err(RunnerAuthError::Invalidated) => Err(ApiError::new(
-                    ErrorCode::RunnerInvalidated,
-                    "this runner has been invalidated",
-                )),
-                Err(RunnerAuthError::Store(error)) => Err(error.into()),
-            }
+            Runner::admit(&state, outcome)
         })
+    }
+}
+
+/// The runner token of a request to a `/api/runners/*` route.
+pub fn runner_token(request: &HttpRequest) -> Result<String, ApiError> {
+    let token = bearer_token(request)?;
+    if AccessTokens::looks_like_jwt(&token) {
+        return Err(ApiError::new(
+            ErrorCode::UserTokenNotAccepted,
+            "/api/runners/* routes need a runner token, not a user token",
+        ));
+    }
+    Ok(token)
+}
+
+impl Runner {
+    /// The runner of a token check's `outcome`, within its rate limit.
+    pub fn admit(state: &AppState, outcome: Result<AuthenticatedRunner, RunnerAuthError>) -> Result<Runner, ApiError> {
+        match outcome {
+            Ok(runner) => {
+                state
+                    .fleet
+                    .rate_limit
+                    .check(runner.runner_id)
+                    .map_err(ApiError::too_many_requests)?;
+                Ok(Runner(runner))
+            }
+            Err(RunnerAuthError::Unknown) => {
+                Err(ApiError::new(ErrorCode::InvalidRunnerToken, "not a valid runner token"))
+            }
+            Err(RunnerAuthError::Invalidated) => Err(ApiError::new(
+                ErrorCode::RunnerInvalidated,
+                "this runner has been invalidated",
+            )),
+            Err(RunnerAuthError::Store(error)) => Err(error.into()),
+        }
     }
 }

@@ -346,6 +346,19 @@ async fn abort_cancel_invalidation_and_foreign_sessions() {
     };
     let refused = stolen.post("heartbeat", Some(json!({"progress": 0.0}))).await;
     assert_error(refused, StatusCode::FORBIDDEN, "invalid_session").await;
+    // A valid session with a wrong runner token: the runner token's error,
+    // although both are checked in one round trip.
+    let forged = Runner {
+        app: &app,
+        token: format!(
+            "{}{}",
+            &token[..token.len() - 1],
+            if token.ends_with('x') { 'y' } else { 'x' }
+        ),
+        session: first.session.clone(),
+    };
+    let refused = forged.post("heartbeat", Some(json!({"progress": 0.0}))).await;
+    assert_error(refused, StatusCode::UNAUTHORIZED, "invalid_runner_token").await;
     let garbage = Runner {
         app: &app,
         token: token.clone(),

@@ -23,8 +23,8 @@ use crate::domain::job::MachineRef;
 use crate::domain::ErrorCode;
 use crate::fleet::dispatcher::Candidate;
 use crate::fleet::jobs::{self, JobView, Taker};
-use crate::fleet::{files, machines, sessions};
-use crate::http::auth::Runner;
+use crate::fleet::{files, machines, runners as fleet_runners, sessions};
+use crate::http::auth::{runner_token, Runner};
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::Json;
@@ -148,13 +148,12 @@ impl FromRequest for SessionCall {
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
-    fn from_request(request: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let runner = Runner::from_request(request, payload);
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let request = request.clone();
         Box::pin(async move {
-            let runner = runner.await?;
+            let runner_token = runner_token(&request)?;
             let invalid = || ApiError::new(ErrorCode::InvalidSession, sessions::SessionError::Invalid.to_string());
-            let token = web::Query::<SessionParams>::from_query(request.query_string())
+            let session_token = web::Query::<SessionParams>::from_query(request.query_string())
                 .map_err(|_| invalid())?
                 .into_inner()
                 .session_token;
@@ -162,13 +161,23 @@ impl FromRequest for SessionCall {
                 .app_data::<web::Data<AppState>>()
                 .expect("AppState is registered on every app");
             let timeout = state.config.runners.online_timeout;
-            let sessions::SessionWithJob { session, current_job } =
-                sessions::authenticate(&state.db, runner.0.runner_id, &token, timeout)
-                    .await
-                    .map_err(|error| match error {
-                        sessions::SessionError::Invalid => invalid(),
-                        sessions::SessionError::Store(error) => error.into(),
-                    })?;
+            // Both statements go out together on one connection (one
+            // round trip); the runner's answer is judged first, so an
+            // unknown or invalidated runner token gets its own error
+            // whatever the session lookup found.
+            let connection = state.db.get().await.map_err(ApiError::from)?;
+            let (runner, session) = tokio::join!(
+                fleet_runners::authenticate(&connection, &runner_token),
+                sessions::look_up(&connection, &session_token, timeout)
+            );
+            drop(connection);
+            let runner = Runner::admit(state, runner)?;
+            let sessions::SessionWithJob { session, current_job } = session
+                .and_then(|found| found.for_runner(runner.0.runner_id))
+                .map_err(|error| match error {
+                    sessions::SessionError::Invalid => invalid(),
+                    sessions::SessionError::Store(error) => error.into(),
+                })?;
             sessions::seen(&state.db, &state.fleet.seen, session.id, timeout)
                 .await
                 .map_err(ApiError::from)?;
