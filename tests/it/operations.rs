@@ -656,3 +656,84 @@ async fn a_non_leading_instance_is_told_of_projector_progress() {
     follower.stop().await;
     leader.stop().await;
 }
+
+/// During a rolling upgrade an older release appends without inline
+/// projection: its events reach the read models only through the
+/// projectors. A change this release makes after such an event (in the
+/// same stream), projected inline onto a row that was not there yet,
+/// changes nothing there; the projectors, which apply every event again,
+/// bring it in. (Why projectors do not skip inline-projected events: this
+/// test, and `projections::projectors_rebuild_from_the_log_after_a_reset`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_after_an_older_releases_event_reaches_the_read_model() {
+    use warden::domain::runner::{RunnerCommand, RunnerSettings};
+    use warden::events::runner::RunnerCreated;
+    use warden::events::{Event, Metadata, RunnerEvent};
+
+    let app = TestApp::start().await;
+    // Hold the log horizon, so the projectors cannot reach the older
+    // release's event before this release changes its runner.
+    let mut blocker = app.db.client().await;
+    let open = blocker.transaction().await.unwrap();
+    open.batch_execute("SELECT pg_current_xact_id()").await.unwrap();
+
+    let runner_id = uuid::Uuid::now_v7();
+    let created = warden::events::codec::encode(&Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
+        runner_id,
+        number: None,
+        token_hash: runner_id.simple().to_string().repeat(2),
+        description: Some("from the older release".into()),
+        tags: vec![],
+        priority: 0,
+    })));
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+             VALUES ($1, 1, $2, $3, $4, $5, $6)",
+            &[
+                &format!("runner-{runner_id}"),
+                &uuid::Uuid::now_v7(),
+                &created.event_type,
+                &(created.schema_version as i32),
+                &created.payload,
+                &serde_json::to_value(Metadata::system("older-release")).unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
+    let settings = RunnerSettings {
+        description: Some("changed by this release".into()),
+        tags: vec![],
+        priority: 0,
+    };
+    warden::fleet::runners::change_runner(
+        &app.state.commands,
+        runner_id,
+        RunnerCommand::Update(settings),
+        &Metadata::system("test"),
+    )
+    .await
+    .unwrap();
+    open.rollback().await.unwrap();
+
+    let client = app.db.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let description: Option<String> = client
+            .query_opt("SELECT description FROM runners WHERE id = $1", &[&runner_id])
+            .await
+            .unwrap()
+            .and_then(|row| row.get(0));
+        if description.as_deref() == Some("changed by this release") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read model shows {description:?}, not the change after the older release's event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
