@@ -5,6 +5,7 @@
 #
 #     benches/all.sh                                   # 10 s per row, 1M-event replay
 #     BENCH_SECONDS=5 REPLAY_EVENTS=200000 benches/all.sh   # quicker
+#     BENCHES="create_runner instances" benches/all.sh      # some only
 #
 # Needs what .ci/install-deps installs (pgbench, slapd, node for the login
 # bench). Takes about 15 minutes on the 2-core reference machine; run it
@@ -13,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENCH_SECONDS=${BENCH_SECONDS:-10}
 export REPLAY_EVENTS=${REPLAY_EVENTS:-1000000}
+benches=${BENCHES:-create_runner runner_protocol instances login replay file_transfer}
 out=$(mktemp /tmp/warden-bench-all.XXXXXX)
 trap 'rm -f "$out"' EXIT
 
@@ -20,7 +22,8 @@ cargo bench --locked --no-run --quiet
 {
     echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, commit $(git rev-parse --short HEAD):"
     echo "\`BENCH_SECONDS=$BENCH_SECONDS REPLAY_EVENTS=$REPLAY_EVENTS benches/all.sh\`."
-    for bench in create_runner runner_protocol instances login replay; do
+    for bench in $benches; do
+        [ "$bench" = file_transfer ] && continue
         echo
         echo "### \`cargo bench --bench $bench\`"
         echo
@@ -30,10 +33,12 @@ cargo bench --locked --no-run --quiet
             echo "(failed: see \`cargo bench --bench $bench\`)"
         }
     done
-    echo
-    echo "### \`benches/file_transfer.sh\` (SIZE_MB=100)"
-    echo
-    SIZE_MB=100 benches/file_transfer.sh 2>/dev/null || echo "(failed: see benches/file_transfer.sh)"
+    if [[ " $benches " == *" file_transfer "* ]]; then
+        echo
+        echo "### \`benches/file_transfer.sh\` (SIZE_MB=100)"
+        echo
+        SIZE_MB=100 benches/file_transfer.sh 2>/dev/null || echo "(failed: see benches/file_transfer.sh)"
+    fi
 } > "$out"
 
 python3 - "$out" <<'EOF'

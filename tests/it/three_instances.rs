@@ -664,14 +664,12 @@ async fn three_instances_under_load_assign_each_job_once_and_survive_the_leaders
         .collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let done: i64 = client
-            .query_one(
-                "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status = 'succeeded'",
-                &[&acknowledged],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let done = count(
+            &client,
+            "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status = 'succeeded'",
+            &[&acknowledged],
+        )
+        .await;
         if done == JOBS as i64 {
             break;
         }
@@ -694,22 +692,21 @@ async fn three_instances_under_load_assign_each_job_once_and_survive_the_leaders
     // (A result whose answer died with the killed instance is accepted
     // but not seen by its machine: the log says what was accepted.)
     assert!(finished.len() <= JOBS);
-    let finished_once: i64 = client
-        .query_one(
-            "SELECT count(*) FROM (
-                 SELECT stream_id FROM events WHERE event_type = 'JobFinished'
-                 GROUP BY stream_id HAVING count(*) = 1
-             ) AS once",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let finished_events: i64 = client
-        .query_one("SELECT count(*) FROM events WHERE event_type = 'JobFinished'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let finished_once = count(
+        &client,
+        "SELECT count(*) FROM (
+             SELECT stream_id FROM events WHERE event_type = 'JobFinished'
+             GROUP BY stream_id HAVING count(*) = 1
+         ) AS once",
+        &[],
+    )
+    .await;
+    let finished_events = count(
+        &client,
+        "SELECT count(*) FROM events WHERE event_type = 'JobFinished'",
+        &[],
+    )
+    .await;
     assert_eq!(
         (finished_once, finished_events),
         (JOBS as i64, JOBS as i64),
@@ -717,25 +714,24 @@ async fn three_instances_under_load_assign_each_job_once_and_survive_the_leaders
     );
 
     // One assignment per job, plus one per requeue.
-    let doubles: i64 = client
-        .query_one(
-            "SELECT count(*) FROM (
-                 SELECT stream_id FROM events
-                 WHERE stream_id IN (SELECT stream_id FROM events WHERE event_type = 'JobSubmitted')
-                 GROUP BY stream_id
-                 HAVING count(*) FILTER (WHERE event_type = 'JobAssigned')
-                        <> 1 + count(*) FILTER (WHERE event_type = 'JobRequeued')
-             ) AS odd",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let assignments: i64 = client
-        .query_one("SELECT count(*) FROM events WHERE event_type = 'JobAssigned'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let doubles = count(
+        &client,
+        "SELECT count(*) FROM (
+             SELECT stream_id FROM events
+             WHERE stream_id IN (SELECT stream_id FROM events WHERE event_type = 'JobSubmitted')
+             GROUP BY stream_id
+             HAVING count(*) FILTER (WHERE event_type = 'JobAssigned')
+                    <> 1 + count(*) FILTER (WHERE event_type = 'JobRequeued')
+         ) AS odd",
+        &[],
+    )
+    .await;
+    let assignments = count(
+        &client,
+        "SELECT count(*) FROM events WHERE event_type = 'JobAssigned'",
+        &[],
+    )
+    .await;
     assert!(assignments >= JOBS as i64);
     assert_eq!(doubles, 0, "jobs assigned more often than requeued + 1");
 
@@ -780,6 +776,15 @@ async fn three_instances_under_load_assign_each_job_once_and_survive_the_leaders
     assert!(took < Duration::from_secs(2), "leadership took {took:?} to move");
     drop(client);
     Arc::into_inner(three).unwrap().stop(&[leader]);
+}
+
+/// The one number `sql` counts.
+async fn count(
+    client: &warden::platform::db::Connection,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> i64 {
+    client.query_one(sql, params).await.unwrap().get(0)
 }
 
 /// Kills (-9) the instance that leads the projectors; returns how long
