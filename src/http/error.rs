@@ -191,6 +191,9 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%error, "database unavailable");
                 ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")
             }
+            StoreError::Db(crate::platform::db::DbError::LockTimedOut(_)) => {
+                ApiError::new(ErrorCode::ConcurrentModification, error.to_string())
+            }
             StoreError::Db(crate::platform::db::DbError::Pool(_) | crate::platform::db::DbError::TimedOut(_)) => {
                 tracing::error!(%error, "database unavailable");
                 ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")

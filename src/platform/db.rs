@@ -39,6 +39,8 @@ pub enum DbError {
     Config(String),
     #[error("the database did not answer within {0:?}")]
     TimedOut(std::time::Duration),
+    #[error("waited {0:?} for a lock that another request holds; try again")]
+    LockTimedOut(std::time::Duration),
 }
 
 /// How long a statement of warden's may run, server side.
@@ -263,17 +265,27 @@ pub fn discard(connection: Connection) {
 /// the read model, so the next check sees it).
 pub struct SessionLock(Option<Connection>);
 
+/// How long [`SessionLock::take`] waits before it gives up.
+const SESSION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl SessionLock {
+    /// Waits for the lock without holding a pooled connection meanwhile:
+    /// whoever holds it may need one more connection to finish (measured:
+    /// a burst of registrations of one runner token, larger than the pool,
+    /// stalled for the whole lock timeout when waiters held theirs).
     pub async fn take(db: &Database, key: i64) -> Result<SessionLock, DbError> {
-        let connection = db.get().await?;
-        // Waiting ends with an error rather than never (the session, and
-        // this setting, are closed with the lock).
-        connection.batch_execute("SET lock_timeout = '10s'").await?;
-        let lock = SessionLock(Some(connection));
-        if let Some(connection) = &lock.0 {
-            connection.execute("SELECT pg_advisory_lock($1)", &[&key]).await?;
+        let deadline = tokio::time::Instant::now() + SESSION_LOCK_WAIT;
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            if let Some(lock) = Self::try_take(db, key).await? {
+                return Ok(lock);
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(DbError::LockTimedOut(SESSION_LOCK_WAIT));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
         }
-        Ok(lock)
     }
 }
 

@@ -554,6 +554,42 @@ async fn nul_bytes_and_extreme_values_are_refused_not_failed() {
     app.stop().await;
 }
 
+/// Many machines of one token registering at once, more than the pool has
+/// connections: registrations take turns on the token's lock, and those
+/// waiting for it must not hold pooled connections meanwhile (the one
+/// holding it needs one more to register), or all of them stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_registrations_larger_than_the_pool_goes_through() {
+    // The test pool has 24 connections.
+    const BURST: usize = 40;
+    let mut config = test_config();
+    config.runners.max_machines_per_token = BURST as u32;
+    let app = std::sync::Arc::new(TestApp::start_with(config).await);
+    let admin = app.admin_token().await;
+    let (_, token) = app.create_runner(&admin).await;
+    let started = std::time::Instant::now();
+    let attempts: Vec<_> = (0..BURST)
+        .map(|n| {
+            let (app, token) = (app.clone(), token.clone());
+            tokio::spawn(async move {
+                app.post_json(
+                    &token,
+                    "/api/runners/verify",
+                    serde_json::json!({"system_id": format!("s_burst_{n}")}),
+                )
+                .await
+                .status()
+            })
+        })
+        .collect();
+    for attempt in attempts {
+        assert_eq!(attempt.await.unwrap(), StatusCode::OK);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{BURST} registrations took {took:?}");
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}
+
 /// One runner token cannot register unlimited machines, not even with
 /// many registrations at once; known machines keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
