@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    pgbench, report, run_clients, submit_jobs, Measurement, Warden, INSERT_SCRIPT, INSERT_SETUP, LOOKUP_SCRIPT,
-    LOOKUP_SETUP,
+    pgbench, register_project_w, report, run_clients, submit_jobs, take_and_finish_job, Measurement, Warden,
+    INSERT_SCRIPT, INSERT_SETUP, LOOKUP_SCRIPT, LOOKUP_SETUP,
 };
 use serde_json::json;
 
@@ -145,21 +145,8 @@ async fn heartbeat_rate(instances: &Arc<Vec<Warden>>, count: usize, duration: Du
     let (_, token) = first.create_runner().await;
     let mut sessions = Vec::new();
     for machine in 0..HEARTBEAT_CLIENTS {
-        let registered: serde_json::Value = first
-            .http
-            .post(format!("{}/api/runners/register", instances[machine % count].base))
-            .bearer_auth(&token)
-            .json(
-                &json!({"name": format!("bench-{machine}"), "priority": 1, "version": "0.6",
-                          "git_hash": "bench", "source_code_url": "https://example.org"}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        sessions.push(registered["session_token"].as_str().unwrap().to_owned());
+        let base = &instances[machine % count].base;
+        sessions.push(register_project_w(&first.http, base, &token, &format!("bench-{machine}")).await);
     }
     let sessions = Arc::new(sessions);
     let bases: Arc<Vec<String>> = Arc::new(instances.iter().map(|w| w.base.clone()).collect());
@@ -217,27 +204,8 @@ async fn assignment_rate(instances: &Arc<Vec<Warden>>, count: usize, duration: D
             let turn = next.fetch_add(2, Ordering::Relaxed);
             async move {
                 let system_id = format!("r_assign{client:06}");
-                let response = http
-                    .post(format!("{}/api/runners/jobs/request", bases[turn % bases.len()]))
-                    .bearer_auth(&token)
-                    .json(&json!({"system_id": system_id}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), reqwest::StatusCode::OK, "the queue ran dry");
-                let job: serde_json::Value = response.json().await.unwrap();
-                let id = job["id"].as_str().unwrap();
-                let done = http
-                    .post(format!(
-                        "{}/api/runners/jobs/{id}/result",
-                        bases[(turn + 1) % bases.len()]
-                    ))
-                    .bearer_auth(&token)
-                    .json(&json!({"system_id": system_id, "outcome": "succeeded"}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(done.status().is_success());
+                let (request_base, result_base) = (&bases[turn % bases.len()], &bases[(turn + 1) % bases.len()]);
+                take_and_finish_job(&http, request_base, result_base, &token, &system_id).await;
             }
         }
     })

@@ -14,7 +14,8 @@
 mod common;
 
 use common::{
-    pgbench, report, run_clients, submit_jobs, Warden, INSERT_SCRIPT, INSERT_SETUP, LOOKUP_SCRIPT, LOOKUP_SETUP,
+    pgbench, register_project_w, report, run_clients, submit_jobs, take_and_finish_job, Warden, INSERT_SCRIPT,
+    INSERT_SETUP, LOOKUP_SCRIPT, LOOKUP_SETUP,
 };
 use serde_json::json;
 
@@ -40,20 +41,7 @@ fn main() {
         // One Project-W session (and machine) per client.
         let mut sessions = Vec::new();
         for machine in 0..HEARTBEAT_CLIENTS {
-            let registered = warden
-                .http
-                .post(format!("{}/api/runners/register", warden.base))
-                .bearer_auth(&token)
-                .json(
-                    &json!({"name": format!("bench-{machine}"), "priority": 1, "version": "0.6",
-                              "git_hash": "bench", "source_code_url": "https://example.org"}),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert!(registered.status().is_success());
-            let body: serde_json::Value = registered.json().await.unwrap();
-            sessions.push(body["session_token"].as_str().unwrap().to_owned());
+            sessions.push(register_project_w(&warden.http, &warden.base, &token, &format!("bench-{machine}")).await);
         }
         let sessions = std::sync::Arc::new(sessions);
         let sessions_to_end = std::sync::Arc::clone(&sessions);
@@ -129,24 +117,7 @@ fn main() {
                 let (http, base, token) = (http.clone(), base.clone(), token.clone());
                 async move {
                     let system_id = format!("r_assign{client:06}");
-                    let response = http
-                        .post(format!("{base}/api/runners/jobs/request"))
-                        .bearer_auth(&token)
-                        .json(&json!({"system_id": system_id}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), reqwest::StatusCode::OK, "the queue ran dry");
-                    let job: serde_json::Value = response.json().await.unwrap();
-                    let id = job["id"].as_str().unwrap();
-                    let done = http
-                        .post(format!("{base}/api/runners/jobs/{id}/result"))
-                        .bearer_auth(&token)
-                        .json(&json!({"system_id": system_id, "outcome": "succeeded"}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert!(done.status().is_success());
+                    take_and_finish_job(&http, &base, &base, &token, &system_id).await;
                 }
             },
         )

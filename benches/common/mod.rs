@@ -351,3 +351,49 @@ pub async fn submit_jobs(warden: &Warden, count: usize) {
         task.await.unwrap();
     }
 }
+
+/// Registers a Project-W machine named `name` at `base` with runner
+/// `token`; its session token.
+pub async fn register_project_w(http: &reqwest::Client, base: &str, token: &str, name: &str) -> String {
+    let registered = http
+        .post(format!("{base}/api/runners/register"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": name, "priority": 1, "version": "0.6",
+                                  "git_hash": "bench", "source_code_url": "https://example.org"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(registered.status().is_success());
+    let body: serde_json::Value = registered.json().await.unwrap();
+    body["session_token"].as_str().unwrap().to_owned()
+}
+
+/// One assignment cycle of machine `system_id`: take a job from the queue
+/// at `request_base` (it must not be empty), post its result at
+/// `result_base`.
+pub async fn take_and_finish_job(
+    http: &reqwest::Client,
+    request_base: &str,
+    result_base: &str,
+    token: &str,
+    system_id: &str,
+) {
+    let response = http
+        .post(format!("{request_base}/api/runners/jobs/request"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"system_id": system_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK, "the queue ran dry");
+    let job: serde_json::Value = response.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+    let done = http
+        .post(format!("{result_base}/api/runners/jobs/{id}/result"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"system_id": system_id, "outcome": "succeeded"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(done.status().is_success());
+}

@@ -206,27 +206,33 @@ impl Dispatcher {
         })
     }
 
+    /// This instance's idle machines: long polls still open, online
+    /// machines heard from within the timeout and not busy (the others
+    /// are dropped from the room on the way).
+    fn idle_machines(&self, online_timeout: Duration) -> Vec<(i32, Instant, Slot, Candidate)> {
+        let mut line = Vec::new();
+        let mut waiting = self.waiting.lock().expect("waiting room");
+        waiting.retain(|_, waiter| !waiter.deliver.is_closed());
+        line.extend(
+            waiting
+                .iter()
+                .map(|(id, w)| (w.candidate.priority, w.since, Slot::Waiting(*id), w.candidate.clone())),
+        );
+        let mut online = self.online.lock().expect("online machines");
+        online.retain(|_, o| o.last_seen.elapsed() < online_timeout);
+        line.extend(
+            online
+                .iter()
+                .filter(|(_, o)| !o.busy)
+                .map(|(id, o)| (o.candidate.priority, o.since, Slot::Online(*id), o.candidate.clone())),
+        );
+        line
+    }
+
     /// Offers the queue to every waiting machine once, best first.
     async fn round(&self, fleet: &Fleet) -> Result<(), crate::log::commands::CommandError> {
         let online_timeout = fleet.config.online_timeout;
-        let mut line: Vec<(i32, Instant, Slot, Candidate)> = Vec::new();
-        {
-            let mut waiting = self.waiting.lock().expect("waiting room");
-            waiting.retain(|_, waiter| !waiter.deliver.is_closed());
-            line.extend(
-                waiting
-                    .iter()
-                    .map(|(id, w)| (w.candidate.priority, w.since, Slot::Waiting(*id), w.candidate.clone())),
-            );
-            let mut online = self.online.lock().expect("online machines");
-            online.retain(|_, o| o.last_seen.elapsed() < online_timeout);
-            line.extend(
-                online
-                    .iter()
-                    .filter(|(_, o)| !o.busy)
-                    .map(|(id, o)| (o.candidate.priority, o.since, Slot::Online(*id), o.candidate.clone())),
-            );
-        }
+        let mut line = self.idle_machines(online_timeout);
         let mut published = self.published.lock().await;
         published
             .sync(&fleet.db, fleet.instance.id, waiting_entries(&line))
@@ -269,7 +275,8 @@ impl Dispatcher {
             }
         }
         if !served.is_empty() {
-            let mut entries = waiting_entries_now(self, fleet);
+            // As they are now, after this round served some.
+            let mut entries = waiting_entries(&self.idle_machines(online_timeout));
             entries.retain(|key, _| !served.contains(key));
             published
                 .sync(&fleet.db, fleet.instance.id, entries)
@@ -318,29 +325,6 @@ fn waiting_entries(line: &[(i32, Instant, Slot, Candidate)]) -> HashMap<String, 
     line.iter()
         .map(|(_, _, slot, candidate)| (slot_key(slot), entry(candidate)))
         .collect()
-}
-
-/// This instance's idle machines as they are now (after a round served some).
-fn waiting_entries_now(dispatcher: &Dispatcher, fleet: &Fleet) -> HashMap<String, Entry> {
-    let mut entries: HashMap<String, Entry> = dispatcher
-        .waiting
-        .lock()
-        .expect("waiting room")
-        .iter()
-        .filter(|(_, w)| !w.deliver.is_closed())
-        .map(|(id, w)| (slot_key(&Slot::Waiting(*id)), entry(&w.candidate)))
-        .collect();
-    let online_timeout = fleet.config.online_timeout;
-    entries.extend(
-        dispatcher
-            .online
-            .lock()
-            .expect("online machines")
-            .iter()
-            .filter(|(_, o)| !o.busy && o.last_seen.elapsed() < online_timeout)
-            .map(|(id, o)| (slot_key(&Slot::Online(*id)), entry(&o.candidate))),
-    );
-    entries
 }
 
 async fn queue_has_jobs(fleet: &Fleet) -> Result<bool, crate::log::commands::CommandError> {
