@@ -49,6 +49,9 @@ pub trait Projection: Send + Sync {
     /// Applies one event; events a projector does not handle are no-ops.
     /// It may change only rows of the event's own stream (its user, runner,
     /// machine or job): a rebuild applies different streams concurrently.
+    /// It must not use the event's `position` or `transaction_id`: inline
+    /// projection applies the event while the statement appending it runs,
+    /// before they are known (it passes 0).
     async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
 }
 

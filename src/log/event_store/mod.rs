@@ -225,49 +225,63 @@ pub async fn append_in(
              FROM input i JOIN chain c ON c.ord = i.ord
              WHERE (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1) = $2
              ORDER BY i.ord
-             RETURNING position, transaction_id, stream_version",
+             RETURNING position, transaction_id",
         )
         .await?;
-    let rows = tx
-        .query(
-            &insert,
-            &[
-                &stream.as_str(),
-                &expected.0,
-                &event_ids,
-                &types,
-                &versions,
-                &payloads,
-                &metadata_json,
-                &content_hashes,
-                &recorded_at,
-            ],
-        )
-        .await
-        .map_err(|error| conflict_or(error, stream, expected))?;
+    // The read models change in the same transaction, their statements
+    // sent right behind the INSERT (pipelined: one round trip for both).
+    // Positions are not known yet; projectors do not use them (see
+    // `Projection::apply`). Should the INSERT fail or insert nothing, the
+    // caller rolls the transaction back, read-model changes with it.
+    let projected: Vec<RecordedEvent> = clear_events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| RecordedEvent {
+            position: 0,
+            transaction_id: 0,
+            stream_id: stream.clone(),
+            stream_version: expected.0 + index as i64 + 1,
+            event_id: event_ids[index],
+            recorded_at,
+            metadata: kept.clone(),
+            event,
+        })
+        .collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+        &stream.as_str(),
+        &expected.0,
+        &event_ids,
+        &types,
+        &versions,
+        &payloads,
+        &metadata_json,
+        &content_hashes,
+        &recorded_at,
+    ];
+    let project = async {
+        for recorded in &projected {
+            warden_projections::apply_inline(tx, recorded).await?;
+        }
+        Ok::<_, warden_projections::ProjectionError>(())
+    };
+    // `join` polls the INSERT first: it goes out first.
+    let (rows, projection) = futures_util::future::join(tx.query(&insert, &params), project).await;
+    let rows = rows.map_err(|error| conflict_or(error, stream, expected))?;
     if rows.len() != event_ids.len() {
         return Err(StoreError::Conflict {
             stream: stream.clone(),
             expected: expected.0,
         });
     }
-    let mut last = LogCursor::START;
-    for row in &rows {
-        let stream_version: i64 = row.get(2);
-        let index = (stream_version - expected.0 - 1) as usize;
-        let recorded = RecordedEvent {
+    projection?;
+    let last = rows
+        .iter()
+        .map(|row| LogCursor {
             position: row.get(0),
             transaction_id: row.get(1),
-            stream_id: stream.clone(),
-            stream_version,
-            event_id: event_ids[index],
-            recorded_at,
-            metadata: kept.clone(),
-            event: clear_events[index].clone(),
-        };
-        last = last.max(recorded.cursor());
-        warden_projections::apply_inline(tx, &recorded).await?;
-    }
+        })
+        .max()
+        .expect("one row per event");
 
     for subject in forgotten {
         pii::destroy_key(tx, subject).await?;
