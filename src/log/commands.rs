@@ -144,6 +144,7 @@ impl CommandService {
                 }
                 Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
                     metrics.append_conflicts.get_or_create(&aggregate).inc();
+                    self.states.forget(stream);
                     // Someone else wrote this stream in between: decide
                     // again on fresh state, after a short jittered pause.
                     let pause = rand::thread_rng().gen_range(1..=(5 * attempt as u64));

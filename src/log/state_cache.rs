@@ -65,6 +65,14 @@ impl StateCache {
             },
         );
     }
+
+    /// Drops what is kept of `stream`: after a conflict the next load
+    /// reads it whole (a kept version ahead of the log, say after the
+    /// database was restored under a running server, would otherwise
+    /// conflict forever).
+    pub fn forget(&self, stream: &StreamId) {
+        self.entries.lock().expect("state cache").remove(stream);
+    }
 }
 
 #[cfg(test)]
@@ -75,13 +83,15 @@ mod tests {
     use uuid::Uuid;
 
     #[test]
-    fn keeps_the_newest_state_of_cacheable_aggregates_only() {
+    fn keeps_the_newest_state_of_cacheable_aggregates_only_until_forgotten() {
         let cache = StateCache::default();
         let stream = StreamId::runner(Uuid::nil());
         assert!(cache.get::<Runner>(&stream).is_none());
         cache.put(&stream, &Runner::default(), 3);
         cache.put(&stream, &Runner::default(), 2);
         assert_eq!(cache.get::<Runner>(&stream).map(|(_, version)| version), Some(3));
+        cache.forget(&stream);
+        assert!(cache.get::<Runner>(&stream).is_none());
 
         let user = StreamId::user(Uuid::nil());
         cache.put(&user, &User::default(), 1);
