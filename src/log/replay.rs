@@ -31,7 +31,7 @@ use serde::Serialize;
 use warden_events::{LogCursor, RecordedEvent};
 use warden_projections::Projection;
 
-use crate::log::event_store::{self, StoreError};
+use crate::log::event_store::{self, Reach, StoreError};
 use crate::log::follower::save_checkpoint;
 use crate::platform::db::{Connection, Database};
 
@@ -161,15 +161,6 @@ async fn primary_key_columns<C: GenericClient>(client: &C, table: &str) -> Resul
     columns.ok_or_else(|| ReplayError::NoPrimaryKey(table.to_owned()))
 }
 
-/// Which events a catch-up reads.
-#[derive(Clone, Copy)]
-enum Reach {
-    /// Up to the log horizon (what a checkpoint may cover).
-    Horizon,
-    /// Every event committed now.
-    Committed,
-}
-
 /// Applies the next batch after `after` to `projections` in `tx`; returns
 /// where it ended and how many events it applied, or `None` when there was
 /// nothing left.
@@ -179,10 +170,7 @@ async fn apply_batch(
     after: LogCursor,
     reach: Reach,
 ) -> Result<Option<(LogCursor, u64)>, ReplayError> {
-    let batch = match reach {
-        Reach::Horizon => event_store::read_after(tx, after, BATCH).await?,
-        Reach::Committed => event_store::read_committed_after(tx, after, BATCH).await?,
-    };
+    let batch = event_store::read_reaching(tx, after, BATCH, reach).await?;
     let Some(last) = batch.last().map(|e| e.cursor()) else {
         return Ok(None);
     };

@@ -246,12 +246,7 @@ async fn events_of_a_newer_release_stop_only_the_consumers_they_concern() {
     // its own transaction, so a new runner's token works at once although
     // the runners projector is stuck.
     let (_, new_token) = app.create_runner(&admin).await;
-    assert_eq!(
-        app.post_json(&new_token, "/api/runners/verify", json!({"system_id": "s_new"}))
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.verify_runner(&new_token).await.status(), StatusCode::OK);
     // A change to the runner with the newer event is refused, saying why:
     // this release cannot decide on a stream it cannot read.
     assert_error(
@@ -395,12 +390,7 @@ async fn an_open_writing_transaction_is_named_and_readiness_fails_until_it_ends(
     // Commands do not wait behind it: a change updates the read models in
     // its own transaction, so it answers, and its token works, at once.
     let (_, token) = app.create_runner(&admin).await;
-    assert_eq!(
-        app.post_json(&token, "/api/runners/verify", json!({"system_id": "s_stall"}))
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.verify_runner(&token).await.status(), StatusCode::OK);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "a command waited behind the stall"

@@ -240,21 +240,13 @@ async fn replay_keeps_changes_committed_above_the_log_horizon() {
     let verify = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
     assert!(verify.differences.is_empty(), "{verify:?}");
 
-    let verified = |token: String| {
-        let app = &app;
-        async move {
-            app.post_json(&token, "/api/runners/verify", json!({"system_id": "s_horizon"}))
-                .await
-                .status()
-        }
-    };
     assert_eq!(
-        verified(kept_token).await,
+        app.verify_runner(&kept_token).await.status(),
         StatusCode::OK,
         "the new runner {kept_id} was lost"
     );
     assert_eq!(
-        verified(doomed_token).await,
+        app.verify_runner(&doomed_token).await.status(),
         StatusCode::UNAUTHORIZED,
         "the invalidated runner's token works again"
     );

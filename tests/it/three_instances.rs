@@ -85,17 +85,21 @@ impl Three {
         password_login(&self.http, &self.urls[instance % 3], MEMBER, PASSWORD, admin).await
     }
 
+    /// The instance registry as the first instance lists it.
+    async fn instances(&self, admin: &str) -> Value {
+        self.call(0, Method::GET, admin, "/api/admins/instances", None)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Waits until every instance counts three live instances (each
     /// learns it on its own registry heartbeat, every 5 s).
     async fn until_all_see_three(&self, admin: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let listed: Value = self
-                .call(0, Method::GET, admin, "/api/admins/instances", None)
-                .await
-                .json()
-                .await
-                .unwrap();
+            let listed = self.instances(admin).await;
             if listed.as_array().is_some_and(|all| all.len() == 3) {
                 break;
             }
@@ -799,12 +803,7 @@ async fn kill_the_leader(
     // (every 5 s): wait until one lists the projectors.
     let deadline = Instant::now() + Duration::from_secs(15);
     let leader_pid = loop {
-        let listed: Value = three
-            .call(0, Method::GET, admin, "/api/admins/instances", None)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let listed = three.instances(admin).await;
         let leader = listed
             .as_array()
             .unwrap()

@@ -339,42 +339,51 @@ pub async fn read_after<C: GenericClient>(
     after: LogCursor,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let rows = rows_after(client, after, limit).await?;
-    decode_rows(client, rows).await
+    read_reaching(client, after, limit, Reach::Horizon).await
 }
 
-/// Like [`read_after`], but every event committed now, also those of
-/// transactions above the log horizon. Events still to commit below the
-/// last one read are then not read later by a cursor that moved past
-/// them: only for a reader that knows they are projected without it (the
-/// replay's swap, which holds the read-model tables locked: such appends
-/// project themselves inline once it commits).
-pub async fn read_committed_after<C: GenericClient>(
+/// Which events a reader reads.
+#[derive(Clone, Copy)]
+pub enum Reach {
+    /// Only from transactions below the log horizon: nothing can still
+    /// commit before them (what every follower and checkpoint needs).
+    Horizon,
+    /// Every event committed now, also those of transactions above the
+    /// horizon. Events still to commit below the last one read are then
+    /// not read later by a cursor that moved past them: only for a reader
+    /// that knows they are projected without it (the replay's swap, which
+    /// holds the read-model tables locked: such appends project themselves
+    /// inline once it commits).
+    Committed,
+}
+
+/// [`read_after`], or with [`Reach::Committed`] every committed event.
+pub async fn read_reaching<C: GenericClient>(
     client: &C,
     after: LogCursor,
     limit: i64,
+    reach: Reach,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let select = client
-        .prepare_cached(&format!(
-            "{SELECT_EVENTS}
-             WHERE (transaction_id, position) > ($1, $2)
-             ORDER BY transaction_id, position
-             LIMIT $3"
-        ))
-        .await?;
-    let rows = client
-        .query(&select, &[&after.transaction_id, &after.position, &limit])
-        .await?;
+    let rows = rows_after(client, after, limit, reach).await?;
     decode_rows(client, rows).await
 }
 
-/// The stored rows [`read_after`] and [`read_entries_after`] decode.
-async fn rows_after<C: GenericClient>(client: &C, after: LogCursor, limit: i64) -> Result<Vec<Row>, StoreError> {
+/// The stored rows [`read_after`], [`read_entries_after`] and
+/// [`read_reaching`] decode.
+async fn rows_after<C: GenericClient>(
+    client: &C,
+    after: LogCursor,
+    limit: i64,
+    reach: Reach,
+) -> Result<Vec<Row>, StoreError> {
+    let horizon = match reach {
+        Reach::Horizon => "AND transaction_id < log_horizon()",
+        Reach::Committed => "",
+    };
     let select = client
         .prepare_cached(&format!(
             "{SELECT_EVENTS}
-             WHERE (transaction_id, position) > ($1, $2)
-               AND transaction_id < log_horizon()
+             WHERE (transaction_id, position) > ($1, $2) {horizon}
              ORDER BY transaction_id, position
              LIMIT $3"
         ))
@@ -425,7 +434,7 @@ pub async fn read_entries_after<C: GenericClient>(
     after: LogCursor,
     limit: i64,
 ) -> Result<Vec<LogEntry>, StoreError> {
-    let rows = rows_after(client, after, limit).await?;
+    let rows = rows_after(client, after, limit, Reach::Horizon).await?;
     let mut entries = Vec::with_capacity(rows.len());
     let mut readable = Vec::new();
     for row in rows {
