@@ -1,114 +1,104 @@
 //! The `jobs` read model: the queue that assignment scans, and what users
 //! and admins list.
 
-use crate::{execute, AggregateProjection, ProjectionError, Transaction};
-use async_trait::async_trait;
+use crate::change::{Assign, Change, OnConflict, Value};
+use crate::AggregateProjection;
 use warden_events::{Event, JobEvent, RecordedEvent};
 
 pub struct JobProjection;
 
-#[async_trait]
+const TABLE: &str = "jobs";
+
 impl AggregateProjection for JobProjection {
     type Event = JobEvent;
-    const NAME: &'static str = "jobs";
+    const NAME: &'static str = TABLE;
     const CATEGORY: &'static str = "job";
-    const TABLES: &'static [&'static str] = &["jobs"];
+    const TABLES: &'static [&'static str] = &[TABLE];
     const DURABLE_COMMITS: bool = false;
 
     fn select(event: &Event) -> Option<&JobEvent> {
         event.as_job()
     }
 
-    async fn apply_event(
-        &self,
-        tx: &Transaction<'_>,
-        recorded: &RecordedEvent,
-        event: &JobEvent,
-    ) -> Result<(), ProjectionError> {
-        let version = recorded.stream_version;
-        let at = recorded.recorded_at;
-        match event {
-            JobEvent::JobSubmitted(e) => {
-                execute(
-                    tx,
-                    "INSERT INTO jobs (id, submitted_by, status, payload, required_tags, priority,
-                                       submitted_at, updated_at, version, number, kind, input)
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7, $8, $9, $10)
-                     ON CONFLICT (id) DO NOTHING",
-                    &[
-                        &e.job_id,
-                        &e.submitted_by,
-                        &e.payload_value(),
-                        &e.required_tags,
-                        &e.priority,
-                        &at,
-                        &version,
-                        &e.number,
-                        &e.kind.as_str(),
-                        &e.input_with_name()
-                            .map(|file| serde_json::to_value(file).expect("file refs serialise")),
-                    ],
-                )
-                .await?;
+    fn changes_of(recorded: &RecordedEvent, event: &JobEvent) -> Vec<Change> {
+        let at = Value::Time(recorded.recorded_at);
+        let update = |job_id, mut set: Vec<(&'static str, Assign)>| {
+            set.push(("updated_at", Assign::To(at.clone())));
+            Change::Update {
+                table: TABLE,
+                key: ("id", job_id),
+                version: recorded.stream_version,
+                set,
             }
-            JobEvent::JobAssigned(e) => {
-                execute(
-                    tx,
-                    "UPDATE jobs SET status = 'assigned', runner_id = $2, machine_id = $3, assigned_at = $4,
-                                     updated_at = $4, version = $5
-                     WHERE id = $1 AND version < $5",
-                    &[&e.job_id, &e.runner_id, &e.machine_id, &at, &version],
-                )
-                .await?;
-            }
-            JobEvent::JobProgressed(e) => {
-                execute(
-                    tx,
-                    "UPDATE jobs SET progress = $2, progress_message = $3, updated_at = $4, version = $5
-                     WHERE id = $1 AND version < $5",
-                    &[&e.job_id, &e.progress, &e.message, &at, &version],
-                )
-                .await?;
-            }
-            JobEvent::JobRequeued(e) => {
-                execute(
-                    tx,
-                    "UPDATE jobs SET status = 'queued', runner_id = NULL, machine_id = NULL, assigned_at = NULL,
-                                     progress = NULL, progress_message = NULL, requeue_count = requeue_count + 1,
-                                     updated_at = $2, version = $3
-                     WHERE id = $1 AND version < $3",
-                    &[&e.job_id, &at, &version],
-                )
-                .await?;
-            }
-            JobEvent::JobFinished(e) => {
-                execute(
-                    tx,
-                    "UPDATE jobs SET status = $2, result = $3, finished_at = $4, updated_at = $4, version = $5
-                     WHERE id = $1 AND version < $5",
-                    &[&e.job_id, &e.outcome.as_str(), &e.result, &at, &version],
-                )
-                .await?;
-            }
-            JobEvent::JobCancelRequested(e) => {
-                execute(
-                    tx,
-                    "UPDATE jobs SET cancel_requested = true, updated_at = $2, version = $3
-                     WHERE id = $1 AND version < $3",
-                    &[&e.job_id, &at, &version],
-                )
-                .await?;
-            }
-            JobEvent::JobCancelled(e) => {
-                execute(
-                    tx,
-                    "UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2, version = $3
-                     WHERE id = $1 AND version < $3",
-                    &[&e.job_id, &at, &version],
-                )
-                .await?;
-            }
-        }
-        Ok(())
+        };
+        vec![match event {
+            JobEvent::JobSubmitted(e) => Change::Insert {
+                table: TABLE,
+                row: vec![
+                    ("id", e.job_id.into()),
+                    ("submitted_by", e.submitted_by.into()),
+                    ("status", "queued".into()),
+                    ("payload", e.payload_value().into()),
+                    ("required_tags", (&e.required_tags).into()),
+                    ("priority", e.priority.into()),
+                    ("submitted_at", at.clone()),
+                    ("updated_at", at),
+                    ("version", recorded.stream_version.into()),
+                    ("number", e.number.into()),
+                    ("kind", e.kind.as_str().into()),
+                    (
+                        "input",
+                        e.input_with_name()
+                            .map(|file| serde_json::to_value(file).expect("file refs serialise"))
+                            .into(),
+                    ),
+                ],
+                on_conflict: OnConflict::Keep,
+            },
+            JobEvent::JobAssigned(e) => update(
+                e.job_id,
+                vec![
+                    ("status", Assign::To("assigned".into())),
+                    ("runner_id", Assign::To(e.runner_id.into())),
+                    ("machine_id", Assign::To(e.machine_id.into())),
+                    ("assigned_at", Assign::To(at.clone())),
+                ],
+            ),
+            JobEvent::JobProgressed(e) => update(
+                e.job_id,
+                vec![
+                    ("progress", Assign::To(e.progress.into())),
+                    ("progress_message", Assign::To(e.message.as_ref().into())),
+                ],
+            ),
+            JobEvent::JobRequeued(e) => update(
+                e.job_id,
+                vec![
+                    ("status", Assign::To("queued".into())),
+                    ("runner_id", Assign::To(Value::Null)),
+                    ("machine_id", Assign::To(Value::Null)),
+                    ("assigned_at", Assign::To(Value::Null)),
+                    ("progress", Assign::To(Value::Null)),
+                    ("progress_message", Assign::To(Value::Null)),
+                    ("requeue_count", Assign::Increment),
+                ],
+            ),
+            JobEvent::JobFinished(e) => update(
+                e.job_id,
+                vec![
+                    ("status", Assign::To(e.outcome.as_str().into())),
+                    ("result", Assign::To(e.result.clone().into())),
+                    ("finished_at", Assign::To(at.clone())),
+                ],
+            ),
+            JobEvent::JobCancelRequested(e) => update(e.job_id, vec![("cancel_requested", Assign::To(true.into()))]),
+            JobEvent::JobCancelled(e) => update(
+                e.job_id,
+                vec![
+                    ("status", Assign::To("cancelled".into())),
+                    ("finished_at", Assign::To(at.clone())),
+                ],
+            ),
+        }]
     }
 }

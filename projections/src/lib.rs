@@ -1,18 +1,23 @@
 //! Projectors: fold events into PostgreSQL read models.
 //!
-//! A projector owns some tables and applies events to them inside a
-//! transaction that the caller also uses to move the projector's checkpoint.
-//! Every projector is idempotent on its own: each row remembers the stream
-//! version that last changed it and ignores anything not newer, so applying
-//! an event twice (a crash between apply and checkpoint, a replay over live
-//! tables) changes nothing.
+//! A projector owns some tables. It says what an event changes as data
+//! ([`change::Change`], computed by a pure function); the changes are
+//! applied as SQL inside a transaction that the caller also uses to move
+//! the projector's checkpoint, or folded in memory by a rebuild
+//! ([`fold`]). Every projector is idempotent on its own: each row
+//! remembers the stream version that last changed it and ignores anything
+//! not newer, so applying an event twice (a crash between apply and
+//! checkpoint, a replay over live tables) changes nothing.
 
+pub mod change;
+pub mod fold;
 pub mod jobs;
 pub mod machines;
 pub mod runners;
 pub mod users;
 
 use async_trait::async_trait;
+use change::{apply_changes, Change};
 pub use deadpool_postgres::Transaction;
 use warden_events::{Event, RecordedEvent};
 
@@ -46,21 +51,25 @@ pub trait Projection: Send + Sync {
     /// always durable, before warden serves again.
     fn needs_durable_commits(&self) -> bool;
 
-    /// Applies one event; events a projector does not handle are no-ops.
-    /// It may change only rows of the event's own stream (its user, runner,
-    /// machine or job): a rebuild applies different streams concurrently.
+    /// What one event changes; nothing for events this projector does not
+    /// handle. Only rows of the event's own stream (its user, runner,
+    /// machine or job) may change: a rebuild folds each stream on its own.
     /// It must not use the event's `position` or `transaction_id`: inline
     /// projection applies the event while the statement appending it runs,
     /// before they are known (it passes 0).
-    async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    fn changes(&self, event: &RecordedEvent) -> Vec<Change>;
+
+    /// Applies one event's [`Self::changes`] to the tables `tx` sees.
+    async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        apply_changes(tx, &self.changes(event)).await
+    }
 }
 
 /// A projector of one aggregate's events. [`Self::select`] is the one
 /// declaration of what it handles ([`Projection::handles`] is derived from
-/// it), and [`Self::apply_event`] matches the aggregate's event enum
+/// it), and [`Self::changes_of`] matches the aggregate's event enum
 /// exhaustively: a new event type does not compile until every projector
 /// of its aggregate says what it does with it.
-#[async_trait]
 pub trait AggregateProjection: Send + Sync {
     /// The aggregate's event enum (e.g. `UserEvent`).
     type Event: Sync;
@@ -75,12 +84,8 @@ pub trait AggregateProjection: Send + Sync {
 
     fn select(event: &Event) -> Option<&Self::Event>;
 
-    async fn apply_event(
-        &self,
-        tx: &Transaction<'_>,
-        recorded: &RecordedEvent,
-        event: &Self::Event,
-    ) -> Result<(), ProjectionError>;
+    /// What `event` (recorded as `recorded`) changes in the read model.
+    fn changes_of(recorded: &RecordedEvent, event: &Self::Event) -> Vec<Change>;
 }
 
 #[async_trait]
@@ -105,23 +110,12 @@ impl<P: AggregateProjection> Projection for P {
         P::DURABLE_COMMITS
     }
 
-    async fn apply(&self, tx: &Transaction<'_>, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
+    fn changes(&self, recorded: &RecordedEvent) -> Vec<Change> {
         match P::select(&recorded.event) {
-            Some(event) => self.apply_event(tx, recorded, event).await,
-            None => Ok(()),
+            Some(event) => P::changes_of(recorded, event),
+            None => Vec::new(),
         }
     }
-}
-
-/// Runs `sql` on `tx` through the connection's statement cache: one round
-/// trip per event instead of a prepare plus an execute.
-pub async fn execute(
-    tx: &Transaction<'_>,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<u64, ProjectionError> {
-    let statement = tx.prepare_cached(sql).await?;
-    Ok(tx.execute(&statement, params).await?)
 }
 
 /// Every projector, in the order they are applied.

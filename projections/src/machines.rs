@@ -2,98 +2,83 @@
 //! last recorded contact (the freshest one lives in memory, see
 //! `src/machines.rs`).
 
-use crate::{execute, AggregateProjection, ProjectionError, Transaction};
-use async_trait::async_trait;
+use crate::change::{Assign, Change, OnConflict, Value};
+use crate::AggregateProjection;
+use warden_events::machine::MachineInfo;
 use warden_events::{Event, MachineEvent, RecordedEvent};
 
 pub struct MachineProjection;
 
-#[async_trait]
+const TABLE: &str = "runner_machines";
+
 impl AggregateProjection for MachineProjection {
     type Event = MachineEvent;
-    const NAME: &'static str = "runner_machines";
+    const NAME: &'static str = TABLE;
     const CATEGORY: &'static str = "machine";
-    const TABLES: &'static [&'static str] = &["runner_machines"];
+    const TABLES: &'static [&'static str] = &[TABLE];
     const DURABLE_COMMITS: bool = false;
 
     fn select(event: &Event) -> Option<&MachineEvent> {
         event.as_machine()
     }
 
-    async fn apply_event(
-        &self,
-        tx: &Transaction<'_>,
-        recorded: &RecordedEvent,
-        event: &MachineEvent,
-    ) -> Result<(), ProjectionError> {
+    fn changes_of(recorded: &RecordedEvent, event: &MachineEvent) -> Vec<Change> {
         let version = recorded.stream_version;
-        match event {
+        vec![match event {
+            // Also revives a pruned machine that came back.
             MachineEvent::RunnerMachineRegistered(e) => {
-                // Also revives a pruned machine that came back.
-                execute(
-                    tx,
-                    "INSERT INTO runner_machines (id, runner_id, system_id, name, runner_version, revision, platform,
-                                                  architecture, source_code_url, priority, ip_address,
-                                                  registered_at, contacted_at, pruned_at, version)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, NULL, $13)
-                     ON CONFLICT (id) DO UPDATE SET
-                         name = EXCLUDED.name, runner_version = EXCLUDED.runner_version,
-                         revision = EXCLUDED.revision, platform = EXCLUDED.platform,
-                         architecture = EXCLUDED.architecture, source_code_url = EXCLUDED.source_code_url,
-                         priority = EXCLUDED.priority, ip_address = EXCLUDED.ip_address,
-                         registered_at = EXCLUDED.registered_at, contacted_at = EXCLUDED.contacted_at,
-                         pruned_at = NULL, version = EXCLUDED.version
-                     WHERE runner_machines.version < EXCLUDED.version",
-                    &[
-                        &e.machine_id,
-                        &e.runner_id,
-                        &e.system_id,
-                        &e.info.name,
-                        &e.info.version,
-                        &e.info.revision,
-                        &e.info.platform,
-                        &e.info.architecture,
-                        &e.info.source_code_url,
-                        &e.info.priority,
-                        &e.ip_address,
-                        &e.contacted_at,
-                        &version,
-                    ],
-                )
-                .await?;
+                let mut row = vec![
+                    ("id", e.machine_id.into()),
+                    ("runner_id", e.runner_id.into()),
+                    ("system_id", (&e.system_id).into()),
+                ];
+                row.extend(described(&e.info, &e.ip_address));
+                row.extend([
+                    ("registered_at", e.contacted_at.into()),
+                    ("contacted_at", e.contacted_at.into()),
+                    ("pruned_at", Value::Null),
+                    ("version", version.into()),
+                ]);
+                Change::Insert {
+                    table: TABLE,
+                    row,
+                    on_conflict: OnConflict::ReplaceOlder,
+                }
             }
             MachineEvent::RunnerMachineContacted(e) => {
-                execute(
-                    tx,
-                    "UPDATE runner_machines SET name = $2, runner_version = $3, revision = $4, platform = $5,
-                            architecture = $6, source_code_url = $7, priority = $8, ip_address = $9,
-                            contacted_at = $10, version = $11
-                     WHERE id = $1 AND version < $11",
-                    &[
-                        &e.machine_id,
-                        &e.info.name,
-                        &e.info.version,
-                        &e.info.revision,
-                        &e.info.platform,
-                        &e.info.architecture,
-                        &e.info.source_code_url,
-                        &e.info.priority,
-                        &e.ip_address,
-                        &e.contacted_at,
-                        &version,
-                    ],
-                )
-                .await?;
+                let mut set: Vec<(&'static str, Assign)> = described(&e.info, &e.ip_address)
+                    .into_iter()
+                    .map(|(column, value)| (column, Assign::To(value)))
+                    .collect();
+                set.push(("contacted_at", Assign::To(e.contacted_at.into())));
+                Change::Update {
+                    table: TABLE,
+                    key: ("id", e.machine_id),
+                    version,
+                    set,
+                }
             }
-            MachineEvent::RunnerMachinePruned(e) => {
-                execute(
-                    tx,
-                    "UPDATE runner_machines SET pruned_at = $2, version = $3 WHERE id = $1 AND version < $3",
-                    &[&e.machine_id, &recorded.recorded_at, &version],
-                )
-                .await?;
-            }
-        }
-        Ok(())
+            MachineEvent::RunnerMachinePruned(e) => Change::Update {
+                table: TABLE,
+                key: ("id", e.machine_id),
+                version,
+                set: vec![("pruned_at", Assign::To(recorded.recorded_at.into()))],
+            },
+        }]
     }
+}
+
+/// The columns a machine describes itself with, at registration and at
+/// every recorded contact.
+fn described(info: &MachineInfo, ip_address: &Option<String>) -> [(&'static str, Value); 8] {
+    [
+        ("name", info.name.as_ref().into()),
+        ("runner_version", info.version.as_ref().into()),
+        ("revision", info.revision.as_ref().into()),
+        ("platform", info.platform.as_ref().into()),
+        ("architecture", info.architecture.as_ref().into()),
+        ("source_code_url", info.source_code_url.as_ref().into()),
+        ("priority", info.priority.into()),
+        ("ip_address", ip_address.as_ref().into()),
+    ]
 }

@@ -1,14 +1,13 @@
 //! The `users` read model: one row per user, a tombstone once deleted.
 
-use crate::{execute, AggregateProjection, ProjectionError, Transaction};
-use async_trait::async_trait;
+use crate::change::{Assign, Change, OnConflict, Value};
+use crate::AggregateProjection;
 
 use warden_events::user::{Role, UserOrigin};
 use warden_events::{Event, Pii, RecordedEvent, UserEvent};
 
 pub struct UserProjection;
 
-#[async_trait]
 impl AggregateProjection for UserProjection {
     type Event = UserEvent;
     const NAME: &'static str = "users";
@@ -20,14 +19,18 @@ impl AggregateProjection for UserProjection {
         event.as_user()
     }
 
-    async fn apply_event(
-        &self,
-        tx: &Transaction<'_>,
-        recorded: &RecordedEvent,
-        event: &UserEvent,
-    ) -> Result<(), ProjectionError> {
-        let version = recorded.stream_version;
-        let at = recorded.recorded_at;
+    fn changes_of(recorded: &RecordedEvent, event: &UserEvent) -> Vec<Change> {
+        let at = Value::Time(recorded.recorded_at);
+        let update = |table, key, set| Change::Update {
+            table,
+            key,
+            version: recorded.stream_version,
+            set,
+        };
+        let user = |user_id, mut set: Vec<(&'static str, Assign)>| {
+            set.push(("updated_at", Assign::To(at.clone())));
+            update("users", ("id", user_id), set)
+        };
         match event {
             UserEvent::LocalUserCreated(e) => {
                 let (origin, provisioning_id) = match &e.origin {
@@ -35,163 +38,131 @@ impl AggregateProjection for UserProjection {
                     UserOrigin::CommandLine => ("command_line", None),
                     UserOrigin::SignUp => ("sign_up", None),
                 };
-                execute(
-                    tx,
-                    "INSERT INTO users (id, provider, email, password_hash, role, origin, provisioning_id,
-                                        created_at, updated_at, version)
-                     VALUES ($1, 'local', $2, $3, $4, $5, $6, $7, $7, $8)
-                     ON CONFLICT (id) DO NOTHING",
-                    &[
-                        &e.user_id,
-                        &readable(&e.email),
-                        &readable(&e.password_hash),
-                        &e.role.as_str(),
-                        &origin,
-                        &provisioning_id,
-                        &at,
-                        &version,
+                vec![Change::Insert {
+                    table: "users",
+                    row: vec![
+                        ("id", e.user_id.into()),
+                        ("provider", "local".into()),
+                        ("email", readable(&e.email)),
+                        ("password_hash", readable(&e.password_hash)),
+                        ("role", e.role.as_str().into()),
+                        ("origin", origin.into()),
+                        ("provisioning_id", provisioning_id.into()),
+                        ("created_at", at.clone()),
+                        ("updated_at", at),
+                        ("version", recorded.stream_version.into()),
                     ],
-                )
-                .await?;
+                    on_conflict: OnConflict::Keep,
+                }]
             }
-            UserEvent::UserEmailChanged(e) => {
-                execute(
-                    tx,
-                    "UPDATE users SET email = $2, updated_at = $3, version = $4
-                     WHERE id = $1 AND version < $4",
-                    &[&e.user_id, &readable(&e.email), &at, &version],
-                )
-                .await?;
-            }
-            UserEvent::UserPasswordChanged(e) => {
-                execute(
-                    tx,
-                    "UPDATE users SET password_hash = $2, updated_at = $3, version = $4
-                     WHERE id = $1 AND version < $4",
-                    &[&e.user_id, &readable(&e.password_hash), &at, &version],
-                )
-                .await?;
-            }
-            UserEvent::UserRoleChanged(e) => {
-                execute(
-                    tx,
-                    "UPDATE users SET role = $2, updated_at = $3, version = $4
-                     WHERE id = $1 AND version < $4",
-                    &[&e.user_id, &e.role.as_str(), &at, &version],
-                )
-                .await?;
-            }
-            UserEvent::UserDeleted(e) => {
-                // Keep a tombstone so a redelivered creation cannot revive
-                // the row; drop everything personal or secret.
-                execute(
-                    tx,
-                    "UPDATE users SET email = NULL, password_hash = NULL, external_id = NULL, deleted_at = $2,
-                                      updated_at = $2, version = $3
-                     WHERE id = $1 AND version < $3",
-                    &[&e.user_id, &at, &version],
-                )
-                .await?;
-                execute(
-                    tx,
-                    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2), name = '', version = $3
-                     WHERE user_id = $1 AND version < $3",
-                    &[&e.user_id, &at, &version],
-                )
-                .await?;
-            }
-            UserEvent::LdapUserLinked(e) => {
-                let provider = format!("ldap:{}", e.provider);
-                insert_external(tx, e.user_id, &provider, "ldap", &e.uid, &e.email, e.role, recorded).await?;
-            }
-            UserEvent::OidcUserLinked(e) => {
-                let provider = format!("oidc:{}", e.provider);
-                insert_external(tx, e.user_id, &provider, "oidc", &e.subject, &e.email, e.role, recorded).await?;
-            }
-            UserEvent::ExternalUserSynced(e) => {
-                execute(
-                    tx,
-                    "UPDATE users SET email = $2, role = $3, updated_at = $4, version = $5
-                     WHERE id = $1 AND version < $5",
-                    &[&e.user_id, &readable(&e.email), &e.role.as_str(), &at, &version],
-                )
-                .await?;
-            }
-            UserEvent::ApiTokenCreated(e) => {
-                execute(
-                    tx,
-                    "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, version, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (id) DO NOTHING",
-                    &[
-                        &e.token_id,
-                        &e.user_id,
-                        // Forgotten with its user: an empty name.
-                        &readable(&e.name).unwrap_or_default(),
-                        &e.token_hash,
-                        &at,
-                        &version,
-                        &e.expires_at,
+            UserEvent::UserEmailChanged(e) => vec![user(e.user_id, vec![("email", Assign::To(readable(&e.email)))])],
+            UserEvent::UserPasswordChanged(e) => vec![user(
+                e.user_id,
+                vec![("password_hash", Assign::To(readable(&e.password_hash)))],
+            )],
+            UserEvent::UserRoleChanged(e) => vec![user(e.user_id, vec![("role", Assign::To(e.role.as_str().into()))])],
+            // Keep a tombstone so a redelivered creation cannot revive the
+            // row; drop everything personal or secret.
+            UserEvent::UserDeleted(e) => vec![
+                user(
+                    e.user_id,
+                    vec![
+                        ("email", Assign::To(Value::Null)),
+                        ("password_hash", Assign::To(Value::Null)),
+                        ("external_id", Assign::To(Value::Null)),
+                        ("deleted_at", Assign::To(at.clone())),
                     ],
-                )
-                .await?;
-            }
-            UserEvent::ApiTokenRevoked(e) => {
-                execute(
-                    tx,
-                    "UPDATE api_tokens SET revoked_at = $2, version = $3
-                     WHERE id = $1 AND version < $3",
-                    &[&e.token_id, &at, &version],
-                )
-                .await?;
-            }
-            UserEvent::UserSessionsRevoked(e) => {
-                execute(
-                    tx,
-                    "UPDATE users SET sessions_revoked_at = $2, updated_at = $3, version = $4
-                     WHERE id = $1 AND version < $4",
-                    &[&e.user_id, &e.before, &at, &version],
-                )
-                .await?;
-            }
+                ),
+                update(
+                    "api_tokens",
+                    ("user_id", e.user_id),
+                    vec![
+                        ("revoked_at", Assign::IfNull(at.clone())),
+                        ("name", Assign::To("".into())),
+                    ],
+                ),
+            ],
+            UserEvent::LdapUserLinked(e) => vec![insert_external(
+                e.user_id,
+                format!("ldap:{}", e.provider),
+                "ldap",
+                &e.uid,
+                &e.email,
+                e.role,
+                recorded,
+            )],
+            UserEvent::OidcUserLinked(e) => vec![insert_external(
+                e.user_id,
+                format!("oidc:{}", e.provider),
+                "oidc",
+                &e.subject,
+                &e.email,
+                e.role,
+                recorded,
+            )],
+            UserEvent::ExternalUserSynced(e) => vec![user(
+                e.user_id,
+                vec![
+                    ("email", Assign::To(readable(&e.email))),
+                    ("role", Assign::To(e.role.as_str().into())),
+                ],
+            )],
+            UserEvent::ApiTokenCreated(e) => vec![Change::Insert {
+                table: "api_tokens",
+                row: vec![
+                    ("id", e.token_id.into()),
+                    ("user_id", e.user_id.into()),
+                    // Forgotten with its user: an empty name.
+                    ("name", e.name.as_plain().unwrap_or_default().into()),
+                    ("token_hash", (&e.token_hash).into()),
+                    ("created_at", at),
+                    ("version", recorded.stream_version.into()),
+                    ("expires_at", e.expires_at.into()),
+                ],
+                on_conflict: OnConflict::Keep,
+            }],
+            UserEvent::ApiTokenRevoked(e) => vec![update(
+                "api_tokens",
+                ("id", e.token_id),
+                vec![("revoked_at", Assign::To(at))],
+            )],
+            UserEvent::UserSessionsRevoked(e) => vec![user(
+                e.user_id,
+                vec![("sessions_revoked_at", Assign::To(e.before.into()))],
+            )],
         }
-        Ok(())
     }
 }
 
 /// The row of a user linked from a directory or identity provider.
-#[allow(clippy::too_many_arguments)]
-async fn insert_external(
-    tx: &Transaction<'_>,
+fn insert_external(
     user_id: uuid::Uuid,
-    provider: &str,
+    provider: String,
     origin: &str,
     external_id: &Pii,
     email: &Pii,
     role: Role,
     recorded: &RecordedEvent,
-) -> Result<(), ProjectionError> {
-    execute(
-        tx,
-        "INSERT INTO users (id, provider, email, external_id, role, origin, created_at, updated_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)
-         ON CONFLICT (id) DO NOTHING",
-        &[
-            &user_id,
-            &provider,
-            &readable(email),
-            &readable(external_id),
-            &role.as_str(),
-            &origin,
-            &recorded.recorded_at,
-            &recorded.stream_version,
+) -> Change {
+    let at = Value::Time(recorded.recorded_at);
+    Change::Insert {
+        table: "users",
+        row: vec![
+            ("id", user_id.into()),
+            ("provider", provider.into()),
+            ("email", readable(email)),
+            ("external_id", readable(external_id)),
+            ("role", role.as_str().into()),
+            ("origin", origin.into()),
+            ("created_at", at.clone()),
+            ("updated_at", at),
+            ("version", recorded.stream_version.into()),
         ],
-    )
-    .await?;
-    Ok(())
+        on_conflict: OnConflict::Keep,
+    }
 }
 
 /// A forgotten value is stored as NULL, never as a placeholder string.
-fn readable(pii: &Pii) -> Option<&str> {
-    pii.as_plain()
+fn readable(pii: &Pii) -> Value {
+    pii.as_plain().into()
 }
