@@ -3,6 +3,12 @@ use std::io::IsTerminal;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: decoding the log allocates and frees
+/// many small values per event, and glibc spent a quarter of a rebuild's
+/// CPU consolidating its free lists (perf, docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // A missing .env is normal; a broken one is worth a warning below.

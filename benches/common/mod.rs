@@ -16,6 +16,11 @@ use warden::platform::db::Database;
 use warden::platform::embedded_pg::{ClusterOptions, EmbeddedCluster, PgBinaries};
 use warden::platform::secrets::Secret;
 
+/// The allocator the `warden` binary uses (src/main.rs), so that what is
+/// measured in process is what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WARM_UP: Duration = Duration::from_secs(2);
 pub const ADMIN_PASSWORD: &str = "bench admin password";
 
