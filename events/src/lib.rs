@@ -107,6 +107,22 @@ macro_rules! events {
             }
         }
 
+        impl Event {
+            /// [`Event::from_payload`] straight from the payload's JSON
+            /// text, without building a `serde_json::Value` first.
+            pub fn from_payload_json(
+                event_type: &str,
+                payload: &[u8],
+            ) -> Option<Result<Event, serde_json::Error>> {
+                match event_type {
+                    $($(stringify!($variant) => Some(
+                        serde_json::from_slice::<$ty>(payload).map(|e| Event::$group($group_enum::$variant(e))),
+                    ),)*)*
+                    _ => None,
+                }
+            }
+        }
+
         /// Current schema version of an event type, `None` if unknown.
         pub fn current_schema_version(event_type: &str) -> Option<u32> {
             match event_type {

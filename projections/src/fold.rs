@@ -58,20 +58,21 @@ impl<'a> StreamFold<'a> {
         }
     }
 
-    /// Carries out `change` as the SQL interpreter would on the tables.
-    pub fn apply(&mut self, change: &Change) -> Result<(), FoldError> {
+    /// Carries out `change` as the SQL interpreter would on the tables
+    /// (taking it: its values move into the rows).
+    pub fn apply(&mut self, change: Change) -> Result<(), FoldError> {
         match change {
             Change::Insert {
                 table,
                 row,
                 on_conflict,
-            } => self.insert(table, row, *on_conflict),
+            } => self.insert(table, row, on_conflict),
             Change::Update {
                 table,
                 key,
                 version,
                 set,
-            } => self.update(table, *key, *version, set),
+            } => self.update(table, key, version, set),
             Change::Lock(_) => Ok(()),
         }
     }
@@ -89,29 +90,32 @@ impl<'a> StreamFold<'a> {
             .ok_or_else(|| FoldError::UnknownTable(name.to_owned()))
     }
 
-    fn insert(&mut self, table: &str, given: &[(&str, Value)], on_conflict: OnConflict) -> Result<(), FoldError> {
+    fn insert(&mut self, table: &str, given: Vec<(&str, Value)>, on_conflict: OnConflict) -> Result<(), FoldError> {
         let table = self.table(table)?;
-        let shape = &self.shapes[table];
+        let shapes = self.shapes;
+        let shape = &shapes[table];
         let id = shape.column("id")?;
         let version = shape.column("version")?;
         let mut assigned = Vec::with_capacity(given.len());
         for (column, value) in given {
             assigned.push((shape.column(column)?, value));
         }
-        let new_id = assigned
+        let Some(new_id) = assigned
             .iter()
             .find(|(column, _)| *column == id)
-            .map(|(_, value)| *value)
-            .ok_or_else(|| FoldError::UnknownColumn {
+            .map(|(_, value)| value)
+        else {
+            return Err(FoldError::UnknownColumn {
                 table: shape.name.clone(),
                 column: "id (not given)".to_owned(),
-            })?;
+            });
+        };
         let existing = self.rows.iter_mut().find(|(t, row)| *t == table && &row[id] == new_id);
         match (existing, on_conflict) {
             (None, _) => {
                 let mut row = shape.defaults.clone();
                 for (column, value) in assigned {
-                    row[column] = value.clone();
+                    row[column] = value;
                 }
                 self.rows.push((table, row));
             }
@@ -125,7 +129,7 @@ impl<'a> StreamFold<'a> {
                 if let Some(new_version) = new_version {
                     if version_of(shape, &row[version])? < new_version {
                         for (column, value) in assigned {
-                            row[column] = value.clone();
+                            row[column] = value;
                         }
                     }
                 }
@@ -139,15 +143,16 @@ impl<'a> StreamFold<'a> {
         table: &str,
         (key_column, key): (&str, uuid::Uuid),
         new_version: i64,
-        set: &[(&str, Assign)],
+        set: Vec<(&str, Assign)>,
     ) -> Result<(), FoldError> {
         let table = self.table(table)?;
-        let shape = &self.shapes[table];
+        let shapes = self.shapes;
+        let shape = &shapes[table];
         let key_column = shape.column(key_column)?;
         let version = shape.column("version")?;
         let mut assignments = Vec::with_capacity(set.len());
         for (column, assign) in set {
-            let source = match assign {
+            let source = match &assign {
                 Assign::CopyOf(other) => Some(shape.column(other)?),
                 _ => None,
             };
@@ -158,24 +163,29 @@ impl<'a> StreamFold<'a> {
             if *t != table || row[key_column] != key || version_of(shape, &row[version])? >= new_version {
                 continue;
             }
-            // Every right-hand side sees the row as it was.
-            let before = row.clone();
+            // Every right-hand side sees the row as it was: all are
+            // computed before any is assigned (the row itself is not
+            // copied: it may hold a large payload).
+            let mut values = Vec::with_capacity(assignments.len());
             for (column, assign, source) in &assignments {
-                row[*column] = match assign {
+                values.push(match assign {
                     Assign::To(value) => value.clone(),
-                    Assign::CopyOf(_) => before[source.expect("resolved above")].clone(),
-                    Assign::Increment => match &before[*column] {
+                    Assign::CopyOf(_) => row[source.expect("resolved above")].clone(),
+                    Assign::Increment => match &row[*column] {
                         Value::Int(n) => Value::Int(n + 1),
                         Value::BigInt(n) => Value::BigInt(n + 1),
                         // NULL + 1 is NULL in SQL.
                         Value::Null => Value::Null,
                         other => return Err(bad_value(shape, *column, other)),
                     },
-                    Assign::IfNull(value) => match &before[*column] {
+                    Assign::IfNull(value) => match &row[*column] {
                         Value::Null => value.clone(),
                         kept => kept.clone(),
                     },
-                };
+                });
+            }
+            for ((column, _, _), value) in assignments.iter().zip(values) {
+                row[*column] = value;
             }
             row[version] = Value::BigInt(new_version);
         }
@@ -243,10 +253,9 @@ mod tests {
         let shapes = shapes();
         let mut fold = StreamFold::new(&shapes);
         let (id, owner) = (Uuid::now_v7(), Uuid::now_v7());
-        fold.apply(&insert(id, owner, "a", 1, OnConflict::Keep)).unwrap();
-        fold.apply(&insert(id, owner, "b", 2, OnConflict::Keep)).unwrap();
-        fold.apply(&insert(id, owner, "c", 1, OnConflict::ReplaceOlder))
-            .unwrap();
+        fold.apply(insert(id, owner, "a", 1, OnConflict::Keep)).unwrap();
+        fold.apply(insert(id, owner, "b", 2, OnConflict::Keep)).unwrap();
+        fold.apply(insert(id, owner, "c", 1, OnConflict::ReplaceOlder)).unwrap();
         let rows: Vec<_> = fold.finish().collect();
         assert_eq!(rows.len(), 1);
         assert_eq!(
@@ -256,9 +265,8 @@ mod tests {
         );
         assert_eq!(rows[0].1[4], Value::Int(0), "default");
 
-        fold.apply(&insert(id, owner, "a", 1, OnConflict::Keep)).unwrap();
-        fold.apply(&insert(id, owner, "b", 2, OnConflict::ReplaceOlder))
-            .unwrap();
+        fold.apply(insert(id, owner, "a", 1, OnConflict::Keep)).unwrap();
+        fold.apply(insert(id, owner, "b", 2, OnConflict::ReplaceOlder)).unwrap();
         let rows: Vec<_> = fold.finish().collect();
         assert_eq!(rows[0].1[2], Value::from("b"));
         assert_eq!(rows[0].1[6], Value::BigInt(2));
@@ -270,8 +278,8 @@ mod tests {
         let mut fold = StreamFold::new(&shapes);
         let owner = Uuid::now_v7();
         let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
-        fold.apply(&insert(first, owner, "a", 1, OnConflict::Keep)).unwrap();
-        fold.apply(&insert(second, owner, "x", 2, OnConflict::Keep)).unwrap();
+        fold.apply(insert(first, owner, "a", 1, OnConflict::Keep)).unwrap();
+        fold.apply(insert(second, owner, "x", 2, OnConflict::Keep)).unwrap();
         let update = |version| Change::Update {
             table: "things",
             key: ("owner", owner),
@@ -283,8 +291,8 @@ mod tests {
                 ("gone_at", Assign::IfNull(Value::BigInt(7))),
             ],
         };
-        fold.apply(&update(2)).unwrap();
-        fold.apply(&update(2)).unwrap();
+        fold.apply(update(2)).unwrap();
+        fold.apply(update(2)).unwrap();
         let rows: Vec<_> = fold.finish().collect();
         // The first row (version 1) changed once; the second (version 2) not.
         assert_eq!(
@@ -313,12 +321,12 @@ mod tests {
             version: 1,
             set: vec![],
         };
-        assert_eq!(fold.apply(&bad_table), Err(FoldError::UnknownTable("nope".into())));
+        assert_eq!(fold.apply(bad_table), Err(FoldError::UnknownTable("nope".into())));
         let bad_column = Change::Insert {
             table: "things",
             row: vec![("id", Uuid::nil().into()), ("colour", "red".into())],
             on_conflict: OnConflict::Keep,
         };
-        assert!(matches!(fold.apply(&bad_column), Err(FoldError::UnknownColumn { .. })));
+        assert!(matches!(fold.apply(bad_column), Err(FoldError::UnknownColumn { .. })));
     }
 }

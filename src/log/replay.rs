@@ -2,19 +2,21 @@
 //! rebuilt rows in without downtime for readers; `--verify`: rebuild into
 //! scratch tables and report every difference from the live read models.
 //!
-//! 1. Scratch tables (unlogged copies of the read-model tables with only
-//!    their primary keys) in a schema of their own; the projectors' own
-//!    code folds the whole log into them, in large transactions on a
-//!    connection whose search path starts with that schema (its statement
-//!    cache is emptied first, so no cached plan points at the live tables),
-//!    the streams of a batch pipelined.
-//! 2. The live read models are frozen: their tables are locked in EXCLUSIVE
+//! 1. Scratch tables: unlogged copies of the read-model tables, without
+//!    indexes, in a schema of their own.
+//! 2. Fold: the log below the horizon, read in stream order, is folded in
+//!    memory stream by stream (`warden_projections::fold`, the projectors'
+//!    own changes: one implementation for live and rebuild), and the final
+//!    rows are written with `COPY`. A second connection reads and decodes
+//!    the next page meanwhile. Then the primary keys are built.
+//! 3. The live read models are frozen: their tables are locked in EXCLUSIVE
 //!    mode (plain reads go on; appends, which project inline, and the live
 //!    projectors wait) and the projectors' checkpoints locked. The scratch
-//!    tables catch up to every event committed by then: the live tables
-//!    show exactly those (inline projection), also the ones a transaction
-//!    still open keeps above the log horizon.
-//! 3. Replay: in the same transaction the live rows are replaced by the
+//!    tables catch up, through the projectors' SQL on a connection whose
+//!    search path starts with the scratch schema, to every event committed
+//!    by then: the live tables show exactly those (inline projection), also
+//!    the ones a transaction still open keeps above the log horizon.
+//! 4. Replay: in the same transaction the live rows are replaced by the
 //!    rebuilt ones and the checkpoints set to the log horizon the rebuild
 //!    reached (the projectors re-apply what follows: no-ops);
 //!    readers see the old rows until the commit, then the new ones. Verify:
@@ -28,14 +30,21 @@ use std::time::Instant;
 use deadpool_postgres::GenericClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 use warden_events::{LogCursor, RecordedEvent};
+use warden_projections::change::Value;
+use warden_projections::fold::{FoldError, StreamFold, TableShape};
 use warden_projections::Projection;
 
-use crate::log::event_store::{self, Reach, StoreError};
+use crate::log::event_store::{self, Reach, StoreError, StreamCursor};
 use crate::log::follower::save_checkpoint;
 use crate::platform::db::{Connection, Database};
 
+/// Events per page read, and per catch-up batch.
 const BATCH: i64 = 5000;
+/// Rebuilt rows of one table written per `COPY`.
+const COPY_ROWS: usize = 20_000;
 
 #[derive(Debug, Serialize)]
 pub struct TableDifference {
@@ -55,6 +64,9 @@ pub struct ReplayReport {
     pub events_per_second: f64,
     /// Verify: every difference; replay: empty.
     pub differences: Vec<TableDifference>,
+    /// Seconds each step took, in order (fold, primary keys, catch-up,
+    /// swap or compare).
+    pub steps: Vec<(&'static str, f64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +77,15 @@ pub enum ReplayError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("read-model table {0} has no primary key, which the rebuild needs")]
     NoPrimaryKey(String),
+    #[error("folding event {position}: {source}")]
+    Fold { position: i64, source: FoldError },
 }
 
 /// The scratch tables and the connection that owns them.
 struct Scratch {
     connection: Option<Connection>,
     schema: String,
+    tables: Vec<&'static str>,
 }
 
 impl Scratch {
@@ -80,31 +95,94 @@ impl Scratch {
         // the tables they were prepared for.
         connection.statement_cache.clear();
         let schema = format!("replay_{}", uuid::Uuid::now_v7().simple());
+        let tables: Vec<&'static str> = projections.iter().flat_map(|p| p.tables().iter().copied()).collect();
         let mut sql = format!("CREATE SCHEMA {schema};");
-        for projection in projections {
-            for table in projection.tables() {
-                // Unlogged and with only the primary key (the projectors
-                // find rows by it): no WAL and no index upkeep per event. A
-                // rebuild lost in a crash is started again; the live
-                // tables' other indexes and unique constraints are
-                // enforced when the rows are copied in.
-                let primary_key = primary_key_columns(&connection, table).await?;
-                sql.push_str(&format!(
-                    "CREATE UNLOGGED TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL EXCLUDING INDEXES);
-                     ALTER TABLE {schema}.{table} ADD PRIMARY KEY ({primary_key});"
-                ));
-            }
+        for table in &tables {
+            // Unlogged and without indexes while the rows are copied in: no
+            // WAL and no index upkeep per row. A rebuild lost in a crash is
+            // started again; the live tables' other indexes and unique
+            // constraints are enforced when the rows are copied over.
+            sql.push_str(&format!(
+                "CREATE UNLOGGED TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL EXCLUDING INDEXES);"
+            ));
         }
         sql.push_str(&format!("SET search_path = {schema}, public;"));
         connection.batch_execute(&sql).await?;
         Ok(Scratch {
             connection: Some(connection),
             schema,
+            tables,
         })
     }
 
     fn connection(&mut self) -> &mut Connection {
         self.connection.as_mut().expect("present until dropped")
+    }
+
+    /// Each table's columns, defaults and types, as the fold and `COPY`
+    /// need them.
+    async fn shapes(&mut self) -> Result<Vec<(TableShape, Vec<Type>)>, ReplayError> {
+        let schema = self.schema.clone();
+        let mut shapes = Vec::new();
+        for table in self.tables.clone() {
+            let columns = self
+                .connection()
+                .query(
+                    "SELECT a.attname::text, pg_get_expr(d.adbin, d.adrelid)
+                     FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                     WHERE a.attrelid = ('public.' || quote_ident($1))::regclass AND a.attnum > 0
+                       AND NOT a.attisdropped
+                     ORDER BY a.attnum",
+                    &[&table],
+                )
+                .await?;
+            let names: Vec<String> = columns.iter().map(|row| row.get(0)).collect();
+            let quoted: Vec<String> = names.iter().map(|name| format!("\"{name}\"")).collect();
+            let connection = self.connection();
+            let typed = connection
+                .prepare(&format!("SELECT {} FROM {schema}.{table}", quoted.join(", ")))
+                .await?;
+            let types: Vec<Type> = typed.columns().iter().map(|c| c.type_().clone()).collect();
+            // The defaults, evaluated once in their columns' types.
+            let casts: Vec<String> = columns
+                .iter()
+                .zip(&types)
+                .map(|(row, ty)| {
+                    let default: Option<String> = row.get(1);
+                    format!("CAST({} AS {})", default.as_deref().unwrap_or("NULL"), ty.name())
+                })
+                .collect();
+            let row = connection
+                .query_one(&format!("SELECT {}", casts.join(", ")), &[])
+                .await?;
+            let defaults = (0..names.len())
+                .map(|i| row.try_get::<_, Value>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            shapes.push((
+                TableShape {
+                    name: table.to_owned(),
+                    columns: names,
+                    defaults,
+                },
+                types,
+            ));
+        }
+        Ok(shapes)
+    }
+
+    /// The primary keys, built once the rows are in (the catch-up and
+    /// the swap find rows by them).
+    async fn add_primary_keys(&mut self) -> Result<(), ReplayError> {
+        let schema = self.schema.clone();
+        let mut sql = String::new();
+        for table in self.tables.clone() {
+            let primary_key = primary_key_columns(self.connection(), table).await?;
+            sql.push_str(&format!(
+                "ALTER TABLE {schema}.{table} ADD PRIMARY KEY ({primary_key});"
+            ));
+        }
+        self.connection().batch_execute(&sql).await?;
+        Ok(())
     }
 
     async fn drop_schema(mut self) -> Result<(), ReplayError> {
@@ -118,30 +196,42 @@ impl Scratch {
     }
 }
 
-/// Sends the log batch by batch, up to the end it finds, then an empty
-/// batch; stops early if the receiver is gone.
-async fn read_ahead(db: Database, batches: tokio::sync::mpsc::Sender<Result<Vec<RecordedEvent>, StoreError>>) {
+/// Sends the log below `horizon` page by page in stream order, then an
+/// empty page; stops early if the receiver is gone. The next page is
+/// fetched while this one is decoded (both on one connection, pipelined).
+async fn read_ahead(
+    db: Database,
+    horizon: i64,
+    pages: tokio::sync::mpsc::Sender<Result<Vec<RecordedEvent>, StoreError>>,
+) {
     let connection = match db.get().await {
         Ok(connection) => connection,
         Err(error) => {
-            let _ = batches.send(Err(error.into())).await;
+            let _ = pages.send(Err(error.into())).await;
             return;
         }
     };
-    let mut cursor = LogCursor::START;
+    let connection = &connection;
+    let fetch = |after: StreamCursor| async move {
+        event_store::rows_in_stream_order(connection, &after, horizon, BATCH).await
+    };
+    let mut fetched = fetch(StreamCursor::default()).await;
     loop {
-        let batch = event_store::read_after(&connection, cursor, BATCH).await;
-        if let Ok(events) = &batch {
-            match events.last() {
-                Some(last) => cursor = last.cursor(),
-                None => {
-                    let _ = batches.send(batch).await;
-                    return;
-                }
+        let page = match fetched {
+            Ok(page) => page,
+            Err(error) => {
+                let _ = pages.send(Err(error)).await;
+                return;
             }
-        }
-        let failed = batch.is_err();
-        if batches.send(batch).await.is_err() || failed {
+        };
+        let Some(last) = page.last.clone() else {
+            let _ = pages.send(Ok(Vec::new())).await;
+            return;
+        };
+        let (next, decoded) = tokio::join!(fetch(last), page.decode(connection));
+        fetched = next;
+        let failed = decoded.is_err();
+        if pages.send(decoded).await.is_err() || failed {
             return;
         }
     }
@@ -159,6 +249,159 @@ async fn primary_key_columns<C: GenericClient>(client: &C, table: &str) -> Resul
         .await?;
     let columns: Option<String> = row.get(0);
     columns.ok_or_else(|| ReplayError::NoPrimaryKey(table.to_owned()))
+}
+
+/// A table's shape and its columns' types, as `COPY` writes them.
+type CopyShape = (TableShape, Vec<Type>);
+
+/// Rebuilt rows waiting for their `COPY`, per table; full batches go to a
+/// copier on a connection of its own, so folding goes on meanwhile.
+struct CopyBuffers {
+    rows: Vec<Vec<Vec<Value>>>,
+    copier: tokio::sync::mpsc::Sender<(usize, Vec<Vec<Value>>)>,
+}
+
+impl CopyBuffers {
+    /// Stops at the first failed `COPY` (the handle returns it).
+    fn start(
+        db: &Database,
+        schema: String,
+        shapes: std::sync::Arc<Vec<CopyShape>>,
+    ) -> (Self, tokio::task::JoinHandle<Result<(), ReplayError>>) {
+        let rows = shapes.iter().map(|_| Vec::new()).collect();
+        let (copier, mut batches) = tokio::sync::mpsc::channel::<(usize, Vec<Vec<Value>>)>(2);
+        let db = db.clone();
+        let handle = tokio::spawn(async move {
+            let mut connection = db.get().await.map_err(StoreError::from)?;
+            while let Some((table, rows)) = batches.recv().await {
+                let (shape, types) = &shapes[table];
+                copy_in(&mut connection, &schema, shape, types, &rows).await?;
+            }
+            Ok(())
+        });
+        (CopyBuffers { rows, copier }, handle)
+    }
+
+    /// Hands over the tables with at least `at_least` rows waiting; false
+    /// if the copier stopped (its handle says why).
+    async fn flush(&mut self, at_least: usize) -> bool {
+        for (table, rows) in self.rows.iter_mut().enumerate() {
+            if !rows.is_empty() && rows.len() >= at_least {
+                let batch = std::mem::take(rows);
+                if self.copier.send((table, batch)).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Writes `rows` into the scratch copy of `shape`'s table.
+async fn copy_in(
+    connection: &mut Connection,
+    schema: &str,
+    shape: &TableShape,
+    types: &[Type],
+    rows: &[Vec<Value>],
+) -> Result<(), ReplayError> {
+    let columns: Vec<String> = shape.columns.iter().map(|name| format!("\"{name}\"")).collect();
+    let tx = connection.transaction().await?;
+    // A rebuild lost in a crash is simply started again.
+    tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {schema}.{} ({}) FROM STDIN (FORMAT binary)",
+            shape.name,
+            columns.join(", ")
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, types);
+    futures_util::pin_mut!(writer);
+    let mut values: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
+    for row in rows {
+        values.clear();
+        values.extend(row.iter().map(|value| value as &(dyn ToSql + Sync)));
+        writer.as_mut().write(&values).await?;
+    }
+    writer.finish().await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Folds the log below `horizon` into the scratch tables; returns where
+/// it ended in delivery order and how many events it folded.
+async fn fold_log(
+    db: &Database,
+    scratch: &mut Scratch,
+    projections: &[&dyn Projection],
+    horizon: i64,
+    progress: &ProgressBar,
+    steps: &mut Vec<(&'static str, f64)>,
+) -> Result<(LogCursor, u64), ReplayError> {
+    let shapes = std::sync::Arc::new(scratch.shapes().await?);
+    let (mut buffers, copier) = CopyBuffers::start(db, scratch.schema.clone(), shapes.clone());
+    let tables: Vec<TableShape> = shapes.iter().map(|(shape, _)| shape.clone()).collect();
+    let mut fold = StreamFold::new(&tables);
+    let (pages, mut next_page) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(read_ahead(db.clone(), horizon, pages));
+    let mut stream: Option<String> = None;
+    let mut rebuilt_to = LogCursor::START;
+    let mut events = 0;
+    // Where the time goes: waiting for decoded pages, folding, copying.
+    let (mut waiting, mut folding, mut copying) = (0.0, 0.0, 0.0);
+    let mut clock = Instant::now();
+    let mut lap = |total: &mut f64| {
+        *total += clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+    };
+    while let Some(page) = next_page.recv().await {
+        lap(&mut waiting);
+        let page = page?;
+        if page.is_empty() {
+            break;
+        }
+        for event in &page {
+            if stream.as_deref() != Some(event.stream_id.as_str()) {
+                // The previous stream's rows are final.
+                for (table, row) in fold.finish() {
+                    buffers.rows[table].push(row);
+                }
+                stream = Some(event.stream_id.as_str().to_owned());
+            }
+            for projection in projections {
+                for change in projection.changes(event) {
+                    fold.apply(change).map_err(|source| ReplayError::Fold {
+                        position: event.position,
+                        source,
+                    })?;
+                }
+            }
+            rebuilt_to = rebuilt_to.max(event.cursor());
+        }
+        events += page.len() as u64;
+        progress.inc(page.len() as u64);
+        lap(&mut folding);
+        if !buffers.flush(COPY_ROWS).await {
+            break;
+        }
+        lap(&mut copying);
+    }
+    drop(next_page);
+    reader.await.expect("the log reader does not panic");
+    for (table, row) in fold.finish() {
+        buffers.rows[table].push(row);
+    }
+    buffers.flush(1).await;
+    drop(buffers);
+    copier.await.expect("the copier does not panic")?;
+    lap(&mut copying);
+    steps.extend([
+        ("fold: waiting for the log", waiting),
+        ("fold: folding", folding),
+        ("fold: handing rows to the copier, the last copy", copying),
+    ]);
+    Ok((rebuilt_to, events))
 }
 
 /// Applies the next batch after `after` to `projections` in `tx`; returns
@@ -182,8 +425,7 @@ async fn apply_batch(
 /// rows of its own stream (the projectors' contract), so the streams of a
 /// batch are applied concurrently on the one connection, where
 /// tokio-postgres sends their statements without waiting for each answer;
-/// each stream's events stay in order. One round trip per event was the
-/// bottleneck of a rebuild (see docs/performance.md).
+/// each stream's events stay in order.
 async fn apply_pipelined(
     tx: &deadpool_postgres::Transaction<'_>,
     projections: &[&dyn Projection],
@@ -243,6 +485,26 @@ fn progress_bar(total: u64, show: bool) -> ProgressBar {
     bar
 }
 
+/// How long each step of a rebuild took.
+struct Steps {
+    list: Vec<(&'static str, f64)>,
+    started: Instant,
+}
+
+impl Steps {
+    fn start() -> Self {
+        Steps {
+            list: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn done(&mut self, name: &'static str) {
+        self.list.push((name, self.started.elapsed().as_secs_f64()));
+        self.started = Instant::now();
+    }
+}
+
 /// Rebuilds every read model; swaps the result in, or (`verify`) compares.
 pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<ReplayReport, ReplayError> {
     let projections = warden_projections::all();
@@ -257,28 +519,12 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
             .await?
             .get(0);
         let progress = progress_bar(total as u64, show_progress);
-        // A reader on its own connection reads and decodes the next batch
-        // while this one is applied.
-        let (batches, mut next_batch) = tokio::sync::mpsc::channel(2);
-        let reader = tokio::spawn(read_ahead(db.clone(), batches));
-        let mut rebuilt_to = LogCursor::START;
-        let mut events = 0;
-        while let Some(batch) = next_batch.recv().await {
-            let batch = batch?;
-            let Some(last) = batch.last().map(RecordedEvent::cursor) else {
-                break;
-            };
-            let tx = scratch.connection().transaction().await?;
-            // A rebuild lost in a crash is simply started again.
-            tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-            apply_pipelined(&tx, &all, &batch).await?;
-            tx.commit().await?;
-            rebuilt_to = last;
-            events += batch.len() as u64;
-            progress.inc(batch.len() as u64);
-        }
-        drop(next_batch);
-        reader.await.expect("the log reader does not panic");
+        let horizon = event_store::log_horizon(scratch.connection()).await?;
+        let mut steps = Steps::start();
+        let (rebuilt_to, mut events) = fold_log(db, &mut scratch, &all, horizon, &progress, &mut steps.list).await?;
+        steps.done("fold and copy");
+        scratch.add_primary_keys().await?;
+        steps.done("primary keys");
 
         let schema = scratch.schema.clone();
         let connection = scratch.connection();
@@ -299,6 +545,7 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
         let end = catch_up(&tx, &all, rebuilt_to, Reach::Horizon, &mut events).await?;
         // Then what the live tables also show: every committed event.
         catch_up(&tx, &all, end, Reach::Committed, &mut events).await?;
+        steps.done("lock and catch up");
         if verify {
             for projection in &projections {
                 for table in projection.tables() {
@@ -308,17 +555,16 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
                 }
             }
             tx.rollback().await?;
+            steps.done("compare");
         } else {
             for projection in &projections {
                 for table in projection.tables() {
-                    tx.batch_execute(&format!(
-                        "DELETE FROM public.{table}; INSERT INTO public.{table} SELECT * FROM {schema}.{table};"
-                    ))
-                    .await?;
+                    swap_in(&tx, &schema, table).await?;
                 }
                 save_checkpoint(&tx, projection.name(), end).await?;
             }
             tx.commit().await?;
+            steps.done("swap");
         }
         progress.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
@@ -327,6 +573,7 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
             seconds,
             events_per_second: events as f64 / seconds.max(1e-9),
             differences,
+            steps: steps.list,
         })
     }
     .await;
@@ -334,28 +581,47 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
     outcome
 }
 
-/// Rows that differ between the live table and its rebuilt twin.
+/// Makes the live `table` equal its rebuilt twin, writing only the rows
+/// that differ: a live table that was right (the usual case) is not
+/// rewritten, its indexes not touched, and it does not bloat. Live rows
+/// the rebuild does not have exactly are deleted first, so a value moving
+/// between rows (a token hash) meets no unique index on the way in.
+async fn swap_in<C: GenericClient>(client: &C, schema: &str, table: &str) -> Result<(), ReplayError> {
+    client
+        .batch_execute(&format!(
+            "DELETE FROM public.{table} l WHERE NOT EXISTS (
+                 SELECT 1 FROM {schema}.{table} r WHERE r.id = l.id AND ROW(r.*) IS NOT DISTINCT FROM ROW(l.*));
+             INSERT INTO public.{table} SELECT r.* FROM {schema}.{table} r
+                 WHERE NOT EXISTS (SELECT 1 FROM public.{table} l WHERE l.id = r.id);"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Rows that differ between the live table and its rebuilt twin: one
+/// full join on the primary key (`id`), rows compared whole.
 async fn compare<C: GenericClient>(
     client: &C,
     schema: &str,
     table: &str,
 ) -> Result<Option<TableDifference>, ReplayError> {
-    let count = |from: &str, minus: &str| {
-        format!("SELECT count(*) FROM (SELECT * FROM {from} EXCEPT ALL SELECT * FROM {minus}) d")
-    };
-    let live = format!("public.{table}");
-    let rebuilt = format!("{schema}.{table}");
-    let only_live: i64 = client.query_one(&count(&live, &rebuilt), &[]).await?.get(0);
-    let only_rebuilt: i64 = client.query_one(&count(&rebuilt, &live), &[]).await?.get(0);
+    let differing = format!(
+        "FROM public.{table} l FULL JOIN {schema}.{table} r ON l.id = r.id
+         WHERE l.id IS NULL OR r.id IS NULL OR ROW(l.*) IS DISTINCT FROM ROW(r.*)"
+    );
+    let counts = client
+        .query_one(&format!("SELECT count(l.id), count(r.id) {differing}"), &[])
+        .await?;
+    let (only_live, only_rebuilt): (i64, i64) = (counts.get(0), counts.get(1));
     if only_live == 0 && only_rebuilt == 0 {
         return Ok(None);
     }
     let examples = client
         .query(
             &format!(
-                "(SELECT 'live: ' || row_to_json(d)::text FROM (SELECT * FROM {live} EXCEPT ALL SELECT * FROM {rebuilt}) d LIMIT 3)
-                 UNION ALL
-                 (SELECT 'rebuilt: ' || row_to_json(d)::text FROM (SELECT * FROM {rebuilt} EXCEPT ALL SELECT * FROM {live}) d LIMIT 3)"
+                "SELECT e FROM (SELECT l, r {differing} LIMIT 3) d,
+                 LATERAL (VALUES ('live: ' || row_to_json(d.l)::text), ('rebuilt: ' || row_to_json(d.r)::text)) v (e)
+                 WHERE e IS NOT NULL"
             ),
             &[],
         )

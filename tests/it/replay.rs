@@ -113,7 +113,11 @@ async fn replay_swaps_rebuilt_read_models_in_while_serving() {
     app.db
         .client()
         .await
-        .batch_execute("DELETE FROM jobs; UPDATE runners SET tags = '{corrupt}';")
+        .batch_execute(
+            "DELETE FROM jobs; UPDATE runners SET tags = '{corrupt}';
+             INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, version)
+             VALUES (gen_random_uuid(), gen_random_uuid(), 'not in the log', 'ghost', now(), 1);",
+        )
         .await
         .unwrap();
 

@@ -342,6 +342,70 @@ pub async fn read_after<C: GenericClient>(
     read_reaching(client, after, limit, Reach::Horizon).await
 }
 
+/// Where a read in stream order stopped: the last stream and its version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamCursor {
+    pub stream_id: String,
+    pub stream_version: i64,
+}
+
+/// Stored rows of the log, not decoded yet, and where they end.
+pub struct StoredPage {
+    rows: Vec<Row>,
+    pub last: Option<StreamCursor>,
+}
+
+impl StoredPage {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub async fn decode<C: GenericClient>(self, client: &C) -> Result<Vec<RecordedEvent>, StoreError> {
+        decode_rows(client, self.rows).await
+    }
+}
+
+/// Up to `limit` events after `after` in stream order (each stream's
+/// events together, oldest first), only from transactions below
+/// `horizon` (a [`log_horizon`] value: all of them committed). A rebuild
+/// reads this way because each stream then folds into its final rows on
+/// its own; pages are keyed, so no transaction stays open between them.
+/// The page is decoded separately ([`StoredPage::decode`]): a reader can
+/// ask for the next page first.
+pub async fn rows_in_stream_order<C: GenericClient>(
+    client: &C,
+    after: &StreamCursor,
+    horizon: i64,
+    limit: i64,
+) -> Result<StoredPage, StoreError> {
+    let select = client
+        .prepare_cached(&format!(
+            "{SELECT_EVENTS}
+             WHERE (stream_id, stream_version) > ($1, $2) AND transaction_id < $3
+             ORDER BY stream_id, stream_version
+             LIMIT $4"
+        ))
+        .await?;
+    let rows = client
+        .query(&select, &[&after.stream_id, &after.stream_version, &horizon, &limit])
+        .await?;
+    let last = rows.last().map(|row| StreamCursor {
+        stream_id: row.get("stream_id"),
+        stream_version: row.get("stream_version"),
+    });
+    Ok(StoredPage { rows, last })
+}
+
+/// The log horizon now: every event of a transaction below it has
+/// committed, and none can still be added there.
+pub async fn log_horizon<C: GenericClient>(client: &C) -> Result<i64, StoreError> {
+    Ok(client.query_one("SELECT log_horizon()", &[]).await?.get(0))
+}
+
 /// Which events a reader reads.
 #[derive(Clone, Copy)]
 pub enum Reach {
@@ -507,13 +571,13 @@ fn decode_row(row: &Row) -> Result<RecordedEvent, StoreError> {
     let stored = warden_events::upcasters::Stored { recorded_at };
     // A stored value the JSON reader cannot take is an error, never a panic.
     let column = |name: &str| {
-        row.try_get::<_, serde_json::Value>(name)
+        row.try_get::<_, JsonText>(name)
             .map_err(|source| StoreError::Column { position, source })
     };
-    let event = codec::decode(event_type, schema_version as u32, column("payload")?, stored)
+    let event = codec::decode_json(event_type, schema_version as u32, column("payload")?.0, stored)
         .map_err(|source| StoreError::Decode { position, source })?;
     let metadata: Metadata =
-        serde_json::from_value(column("metadata")?).map_err(|source| StoreError::Metadata { position, source })?;
+        serde_json::from_slice(column("metadata")?.0).map_err(|source| StoreError::Metadata { position, source })?;
     Ok(RecordedEvent {
         position,
         transaction_id: row.get("transaction_id"),
@@ -524,6 +588,33 @@ fn decode_row(row: &Row) -> Result<RecordedEvent, StoreError> {
         metadata,
         event,
     })
+}
+
+/// The JSON text of a `json` or `jsonb` column, borrowed from its row:
+/// events decode straight from it (no `serde_json::Value` in between).
+struct JsonText<'a>(&'a [u8]);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonText<'a> {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == tokio_postgres::types::Type::JSON {
+            return Ok(JsonText(raw));
+        }
+        // jsonb's binary form: a format version (1), then the text.
+        match raw.split_first() {
+            Some((1, text)) => Ok(JsonText(text)),
+            _ => Err("unsupported jsonb format version".into()),
+        }
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        matches!(
+            *ty,
+            tokio_postgres::types::Type::JSON | tokio_postgres::types::Type::JSONB
+        )
+    }
 }
 
 /// The event log of one database, with an in-process signal that fires on
