@@ -24,8 +24,9 @@ use crate::domain::job::MachineRef;
 use crate::domain::machine::{validate_system_id, Contact, Machine, MachineCommand};
 use crate::fleet::runners::AuthenticatedRunner;
 use crate::fleet::Fleet;
-use crate::log::commands::CommandError;
+use crate::log::commands::{CommandError, Precondition};
 use crate::log::event_store::StoreError;
+use crate::platform::db::DbError;
 
 /// What this process knows about a machine beyond the log.
 struct Seen {
@@ -159,21 +160,6 @@ pub async fn touch(
         (due, new_here)
     };
     if due {
-        // A machine this process has not seen may be new to the runner:
-        // then it registers under the per-token limit.
-        let slot = match new_here {
-            true => registration_slot(fleet, runner.runner_id, machine_id).await,
-            false => Ok(None),
-        };
-        // Held (when taken) until the registration below is projected.
-        let _registration_lock = match slot {
-            Ok(lock) => lock,
-            Err(error) => {
-                // Refused: not a machine of this process either.
-                fleet.presence.seen.lock().expect("presence").remove(&machine_id);
-                return Err(error);
-            }
-        };
         let command = MachineCommand::Contact(Box::new(Contact {
             machine_id,
             runner_id: runner.runner_id,
@@ -183,10 +169,31 @@ pub async fn touch(
             at: now,
             record_every: chrono::Duration::from_std(record_every).unwrap_or(chrono::Duration::MAX),
         }));
-        let outcome = fleet
-            .commands
-            .execute::<Machine>(&StreamId::runner_machine(machine_id), &command, metadata)
-            .await;
+        let stream = StreamId::runner_machine(machine_id);
+        // A machine this process has not seen may be new to the runner:
+        // then it registers under the per-token limit.
+        let outcome = match new_here {
+            true => {
+                let limit = MachineLimit {
+                    runner_id: runner.runner_id,
+                    machine_id,
+                    limit: fleet.config.max_machines_per_token,
+                };
+                let outcome = fleet
+                    .commands
+                    .execute_guarded::<Machine>(&stream, &command, metadata, &limit)
+                    .await;
+                if outcome.is_err() {
+                    // Not registered (refused, or failed): not a machine of
+                    // this process either, so the next request goes
+                    // through the limit again.
+                    fleet.presence.seen.lock().expect("presence").remove(&machine_id);
+                    return outcome.map(|_| machine);
+                }
+                outcome
+            }
+            false => fleet.commands.execute::<Machine>(&stream, &command, metadata).await,
+        };
         if let Err(error) = outcome {
             // Try again on the next request.
             if let Some(entry) = fleet.presence.seen.lock().expect("presence").get_mut(&machine_id) {
@@ -198,52 +205,61 @@ pub async fn touch(
     Ok(machine)
 }
 
-/// For a machine not registered yet: the runner's registration lock
-/// (every instance), once it is sure the runner has room for one more
-/// machine; held until the registration is in the read model, so the next
-/// count sees it. `None` when the machine is registered already.
-async fn registration_slot(
-    fleet: &Fleet,
+/// A runner may register at most `limit` machines (not pruned). Checked
+/// in the registration's own transaction under a transaction-level lock
+/// per runner (every instance), so no two registrations of one runner
+/// both see room for one more, and the one holding the lock needs no
+/// second connection to finish.
+struct MachineLimit {
     runner_id: Uuid,
     machine_id: Uuid,
-) -> Result<Option<crate::platform::db::SessionLock>, CommandError> {
-    let registered = "SELECT EXISTS (SELECT 1 FROM runner_machines WHERE id = $1 AND pruned_at IS NULL)";
-    let connection = fleet.db.get().await.map_err(StoreError::from)?;
-    let known: bool = connection
-        .query_one(registered, &[&machine_id])
-        .await
-        .map_err(StoreError::from)?
-        .get(0);
-    drop(connection);
-    if known {
-        return Ok(None);
-    }
-    let key = crate::log::follower::advisory_key(&format!("machine-registration:{runner_id}"));
-    let lock = crate::platform::db::SessionLock::take(&fleet.db, key)
+    limit: u32,
+}
+
+/// How long a registration waits for its runner's registration lock.
+const REGISTRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[async_trait::async_trait]
+impl Precondition for MachineLimit {
+    async fn check(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), CommandError> {
+        let key = crate::log::follower::advisory_key(&format!("machine-registration:{}", self.runner_id));
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            REGISTRATION_LOCK_WAIT.as_millis()
+        ))
         .await
         .map_err(StoreError::from)?;
-    let connection = fleet.db.get().await.map_err(StoreError::from)?;
-    let (known, count): (bool, i64) = {
-        let row = connection
+        let locked = tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await;
+        if let Err(error) = locked {
+            return Err(match error.code() {
+                Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                    StoreError::Db(DbError::LockTimedOut(REGISTRATION_LOCK_WAIT))
+                }
+                _ => StoreError::from(error),
+            }
+            .into());
+        }
+        let row = tx
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM runner_machines WHERE id = $1 AND pruned_at IS NULL),
                         (SELECT count(*) FROM runner_machines WHERE runner_id = $2 AND pruned_at IS NULL)",
-                &[&machine_id, &runner_id],
+                &[&self.machine_id, &self.runner_id],
             )
             .await
             .map_err(StoreError::from)?;
-        (row.get(0), row.get(1))
-    };
-    if !known && count >= i64::from(fleet.config.max_machines_per_token) {
-        return Err(crate::domain::DomainError::Conflict {
-            code: crate::domain::ErrorCode::TooManyMachines,
-            message: format!(
-                "this runner token has {count} machines, the most allowed (runners.max_machines_per_token);                  unused machines are pruned after runners.machine_retention"
-            ),
+        let (known, count): (bool, i64) = (row.get(0), row.get(1));
+        if !known && count >= i64::from(self.limit) {
+            return Err(crate::domain::DomainError::Conflict {
+                code: crate::domain::ErrorCode::TooManyMachines,
+                message: format!(
+                    "this runner token has {count} machines, the most allowed (runners.max_machines_per_token); \
+                     unused machines are pruned after runners.machine_retention"
+                ),
+            }
+            .into());
         }
-        .into());
+        Ok(())
     }
-    Ok(Some(lock))
 }
 
 /// The priority a machine registered with (Project-W `register`).

@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
 use rand::Rng;
-use warden_events::{Event, Metadata, StreamId};
+use warden_events::{Event, Metadata, RecordedEvent, StreamId};
 
 use crate::domain::{Aggregate, DomainError};
-use crate::log::event_store::{Appended, EventStore, ExpectedVersion, StoreError};
+use crate::log::event_store::{self, Appended, EventStore, ExpectedVersion, StoreError};
 use crate::log::projection_runner::ProjectionRunner;
 use crate::log::state_cache::StateCache;
 
@@ -24,6 +26,16 @@ pub enum CommandError {
     Domain(#[from] DomainError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A condition beyond the stream that must still hold when a command's
+/// events commit (e.g. a runner's machine limit), checked in the append's
+/// own transaction, typically under a transaction-level advisory lock: the
+/// check, the load and the append then share one connection, so those
+/// waiting for the lock cannot starve its holder of connections.
+#[async_trait]
+pub trait Precondition: Sync {
+    async fn check(&self, tx: &Transaction<'_>) -> Result<(), CommandError>;
 }
 
 /// The result of a command that was accepted.
@@ -71,16 +83,109 @@ impl CommandService {
     /// earlier command plus the events appended since, or the whole
     /// stream.
     pub async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<(A, ExpectedVersion), StoreError> {
-        let (mut state, mut version) = self.states.get::<A>(stream).unwrap_or_default();
+        let (state, version) = self.states.get::<A>(stream).unwrap_or_default();
         let newer = self.store.read_stream_after(stream, version).await?;
-        for recorded in &newer {
+        Ok(self.fold_newer(stream, state, version, &newer))
+    }
+
+    /// The kept `state` at `version` brought up to date with `newer`.
+    fn fold_newer<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        mut state: A,
+        mut version: i64,
+        newer: &[RecordedEvent],
+    ) -> (A, ExpectedVersion) {
+        for recorded in newer {
             if let Some(event) = A::select(&recorded.event) {
                 state.evolve(event);
             }
             version = recorded.stream_version;
         }
         self.states.put(stream, &state, version);
-        Ok((state, ExpectedVersion(version)))
+        (state, ExpectedVersion(version))
+    }
+
+    /// Like [`Self::execute`], in one transaction that first checks
+    /// `precondition`, then loads the stream, decides and appends.
+    pub async fn execute_guarded<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        command: &A::Command,
+        metadata: &Metadata,
+        precondition: &dyn Precondition,
+    ) -> Result<Executed<A>, CommandError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut connection = self.store.database().get().await.map_err(StoreError::from)?;
+            let tx = connection.transaction().await.map_err(StoreError::from)?;
+            precondition.check(&tx).await?;
+            let (kept, version) = self.states.get::<A>(stream).unwrap_or_default();
+            let newer = event_store::read_stream_after(&tx, stream, version).await?;
+            let (state, expected) = self.fold_newer(stream, kept, version, &newer);
+            let events = state.decide(command)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    state,
+                    appended: None,
+                    events,
+                });
+            }
+            let logged: Vec<Event> = events.iter().cloned().map(Into::into).collect();
+            let appended = match event_store::append_in(&tx, stream, expected, logged, metadata).await {
+                Ok(appended) => {
+                    tx.commit().await.map_err(StoreError::from)?;
+                    self.store.signal_append();
+                    Ok(appended)
+                }
+                Err(error) => {
+                    // Not held over the pause before the next attempt.
+                    drop(tx);
+                    Err(error)
+                }
+            };
+            drop(connection);
+            if let Some(executed) = self.settle(stream, state, events, appended, attempt).await? {
+                return Ok(executed);
+            }
+        }
+    }
+
+    /// After an append: the executed command, or `None` to decide again
+    /// (a conflict, with attempts left, after a short jittered pause).
+    async fn settle<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        mut state: A,
+        events: Vec<A::Event>,
+        appended: Result<Appended, StoreError>,
+        attempt: u32,
+    ) -> Result<Option<Executed<A>>, CommandError> {
+        let aggregate = crate::platform::metrics::labels([("aggregate", stream.category())]);
+        let metrics = crate::platform::metrics::global();
+        match appended {
+            Ok(appended) => {
+                metrics.appends.get_or_create(&aggregate).inc();
+                events.iter().for_each(|event| state.evolve(event));
+                self.states.put(stream, &state, appended.version);
+                Ok(Some(Executed {
+                    state,
+                    appended: Some(appended),
+                    events,
+                }))
+            }
+            Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                metrics.append_conflicts.get_or_create(&aggregate).inc();
+                self.states.forget(stream);
+                // Someone else wrote this stream in between: decide again
+                // on fresh state.
+                let pause = rand::thread_rng().gen_range(1..=(5 * attempt as u64));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Runs `command` against `stream`.
@@ -115,7 +220,7 @@ impl CommandService {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut state, expected) = if fresh_stream && attempt == 1 {
+            let (state, expected) = if fresh_stream && attempt == 1 {
                 (A::default(), ExpectedVersion::NO_STREAM)
             } else {
                 self.load::<A>(stream).await?
@@ -129,28 +234,9 @@ impl CommandService {
                 });
             }
             let logged: Vec<Event> = events.iter().cloned().map(Into::into).collect();
-            let aggregate = crate::platform::metrics::labels([("aggregate", stream.category())]);
-            let metrics = crate::platform::metrics::global();
-            match self.store.append(stream, expected, logged, metadata).await {
-                Ok(appended) => {
-                    metrics.appends.get_or_create(&aggregate).inc();
-                    events.iter().for_each(|event| state.evolve(event));
-                    self.states.put(stream, &state, appended.version);
-                    return Ok(Executed {
-                        state,
-                        appended: Some(appended),
-                        events,
-                    });
-                }
-                Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
-                    metrics.append_conflicts.get_or_create(&aggregate).inc();
-                    self.states.forget(stream);
-                    // Someone else wrote this stream in between: decide
-                    // again on fresh state, after a short jittered pause.
-                    let pause = rand::thread_rng().gen_range(1..=(5 * attempt as u64));
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                Err(error) => return Err(error.into()),
+            let appended = self.store.append(stream, expected, logged, metadata).await;
+            if let Some(executed) = self.settle(stream, state, events, appended, attempt).await? {
+                return Ok(executed);
             }
         }
     }

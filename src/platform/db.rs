@@ -270,9 +270,11 @@ const SESSION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 
 impl SessionLock {
     /// Waits for the lock without holding a pooled connection meanwhile:
-    /// whoever holds it may need one more connection to finish (measured:
-    /// a burst of registrations of one runner token, larger than the pool,
-    /// stalled for the whole lock timeout when waiters held theirs).
+    /// whoever holds it may need one more connection to finish (measured
+    /// when machine registrations still used this lock: a burst larger than
+    /// the pool stalled for the whole lock timeout when waiters held
+    /// theirs). A check that can run inside the change's own transaction
+    /// is better off with `commands::Precondition`.
     pub async fn take(db: &Database, key: i64) -> Result<SessionLock, DbError> {
         let deadline = tokio::time::Instant::now() + SESSION_LOCK_WAIT;
         let mut pause = std::time::Duration::from_millis(1);

@@ -590,6 +590,46 @@ async fn a_burst_of_registrations_larger_than_the_pool_goes_through() {
     std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
 
+/// As many runners as the pool has connections, and more, each
+/// registering its first machine at once: a registration must finish on
+/// the one connection it holds while it checks the runner's machine
+/// limit, or every one of them waits for a second connection that
+/// nobody returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_registrations_of_more_runners_than_the_pool_go_through() {
+    // The test pool has 24 connections.
+    const RUNNERS: usize = 40;
+    let app = std::sync::Arc::new(TestApp::start().await);
+    let admin = app.admin_token().await;
+    let mut tokens = Vec::new();
+    for _ in 0..RUNNERS {
+        tokens.push(app.create_runner(&admin).await.1);
+    }
+    let started = std::time::Instant::now();
+    let attempts: Vec<_> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(n, token)| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.post_json(
+                    &token,
+                    "/api/runners/verify",
+                    serde_json::json!({"system_id": format!("s_first_{n}")}),
+                )
+                .await
+                .status()
+            })
+        })
+        .collect();
+    for attempt in attempts {
+        assert_eq!(attempt.await.unwrap(), StatusCode::OK);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{RUNNERS} registrations took {took:?}");
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}
+
 /// One runner token cannot register unlimited machines, not even with
 /// many registrations at once; known machines keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
