@@ -208,11 +208,25 @@ pub async fn assign_next(
     metadata: &Metadata,
     better_placed: &[Entry],
 ) -> Result<Assignment, CommandError> {
-    if let Some(job) = current_job(fleet, taker.machine.machine_id).await? {
-        return Ok(Assignment::Busy(job));
-    }
-    for _ in 0..ROUNDS {
-        let mut candidates = queued_candidates(fleet, &taker.tags, taker.kind).await?;
+    for round in 0..ROUNDS {
+        let connection = fleet.db.get().await.map_err(StoreError::from)?;
+        let mut candidates = if round == 0 {
+            // The machine's current job and the head of the queue: two
+            // reads, one round trip.
+            let machine = taker.machine.machine_id.to_string();
+            let (current, candidates) = futures_util::future::join(
+                claims::owner_of(&connection, claims::MACHINE_JOB, &machine),
+                queued_candidates(fleet, &connection, &taker.tags, taker.kind),
+            )
+            .await;
+            if let Some(job) = current?.and_then(|stream| stream.id()) {
+                return Ok(Assignment::Busy(job));
+            }
+            candidates?
+        } else {
+            queued_candidates(fleet, &connection, &taker.tags, taker.kind).await?
+        };
+        drop(connection);
         if !better_placed.is_empty() {
             candidates = leave_to_better_placed(fleet, candidates, taker.kind, better_placed).await?;
         }
@@ -231,9 +245,13 @@ pub async fn assign_next(
     Ok(Assignment::NoJob)
 }
 
-async fn queued_candidates(fleet: &Fleet, tags: &[String], kind: JobKind) -> Result<Vec<Uuid>, StoreError> {
+async fn queued_candidates(
+    fleet: &Fleet,
+    connection: &crate::platform::db::Connection,
+    tags: &[String],
+    kind: JobKind,
+) -> Result<Vec<Uuid>, StoreError> {
     let in_flight = fleet.assigning.snapshot();
-    let connection = fleet.db.get().await?;
     let select = connection
         // An ordered walk of the queue index (see migration V4).
         .prepare_cached("SELECT queue_head($1, $2, $3, $4)")
@@ -324,52 +342,58 @@ async fn try_assign(fleet: &Fleet, taker: &Taker, job_id: Uuid, metadata: &Metad
     let stream = StreamId::job(job_id);
     let mut connection = fleet.db.get().await.map_err(StoreError::from)?;
     let tx = connection.transaction().await.map_err(StoreError::from)?;
-    // Reserve the job like SKIP LOCKED would, but with an advisory lock:
-    // it is not a write, so the transaction still has no id when it loads
-    // the stream below (the log's per-stream order relies on that, see
-    // event_store). Whoever holds it is assigning the job right now.
-    let reserve = tx
-        .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
-        .await
-        .map_err(StoreError::from)?;
-    let reserved: bool = tx
-        .query_one(&reserve, &[&reservation_key(job_id)])
-        .await
-        .map_err(StoreError::from)?
-        .get(0);
-    if !reserved {
+    // Four statements, sent together (one round trip) and run by
+    // PostgreSQL one after the other, in this order:
+    // 1. Reserve the job like SKIP LOCKED would, but with an advisory lock:
+    //    it is not a write, so the transaction still has no id when it
+    //    loads the stream (the log's per-stream order relies on that, see
+    //    event_store). Whoever holds it is assigning the job right now.
+    // 2. The job's stream.
+    // 3. The runner's assignment lock, shared with other assignments,
+    //    exclusive with the runner projection applying a pause or
+    //    invalidation (see warden_projections::runners): once such a change
+    //    has answered, no assignment that saw the runner available can
+    //    still commit. Not a write either. A statement of its own: a
+    //    statement's snapshot is taken before it waits, so reading
+    //    `runners` in the same statement could see the runner as it was
+    //    before the pause it waited for.
+    // 4. Whether the runner is available: a statement that starts once
+    //    the lock is granted, so (READ COMMITTED) it sees everything
+    //    committed by then.
+    // A lost reservation or a job no longer queued makes 2-4 wasted reads
+    // (the locks go with the transaction); they are not writes.
+    let runner_id = taker.machine.runner_id;
+    let (reserve, lock, available) = (
+        prepared(&tx, "SELECT pg_try_advisory_xact_lock($1)").await?,
+        prepared(&tx, "SELECT pg_advisory_xact_lock_shared($1)").await?,
+        prepared(
+            &tx,
+            "SELECT status = 'active' AND NOT paused FROM runners WHERE id = $1",
+        )
+        .await?,
+    );
+    // `join4` polls in order and 1, 3 and 4 are prepared already, so
+    // they go out in this order (what matters: 4 after 3). The stream
+    // read may go out after them on a cold statement cache; harmless.
+    let (reserved, history, locked, runner) = futures_util::future::join4(
+        tx.query_one(&reserve, &[&reservation_key(job_id)]),
+        event_store::read_stream(&tx, &stream),
+        tx.execute(&lock, &[&assignment_lock_key(runner_id)]),
+        tx.query_opt(&available, &[&runner_id]),
+    )
+    .await;
+    if !reserved.map_err(StoreError::from)?.get::<_, bool>(0) {
         return Ok(Attempt::Lost);
     }
-    let history = event_store::read_stream(&tx, &stream).await?;
+    let history = history?;
     let expected = ExpectedVersion(history.last().map_or(0, |e| e.stream_version));
     let job = Job::from_history(&history);
     if !matches!(job, Job::Queued(_)) {
         return Ok(Attempt::Lost); // the read model was behind
     }
     let events = job.decide(&JobCommand::Assign(taker.machine, taker.kind))?;
-    // Shared with other assignments, exclusive with the runner projection
-    // applying a pause or invalidation (see warden_projections::runners):
-    // once such a change has answered, no assignment that saw the runner
-    // available can still commit. Not a write either. The lock is taken in
-    // a statement of its own: a statement's snapshot is taken before it
-    // waits, so reading `runners` in the same statement could see the
-    // runner as it was before the pause it waited for (READ COMMITTED:
-    // the next statement sees everything committed by then).
-    let lock = tx
-        .prepare_cached("SELECT pg_advisory_xact_lock_shared($1)")
-        .await
-        .map_err(StoreError::from)?;
-    tx.execute(&lock, &[&assignment_lock_key(taker.machine.runner_id)])
-        .await
-        .map_err(StoreError::from)?;
-    let available = tx
-        .prepare_cached("SELECT status = 'active' AND NOT paused FROM runners WHERE id = $1")
-        .await
-        .map_err(StoreError::from)?;
-    let runner = tx
-        .query_opt(&available, &[&taker.machine.runner_id])
-        .await
-        .map_err(StoreError::from)?;
+    locked.map_err(StoreError::from)?;
+    let runner = runner.map_err(StoreError::from)?;
     if !runner.is_some_and(|row| row.get::<_, bool>(0)) {
         return Ok(Attempt::Done(Assignment::RunnerUnavailable));
     }
@@ -393,6 +417,11 @@ async fn try_assign(fleet: &Fleet, taker: &Taker, job_id: Uuid, metadata: &Metad
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// `sql` prepared on `tx` through the connection's statement cache.
+async fn prepared(tx: &deadpool_postgres::Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+    Ok(tx.prepare_cached(sql).await?)
 }
 
 /// Advisory lock key reserving a job during its assignment.
