@@ -356,14 +356,6 @@ pub struct StoredPage {
 }
 
 impl StoredPage {
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     pub async fn decode<C: GenericClient>(self, client: &C) -> Result<Vec<RecordedEvent>, StoreError> {
         decode_rows(client, self.rows).await
     }
