@@ -257,3 +257,45 @@ async fn replay_keeps_changes_committed_above_the_log_horizon() {
     open.rollback().await.unwrap();
     app.stop().await;
 }
+
+/// A log holding an event of a newer release (a rolling upgrade not
+/// finished): replay refuses with the event's position and type, leaves
+/// the live read models as they were, and leaves no scratch schema behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_refuses_a_log_it_cannot_read_and_changes_nothing() {
+    let app = busy_app().await;
+    let client = app.db.client().await;
+    client
+        .execute(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+             VALUES ($1, 1, $2, 'RunnerRetired', 1, '{\"from\": \"the future\"}',
+                     '{\"actor\": {\"kind\": \"system\", \"component\": \"v9\"}, \"correlation_id\": \"00000000-0000-0000-0000-000000000000\"}')",
+            &[&format!("runner-{}", uuid::Uuid::now_v7()), &uuid::Uuid::now_v7()],
+        )
+        .await
+        .unwrap();
+    let snapshot = "SELECT (SELECT count(*) FROM runners), (SELECT count(*) FROM jobs), (SELECT count(*) FROM users)";
+    let before: (i64, i64, i64) = {
+        let row = client.query_one(snapshot, &[]).await.unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    for verify in [false, true] {
+        let error = warden::log::replay::run(&app.db.db, verify, false)
+            .await
+            .expect_err("a log with an unknown event type cannot be replayed");
+        assert!(error.to_string().contains("RunnerRetired"), "{error}");
+    }
+    let after: (i64, i64, i64) = {
+        let row = client.query_one(snapshot, &[]).await.unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(after, before);
+    let scratch: i64 = client
+        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'replay\\_%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scratch, 0, "the scratch schema is dropped on failure");
+    drop(client);
+    app.stop().await;
+}
