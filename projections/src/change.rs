@@ -149,8 +149,9 @@ fn statement(change: &Change) -> (String, Vec<Param<'_>>) {
                 };
                 assignments.push(format!("{column} = {expression}"));
             }
+            assignments.push("version = $2".to_owned());
             let sql = format!(
-                "UPDATE {table} SET {}, version = $2 WHERE {key_column} = $1 AND version < $2",
+                "UPDATE {table} SET {} WHERE {key_column} = $1 AND version < $2",
                 assignments.join(", ")
             );
             (sql, params)
@@ -263,5 +264,52 @@ impl From<&Vec<String>> for Value {
 impl<T: Into<Value>> From<Option<T>> for Value {
     fn from(value: Option<T>) -> Value {
         value.map_or(Value::Null, Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_and_inserts_become_version_guarded_statements() {
+        let key = Uuid::now_v7();
+        let update = Change::Update {
+            table: "things",
+            key: ("owner", key),
+            version: 4,
+            set: vec![
+                ("name", Assign::To("x".into())),
+                ("old_name", Assign::CopyOf("name")),
+                ("count", Assign::Increment),
+                ("gone_at", Assign::IfNull(Value::BigInt(7))),
+            ],
+        };
+        let (sql, params) = statement(&update);
+        assert_eq!(
+            sql,
+            "UPDATE things SET name = $3, old_name = name, count = count + 1, gone_at = coalesce(gone_at, $4), \
+             version = $2 WHERE owner = $1 AND version < $2"
+        );
+        assert_eq!(params.len(), 4);
+
+        let insert = Change::Insert {
+            table: "things",
+            row: vec![("id", key.into()), ("name", "x".into()), ("version", 1i64.into())],
+            on_conflict: OnConflict::ReplaceOlder,
+        };
+        let (sql, params) = statement(&insert);
+        assert_eq!(
+            sql,
+            "INSERT INTO things (id, name, version) VALUES ($1, $2, $3) ON CONFLICT (id) \
+             DO UPDATE SET name = EXCLUDED.name, version = EXCLUDED.version WHERE things.version < EXCLUDED.version"
+        );
+        assert_eq!(params.len(), 3);
+        let (sql, _) = statement(&Change::Insert {
+            table: "things",
+            row: vec![("id", key.into())],
+            on_conflict: OnConflict::Keep,
+        });
+        assert!(sql.ends_with("ON CONFLICT (id) DO NOTHING"), "{sql}");
     }
 }
