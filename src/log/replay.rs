@@ -196,42 +196,42 @@ impl Scratch {
     }
 }
 
+/// A page of the log being decoded on a task of its own.
+type Decoding = tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
+
 /// Sends the log below `horizon` page by page in stream order, then an
-/// empty page; stops early if the receiver is gone. The next page is
-/// fetched while this one is decoded (both on one connection, pipelined).
-async fn read_ahead(
-    db: Database,
-    horizon: i64,
-    pages: tokio::sync::mpsc::Sender<Result<Vec<RecordedEvent>, StoreError>>,
-) {
+/// empty page; stops early if the receiver is gone. Each page is decoded
+/// on a task of its own while the next one is fetched, so pages decode on
+/// every core; the receiver awaits them in order.
+async fn read_ahead(db: Database, horizon: i64, pages: tokio::sync::mpsc::Sender<Decoding>) {
+    let ready = |outcome| tokio::spawn(async move { outcome });
     let connection = match db.get().await {
-        Ok(connection) => connection,
+        Ok(connection) => std::sync::Arc::new(connection),
         Err(error) => {
-            let _ = pages.send(Err(error.into())).await;
+            let _ = pages.send(ready(Err(error.into()))).await;
             return;
         }
     };
-    let connection = &connection;
-    let fetch = |after: StreamCursor| async move {
-        event_store::rows_in_stream_order(connection, &after, horizon, BATCH).await
-    };
-    let mut fetched = fetch(StreamCursor::default()).await;
+    let mut after = StreamCursor::default();
     loop {
-        let page = match fetched {
+        let page = match event_store::rows_in_stream_order(&*connection, &after, horizon, BATCH).await {
             Ok(page) => page,
             Err(error) => {
-                let _ = pages.send(Err(error)).await;
+                let _ = pages.send(ready(Err(error))).await;
                 return;
             }
         };
         let Some(last) = page.last.clone() else {
-            let _ = pages.send(Ok(Vec::new())).await;
+            let _ = pages.send(ready(Ok(Vec::new()))).await;
             return;
         };
-        let (next, decoded) = tokio::join!(fetch(last), page.decode(connection));
-        fetched = next;
-        let failed = decoded.is_err();
-        if pages.send(decoded).await.is_err() || failed {
+        after = last;
+        // Decoding reads the personal-data keys on the same connection.
+        let decoding = {
+            let connection = connection.clone();
+            tokio::spawn(async move { page.decode(&*connection).await })
+        };
+        if pages.send(decoding).await.is_err() {
             return;
         }
     }
@@ -355,7 +355,8 @@ async fn fold_log(
         *total += clock.elapsed().as_secs_f64();
         clock = Instant::now();
     };
-    while let Some(page) = next_page.recv().await {
+    while let Some(decoding) = next_page.recv().await {
+        let page = decoding.await.expect("decoding a page does not panic");
         lap(&mut waiting);
         let page = page?;
         if page.is_empty() {
