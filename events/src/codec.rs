@@ -125,6 +125,11 @@ mod tests {
         assert_eq!(back, event);
         let from_text = decode_json(stored.event_type, stored.schema_version, &text, self::stored()).unwrap();
         assert_eq!(from_text, event);
+        // Only space may follow the payload, as with serde_json::from_slice.
+        let padded = [&text[..], b" \n"].concat();
+        assert!(decode_json(stored.event_type, stored.schema_version, &padded, self::stored()).is_ok());
+        let trailing = [&text[..], b" x"].concat();
+        assert!(decode_json(stored.event_type, stored.schema_version, &trailing, self::stored()).is_err());
     }
 
     #[test]

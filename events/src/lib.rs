@@ -98,25 +98,31 @@ macro_rules! events {
                 event_type: &str,
                 payload: serde_json::Value,
             ) -> Option<Result<Event, serde_json::Error>> {
-                match event_type {
-                    $($(stringify!($variant) => Some(
-                        serde_json::from_value::<$ty>(payload).map(|e| Event::$group($group_enum::$variant(e))),
-                    ),)*)*
-                    _ => None,
-                }
+                Self::deserialize_payload(event_type, payload)
             }
-        }
 
-        impl Event {
             /// [`Event::from_payload`] straight from the payload's JSON
             /// text, without building a `serde_json::Value` first.
             pub fn from_payload_json(
                 event_type: &str,
                 payload: &[u8],
             ) -> Option<Result<Event, serde_json::Error>> {
+                let mut text = serde_json::Deserializer::from_slice(payload);
+                let event = Self::deserialize_payload(event_type, &mut text)?;
+                // As `serde_json::from_slice`: nothing but space may follow.
+                Some(event.and_then(|event| text.end().map(|()| event)))
+            }
+
+            /// The event of type `event_type` from any serde source of its
+            /// current-version payload.
+            fn deserialize_payload<'de, D: serde::Deserializer<'de>>(
+                event_type: &str,
+                payload: D,
+            ) -> Option<Result<Event, D::Error>> {
                 match event_type {
                     $($(stringify!($variant) => Some(
-                        serde_json::from_slice::<$ty>(payload).map(|e| Event::$group($group_enum::$variant(e))),
+                        <$ty as serde::Deserialize>::deserialize(payload)
+                            .map(|e| Event::$group($group_enum::$variant(e))),
                     ),)*)*
                     _ => None,
                 }
