@@ -183,12 +183,12 @@ pub async fn touch(
                     .commands
                     .execute_guarded::<Machine>(&stream, &command, metadata, &limit)
                     .await;
-                if outcome.is_err() {
+                if let Err(error) = outcome {
                     // Not registered (refused, or failed): not a machine of
                     // this process either, so the next request goes
                     // through the limit again.
                     fleet.presence.seen.lock().expect("presence").remove(&machine_id);
-                    return outcome.map(|_| machine);
+                    return Err(error);
                 }
                 outcome
             }

@@ -47,6 +47,17 @@ pub struct Executed<A: Aggregate> {
     pub events: Vec<A::Event>,
 }
 
+impl<A: Aggregate> Executed<A> {
+    /// A command that changed nothing (it decided on no events).
+    fn unchanged(state: A) -> Self {
+        Executed {
+            state,
+            appended: None,
+            events: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct CommandService {
     store: EventStore,
@@ -126,11 +137,7 @@ impl CommandService {
             let (state, expected) = self.fold_newer(stream, kept, version, &newer);
             let events = state.decide(command)?;
             if events.is_empty() {
-                return Ok(Executed {
-                    state,
-                    appended: None,
-                    events,
-                });
+                return Ok(Executed::unchanged(state));
             }
             let logged: Vec<Event> = events.iter().cloned().map(Into::into).collect();
             let appended = match event_store::append_in(&tx, stream, expected, logged, metadata).await {
@@ -227,11 +234,7 @@ impl CommandService {
             };
             let events = state.decide(command)?;
             if events.is_empty() {
-                return Ok(Executed {
-                    state,
-                    appended: None,
-                    events,
-                });
+                return Ok(Executed::unchanged(state));
             }
             let logged: Vec<Event> = events.iter().cloned().map(Into::into).collect();
             let appended = self.store.append(stream, expected, logged, metadata).await;
