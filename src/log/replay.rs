@@ -119,11 +119,11 @@ impl Scratch {
         self.connection.as_mut().expect("present until dropped")
     }
 
-    /// Each table's columns, defaults and types, as the fold and `COPY`
-    /// need them.
-    async fn shapes(&mut self) -> Result<Vec<(TableShape, Vec<Type>)>, ReplayError> {
+    /// Each table's columns and defaults, as the fold needs them, and in
+    /// the same order their columns' types, as `COPY` writes them.
+    async fn shapes(&mut self) -> Result<(Vec<TableShape>, Vec<Vec<Type>>), ReplayError> {
         let schema = self.schema.clone();
-        let mut shapes = Vec::new();
+        let (mut shapes, mut column_types) = (Vec::new(), Vec::new());
         for table in self.tables.clone() {
             let columns = self
                 .connection()
@@ -158,16 +158,14 @@ impl Scratch {
             let defaults = (0..names.len())
                 .map(|i| row.try_get::<_, Value>(i))
                 .collect::<Result<Vec<_>, _>>()?;
-            shapes.push((
-                TableShape {
-                    name: table.to_owned(),
-                    columns: names,
-                    defaults,
-                },
-                types,
-            ));
+            shapes.push(TableShape {
+                name: table.to_owned(),
+                columns: names,
+                defaults,
+            });
+            column_types.push(types);
         }
-        Ok(shapes)
+        Ok((shapes, column_types))
     }
 
     /// The primary keys, built once the rows are in (the catch-up and
@@ -251,9 +249,6 @@ async fn primary_key_columns<C: GenericClient>(client: &C, table: &str) -> Resul
     columns.ok_or_else(|| ReplayError::NoPrimaryKey(table.to_owned()))
 }
 
-/// A table's shape and its columns' types, as `COPY` writes them.
-type CopyShape = (TableShape, Vec<Type>);
-
 /// Rebuilt rows waiting for their `COPY`, per table; full batches go to a
 /// copier on a connection of its own, so folding goes on meanwhile.
 struct CopyBuffers {
@@ -266,7 +261,8 @@ impl CopyBuffers {
     fn start(
         db: &Database,
         schema: String,
-        shapes: std::sync::Arc<Vec<CopyShape>>,
+        shapes: std::sync::Arc<[TableShape]>,
+        column_types: Vec<Vec<Type>>,
     ) -> (Self, tokio::task::JoinHandle<Result<(), ReplayError>>) {
         let rows = shapes.iter().map(|_| Vec::new()).collect();
         let (copier, mut batches) = tokio::sync::mpsc::channel::<(usize, Vec<Vec<Value>>)>(2);
@@ -274,8 +270,7 @@ impl CopyBuffers {
         let handle = tokio::spawn(async move {
             let mut connection = db.get().await.map_err(StoreError::from)?;
             while let Some((table, rows)) = batches.recv().await {
-                let (shape, types) = &shapes[table];
-                copy_in(&mut connection, &schema, shape, types, &rows).await?;
+                copy_in(&mut connection, &schema, &shapes[table], &column_types[table], &rows).await?;
             }
             Ok(())
         });
@@ -339,10 +334,10 @@ async fn fold_log(
     progress: &ProgressBar,
     steps: &mut Vec<(&'static str, f64)>,
 ) -> Result<(LogCursor, u64), ReplayError> {
-    let shapes = std::sync::Arc::new(scratch.shapes().await?);
-    let (mut buffers, copier) = CopyBuffers::start(db, scratch.schema.clone(), shapes.clone());
-    let tables: Vec<TableShape> = shapes.iter().map(|(shape, _)| shape.clone()).collect();
-    let mut fold = StreamFold::new(&tables);
+    let (shapes, column_types) = scratch.shapes().await?;
+    let shapes: std::sync::Arc<[TableShape]> = shapes.into();
+    let (mut buffers, copier) = CopyBuffers::start(db, scratch.schema.clone(), shapes.clone(), column_types);
+    let mut fold = StreamFold::new(&shapes);
     let (pages, mut next_page) = tokio::sync::mpsc::channel(2);
     let reader = tokio::spawn(read_ahead(db.clone(), horizon, pages));
     let mut stream: Option<String> = None;
