@@ -277,6 +277,13 @@ impl CopyBuffers {
         (CopyBuffers { rows, copier }, handle)
     }
 
+    /// Takes the folded stream's final rows, leaving the fold empty.
+    fn take_from(&mut self, fold: &mut StreamFold<'_>) {
+        for (table, row) in fold.finish() {
+            self.rows[table].push(row);
+        }
+    }
+
     /// Hands over the tables with at least `at_least` rows waiting; false
     /// if the copier stopped (its handle says why).
     async fn flush(&mut self, at_least: usize) -> bool {
@@ -360,9 +367,7 @@ async fn fold_log(
         for event in &page {
             if stream.as_deref() != Some(event.stream_id.as_str()) {
                 // The previous stream's rows are final.
-                for (table, row) in fold.finish() {
-                    buffers.rows[table].push(row);
-                }
+                buffers.take_from(&mut fold);
                 stream = Some(event.stream_id.as_str().to_owned());
             }
             for projection in projections {
@@ -385,9 +390,7 @@ async fn fold_log(
     }
     drop(next_page);
     reader.await.expect("the log reader does not panic");
-    for (table, row) in fold.finish() {
-        buffers.rows[table].push(row);
-    }
+    buffers.take_from(&mut fold);
     buffers.flush(1).await;
     drop(buffers);
     copier.await.expect("the copier does not panic")?;
