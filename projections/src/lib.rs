@@ -140,11 +140,6 @@ pub async fn apply_inline(tx: &Transaction<'_>, event: &RecordedEvent) -> Result
 }
 
 /// Every projector warden runs, in the order they are applied.
-pub fn all() -> Vec<Box<dyn Projection>> {
-    vec![
-        Box::new(users::UserProjection),
-        Box::new(runners::RunnerProjection),
-        Box::new(machines::MachineProjection),
-        Box::new(jobs::JobProjection),
-    ]
+pub fn all() -> &'static [&'static dyn Projection] {
+    &PROJECTORS
 }

@@ -46,7 +46,7 @@ const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A projector as a log consumer: apply the batch, then the checkpoint.
 struct Projector {
-    projection: Box<dyn Projection>,
+    projection: &'static dyn Projection,
     /// Every commit flushed (read replicas are configured: they see a
     /// commit only once it is flushed), not only the projection's own.
     durable: bool,
@@ -157,10 +157,10 @@ pub struct ProjectionRunner {
 impl ProjectionRunner {
     /// `durable_commits`: every projector flushes its commits (for read
     /// replicas, see `platform::replicas`).
-    pub fn new(store: EventStore, projections: Vec<Box<dyn Projection>>, durable_commits: bool) -> Arc<Self> {
+    pub fn new(store: EventStore, projections: &[&'static dyn Projection], durable_commits: bool) -> Arc<Self> {
         let projectors = projections
-            .into_iter()
-            .map(|projection| {
+            .iter()
+            .map(|&projection| {
                 let projector = Projector {
                     projection,
                     durable: durable_commits,

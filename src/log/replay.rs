@@ -89,7 +89,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    async fn create(db: &Database, projections: &[Box<dyn Projection>]) -> Result<Scratch, ReplayError> {
+    async fn create(db: &Database, projections: &[&dyn Projection]) -> Result<Scratch, ReplayError> {
         let connection = db.get().await.map_err(StoreError::from)?;
         // Statements cached under another search path would still write to
         // the tables they were prepared for.
@@ -508,9 +508,8 @@ impl Steps {
 pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<ReplayReport, ReplayError> {
     let projections = warden_projections::all();
     let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
-    let all: Vec<&dyn Projection> = projections.iter().map(|p| p.as_ref()).collect();
     let started = Instant::now();
-    let mut scratch = Scratch::create(db, &projections).await?;
+    let mut scratch = Scratch::create(db, projections).await?;
     let outcome = async {
         let total: i64 = scratch
             .connection()
@@ -520,7 +519,8 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
         let progress = progress_bar(total as u64, show_progress);
         let horizon = event_store::log_horizon(scratch.connection()).await?;
         let mut steps = Steps::start();
-        let (rebuilt_to, mut events) = fold_log(db, &mut scratch, &all, horizon, &progress, &mut steps.list).await?;
+        let (rebuilt_to, mut events) =
+            fold_log(db, &mut scratch, projections, horizon, &progress, &mut steps.list).await?;
         steps.done("fold and copy");
         scratch.add_primary_keys().await?;
         steps.done("primary keys");
@@ -541,12 +541,12 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
         .await?;
         let mut differences = Vec::new();
         // Up to the horizon: where the projectors' checkpoints may be set.
-        let end = catch_up(&tx, &all, rebuilt_to, Reach::Horizon, &mut events).await?;
+        let end = catch_up(&tx, projections, rebuilt_to, Reach::Horizon, &mut events).await?;
         // Then what the live tables also show: every committed event.
-        catch_up(&tx, &all, end, Reach::Committed, &mut events).await?;
+        catch_up(&tx, projections, end, Reach::Committed, &mut events).await?;
         steps.done("lock and catch up");
         if verify {
-            for projection in &projections {
+            for projection in projections {
                 for table in projection.tables() {
                     if let Some(difference) = compare(&tx, &schema, table).await? {
                         differences.push(difference);
@@ -556,7 +556,7 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
             tx.rollback().await?;
             steps.done("compare");
         } else {
-            for projection in &projections {
+            for projection in projections {
                 for table in projection.tables() {
                     swap_in(&tx, &schema, table).await?;
                 }

@@ -217,7 +217,7 @@ impl TestDb {
         let mut client = self.client().await;
         let projections = warden::projections::all();
         let tx = client.transaction().await.unwrap();
-        for projection in &projections {
+        for projection in projections {
             for table in projection.tables() {
                 tx.batch_execute(&format!("TRUNCATE {table}")).await.unwrap();
             }
@@ -229,7 +229,7 @@ impl TestDb {
                 break;
             };
             for event in &batch {
-                for projection in &projections {
+                for projection in projections {
                     projection.apply(&tx, event).await.unwrap();
                 }
             }
