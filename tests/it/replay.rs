@@ -49,7 +49,7 @@ async fn busy_app() -> TestApp {
             .await;
         assert_eq!(done.status(), StatusCode::OK);
     }
-    app.request_job(&token_a, "r_replay00001", 2).await.unwrap();
+    let held = app.request_job(&token_a, "r_replay00001", 2).await.unwrap();
     let paused = app
         .http
         .patch(app.url(&format!("/api/admins/runners/{runner_b}")))
@@ -60,15 +60,25 @@ async fn busy_app() -> TestApp {
         .unwrap();
     assert_eq!(paused.status(), StatusCode::OK);
     app.invalidate_runner(&admin, &runner_a).await;
+    // The reaction handler requeues runner A's job after the invalidation
+    // answers; wait for it so the log is complete before a replay reads it.
+    let held = held["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.job(&user, held).await["status"] != "queued" {
+        assert!(std::time::Instant::now() < deadline, "the held job was not requeued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.db.settle_log().await;
     app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_passes_on_a_real_log_and_catches_a_corrupted_read_model() {
     let app = busy_app().await;
+    let logged = app.db.count_events().await;
     let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
     assert!(report.differences.is_empty(), "{report:?}");
-    assert!(report.events as i64 >= app.db.count_events().await);
+    assert!(report.events as i64 >= logged, "{report:?}, {logged} events in the log");
 
     // Hand-corrupt two read models.
     app.db
