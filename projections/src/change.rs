@@ -20,7 +20,9 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 use uuid::Uuid;
 
-use crate::{ProjectionError, Transaction};
+use deadpool_postgres::GenericClient;
+
+use crate::ProjectionError;
 
 /// The value of one read-model column.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,14 +84,49 @@ pub enum Change {
     Lock(i64),
 }
 
-/// Carries out `changes` on `tx`, in order, through the connection's
-/// statement cache.
-pub async fn apply_changes(tx: &Transaction<'_>, changes: &[Change]) -> Result<(), ProjectionError> {
+/// Carries out `changes` on `client` (a transaction), in order, through
+/// the connection's statement cache: sent all at once, one round trip.
+pub async fn apply_changes<C: GenericClient>(client: &C, changes: &[Change]) -> Result<(), ProjectionError> {
+    let prepared = prepare_changes(client, changes).await?;
+    execute_prepared(client, &prepared).await
+}
+
+/// One change as a prepared statement and its parameters, ready to send.
+pub struct PreparedChange<'a> {
+    statement: tokio_postgres::Statement,
+    params: Vec<Param<'a>>,
+}
+
+/// Prepares `changes` through the connection's statement cache: a round
+/// trip only for a statement this connection has not prepared before.
+pub async fn prepare_changes<'a, C: GenericClient>(
+    client: &C,
+    changes: &'a [Change],
+) -> Result<Vec<PreparedChange<'a>>, ProjectionError> {
+    let mut prepared = Vec::with_capacity(changes.len());
     for change in changes {
         let (sql, params) = statement(change);
-        let prepared = tx.prepare_cached(&sql).await?;
-        tx.execute(&prepared, &params).await?;
+        let statement = client.prepare_cached(&sql).await?;
+        prepared.push(PreparedChange { statement, params });
     }
+    Ok(prepared)
+}
+
+/// Executes `prepared` in order and waits for every result. The first
+/// poll of the returned future sends every statement (pipelined), so a
+/// caller may queue more statements (such as COMMIT) right behind them
+/// once it has polled this once; a statement that fails to encode fails
+/// on that first poll.
+pub async fn execute_prepared<C: GenericClient>(
+    client: &C,
+    prepared: &[PreparedChange<'_>],
+) -> Result<(), ProjectionError> {
+    futures_util::future::try_join_all(
+        prepared
+            .iter()
+            .map(|change| client.execute(&change.statement, &change.params)),
+    )
+    .await?;
     Ok(())
 }
 

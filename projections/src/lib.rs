@@ -126,17 +126,17 @@ static PROJECTORS: [&dyn Projection; 4] = [
     &jobs::JobProjection,
 ];
 
-/// Applies `event` to every read model that handles it, inside the
-/// transaction that appends it (inline projection): the read models then
-/// change atomically with the log, and whoever appended reads its own
-/// write without waiting for a projector.
-pub async fn apply_inline(tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
-    for projection in PROJECTORS {
-        if projection.handles(&event.event) {
-            projection.apply(tx, event).await?;
-        }
-    }
-    Ok(())
+/// What `event` changes in every read model that handles it, in the order
+/// the projectors are applied. The append applies these inside the
+/// transaction that appends the event (inline projection): the read
+/// models then change atomically with the log, and whoever appended reads
+/// its own write without waiting for a projector.
+pub fn inline_changes(event: &RecordedEvent) -> Vec<Change> {
+    PROJECTORS
+        .iter()
+        .filter(|projection| projection.handles(&event.event))
+        .flat_map(|projection| projection.changes(event))
+        .collect()
 }
 
 /// Every projector warden runs, in the order they are applied.

@@ -3,7 +3,7 @@
 //! transaction.
 //!
 //! Appends already apply their events to the read models in their own
-//! transaction (`warden_projections::apply_inline`), which is what makes
+//! transaction (`warden_projections::inline_changes`), which is what makes
 //! reads read-your-writes. The projectors behind them apply every event
 //! once more (a no-op: the stream-version guard) and are what makes the
 //! read models whole in every other case: events appended by a release

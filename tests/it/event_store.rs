@@ -134,6 +134,114 @@ async fn stale_or_future_expected_versions_are_conflicts() {
     assert_eq!(db.count_events().await, 1, "refused appends leave nothing behind");
 }
 
+/// An append sends COMMIT right behind its INSERT and read-model changes.
+/// A gap (expected version ahead of the stream) must therefore abort the
+/// transaction in PostgreSQL: had the guard just inserted no event, the
+/// runners row of this RunnerCreated would have been committed without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_finds_a_gap_commits_nothing() {
+    let db = TestDb::new().await;
+    let store = EventStore::new(db.db.clone());
+    let id = Uuid::now_v7();
+    let stream = StreamId::runner(id);
+    let gap = store
+        .append(&stream, ExpectedVersion(3), vec![created(id)], &meta())
+        .await;
+    assert!(matches!(gap, Err(StoreError::Conflict { expected: 3, .. })), "{gap:?}");
+    let client = db.client().await;
+    let runners: i64 = client
+        .query_one("SELECT count(*) FROM runners WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runners, 0, "the read model changed without its event");
+    assert_eq!(db.count_events().await, 0);
+    // The connection went back to the pool usable: the right append works.
+    store
+        .append(&stream, ExpectedVersion::NO_STREAM, vec![created(id)], &meta())
+        .await
+        .unwrap();
+    assert_eq!(db.count_events().await, 1);
+}
+
+/// An append whose caller stops waiting (an HTTP client that went away)
+/// while its hand-opened transaction is open must not return the
+/// connection to the pool inside that transaction: the next command on it
+/// would run in, and commit, someone else's half-done transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_append_leaves_no_open_transaction_in_the_pool() {
+    let db = TestDb::new().await;
+    let store = EventStore::new(db.db.clone());
+    let actor = Uuid::now_v7();
+    // A key for the actor inserted but not committed: the append's key
+    // statement waits for it, with its BEGIN already through.
+    let mut blocker = db.client().await;
+    let blocking = blocker.transaction().await.unwrap();
+    blocking
+        .execute(
+            "INSERT INTO pii_keys (subject_id, key) VALUES ($1, $2)",
+            &[&actor, &vec![7u8; 32]],
+        )
+        .await
+        .unwrap();
+    let id = Uuid::now_v7();
+    let metadata = Metadata {
+        actor: warden::events::Actor::User { user_id: actor },
+        source_ip: Some("192.0.2.7".to_owned()),
+        ..meta()
+    };
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.append(
+            &StreamId::runner(id),
+            ExpectedVersion::NO_STREAM,
+            vec![created(id)],
+            &metadata,
+        ),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the append should still be waiting: {abandoned:?}");
+    blocking.rollback().await.unwrap();
+    drop(blocker);
+
+    let client = db.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let open: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connection(s) left idle in a transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(db.count_events().await, 0, "the abandoned append committed");
+    // The pool still serves appends that commit.
+    for _ in 0..30 {
+        let id = Uuid::now_v7();
+        store
+            .append(
+                &StreamId::runner(id),
+                ExpectedVersion::NO_STREAM,
+                vec![created(id)],
+                &metadata,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.count_events().await, 30);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_of_one_stream_get_exactly_one_success() {
     let db = TestDb::new().await;

@@ -27,28 +27,37 @@ pub(super) type SubjectKeys = HashMap<Uuid, Option<Vec<u8>>>;
 pub(super) async fn key_for_sealing<C: GenericClient>(client: &C, subject: Uuid) -> Result<Vec<u8>, StoreError> {
     let mut fresh = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut fresh);
-    let insert = client
-        .prepare_cached("INSERT INTO pii_keys (subject_id, key) VALUES ($1, $2) ON CONFLICT (subject_id) DO NOTHING")
+    // One round trip in the usual cases: the key just created, or one
+    // committed before this statement began. A key committed concurrently
+    // is not in this statement's snapshot: then read it on its own.
+    let create_or_read = client
+        .prepare_cached(
+            "WITH created AS (
+                 INSERT INTO pii_keys (subject_id, key) VALUES ($1, $2) ON CONFLICT (subject_id) DO NOTHING
+                 RETURNING key
+             )
+             SELECT key FROM created
+             UNION ALL
+             SELECT key FROM pii_keys WHERE subject_id = $1 AND NOT EXISTS (SELECT 1 FROM created)",
+        )
         .await?;
-    client.execute(&insert, &[&subject, &fresh]).await?;
-    let select = client
-        .prepare_cached("SELECT key FROM pii_keys WHERE subject_id = $1")
-        .await?;
-    let key: Option<Vec<u8>> = client.query_one(&select, &[&subject]).await?.get(0);
+    let row = match client.query_opt(&create_or_read, &[&subject, &fresh]).await? {
+        Some(row) => row,
+        None => {
+            let select = client
+                .prepare_cached("SELECT key FROM pii_keys WHERE subject_id = $1")
+                .await?;
+            client.query_one(&select, &[&subject]).await?
+        }
+    };
+    let key: Option<Vec<u8>> = row.get(0);
     key.ok_or(StoreError::SubjectForgotten(subject))
 }
 
-/// Destroys `subject`'s key; its sealed values become `Pii::Forgotten`.
-pub(super) async fn destroy_key<C: GenericClient>(client: &C, subject: Uuid) -> Result<(), StoreError> {
-    client
-        .execute(
-            "INSERT INTO pii_keys (subject_id, key, destroyed_at) VALUES ($1, NULL, now())
-             ON CONFLICT (subject_id) DO UPDATE SET key = NULL, destroyed_at = now()",
-            &[&subject],
-        )
-        .await?;
-    Ok(())
-}
+/// Destroys the key of subject `$1`; its sealed values become
+/// `Pii::Forgotten`.
+pub(super) const DESTROY_KEY: &str = "INSERT INTO pii_keys (subject_id, key, destroyed_at) VALUES ($1, NULL, now())
+                                      ON CONFLICT (subject_id) DO UPDATE SET key = NULL, destroyed_at = now()";
 
 pub(super) async fn keys_for_reading<C: GenericClient>(
     client: &C,
