@@ -5,6 +5,9 @@
 //!     cargo bench --bench create_runner            # 15 s per measurement
 //!     BENCH_SECONDS=30 cargo bench --bench create_runner
 //!
+//! `BENCH_ONLY=append` (or `http-create`, `http-patch`, `command`) runs
+//! only that warden row between the two baselines: for profiling one row.
+//!
 //! Order: pgbench, warden (HTTP create, HTTP update of an existing runner,
 //! command path, raw append), pgbench again,
 //! so drift on a shared machine shows up as a gap between the baselines.
@@ -43,23 +46,28 @@ fn main() {
             &script,
         )];
 
+        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        let wanted = |row: &str| only.is_empty() || only == row;
         let warden = Warden::start(&cluster, CLIENTS).await;
         let (http, base, admin) = (warden.http.clone(), warden.base.clone(), warden.admin.clone());
-        results.push(
-            run_clients(
-                "warden CreateRunner over HTTP (append + projection + read-your-writes)",
-                CLIENTS,
-                duration,
-                move |_| {
-                    let (http, url, admin) = (http.clone(), format!("{base}/api/admins/create_runner"), admin.clone());
-                    async move {
-                        let response = http.post(&url).bearer_auth(&admin).send().await.unwrap();
-                        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
-                    }
-                },
-            )
-            .await,
-        );
+        if wanted("http-create") {
+            results.push(
+                run_clients(
+                    "warden CreateRunner over HTTP (append + projection + read-your-writes)",
+                    CLIENTS,
+                    duration,
+                    move |_| {
+                        let (http, url, admin) =
+                            (http.clone(), format!("{base}/api/admins/create_runner"), admin.clone());
+                        async move {
+                            let response = http.post(&url).bearer_auth(&admin).send().await.unwrap();
+                            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+                        }
+                    },
+                )
+                .await,
+            );
+        }
         // A command on an existing stream: each client changes its own
         // runner's description (load the stream, decide, append).
         let mut runners = Vec::with_capacity(CLIENTS);
@@ -69,73 +77,79 @@ fn main() {
         let (http, base, admin) = (warden.http.clone(), warden.base.clone(), warden.admin.clone());
         let runners = Arc::new(runners);
         let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        results.push(
-            run_clients(
-                "warden PATCH a runner over HTTP (load + append + projection)",
-                CLIENTS,
-                duration,
-                move |client| {
-                    let url = format!("{base}/api/admins/runners/{}", runners[client]);
-                    let (http, admin, changes) = (http.clone(), admin.clone(), Arc::clone(&changes));
-                    async move {
-                        let n = changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let response = http
-                            .patch(&url)
-                            .bearer_auth(&admin)
-                            .json(&serde_json::json!({ "description": format!("change {n}") }))
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(response.status(), reqwest::StatusCode::OK);
-                    }
-                },
-            )
-            .await,
-        );
+        if wanted("http-patch") {
+            results.push(
+                run_clients(
+                    "warden PATCH a runner over HTTP (load + append + projection)",
+                    CLIENTS,
+                    duration,
+                    move |client| {
+                        let url = format!("{base}/api/admins/runners/{}", runners[client]);
+                        let (http, admin, changes) = (http.clone(), admin.clone(), Arc::clone(&changes));
+                        async move {
+                            let n = changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let response = http
+                                .patch(&url)
+                                .bearer_auth(&admin)
+                                .json(&serde_json::json!({ "description": format!("change {n}") }))
+                                .send()
+                                .await
+                                .unwrap();
+                            assert_eq!(response.status(), reqwest::StatusCode::OK);
+                        }
+                    },
+                )
+                .await,
+            );
+        }
         let state = Arc::clone(&warden.state);
-        results.push(
-            run_clients("warden CreateRunner command, no HTTP", CLIENTS, duration, move |_| {
-                let state = Arc::clone(&state);
-                async move {
-                    warden::fleet::runners::create_runner(
-                        &state.commands,
-                        Default::default(),
-                        &Metadata::system("bench"),
-                    )
-                    .await
-                    .unwrap();
-                }
-            })
-            .await,
-        );
-        let store = EventStore::new(warden.state.db.clone());
-        results.push(
-            run_clients("warden raw append (event store only)", CLIENTS, duration, move |_| {
-                let store = store.clone();
-                async move {
-                    let runner_id = Uuid::now_v7();
-                    let event = Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
-                        runner_id,
-                        number: None,
-                        // Unique like a real one: the runners read model refuses duplicates.
-                        token_hash: runner_id.simple().to_string().repeat(2),
-                        description: None,
-                        tags: Vec::new(),
-                        priority: 0,
-                    }));
-                    store
-                        .append(
-                            &StreamId::runner(runner_id),
-                            ExpectedVersion::NO_STREAM,
-                            vec![event],
+        if wanted("command") {
+            results.push(
+                run_clients("warden CreateRunner command, no HTTP", CLIENTS, duration, move |_| {
+                    let state = Arc::clone(&state);
+                    async move {
+                        warden::fleet::runners::create_runner(
+                            &state.commands,
+                            Default::default(),
                             &Metadata::system("bench"),
                         )
                         .await
                         .unwrap();
-                }
-            })
-            .await,
-        );
+                    }
+                })
+                .await,
+            );
+        }
+        let store = EventStore::new(warden.state.db.clone());
+        if wanted("append") {
+            results.push(
+                run_clients("warden raw append (event store only)", CLIENTS, duration, move |_| {
+                    let store = store.clone();
+                    async move {
+                        let runner_id = Uuid::now_v7();
+                        let event = Event::Runner(RunnerEvent::RunnerCreated(RunnerCreated {
+                            runner_id,
+                            number: None,
+                            // Unique like a real one: the runners read model refuses duplicates.
+                            token_hash: runner_id.simple().to_string().repeat(2),
+                            description: None,
+                            tags: Vec::new(),
+                            priority: 0,
+                        }));
+                        store
+                            .append(
+                                &StreamId::runner(runner_id),
+                                ExpectedVersion::NO_STREAM,
+                                vec![event],
+                                &Metadata::system("bench"),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                })
+                .await,
+            );
+        }
         warden.stop().await;
         results.push(pgbench(
             &cluster,
