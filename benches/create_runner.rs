@@ -49,8 +49,10 @@ fn main() {
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         let wanted = |row: &str| only.is_empty() || only == row;
         let warden = Warden::start(&cluster, CLIENTS).await;
+        let mut work = Vec::new();
         let (http, base, admin) = (warden.http.clone(), warden.base.clone(), warden.admin.clone());
         if wanted("http-create") {
+            let before = DbWork::read(&warden.state.db).await;
             results.push(
                 run_clients(
                     "warden CreateRunner over HTTP (append + projection + read-your-writes)",
@@ -67,6 +69,11 @@ fn main() {
                 )
                 .await,
             );
+            work.push(
+                DbWork::read(&warden.state.db)
+                    .await
+                    .since(&before, results.last().unwrap().name),
+            );
         }
         // A command on an existing stream: each client changes its own
         // runner's description (load the stream, decide, append).
@@ -78,6 +85,7 @@ fn main() {
         let runners = Arc::new(runners);
         let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         if wanted("http-patch") {
+            let before = DbWork::read(&warden.state.db).await;
             results.push(
                 run_clients(
                     "warden PATCH a runner over HTTP (load + append + projection)",
@@ -101,9 +109,15 @@ fn main() {
                 )
                 .await,
             );
+            work.push(
+                DbWork::read(&warden.state.db)
+                    .await
+                    .since(&before, results.last().unwrap().name),
+            );
         }
         let state = Arc::clone(&warden.state);
         if wanted("command") {
+            let before = DbWork::read(&warden.state.db).await;
             results.push(
                 run_clients("warden CreateRunner command, no HTTP", CLIENTS, duration, move |_| {
                     let state = Arc::clone(&state);
@@ -119,9 +133,15 @@ fn main() {
                 })
                 .await,
             );
+            work.push(
+                DbWork::read(&warden.state.db)
+                    .await
+                    .since(&before, results.last().unwrap().name),
+            );
         }
         let store = EventStore::new(warden.state.db.clone());
         if wanted("append") {
+            let before = DbWork::read(&warden.state.db).await;
             results.push(
                 run_clients("warden raw append (event store only)", CLIENTS, duration, move |_| {
                     let store = store.clone();
@@ -149,6 +169,11 @@ fn main() {
                 })
                 .await,
             );
+            work.push(
+                DbWork::read(&warden.state.db)
+                    .await
+                    .since(&before, results.last().unwrap().name),
+            );
         }
         warden.stop().await;
         results.push(pgbench(
@@ -167,5 +192,47 @@ fn main() {
             &results,
             &[0, results.len() - 1],
         );
+        println!("\nWhat the database did per appended event, during each row (warm-up included):\n");
+        println!("| measurement | commits per event |");
+        println!("| --- | ---: |");
+        for line in work {
+            println!("{line}");
+        }
     });
+}
+
+/// Counters of the warden database: to say how much work one command
+/// costs PostgreSQL, the inline projection's and the followers' included.
+struct DbWork {
+    commits: i64,
+    events: i64,
+}
+
+impl DbWork {
+    async fn read(db: &warden::platform::db::Database) -> DbWork {
+        let client = db.get().await.unwrap();
+        // Statistics reach pg_stat_database up to a second late; over a
+        // row of several seconds that is noise.
+        let row = client
+            .query_one(
+                "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+                        (SELECT count(*) FROM events)",
+                &[],
+            )
+            .await
+            .unwrap();
+        DbWork {
+            commits: row.get(0),
+            events: row.get(1),
+        }
+    }
+
+    /// A table row: commits per event appended since `before`.
+    fn since(&self, before: &DbWork, name: &str) -> String {
+        let events = (self.events - before.events).max(1);
+        format!(
+            "| {name} | {:.2} |",
+            (self.commits - before.commits) as f64 / events as f64
+        )
+    }
 }
