@@ -36,6 +36,36 @@ pub struct RunnerSettings {
     pub priority: i32,
 }
 
+/// A change to some of a runner's settings; `None` keeps the current one.
+/// Merged by the aggregate, so a caller needs no load of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunnerSettingsChange {
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub priority: Option<i32>,
+}
+
+impl RunnerSettingsChange {
+    fn applied_to(&self, current: &RunnerSettings) -> RunnerSettings {
+        RunnerSettings {
+            description: self.description.clone().or_else(|| current.description.clone()),
+            tags: self.tags.clone().unwrap_or_else(|| current.tags.clone()),
+            priority: self.priority.unwrap_or(current.priority),
+        }
+    }
+}
+
+/// Every setting replaced.
+impl From<RunnerSettings> for RunnerSettingsChange {
+    fn from(settings: RunnerSettings) -> Self {
+        RunnerSettingsChange {
+            description: settings.description,
+            tags: Some(settings.tags),
+            priority: Some(settings.priority),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum RunnerCommand {
     Create {
@@ -53,7 +83,7 @@ pub enum RunnerCommand {
         token_hash: String,
         previous_token_valid_until: Option<DateTime<Utc>>,
     },
-    Update(RunnerSettings),
+    Update(RunnerSettingsChange),
     Pause,
     Resume,
 }
@@ -172,8 +202,8 @@ impl Aggregate for Runner {
                 token_hash: token_hash.clone(),
                 previous_token_valid_until: *previous_token_valid_until,
             }),
-            RunnerCommand::Update(settings) => {
-                let settings = validate_settings(settings)?;
+            RunnerCommand::Update(change) => {
+                let settings = validate_settings(&change.applied_to(&runner.settings))?;
                 if settings == runner.settings {
                     return Ok(Vec::new());
                 }
@@ -337,15 +367,39 @@ mod tests {
             tags: vec!["linux".into(), "gpu".into()],
             priority: 0,
         };
-        assert!(state.decide(&RunnerCommand::Update(same)).unwrap().is_empty());
+        assert!(state.decide(&RunnerCommand::Update(same.into())).unwrap().is_empty());
         let more = RunnerSettings {
             description: Some("big box".into()),
             tags: vec!["gpu".into()],
             priority: 5,
         };
-        let updated = state.decide(&RunnerCommand::Update(more)).unwrap();
+        let updated = state.decide(&RunnerCommand::Update(more.into())).unwrap();
         let state = fold(&[created, paused, updated].concat());
         assert!(matches!(&state, Runner::Active(r) if r.settings.priority == 5 && r.settings.tags == ["gpu"]));
+    }
+
+    #[test]
+    fn a_partial_change_keeps_the_settings_it_does_not_name() {
+        let (state, created) = active(Uuid::now_v7());
+        let Runner::Active(before) = &state else {
+            panic!("not active")
+        };
+        let only_priority = RunnerSettingsChange {
+            priority: Some(7),
+            ..Default::default()
+        };
+        let changed = state.decide(&RunnerCommand::Update(only_priority)).unwrap();
+        let state = fold(&[created, changed].concat());
+        let Runner::Active(after) = &state else {
+            panic!("not active")
+        };
+        assert_eq!(after.settings.priority, 7);
+        assert_eq!(after.settings.tags, before.settings.tags);
+        assert_eq!(after.settings.description, before.settings.description);
+        assert!(state
+            .decide(&RunnerCommand::Update(RunnerSettingsChange::default()))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -380,7 +434,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            state.decide(&RunnerCommand::Update(extreme)).unwrap_err().code(),
+            state.decide(&RunnerCommand::Update(extreme.into())).unwrap_err().code(),
             "invalid_priority"
         );
     }

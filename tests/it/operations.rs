@@ -701,7 +701,7 @@ async fn a_change_after_an_older_releases_event_reaches_the_read_model() {
     warden::fleet::runners::change_runner(
         &app.state.commands,
         runner_id,
-        RunnerCommand::Update(settings),
+        RunnerCommand::Update(settings.into()),
         &Metadata::system("test"),
     )
     .await

@@ -11,7 +11,7 @@ use super::optional_json;
 use super::queries::UserRole;
 use crate::api::{CreatedRunner, NewRunnerToken, RunnerInvalidated};
 use crate::app::AppState;
-use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
+use crate::domain::runner::{RunnerCommand, RunnerSettings, RunnerSettingsChange};
 use crate::domain::ErrorCode;
 use crate::fleet::runners;
 use crate::http::auth::Admin;
@@ -254,19 +254,14 @@ pub async fn update_runner(
     let body = body.into_inner();
     let runner_id = *runner_id;
     let metadata = context.metadata(admin.0.actor());
-    let stream = warden_events::StreamId::runner(runner_id);
-    let (current, _) = state.commands.load::<Runner>(&stream).await?;
-    let settings = match &current {
-        Runner::Active(runner) => runner.settings.clone(),
-        // Let the domain say why (not found, invalidated).
-        _ => RunnerSettings::default(),
+    // The aggregate merges the change into the current settings (and says
+    // why not: not found, invalidated): no load of the runner here.
+    let change = RunnerSettingsChange {
+        description: body.description,
+        tags: body.tags,
+        priority: body.priority,
     };
-    let wanted = RunnerSettings {
-        description: body.description.or(settings.description),
-        tags: body.tags.unwrap_or(settings.tags),
-        priority: body.priority.unwrap_or(settings.priority),
-    };
-    runners::change_runner(&state.commands, runner_id, RunnerCommand::Update(wanted), &metadata).await?;
+    runners::change_runner(&state.commands, runner_id, RunnerCommand::Update(change), &metadata).await?;
     match body.paused {
         Some(true) => runners::change_runner(&state.commands, runner_id, RunnerCommand::Pause, &metadata).await?,
         Some(false) => {
