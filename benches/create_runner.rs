@@ -17,7 +17,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{pgbench, report, run_clients, Warden};
+use common::{pgbench, report, run_clients, Measurement, Warden};
 use uuid::Uuid;
 use warden::events::runner::RunnerCreated;
 use warden::events::{Event, Metadata, RunnerEvent, StreamId};
@@ -52,8 +52,10 @@ fn main() {
         let mut work = Vec::new();
         let (http, base, admin) = (warden.http.clone(), warden.base.clone(), warden.admin.clone());
         if wanted("http-create") {
-            let before = DbWork::read(&warden.state.db).await;
-            results.push(
+            measure_with_work(
+                &warden.state.db,
+                &mut results,
+                &mut work,
                 run_clients(
                     "warden CreateRunner over HTTP (append + projection + read-your-writes)",
                     CLIENTS,
@@ -66,14 +68,9 @@ fn main() {
                             assert_eq!(response.status(), reqwest::StatusCode::CREATED);
                         }
                     },
-                )
-                .await,
-            );
-            work.push(
-                DbWork::read(&warden.state.db)
-                    .await
-                    .since(&before, results.last().unwrap().name),
-            );
+                ),
+            )
+            .await;
         }
         // A command on an existing stream: each client changes its own
         // runner's description (load the stream, decide, append).
@@ -85,8 +82,10 @@ fn main() {
         let runners = Arc::new(runners);
         let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         if wanted("http-patch") {
-            let before = DbWork::read(&warden.state.db).await;
-            results.push(
+            measure_with_work(
+                &warden.state.db,
+                &mut results,
+                &mut work,
                 run_clients(
                     "warden PATCH a runner over HTTP (load + append + projection)",
                     CLIENTS,
@@ -106,19 +105,16 @@ fn main() {
                             assert_eq!(response.status(), reqwest::StatusCode::OK);
                         }
                     },
-                )
-                .await,
-            );
-            work.push(
-                DbWork::read(&warden.state.db)
-                    .await
-                    .since(&before, results.last().unwrap().name),
-            );
+                ),
+            )
+            .await;
         }
         let state = Arc::clone(&warden.state);
         if wanted("command") {
-            let before = DbWork::read(&warden.state.db).await;
-            results.push(
+            measure_with_work(
+                &warden.state.db,
+                &mut results,
+                &mut work,
                 run_clients("warden CreateRunner command, no HTTP", CLIENTS, duration, move |_| {
                     let state = Arc::clone(&state);
                     async move {
@@ -130,19 +126,16 @@ fn main() {
                         .await
                         .unwrap();
                     }
-                })
-                .await,
-            );
-            work.push(
-                DbWork::read(&warden.state.db)
-                    .await
-                    .since(&before, results.last().unwrap().name),
-            );
+                }),
+            )
+            .await;
         }
         let store = EventStore::new(warden.state.db.clone());
         if wanted("append") {
-            let before = DbWork::read(&warden.state.db).await;
-            results.push(
+            measure_with_work(
+                &warden.state.db,
+                &mut results,
+                &mut work,
                 run_clients("warden raw append (event store only)", CLIENTS, duration, move |_| {
                     let store = store.clone();
                     async move {
@@ -166,14 +159,9 @@ fn main() {
                             .await
                             .unwrap();
                     }
-                })
-                .await,
-            );
-            work.push(
-                DbWork::read(&warden.state.db)
-                    .await
-                    .since(&before, results.last().unwrap().name),
-            );
+                }),
+            )
+            .await;
         }
         warden.stop().await;
         results.push(pgbench(
@@ -199,6 +187,20 @@ fn main() {
             println!("{line}");
         }
     });
+}
+
+/// Runs one warden row and records, beside it, what the database did
+/// per appended event meanwhile.
+async fn measure_with_work(
+    db: &warden::platform::db::Database,
+    results: &mut Vec<Measurement>,
+    work: &mut Vec<String>,
+    row: impl std::future::Future<Output = Measurement>,
+) {
+    let before = DbWork::read(db).await;
+    let measured = row.await;
+    work.push(DbWork::read(db).await.since(&before, measured.name));
+    results.push(measured);
 }
 
 /// Counters of the warden database: to say how much work one command

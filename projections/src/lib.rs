@@ -134,7 +134,6 @@ static PROJECTORS: [&dyn Projection; 4] = [
 pub fn inline_changes(event: &RecordedEvent) -> Vec<Change> {
     PROJECTORS
         .iter()
-        .filter(|projection| projection.handles(&event.event))
         .flat_map(|projection| projection.changes(event))
         .collect()
 }

@@ -50,11 +50,13 @@ async fn busy_app() -> (TestApp, String, String) {
     assert_eq!(taken["id"], job.as_str());
     app.invalidate_runner(&admin, &runner_id).await;
     // The reaction requeues the job asynchronously: wait for it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.job(&user, &job).await["status"] != "queued" {
-        assert!(std::time::Instant::now() < deadline, "the job was never requeued");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    app.wait_until_queued(
+        &user,
+        &job,
+        std::time::Duration::from_secs(10),
+        "the job was never requeued",
+    )
+    .await;
     (app, admin, runner_id)
 }
 

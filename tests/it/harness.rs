@@ -443,6 +443,17 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Waits until the job is back in the queue (requeues happen in the
+    /// background after the request that causes them answers); fails with
+    /// `why` once `within` has passed.
+    pub async fn wait_until_queued(&self, token: &str, job_id: &str, within: Duration, why: &str) {
+        let deadline = std::time::Instant::now() + within;
+        while self.job(token, job_id).await["status"] != "queued" {
+            assert!(std::time::Instant::now() < deadline, "{why}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the server and background tasks. The returned database has a
     /// fresh pool: connections made on the HTTP workers' runtimes end with
     /// those workers.

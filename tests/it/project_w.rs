@@ -409,11 +409,13 @@ async fn abort_cancel_invalidation_and_foreign_sessions() {
     // old session is refused (the token is).
     let job_of_second = if numbers[0] == two { &a } else { &b };
     assert_eq!(app.invalidate_runner(&admin, &runner_id).await.status(), StatusCode::OK);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.job(&user, job_of_second).await["status"] != "queued" {
-        assert!(Instant::now() < deadline, "the job was not requeued");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_until_queued(
+        &user,
+        job_of_second,
+        Duration::from_secs(10),
+        "the job was not requeued",
+    )
+    .await;
     let gone = second.post("heartbeat", Some(json!({"progress": 0.0}))).await;
     assert_eq!(gone.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
@@ -436,11 +438,8 @@ async fn a_silent_machine_loses_its_session_and_its_job() {
     assert_eq!(app.job(&user, &job).await["status"], "assigned");
 
     // Silence: the sweeper ends the session and requeues the job.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while app.job(&user, &job).await["status"] != "queued" {
-        assert!(Instant::now() < deadline, "the silent machine kept its job");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.wait_until_queued(&user, &job, Duration::from_secs(15), "the silent machine kept its job")
+        .await;
     let later = silent.post("heartbeat", Some(json!({"progress": 0.0}))).await;
     assert_error(later, StatusCode::FORBIDDEN, "invalid_session").await;
     let audit: Value = app

@@ -63,11 +63,8 @@ async fn busy_app() -> TestApp {
     // The reaction handler requeues runner A's job after the invalidation
     // answers; wait for it so the log is complete before a replay reads it.
     let held = held["id"].as_str().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while app.job(&user, held).await["status"] != "queued" {
-        assert!(std::time::Instant::now() < deadline, "the held job was not requeued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_until_queued(&user, held, Duration::from_secs(30), "the held job was not requeued")
+        .await;
     app.db.settle_log().await;
     app
 }
