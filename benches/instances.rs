@@ -4,7 +4,8 @@
 //! spread their requests round robin over them. Rows:
 //! - heartbeats: 64 Project-W machines of one token, each heartbeat to the
 //!   next instance; baseline pgbench (64 clients) doing the token-hash
-//!   lookup a heartbeat needs.
+//!   lookup a heartbeat needs; the one-instance row also with the
+//!   heartbeat cache off (`runners.heartbeat_cache: false`).
 //! - job assignments: 16 machines taking jobs from a full queue
 //!   (`jobs/request` + `result`), each request to the next instance;
 //!   baseline pgbench single-row INSERTs (16 clients).
@@ -60,6 +61,17 @@ fn main() {
             INSERT_SCRIPT,
         )];
         let mut deliveries = Vec::new();
+        // The same one-instance row with the heartbeat cache off: what
+        // the cache changes, measured in this run.
+        let uncached = Arc::new(vec![
+            Warden::start_on(&cluster, "warden_uncached", HEARTBEAT_CLIENTS, |config| {
+                config.database.max_connections = 24;
+                config.runners.heartbeat_cache = false;
+            })
+            .await,
+        ]);
+        heartbeats.push(heartbeat_rate(&uncached, 1, duration, "Project-W heartbeat, cache off").await);
+        Arc::into_inner(uncached).unwrap().pop().unwrap().stop().await;
         for count in [1, 3] {
             let dbname = format!("warden_{count}");
             let mut instances = Vec::new();
@@ -78,7 +90,7 @@ fn main() {
                 tokio::time::sleep(warden::platform::instances::HEARTBEAT + Duration::from_secs(1)).await;
             }
             let instances = Arc::new(instances);
-            heartbeats.push(heartbeat_rate(&instances, count, duration).await);
+            heartbeats.push(heartbeat_rate(&instances, count, duration, "Project-W heartbeat").await);
             assignments.push(assignment_rate(&instances, count, duration).await);
             deliveries.push((count, delivery_latency(&instances).await));
             for instance in Arc::into_inner(instances).unwrap() {
@@ -95,7 +107,8 @@ fn main() {
         ));
         report(
             &format!(
-                "Heartbeats: {HEARTBEAT_CLIENTS} machines, round robin over the instances, {} s per row.",
+                "Heartbeats: {HEARTBEAT_CLIENTS} machines, round robin over the instances, {} s per row \
+                 (the heartbeat cache on, unless the row says off).",
                 duration.as_secs()
             ),
             &heartbeats,
@@ -140,7 +153,7 @@ fn label(count: usize, what: &str) -> &'static str {
     Box::leak(format!("warden, {count} instance{}: {what}", if count == 1 { "" } else { "s" }).into_boxed_str())
 }
 
-async fn heartbeat_rate(instances: &Arc<Vec<Warden>>, count: usize, duration: Duration) -> Measurement {
+async fn heartbeat_rate(instances: &Arc<Vec<Warden>>, count: usize, duration: Duration, what: &str) -> Measurement {
     let first = &instances[0];
     let (_, token) = first.create_runner().await;
     let mut sessions = Vec::new();
@@ -152,7 +165,9 @@ async fn heartbeat_rate(instances: &Arc<Vec<Warden>>, count: usize, duration: Du
     let bases: Arc<Vec<String>> = Arc::new(instances.iter().map(|w| w.base.clone()).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let http = first.http.clone();
-    let measured = run_clients(label(count, "Project-W heartbeat"), HEARTBEAT_CLIENTS, duration, {
+    let hits_before: u64 = instances.iter().map(|w| w.state.fleet.heartbeat_cache.hits()).sum();
+    eprintln!("{} starts at {}", label(count, what), chrono::Utc::now());
+    let measured = run_clients(label(count, what), HEARTBEAT_CLIENTS, duration, {
         let token = token.clone();
         let sessions = Arc::clone(&sessions);
         move |client| {
@@ -177,17 +192,32 @@ async fn heartbeat_rate(instances: &Arc<Vec<Warden>>, count: usize, duration: Du
         }
     })
     .await;
-    // Offline again, or they would compete for the next rows' jobs.
-    for session in sessions.iter() {
-        let gone = first
+    let hits: u64 = instances
+        .iter()
+        .map(|w| w.state.fleet.heartbeat_cache.hits())
+        .sum::<u64>()
+        - hits_before;
+    eprintln!(
+        "{}: ends at {}; {:.0} of {:.0} heartbeats/s answered from the cache",
+        measured.name,
+        chrono::Utc::now(),
+        hits as f64 / duration.as_secs_f64(),
+        measured.per_second
+    );
+    // Offline again, or they would compete for the next rows' jobs (all
+    // at once: each answers only when no heartbeat cache holds it).
+    futures_util::future::join_all(sessions.iter().map(|session| {
+        let unregister = first
             .http
             .post(format!("{}/api/runners/unregister?session_token={session}", first.base))
             .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert!(gone.status().is_success(), "{}", gone.status());
-    }
+            .send();
+        async move {
+            let gone = unregister.await.unwrap();
+            assert!(gone.status().is_success(), "{}", gone.status());
+        }
+    }))
+    .await;
     measured
 }
 

@@ -173,6 +173,9 @@ impl AppState {
             .push(fleet.dispatcher.spawn(Arc::clone(fleet), cancel.clone()));
         background
             .tasks
+            .extend(Arc::clone(&fleet.heartbeat_cache).spawn_listener(core.db.clone(), cancel.clone()));
+        background
+            .tasks
             .push(crate::fleet::machines::spawn_pruner(Arc::clone(fleet), cancel.clone()));
         background
             .tasks

@@ -5,6 +5,7 @@
 
 pub mod dispatcher;
 pub mod files;
+pub mod heartbeat_cache;
 pub mod jobs;
 pub mod machines;
 pub mod rate_limit;
@@ -37,6 +38,7 @@ pub struct Fleet {
     pub assigning: jobs::InFlight,
     pub rate_limit: rate_limit::RunnerRateLimit,
     pub seen: sessions::SeenWrites,
+    pub heartbeat_cache: Arc<heartbeat_cache::HeartbeatCache>,
     /// This process in the instance registry.
     pub instance: ThisInstance,
     /// Live instances, as the registry last said (1 until it has).
@@ -48,6 +50,7 @@ impl Fleet {
         Fleet {
             jobs,
             seen: sessions::SeenWrites::default(),
+            heartbeat_cache: Arc::new(heartbeat_cache::HeartbeatCache::new(config.heartbeat_cache)),
             rate_limit: rate_limit::RunnerRateLimit::new(&config.rate_limit),
             db,
             commands,

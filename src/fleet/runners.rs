@@ -7,6 +7,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 use warden_events::{Metadata, StreamId};
 
+use super::heartbeat_cache;
 use crate::domain::runner::{Runner, RunnerCommand, RunnerSettings};
 use crate::log::commands::{CommandError, CommandService};
 use crate::log::event_store::StoreError;
@@ -41,7 +42,8 @@ pub async fn create_runner(
 }
 
 /// Runs an admin command on a runner; when this returns, token checks and
-/// assignment see the change.
+/// assignment see the change, on every instance (a command that takes
+/// a token's access away also waits out the heartbeat caches).
 pub async fn change_runner(
     commands: &CommandService,
     runner_id: Uuid,
@@ -51,6 +53,14 @@ pub async fn change_runner(
     commands
         .execute::<Runner>(&StreamId::runner(runner_id), &command, metadata)
         .await?;
+    // A pause needs no wait: cached heartbeats decide nothing by it
+    // (assignment reads it from the database).
+    if matches!(
+        command,
+        RunnerCommand::Invalidate { .. } | RunnerCommand::ResetToken { .. }
+    ) {
+        heartbeat_cache::wait_out_cached_answers().await;
+    }
     Ok(())
 }
 
@@ -92,6 +102,9 @@ pub struct AuthenticatedRunner {
     pub tags: Vec<String>,
     pub priority: i32,
     pub paused: bool,
+    /// Accepted through the previous token during its grace period (such
+    /// a check expires with time, so it is never cached).
+    pub through_previous_token: bool,
 }
 
 /// Looks a runner token up by its hash in the runner read model: the
@@ -103,9 +116,9 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<A
     let presented = tokens::hash(token);
     let select = client
         .prepare_cached(
-            "SELECT id, token_hash, status, tags, priority, paused, number FROM runners WHERE token_hash = $1
+            "SELECT id, token_hash, status, tags, priority, paused, number, false FROM runners WHERE token_hash = $1
              UNION ALL
-             SELECT id, previous_token_hash, status, tags, priority, paused, number FROM runners
+             SELECT id, previous_token_hash, status, tags, priority, paused, number, true FROM runners
              WHERE previous_token_hash = $1 AND previous_token_valid_until > now()
              LIMIT 1",
         )
@@ -129,5 +142,6 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<A
         tags: row.get(3),
         priority: row.get(4),
         paused: row.get(5),
+        through_previous_token: row.get(7),
     })
 }

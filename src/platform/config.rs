@@ -213,6 +213,12 @@ pub struct RunnersConfig {
     /// machines.
     #[serde(default = "default_max_machines_per_token")]
     pub max_machines_per_token: u32,
+    /// Answer heartbeats of idle Project-W machines from memory when this
+    /// instance checked their tokens recently and no change was notified
+    /// since (`fleet/heartbeat_cache.rs`). Off: every heartbeat reads the
+    /// database.
+    #[serde(default = "default_heartbeat_cache")]
+    pub heartbeat_cache: bool,
 }
 
 impl Default for RunnersConfig {
@@ -228,8 +234,13 @@ impl Default for RunnersConfig {
             max_token_grace: default_max_token_grace(),
             rate_limit: RateLimitConfig::default(),
             max_machines_per_token: default_max_machines_per_token(),
+            heartbeat_cache: default_heartbeat_cache(),
         }
     }
+}
+
+fn default_heartbeat_cache() -> bool {
+    true
 }
 
 fn default_max_machines_per_token() -> u32 {

@@ -551,3 +551,134 @@ async fn many_machines_heartbeating_at_once_all_get_answers() {
     );
     std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
+
+/// Heartbeats of an idle machine until one is answered from the second
+/// instance's heartbeat cache (the cache is usable once its first ping
+/// came back).
+async fn until_cached(machine: &Runner<'_>) {
+    let cache = &machine.app.state.fleet.heartbeat_cache;
+    let before = cache.hits();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.hits() == before {
+        assert!(Instant::now() < deadline, "no heartbeat was answered from the cache");
+        assert_eq!(machine.heartbeat(0.0).await, (false, false));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Idle heartbeats answered from one instance's cache still see, at once,
+/// what another instance changed: a job for the machine, its runner's
+/// invalidation or token reset, the end of its session. (Each step fails
+/// without the trigger that notifies it: the cached answer would be 200
+/// with no job for a minute.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_heartbeats_see_changes_made_through_another_instance() {
+    let (first, second) = TestApp::start_two(test_config()).await;
+    let admin = first.admin_token().await;
+    let user = second.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let on_second = |registered: &Runner<'_>| Runner {
+        app: &second,
+        token: registered.token.clone(),
+        session: registered.session.clone(),
+    };
+
+    // A job submitted through the first instance.
+    let (runner_id, token) = first.create_runner(&admin).await;
+    let working = on_second(&Runner::register(&first, &token, "working").await);
+    until_cached(&working).await;
+    let file = upload(&first, &user, audio_bytes(1), "audio/wav").await;
+    let job = submit_project_w_job(&first, &user, &file).await;
+    working.wait_for_job().await;
+    let (number, _) = working.job_info().await;
+    assert_eq!(number, first.job(&user, &job).await["number"].as_i64().unwrap());
+    // Ended, so the invalidation below has no job to requeue.
+    working
+        .submit(json!({"error_msg": "stopped by the test", "transcript": null}))
+        .await;
+
+    // The runner invalidated through the first instance.
+    let idle = on_second(&Runner::register(&first, &token, "idle").await);
+    until_cached(&idle).await;
+    assert_eq!(
+        first.invalidate_runner(&admin, &runner_id).await.status(),
+        StatusCode::OK
+    );
+    let refused = idle.post("heartbeat", Some(json!({"progress": 0.0}))).await;
+    assert_error(refused, StatusCode::UNAUTHORIZED, "runner_invalidated").await;
+
+    // The token reset through the first instance: the old token stops.
+    let (runner_id, token) = first.create_runner(&admin).await;
+    let idle = on_second(&Runner::register(&first, &token, "reset").await);
+    until_cached(&idle).await;
+    let reset = first
+        .post_json(
+            &admin,
+            &format!("/api/admins/reset_runner_token?runner_id={runner_id}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(reset.status(), StatusCode::OK);
+    let refused = idle.post("heartbeat", Some(json!({"progress": 0.0}))).await;
+    assert_error(refused, StatusCode::UNAUTHORIZED, "invalid_runner_token").await;
+
+    // The session ended through the first instance.
+    let (_, token) = first.create_runner(&admin).await;
+    let registered = Runner::register(&first, &token, "leaving").await;
+    let idle = on_second(&registered);
+    until_cached(&idle).await;
+    let gone = strict_json(registered.post("unregister", None).await, "unregister").await;
+    assert_eq!(gone, json!("Success"));
+    let refused = idle.post("heartbeat", Some(json!({"progress": 0.0}))).await;
+    assert_error(refused, StatusCode::FORBIDDEN, "invalid_session").await;
+
+    second.stop().await;
+    first.stop().await;
+}
+
+/// An instance cut off from the database (no reset, no answer) stops
+/// answering heartbeats from its cache before an invalidation made through
+/// another instance answers: its own pings no longer come back, and the
+/// invalidation answers only after they would have had to. (Without that
+/// wait the cut-off instance answered 200 for the invalidated runner.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_instance_answers_no_cached_heartbeat_after_an_invalidation() {
+    let db = TestDb::new().await;
+    let proxy = BlackHoleProxy::start().await;
+    let through_proxy = TestDb {
+        name: db.name.clone(),
+        db: warden::platform::db::Database::from_url(&proxy.url(&db.name), 16, None).unwrap(),
+    };
+    let cut_off = TestApp::start_on(through_proxy, test_config()).await;
+    let healthy = TestApp::start_on(db, test_config()).await;
+    let admin = healthy.admin_token().await;
+    let (runner_id, token) = healthy.create_runner(&admin).await;
+    let registered = Runner::register(&healthy, &token, "behind-the-cut").await;
+    let cached = Runner {
+        app: &cut_off,
+        token: registered.token.clone(),
+        session: registered.session.clone(),
+    };
+    until_cached(&cached).await;
+
+    proxy.black_hole();
+    assert_eq!(
+        healthy.invalidate_runner(&admin, &runner_id).await.status(),
+        StatusCode::OK
+    );
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let answer = probe
+        .post(cached.url("heartbeat"))
+        .bearer_auth(&cached.token)
+        .json(&json!({"progress": 0.0}))
+        .send()
+        .await;
+    assert!(
+        answer.as_ref().map_or(true, |r| r.status() != StatusCode::OK),
+        "a cut-off instance answered a heartbeat of an invalidated runner"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(30), cut_off.stop()).await;
+    healthy.stop().await;
+}

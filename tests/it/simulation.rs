@@ -55,9 +55,10 @@ async fn machine_loop(
         };
         succeeded(sent);
         let job_id = job["id"].as_str().unwrap().to_owned();
-        // Runners that get invalidated work slowly, so they hold jobs then.
+        // Runners that get invalidated work slowly, so they hold jobs then
+        // (long enough for the invalidation to land on a loaded machine).
         let work = if INVALIDATED.contains(&runner) {
-            rand::thread_rng().gen_range(150..250)
+            rand::thread_rng().gen_range(300..500)
         } else {
             rand::thread_rng().gen_range(0..25)
         };

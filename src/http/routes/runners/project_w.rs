@@ -23,7 +23,7 @@ use crate::domain::job::MachineRef;
 use crate::domain::ErrorCode;
 use crate::fleet::dispatcher::Candidate;
 use crate::fleet::jobs::{self, JobView, Taker};
-use crate::fleet::{files, machines, runners as fleet_runners, sessions};
+use crate::fleet::{files, heartbeat_cache, machines, runners as fleet_runners, sessions};
 use crate::http::auth::{runner_token, Runner};
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
@@ -144,52 +144,113 @@ impl SessionCall {
     }
 }
 
+impl SessionCall {
+    /// Checks the runner token and the session in the database. A
+    /// heartbeat (`remember`) keeps what it found in the heartbeat cache
+    /// when the machine has no job and the token is the runner's current one.
+    async fn authenticate(request: &HttpRequest, remember: bool) -> Result<SessionCall, actix_web::Error> {
+        let runner_token = runner_token(request)?;
+        let session_token = session_token(request)?;
+        let state = app_state(request);
+        let timeout = state.config.runners.online_timeout;
+        let cache = &state.fleet.heartbeat_cache;
+        let epoch = cache.epoch();
+        // Both statements go out together on one connection (one
+        // round trip); the runner's answer is judged first, so an
+        // unknown or invalidated runner token gets its own error
+        // whatever the session lookup found.
+        let connection = state.db.get().await.map_err(ApiError::from)?;
+        let (runner, session) = tokio::join!(
+            fleet_runners::authenticate(&connection, &runner_token),
+            sessions::look_up(&connection, &session_token, timeout)
+        );
+        drop(connection);
+        let runner = Runner::admit(state, runner)?;
+        let sessions::SessionWithJob { session, current_job } = session
+            .and_then(|found| found.for_runner(runner.0.runner_id))
+            .map_err(|error| match error {
+                sessions::SessionError::Invalid => invalid_session(),
+                sessions::SessionError::Store(error) => error.into(),
+            })?;
+        if remember && current_job.is_none() && !runner.0.through_previous_token {
+            cache.remember(epoch, &runner_token, &session_token, &runner.0, session);
+        }
+        let call = SessionCall {
+            runner,
+            session,
+            current_job,
+        };
+        call.contact(state, request).await?;
+        Ok(call)
+    }
+
+    /// Every call is a sign of life of the session and a contact of its machine.
+    async fn contact(&self, state: &AppState, request: &HttpRequest) -> Result<(), actix_web::Error> {
+        let timeout = state.config.runners.online_timeout;
+        sessions::seen(&state.db, &state.fleet.seen, self.session.id, timeout)
+            .await
+            .map_err(ApiError::from)?;
+        let context = RequestContext::extract(request).await?;
+        let system_id = sessions::Session::system_id(self.session.id);
+        machine(state, &self.runner, &context, &system_id, None).await?;
+        Ok(())
+    }
+}
+
+fn app_state(request: &HttpRequest) -> &AppState {
+    request
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered on every app")
+}
+
+fn invalid_session() -> ApiError {
+    ApiError::new(ErrorCode::InvalidSession, sessions::SessionError::Invalid.to_string())
+}
+
+fn session_token(request: &HttpRequest) -> Result<String, ApiError> {
+    Ok(web::Query::<SessionParams>::from_query(request.query_string())
+        .map_err(|_| invalid_session())?
+        .into_inner()
+        .session_token)
+}
+
 impl FromRequest for SessionCall {
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let request = request.clone();
+        Box::pin(async move { SessionCall::authenticate(&request, false).await })
+    }
+}
+
+/// A heartbeat's call: from the heartbeat cache when this instance checked
+/// the same runner token and idle session recently and no change was
+/// notified since (`fleet/heartbeat_cache.rs`), else as [`SessionCall`].
+pub struct HeartbeatCall(SessionCall);
+
+impl FromRequest for HeartbeatCall {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let request = request.clone();
         Box::pin(async move {
-            let runner_token = runner_token(&request)?;
-            let invalid = || ApiError::new(ErrorCode::InvalidSession, sessions::SessionError::Invalid.to_string());
-            let session_token = web::Query::<SessionParams>::from_query(request.query_string())
-                .map_err(|_| invalid())?
-                .into_inner()
-                .session_token;
-            let state = request
-                .app_data::<web::Data<AppState>>()
-                .expect("AppState is registered on every app");
-            let timeout = state.config.runners.online_timeout;
-            // Both statements go out together on one connection (one
-            // round trip); the runner's answer is judged first, so an
-            // unknown or invalidated runner token gets its own error
-            // whatever the session lookup found.
-            let connection = state.db.get().await.map_err(ApiError::from)?;
-            let (runner, session) = tokio::join!(
-                fleet_runners::authenticate(&connection, &runner_token),
-                sessions::look_up(&connection, &session_token, timeout)
-            );
-            drop(connection);
-            let runner = Runner::admit(state, runner)?;
-            let sessions::SessionWithJob { session, current_job } = session
-                .and_then(|found| found.for_runner(runner.0.runner_id))
-                .map_err(|error| match error {
-                    sessions::SessionError::Invalid => invalid(),
-                    sessions::SessionError::Store(error) => error.into(),
-                })?;
-            sessions::seen(&state.db, &state.fleet.seen, session.id, timeout)
-                .await
-                .map_err(ApiError::from)?;
-            // Every call is a contact of the session's machine.
-            let context = RequestContext::extract(&request).await?;
-            let system_id = sessions::Session::system_id(session.id);
-            machine(state, &runner, &context, &system_id, None).await?;
-            Ok(SessionCall {
-                runner,
+            let state = app_state(&request);
+            let cached = state
+                .fleet
+                .heartbeat_cache
+                .get(&runner_token(&request)?, &session_token(&request)?);
+            let Some((runner, session)) = cached else {
+                return Ok(HeartbeatCall(SessionCall::authenticate(&request, true).await?));
+            };
+            let call = SessionCall {
+                runner: Runner::admit(state, Ok(runner))?,
                 session,
-                current_job,
-            })
+                current_job: None,
+            };
+            call.contact(state, &request).await?;
+            Ok(HeartbeatCall(call))
         })
     }
 }
@@ -238,7 +299,7 @@ async fn current_job(state: &AppState, call: &SessionCall) -> Result<Option<JobV
 )]
 pub async fn heartbeat(
     state: web::Data<AppState>,
-    call: SessionCall,
+    HeartbeatCall(call): HeartbeatCall,
     context: RequestContext,
     body: Json<HeartbeatBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -492,6 +553,8 @@ pub async fn unregister(
     state.fleet.dispatcher.go_offline(call.session.machine_id);
     let metadata = metadata(&call.runner, &context);
     jobs::requeue_from(&state.fleet, call.machine(), "runner machine unregistered", &metadata).await?;
+    // The session token is refused everywhere once this answers.
+    heartbeat_cache::wait_out_cached_answers().await;
     Ok(HttpResponse::Ok().json("Success"))
 }
 
