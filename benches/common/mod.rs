@@ -21,7 +21,7 @@ use warden::platform::secrets::Secret;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const WARM_UP: Duration = Duration::from_secs(2);
+pub const WARM_UP: Duration = Duration::from_secs(2);
 pub const ADMIN_PASSWORD: &str = "bench admin password";
 
 /// Runs a benchmark's body on a multi-threaded tokio runtime.
