@@ -174,6 +174,10 @@ impl AppState {
         background
             .tasks
             .extend(Arc::clone(&fleet.heartbeat_cache).spawn_listener(core.db.clone(), cancel.clone()));
+        background.tasks.push(crate::fleet::sessions::spawn_seen_flusher(
+            Arc::clone(fleet),
+            cancel.clone(),
+        ));
         background
             .tasks
             .push(crate::fleet::machines::spawn_pruner(Arc::clone(fleet), cancel.clone()));

@@ -8,9 +8,11 @@
 //!
 //! Sessions live in PostgreSQL (`runner_sessions`), so every instance
 //! knows them. A heartbeat refreshes `last_seen_at` at most every
-//! [`seen_write_interval`]: silence is measured in tens of seconds.
+//! [`seen_write_interval`], batched with other sessions' refreshes every
+//! [`seen_flush_interval`] (no request waits for it): silence is measured
+//! in tens of seconds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -143,10 +145,12 @@ pub async fn look_up<C: GenericClient>(
     })
 }
 
-/// When each session's `last_seen_at` was last written by this instance.
+/// When each session's `last_seen_at` was last queued for a write by this
+/// instance, and the sessions whose write is waiting for the next flush.
 #[derive(Default)]
 pub struct SeenWrites {
     written: Mutex<HashMap<Uuid, Instant>>,
+    pending: Mutex<HashSet<Uuid>>,
 }
 
 impl SeenWrites {
@@ -165,24 +169,77 @@ impl SeenWrites {
         }
         due
     }
+
+    fn take_pending(&self) -> Vec<Uuid> {
+        self.pending.lock().expect("seen writes").drain().collect()
+    }
+
+    fn put_back(&self, sessions: Vec<Uuid>) {
+        self.pending.lock().expect("seen writes").extend(sessions);
+    }
 }
 
-/// A sign of life of `session`.
-pub async fn seen(
-    db: &Database,
-    writes: &SeenWrites,
-    session: Uuid,
-    online_timeout: Duration,
-) -> Result<(), StoreError> {
-    if !writes.due(session, seen_write_interval(online_timeout)) {
+/// How long a due `last_seen_at` write may wait to be batched with
+/// others: an eighth of the timeout, at most a second. With the write
+/// interval (at most a quarter) a busy session's row is never older than
+/// three eighths of the timeout.
+pub fn seen_flush_interval(online_timeout: Duration) -> Duration {
+    (online_timeout / 8).min(Duration::from_secs(1))
+}
+
+/// A sign of life of `session`: queued for the next batched write (no
+/// database round trip in the request).
+pub fn seen(writes: &SeenWrites, session: Uuid, online_timeout: Duration) {
+    if writes.due(session, seen_write_interval(online_timeout)) {
+        writes.pending.lock().expect("seen writes").insert(session);
+    }
+}
+
+/// Writes the queued signs of life in one statement.
+pub async fn flush_seen(db: &Database, writes: &SeenWrites) -> Result<(), StoreError> {
+    let sessions = writes.take_pending();
+    if sessions.is_empty() {
         return Ok(());
     }
-    let connection = db.get().await?;
-    let update = connection
-        .prepare_cached("UPDATE runner_sessions SET last_seen_at = now() WHERE id = $1 AND closed_at IS NULL")
-        .await?;
-    connection.execute(&update, &[&session]).await?;
-    Ok(())
+    let written = async {
+        let connection = db.get().await?;
+        connection
+            .execute(
+                "UPDATE runner_sessions SET last_seen_at = now() WHERE id = ANY($1) AND closed_at IS NULL",
+                &[&sessions],
+            )
+            .await?;
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    if written.is_err() {
+        // Kept for the next flush: a session must not look silent
+        // because the database was briefly away.
+        writes.put_back(sessions);
+    }
+    written
+}
+
+/// Flushes the queued signs of life every [`seen_flush_interval`] until
+/// `cancel` fires, then once more.
+pub fn spawn_seen_flusher(
+    fleet: std::sync::Arc<super::Fleet>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(seen_flush_interval(fleet.config.online_timeout));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = flush_seen(&fleet.db, &fleet.seen).await {
+                tracing::warn!(%error, "could not record Project-W sessions' signs of life; retrying");
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), flush_seen(&fleet.db, &fleet.seen)).await;
+    })
 }
 
 /// Ends `session`; false if it had ended already.

@@ -187,9 +187,7 @@ impl SessionCall {
     /// Every call is a sign of life of the session and a contact of its machine.
     async fn contact(&self, state: &AppState, request: &HttpRequest) -> Result<(), actix_web::Error> {
         let timeout = state.config.runners.online_timeout;
-        sessions::seen(&state.db, &state.fleet.seen, self.session.id, timeout)
-            .await
-            .map_err(ApiError::from)?;
+        sessions::seen(&state.fleet.seen, self.session.id, timeout);
         let context = RequestContext::extract(request).await?;
         let system_id = sessions::Session::system_id(self.session.id);
         machine(state, &self.runner, &context, &system_id, None).await?;
