@@ -252,7 +252,8 @@ impl HeartbeatCache {
     }
 
     /// Forgets everything and stops using entries until a ping arrives
-    /// (not listening, or just (re)connected: changes may have been missed).
+    /// (not listening, or just started listening: changes may have been
+    /// missed before); reads begun before are not remembered.
     fn reset(&self) {
         let mut state = self.state();
         state.epoch += 1;
@@ -312,9 +313,24 @@ impl HeartbeatCache {
         let send = |statement: String| -> BoxFuture<'_, Result<(), tokio_postgres::Error>> {
             Box::pin(async move { client.batch_execute(&statement).await })
         };
-        let mut requests = FuturesUnordered::new();
-        requests.push(send(format!("LISTEN {CHANNEL}")));
+        let listen = send(format!("LISTEN {CHANNEL}"));
+        tokio::pin!(listen);
+        // The connection must be driven while LISTEN runs.
+        loop {
+            tokio::select! {
+                result = &mut listen => { result?; break; }
+                message = messages.next() => match message {
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(error),
+                    None => return Ok(()),
+                },
+            }
+        }
+        // Only now is every later change notified here: a read that began
+        // before this (its change perhaps committed before LISTEN took
+        // effect, unnotified) must not be remembered, so the epoch moves.
         self.reset();
+        let mut requests = FuturesUnordered::new();
         let mut ticks = tokio::time::interval(PING_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -430,6 +446,26 @@ mod tests {
             session(runner_id),
         );
         assert!(cache.get_at(RUNNER_TOKEN, "wdst_second", start).is_none());
+    }
+
+    #[test]
+    fn a_read_begun_before_listening_started_is_not_remembered() {
+        let start = Instant::now();
+        let cache = HeartbeatCache::new(true);
+        let runner_id = Uuid::new_v4();
+        let began = cache.epoch();
+        // LISTEN took effect: a change committed before it was not notified.
+        cache.reset();
+        cache.remember(
+            began,
+            RUNNER_TOKEN,
+            SESSION_TOKEN,
+            &runner(runner_id),
+            session(runner_id),
+        );
+        let payload = cache.ping_sent(start);
+        cache.handle(Notice::parse(&payload).unwrap(), start);
+        assert!(cache.get_at(RUNNER_TOKEN, SESSION_TOKEN, start).is_none());
     }
 
     #[test]
