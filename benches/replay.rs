@@ -325,7 +325,7 @@ fn main() {
         let started = Instant::now();
         let replayed = warden::log::replay::run(&db, false, false).await.unwrap();
         assert_eq!(replayed.events, events);
-        println!("  steps: {:?}", replayed.steps);
+        println!("  steps: {:?} (inside run: {:.2} s)", replayed.steps, replayed.seconds);
         results.push(report_of("warden replay (rebuild + swap)", events, started.elapsed()));
 
         // Again, with the read models already right: the swap writes

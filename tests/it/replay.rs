@@ -306,3 +306,50 @@ async fn replay_refuses_a_log_it_cannot_read_and_changes_nothing() {
     drop(client);
     app.stop().await;
 }
+
+/// A replay into emptied read models (a restore, a reset) fills them with
+/// their indexes built after the rows: afterwards every index is there
+/// with its own definition, every row as before, and the token checks and
+/// projectors work on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_into_empty_read_models_keeps_every_index_and_row() {
+    let app = busy_app().await;
+    let admin = app.admin_token().await;
+    app.db.settle_log().await;
+    let indexes = || async {
+        app.db
+            .client()
+            .await
+            .query(
+                "SELECT tablename || ': ' || indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let indexes_before = indexes().await;
+    let rows_before = app.db.snapshot_read_models().await;
+    let tables: Vec<&str> = warden::projections::all()
+        .iter()
+        .flat_map(|projection| projection.tables().iter().copied())
+        .collect();
+    app.db
+        .client()
+        .await
+        .batch_execute(&format!("TRUNCATE {}", tables.join(", ")))
+        .await
+        .unwrap();
+
+    let report = warden::log::replay::run(&app.db.db, false, false).await.unwrap();
+    assert!(report.differences.is_empty(), "{report:?}");
+    assert_eq!(indexes().await, indexes_before);
+    assert_eq!(app.db.snapshot_read_models().await, rows_before);
+    let (_, token) = app.create_runner(&admin).await;
+    assert_eq!(app.verify_runner(&token).await.status(), StatusCode::OK);
+    let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
+    assert!(report.differences.is_empty(), "{report:?}");
+    app.stop().await;
+}
