@@ -142,9 +142,7 @@ impl SessionCall {
             machine_id: self.session.machine_id,
         }
     }
-}
 
-impl SessionCall {
     /// Checks the runner token and the session in the database. A
     /// heartbeat (`remember`) keeps what it found in the heartbeat cache
     /// when the machine has no job and the token is the runner's current one.
