@@ -172,6 +172,7 @@ impl HeartbeatCache {
         let found = (entry.runner.clone(), entry.session);
         drop(state);
         self.hits.fetch_add(1, Ordering::Relaxed);
+        crate::platform::metrics::global().heartbeat_cache_hits.inc();
         Some(found)
     }
 

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub pool_connections: Family<Labels, Gauge>,
     pub reads: Family<Labels, Counter>,
     pub read_wait: Family<Labels, Histogram>,
+    pub heartbeat_cache_hits: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -70,6 +71,7 @@ impl Metrics {
             pool_connections: Family::default(),
             reads: Family::default(),
             read_wait: Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets())),
+            heartbeat_cache_hits: Counter::default(),
         };
         let m = &metrics;
         registry.register(
@@ -91,6 +93,11 @@ impl Metrics {
             "append_conflicts",
             "Appends refused for a concurrent change of the same stream, by aggregate",
             m.append_conflicts.clone(),
+        );
+        registry.register(
+            "heartbeat_cache_hits",
+            "Project-W heartbeats answered from the heartbeat cache, without a database read",
+            m.heartbeat_cache_hits.clone(),
         );
         registry.register(
             "login_failures",

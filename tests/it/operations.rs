@@ -346,6 +346,7 @@ async fn metrics_pass_promtool_and_health_probes_answer() {
         "warden_jobs_queued 1",
         "warden_machines_online{protocol=\"native\"}",
         "warden_db_pool_connections{state=\"open\"}",
+        "warden_heartbeat_cache_hits_total",
     ] {
         assert!(text.contains(series), "`{series}` missing from:\n{text}");
     }
