@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use super::runners::AuthenticatedRunner;
 use super::sessions::Session;
-use crate::platform::db::Database;
+use crate::platform::db::{self, Database, Listener};
 use crate::platform::secrets::tokens;
 
 /// The channel the triggers of migration V21 and the pings use.
@@ -134,7 +134,8 @@ impl HeartbeatCache {
         self.state.lock().expect("heartbeat cache")
     }
 
-    /// Heartbeats answered from the cache so far.
+    /// Heartbeats this instance answered from its cache so far (the
+    /// metric counts the whole process, where tests run several).
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
@@ -308,25 +309,13 @@ impl HeartbeatCache {
     async fn listen(&self, db: &Database) -> Result<(), tokio_postgres::Error> {
         use futures_util::future::BoxFuture;
         use futures_util::stream::{FuturesUnordered, StreamExt};
-        let (client, mut connection) = db.config().connect(db.tls()).await?;
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        let Some(Listener { client, mut messages }) = db::listen(db.config(), db.tls(), &[CHANNEL]).await? else {
+            return Ok(());
+        };
         let client = &client;
         let send = |statement: String| -> BoxFuture<'_, Result<(), tokio_postgres::Error>> {
             Box::pin(async move { client.batch_execute(&statement).await })
         };
-        let listen = send(format!("LISTEN {CHANNEL}"));
-        tokio::pin!(listen);
-        // The connection must be driven while LISTEN runs.
-        loop {
-            tokio::select! {
-                result = &mut listen => { result?; break; }
-                message = messages.next() => match message {
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => return Err(error),
-                    None => return Ok(()),
-                },
-            }
-        }
         // Only now is every later change notified here: a read that began
         // before this (its change perhaps committed before LISTEN took
         // effect, unnotified) must not be remembered, so the epoch moves.

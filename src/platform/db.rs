@@ -253,6 +253,44 @@ impl Database {
     }
 }
 
+/// A connection outside the pool listening on some channels: its client
+/// (keep it: dropping it closes the connection; it may send statements)
+/// and its messages, notifications among them.
+pub struct Listener {
+    pub client: tokio_postgres::Client,
+    pub messages: futures_util::stream::BoxStream<'static, Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>>,
+}
+
+/// Connects with `config` and runs `LISTEN` on each of `channels`, driving
+/// the connection meanwhile; `None` if the server closed it first. Every
+/// notification committed after this returns is delivered.
+pub async fn listen(
+    config: &tokio_postgres::Config,
+    tls: PostgresTls,
+    channels: &[&str],
+) -> Result<Option<Listener>, tokio_postgres::Error> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = config.connect(tls).await?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed();
+    let statement: String = channels.iter().map(|channel| format!("LISTEN {channel};")).collect();
+    {
+        let listen = client.batch_execute(&statement);
+        tokio::pin!(listen);
+        // The connection must be driven while LISTEN runs.
+        loop {
+            tokio::select! {
+                result = &mut listen => { result?; break; }
+                message = messages.next() => match message {
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(error),
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+    Ok(Some(Listener { client, messages }))
+}
+
 /// Detaches a pooled connection so it is closed instead of reused: its
 /// session state (advisory locks) dies with it.
 pub fn discard(connection: Connection) {

@@ -596,6 +596,14 @@ impl BlackHoleProxy {
         self.black_hole.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The database of `db` reached through this proxy (a pool of its own).
+    pub fn in_front_of(&self, db: &TestDb) -> TestDb {
+        TestDb {
+            name: db.name.clone(),
+            db: Database::from_url(&self.url(&db.name), 16, None).unwrap(),
+        }
+    }
+
     /// `key=value` connection string of database `name` through the proxy.
     pub fn url(&self, name: &str) -> String {
         format!(

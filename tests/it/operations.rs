@@ -278,11 +278,7 @@ async fn events_of_a_newer_release_stop_only_the_consumers_they_concern() {
 async fn a_black_holed_instance_hands_its_leadership_to_a_healthy_one() {
     let db = TestDb::new().await;
     let proxy = BlackHoleProxy::start().await;
-    let through_proxy = TestDb {
-        name: db.name.clone(),
-        db: Database::from_url(&proxy.url(&db.name), 16, None).unwrap(),
-    };
-    let cut_off = TestApp::start_on(through_proxy, test_config()).await;
+    let cut_off = TestApp::start_on(proxy.in_front_of(&db), test_config()).await;
     let healthy = TestApp::start_on(db, test_config()).await;
     let leading = |app: &TestApp| {
         app.state

@@ -83,6 +83,15 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// The same machine (runner token and session) talking to `app`.
+    fn through<'b>(&self, app: &'b TestApp) -> Runner<'b> {
+        Runner {
+            app,
+            token: self.token.clone(),
+            session: self.session.clone(),
+        }
+    }
+
     fn url(&self, call: &str) -> String {
         self.app
             .url(&format!("/api/runners/{call}?session_token={}", self.session))
@@ -474,11 +483,7 @@ async fn a_machine_registered_on_one_instance_works_through_another() {
     let user = second.token(USER_EMAIL, USER_PASSWORD, false).await;
     let (_, token) = first.create_runner(&admin).await;
     let registered = Runner::register(&first, &token, "whisper-elsewhere").await;
-    let elsewhere = Runner {
-        app: &second,
-        token: registered.token.clone(),
-        session: registered.session.clone(),
-    };
+    let elsewhere = registered.through(&second);
     // Only the second instance hears from it: the first forgets it.
     for _ in 0..8 {
         assert_eq!(elsewhere.heartbeat(0.0).await, (false, false));
@@ -576,15 +581,10 @@ async fn cached_heartbeats_see_changes_made_through_another_instance() {
     let (first, second) = TestApp::start_two(test_config()).await;
     let admin = first.admin_token().await;
     let user = second.token(USER_EMAIL, USER_PASSWORD, false).await;
-    let on_second = |registered: &Runner<'_>| Runner {
-        app: &second,
-        token: registered.token.clone(),
-        session: registered.session.clone(),
-    };
 
     // A job submitted through the first instance.
     let (runner_id, token) = first.create_runner(&admin).await;
-    let working = on_second(&Runner::register(&first, &token, "working").await);
+    let working = Runner::register(&first, &token, "working").await.through(&second);
     until_cached(&working).await;
     let file = upload(&first, &user, audio_bytes(1), "audio/wav").await;
     let job = submit_project_w_job(&first, &user, &file).await;
@@ -597,7 +597,7 @@ async fn cached_heartbeats_see_changes_made_through_another_instance() {
         .await;
 
     // The runner invalidated through the first instance.
-    let idle = on_second(&Runner::register(&first, &token, "idle").await);
+    let idle = Runner::register(&first, &token, "idle").await.through(&second);
     until_cached(&idle).await;
     assert_eq!(
         first.invalidate_runner(&admin, &runner_id).await.status(),
@@ -608,7 +608,7 @@ async fn cached_heartbeats_see_changes_made_through_another_instance() {
 
     // The token reset through the first instance: the old token stops.
     let (runner_id, token) = first.create_runner(&admin).await;
-    let idle = on_second(&Runner::register(&first, &token, "reset").await);
+    let idle = Runner::register(&first, &token, "reset").await.through(&second);
     until_cached(&idle).await;
     let reset = first
         .post_json(
@@ -624,7 +624,7 @@ async fn cached_heartbeats_see_changes_made_through_another_instance() {
     // The session ended through the first instance.
     let (_, token) = first.create_runner(&admin).await;
     let registered = Runner::register(&first, &token, "leaving").await;
-    let idle = on_second(&registered);
+    let idle = registered.through(&second);
     until_cached(&idle).await;
     let gone = strict_json(registered.post("unregister", None).await, "unregister").await;
     assert_eq!(gone, json!("Success"));
@@ -644,20 +644,12 @@ async fn cached_heartbeats_see_changes_made_through_another_instance() {
 async fn a_cut_off_instance_answers_no_cached_heartbeat_after_an_invalidation() {
     let db = TestDb::new().await;
     let proxy = BlackHoleProxy::start().await;
-    let through_proxy = TestDb {
-        name: db.name.clone(),
-        db: warden::platform::db::Database::from_url(&proxy.url(&db.name), 16, None).unwrap(),
-    };
-    let cut_off = TestApp::start_on(through_proxy, test_config()).await;
+    let cut_off = TestApp::start_on(proxy.in_front_of(&db), test_config()).await;
     let healthy = TestApp::start_on(db, test_config()).await;
     let admin = healthy.admin_token().await;
     let (runner_id, token) = healthy.create_runner(&admin).await;
     let registered = Runner::register(&healthy, &token, "behind-the-cut").await;
-    let cached = Runner {
-        app: &cut_off,
-        token: registered.token.clone(),
-        session: registered.session.clone(),
-    };
+    let cached = registered.through(&cut_off);
     until_cached(&cached).await;
 
     proxy.black_hole();

@@ -33,7 +33,7 @@ use uuid::Uuid;
 use warden_events::codec::{self, DecodeError};
 use warden_events::{Event, LogCursor, Metadata, RecordedEvent, StreamId};
 
-use crate::platform::db::{Connection, Database, DbError};
+use crate::platform::db::{self, Connection, Database, DbError};
 
 /// Channel on which instances tell each other about appends.
 pub const APPEND_CHANNEL: &str = "warden_events";
@@ -881,22 +881,14 @@ impl EventStore {
 
     async fn listen_for_appends(&self, config: &tokio_postgres::Config) -> Result<(), tokio_postgres::Error> {
         use futures_util::StreamExt;
-        let (client, mut connection) = config.connect(self.db.tls()).await?;
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        let statement = format!("LISTEN {APPEND_CHANNEL}; LISTEN {CHECKPOINT_CHANNEL}");
-        let listen = client.batch_execute(&statement);
-        tokio::pin!(listen);
-        // The connection must be driven while LISTEN runs.
-        loop {
-            tokio::select! {
-                result = &mut listen => { result?; break; }
-                message = messages.next() => match message {
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => return Err(error),
-                    None => return Ok(()),
-                },
-            }
-        }
+        let channels = [APPEND_CHANNEL, CHECKPOINT_CHANNEL];
+        let Some(db::Listener {
+            client: _client,
+            mut messages,
+        }) = db::listen(config, self.db.tls(), &channels).await?
+        else {
+            return Ok(());
+        };
         while let Some(message) = messages.next().await {
             if let tokio_postgres::AsyncMessage::Notification(notification) = message? {
                 if notification.channel() == CHECKPOINT_CHANNEL {
