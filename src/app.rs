@@ -81,7 +81,7 @@ impl Core {
         let projections = ProjectionRunner::new(store.clone(), warden_projections::all(), durable_commits);
         let cancel = CancellationToken::new();
         let mut tasks = projections.start(cancel.clone());
-        tasks.push(store.spawn_append_listener(db.config().clone(), cancel.clone()));
+        tasks.push(store.spawn_append_listener(cancel.clone()));
         tasks.push(store.spawn_append_notifier(cancel.clone()));
         let background = Background { cancel, tasks };
         // Read models must not lag the log when the first request arrives
@@ -126,6 +126,33 @@ pub struct AppState {
     pub access_tokens: AccessTokens,
     /// Where admin, audit and time-travel reads go (replicas if any).
     pub reads: ReadPools,
+    /// The log consumers this instance may lead.
+    pub consumers: Consumers,
+}
+
+/// The log consumers of a serving instance: the projectors and the
+/// re-assignment reaction.
+#[derive(Clone)]
+pub struct Consumers {
+    projections: Arc<ProjectionRunner>,
+    reaction: Arc<FollowerProgress>,
+}
+
+impl Consumers {
+    /// The names of those this instance leads now.
+    pub fn led_here(&self) -> Vec<String> {
+        let mut leads: Vec<String> = self
+            .projections
+            .status()
+            .into_iter()
+            .filter(|projector| projector.leading_here)
+            .map(|projector| projector.name.to_owned())
+            .collect();
+        if self.reaction.leading.load(std::sync::atomic::Ordering::SeqCst) {
+            leads.push(crate::fleet::reactions::NAME.to_owned());
+        }
+        leads
+    }
 }
 
 impl AppState {
@@ -162,10 +189,13 @@ impl AppState {
             Arc::clone(&reaction_progress),
             cancel.clone(),
         )));
+        let consumers = Consumers {
+            projections: Arc::clone(core.commands.projections()),
+            reaction: reaction_progress,
+        };
         background.tasks.push(spawn_instance_heartbeat(
             Arc::clone(fleet),
-            Arc::clone(core.commands.projections()),
-            reaction_progress,
+            consumers.clone(),
             cancel.clone(),
         ));
         background
@@ -205,6 +235,7 @@ impl AppState {
             fleet: core.fleet,
             access_tokens,
             reads,
+            consumers,
         }))
     }
 
@@ -224,26 +255,13 @@ impl AppState {
 /// Reports this instance to the registry (`platform::instances`) at once
 /// and every few seconds, with the log consumers it leads, and gives the
 /// runner rate limit this instance's share; removes it on a clean stop.
-fn spawn_instance_heartbeat(
-    fleet: Arc<Fleet>,
-    projections: Arc<ProjectionRunner>,
-    reaction: Arc<FollowerProgress>,
-    cancel: CancellationToken,
-) -> JoinHandle<()> {
+fn spawn_instance_heartbeat(fleet: Arc<Fleet>, consumers: Consumers, cancel: CancellationToken) -> JoinHandle<()> {
     use crate::platform::instances;
     tokio::spawn(async move {
         let db = fleet.db.clone();
         let me = fleet.instance.clone();
         loop {
-            let mut leads: Vec<String> = projections
-                .status()
-                .into_iter()
-                .filter(|projector| projector.leading_here)
-                .map(|projector| projector.name.to_owned())
-                .collect();
-            if reaction.leading.load(std::sync::atomic::Ordering::SeqCst) {
-                leads.push(crate::fleet::reactions::NAME.to_owned());
-            }
+            let leads = consumers.led_here();
             if let Err(error) = instances::heartbeat(&db, &me, &leads).await {
                 tracing::debug!(%error, "instance heartbeat failed");
             }

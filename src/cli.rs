@@ -14,7 +14,7 @@ use crate::app::{AppState, Core};
 use crate::fleet::reconcile;
 use crate::identity::accounts;
 use crate::platform::config::Config;
-use crate::platform::database_setup::DatabaseHandle;
+use crate::platform::database_setup::{DatabaseHandle, Purpose};
 use crate::platform::secrets::Secret;
 
 #[derive(Parser)]
@@ -232,7 +232,7 @@ impl Cli {
                 serve(config).await?;
             }
             Command::Migrate => {
-                let handle = DatabaseHandle::open(&config).await?;
+                let handle = DatabaseHandle::open(&config, Purpose::Maintenance).await?;
                 let applied = crate::log::clock::migrate_and_align(&handle.db).await?;
                 println!("applied {} migration(s)", applied.len());
                 handle.close().await;
@@ -258,7 +258,7 @@ impl Cli {
             Command::Runner(_) | Command::Openapi => unreachable!("handled above"),
             Command::Audit { action, filters } => return audit_command(config, action, filters).await,
             Command::Status => {
-                let handle = DatabaseHandle::open(&config).await?;
+                let handle = DatabaseHandle::open(&config, Purpose::Maintenance).await?;
                 let alive = crate::platform::instances::alive(&handle.db).await;
                 handle.close().await;
                 for instance in alive? {
@@ -266,7 +266,7 @@ impl Cli {
                 }
             }
             Command::Replay { verify } => {
-                let handle = DatabaseHandle::open(&config).await?;
+                let handle = DatabaseHandle::open(&config, Purpose::Maintenance).await?;
                 crate::log::clock::migrate_and_align(&handle.db).await?;
                 let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
                 let report = crate::log::replay::run(&handle.db, verify, show_progress).await;
@@ -333,7 +333,7 @@ impl Cli {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.http.listen.clone();
     let shutdown_timeout = config.http.shutdown_timeout;
-    let handle = DatabaseHandle::open(&config).await?;
+    let handle = DatabaseHandle::open(&config, Purpose::Serve).await?;
     let (state, background) = AppState::start(config, handle.db.clone()).await?;
     let changed = accounts::provision_from_config(&state.identity).await?;
     if !changed.is_empty() {
@@ -379,7 +379,7 @@ where
     F: FnOnce(Core) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let handle = DatabaseHandle::open(&config).await?;
+    let handle = DatabaseHandle::open(&config, Purpose::Maintenance).await?;
     let (core, background) = Core::start(config, handle.db.clone()).await?;
     let outcome = operation(core).await;
     background.stop().await;
@@ -442,7 +442,7 @@ fn read_password() -> anyhow::Result<Secret> {
 
 /// `warden audit ...`: reads the log only, needs no running projectors.
 async fn audit_command(config: Config, action: Option<AuditAction>, filters: AuditFilters) -> anyhow::Result<u8> {
-    let handle = DatabaseHandle::open(&config).await?;
+    let handle = DatabaseHandle::open(&config, Purpose::Maintenance).await?;
     crate::log::clock::migrate_and_align(&handle.db).await?;
     let connection = handle.db.get().await?;
     let code = match action {

@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use super::runners::AuthenticatedRunner;
 use super::sessions::Session;
-use crate::platform::db::{self, Database, Listener};
+use crate::platform::db::{Database, Listener};
 use crate::platform::secrets::tokens;
 
 /// The channel the triggers of migration V21 and the pings use.
@@ -309,7 +309,7 @@ impl HeartbeatCache {
     async fn listen(&self, db: &Database) -> Result<(), tokio_postgres::Error> {
         use futures_util::future::BoxFuture;
         use futures_util::stream::{FuturesUnordered, StreamExt};
-        let Some(Listener { client, mut messages }) = db::listen(db.config(), db.tls(), &[CHANNEL]).await? else {
+        let Some(Listener { client, mut messages }) = db.listen(&[CHANNEL]).await? else {
             return Ok(());
         };
         let client = &client;

@@ -178,6 +178,7 @@ pub async fn touch(
                     runner_id: runner.runner_id,
                     machine_id,
                     limit: fleet.config.max_machines_per_token,
+                    lock_wait: fleet.db.timeouts().lock_wait(),
                 };
                 let outcome = fleet
                     .commands
@@ -214,26 +215,22 @@ struct MachineLimit {
     runner_id: Uuid,
     machine_id: Uuid,
     limit: u32,
+    /// How long the registration waits for its runner's registration lock.
+    lock_wait: std::time::Duration,
 }
-
-/// How long a registration waits for its runner's registration lock.
-const REGISTRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[async_trait::async_trait]
 impl Precondition for MachineLimit {
     async fn check(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), CommandError> {
         let key = crate::log::follower::advisory_key(&format!("machine-registration:{}", self.runner_id));
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}",
-            REGISTRATION_LOCK_WAIT.as_millis()
-        ))
-        .await
-        .map_err(StoreError::from)?;
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", self.lock_wait.as_millis()))
+            .await
+            .map_err(StoreError::from)?;
         let locked = tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await;
         if let Err(error) = locked {
             return Err(match error.code() {
                 Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-                    StoreError::Db(DbError::LockTimedOut(REGISTRATION_LOCK_WAIT))
+                    StoreError::Db(DbError::LockTimedOut(self.lock_wait))
                 }
                 _ => StoreError::from(error),
             }
@@ -346,13 +343,13 @@ pub fn spawn_pruner(fleet: Arc<Fleet>, cancel: CancellationToken) -> JoinHandle<
     tokio::spawn(async move {
         let interval = fleet.config.prune_check_interval;
         // One instance prunes; the others stand by.
-        let mut leadership = crate::platform::db::Leadership::new("machine-pruner");
+        let mut leadership = crate::platform::leases::Lease::periodic("machine-pruner", interval);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            if !leadership.is_mine(&fleet.db).await {
+            if !leadership.hold(&fleet.db).await {
                 continue;
             }
             match prune_stale(&fleet).await {

@@ -29,7 +29,7 @@ use crate::domain::Aggregate;
 use crate::fleet::dispatcher::Dispatcher;
 use crate::log::commands::CommandService;
 use crate::log::event_store::{self, ExpectedVersion, StoreError};
-use crate::log::follower::{save_checkpoint, LogConsumer};
+use crate::log::follower::{save_checkpoint, Fence, LogConsumer};
 use crate::platform::db::Connection;
 
 pub const NAME: &str = "reaction:job-reassignment";
@@ -150,6 +150,7 @@ impl LogConsumer for JobReassignment {
         &self,
         connection: &mut Connection,
         events: &[RecordedEvent],
+        from: LogCursor,
         through: LogCursor,
     ) -> Result<(), StoreError> {
         let plan = self.plan(&*connection, events).await?;
@@ -210,7 +211,8 @@ impl LogConsumer for JobReassignment {
             // is offered again and decided on fresh state.
             event_store::append_in(&tx, &stream, expected, events, &metadata).await?;
         }
-        save_checkpoint(&tx, NAME, through).await?;
+        // Exactly once: only if no other leader moved it since `from`.
+        save_checkpoint(&tx, NAME, through, Fence::Exactly(from)).await?;
         if requeued > 0 {
             crate::platform::failpoint::pause_if_armed("reassignment-before-commit").await;
         }

@@ -188,14 +188,14 @@ impl From<StoreError> for ApiError {
                 )
             }
             StoreError::Db(crate::platform::db::DbError::Postgres(ref db_error)) if database_unavailable(db_error) => {
-                tracing::error!(%error, "database unavailable");
+                tracing::error!(error = crate::platform::db::describe(&error), "database unavailable");
                 ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")
             }
             StoreError::Db(crate::platform::db::DbError::LockTimedOut(_)) => {
                 ApiError::new(ErrorCode::ConcurrentModification, error.to_string())
             }
             StoreError::Db(crate::platform::db::DbError::Pool(_) | crate::platform::db::DbError::TimedOut(_)) => {
-                tracing::error!(%error, "database unavailable");
+                tracing::error!(error = crate::platform::db::describe(&error), "database unavailable");
                 ApiError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable; try again")
             }
             other => ApiError::internal(&other),

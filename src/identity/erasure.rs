@@ -36,14 +36,15 @@ pub async fn scrub_after_deletion(db: &Database, user_id: Uuid) -> Result<(), St
             &[&user_id],
         )
         .await?;
+    drop(connection);
     // Never inside a transaction; two deletions at once simply rewrite
-    // twice. A big jobs table may take longer than the statement timeout.
+    // twice. A big jobs table may take longer than a request's statement
+    // timeout: a connection of its own with the maintenance timeout.
     // (One statement per call: several would run as one transaction.)
-    connection.batch_execute("SET statement_timeout = 0").await?;
-    let rewritten = connection
+    let maintenance = db.dedicated(db.timeouts().for_maintenance()).await?;
+    maintenance
         .batch_execute(&format!("VACUUM (FULL) {}", REWRITTEN_TABLES.join(", ")))
-        .await;
-    connection.batch_execute("RESET statement_timeout").await?;
-    rewritten?;
+        .await
+        .map_err(crate::platform::db::DbError::from)?;
     Ok(())
 }

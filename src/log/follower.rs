@@ -2,10 +2,15 @@
 //! instance at a time per consumer, from its durable checkpoint, in
 //! delivery order, never skipping an event.
 //!
-//! Leadership is a session-level advisory lock on a connection of the
-//! follower's own; other instances retry every second and take over when
-//! the holder's session ends. The consumer moves its checkpoint in the
-//! same transaction as its effects (see [`LogConsumer::consume`]).
+//! Leadership is a lease (`platform::leases`): the leader renews it every
+//! second between rounds, other instances try to take it every second and
+//! do once it has run out (3 s after its last renewal, whatever became of
+//! the leader: a frozen host, a connection that answers nothing). Every
+//! read and every batch of a round must end before the lease does, or the
+//! round is abandoned (its connection closed). The consumer moves its
+//! checkpoint in the same transaction as its effects, fenced
+//! ([`save_checkpoint`]): a late commit of a leader that lost its lease
+//! meanwhile cannot move the checkpoint back or apply a batch twice.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use warden_events::{LogCursor, RecordedEvent};
 
 use crate::log::event_store::{self, EventStore, LogEntry, StoreError, UnreadableEvent};
-use crate::platform::db::Connection;
+use crate::platform::db::{Connection, Database};
+use crate::platform::leases::{self, Lease};
 
 /// Upper bound of the idle poll; appends by this process wake followers
 /// at once, other instances' appends arrive through LISTEN.
@@ -34,10 +40,7 @@ const BLOCKED_POLL: Duration = Duration::from_millis(2);
 /// commands/s, see docs/performance.md). Nothing answers a request only
 /// after a follower: commands project inline.
 const ROUND_INTERVAL: Duration = Duration::from_millis(10);
-const LEADER_RETRY: Duration = Duration::from_secs(1);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest wait for one read of the log: past it the leader gives up.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after stopping at an unreadable event: long enough for an
 /// instance of a newer release to take the lead.
 const STUCK_BACKOFF: Duration = Duration::from_secs(5);
@@ -57,14 +60,15 @@ pub trait LogConsumer: Send + Sync {
         500
     }
 
-    /// Handles `events` (in delivery order, after the checkpoint) and saves
-    /// the checkpoint `through` in the same transaction, so effects and
-    /// progress commit together. An error leaves both untouched; the same
-    /// batch is offered again.
+    /// Handles `events` (in delivery order, after the checkpoint `from`)
+    /// and saves the checkpoint `through` in the same transaction, so
+    /// effects and progress commit together, fenced ([`save_checkpoint`]).
+    /// An error leaves both untouched; the same batch is offered again.
     async fn consume(
         &self,
         connection: &mut Connection,
         events: &[RecordedEvent],
+        from: LogCursor,
         through: LogCursor,
     ) -> Result<(), StoreError>;
 
@@ -107,8 +111,9 @@ pub async fn follow(
     cancel: CancellationToken,
 ) {
     let name = consumer.name();
+    let mut lease = Lease::new(format!("consumer:{name}"));
     while !cancel.is_cancelled() {
-        let outcome = lead(&store, consumer.as_ref(), &progress, &cancel).await;
+        let outcome = lead(&store, consumer.as_ref(), &progress, &cancel, &mut lease).await;
         progress.leading.store(false, Ordering::SeqCst);
         if let Err(error) = outcome {
             tracing::error!(consumer = name, %error, "log follower failed; retrying");
@@ -118,39 +123,46 @@ pub async fn follow(
                 StoreError::Unreadable { .. } => STUCK_BACKOFF,
                 _ => ERROR_BACKOFF,
             };
+            // Give the lease up: an instance of a newer release, or one
+            // whose database connection works, may take over at once.
+            lease.release(store.database()).await;
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = sleep(backoff) => {}
             }
         }
     }
+    lease.release(store.database()).await;
 }
 
-/// Becomes the leader for `consumer` and follows until cancelled or an
-/// error; the lock dies with the connection either way.
+/// A leader's round abandoned because its lease ran out first.
+fn lease_ran_out(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost(lease.name().to_owned())
+}
+
+/// Becomes the leader for `consumer` (waiting for the lease) and follows
+/// until cancelled, an error, or the lease is lost.
 async fn lead(
     store: &EventStore,
     consumer: &dyn LogConsumer,
     progress: &FollowerProgress,
     cancel: &CancellationToken,
+    lease: &mut Lease,
 ) -> Result<(), StoreError> {
     let name = consumer.name();
-    let mut connection = SessionConnection(Some(store.database().get().await?));
-    let key = advisory_key(name);
-    loop {
-        let row = connection
-            .get()
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .await?;
-        if row.get::<_, bool>(0) {
-            break;
-        }
+    let db = store.database();
+    while !lease.hold(db).await {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = sleep(LEADER_RETRY) => {}
+            _ = sleep(leases::RENEW_EVERY) => {}
         }
     }
-    let mut cursor = load_checkpoint(connection.get(), name).await?;
+    // Closed, not pooled, when this term ends: a round abandoned half-way
+    // must not leave a transaction behind.
+    let mut connection = SessionConnection(Some(
+        within_lease(lease, db, db.get()).await?.map_err(StoreError::from)?,
+    ));
+    let mut cursor = within_lease(lease, db, load_checkpoint(connection.get(), name)).await??;
     progress.checkpoint.send_replace(cursor);
     progress.leading.store(true, Ordering::SeqCst);
     tracing::debug!(consumer = name, ?cursor, "following the log");
@@ -163,18 +175,23 @@ async fn lead(
         if let (Some(last_read), false) = (last_read, backlog) {
             sleep_until(last_read + ROUND_INTERVAL).await;
         }
+        if !lease.hold(db).await {
+            tracing::info!(consumer = name, "lost the lease; another instance leads");
+            return Ok(());
+        }
         last_read = Some(Instant::now());
-        // A database that stopped answering (black-holed connection) ends
-        // this leadership; the lock dies with the connection.
         let read = event_store::read_entries_after(connection.get(), cursor, consumer.batch_size());
-        let entries = tokio::time::timeout(READ_TIMEOUT, read)
-            .await
-            .map_err(|_| StoreError::Db(crate::platform::db::DbError::TimedOut(READ_TIMEOUT)))??;
+        let entries = within_lease(lease, db, read).await??;
         backlog = entries.len() as i64 >= consumer.batch_size();
         if !entries.is_empty() {
             let (events, through, blocked) = deliverable(consumer, entries, cursor);
             if through > cursor {
-                consumer.consume(connection.get_mut(), &events, through).await?;
+                within_lease(
+                    lease,
+                    db,
+                    consumer.consume(connection.get_mut(), &events, cursor, through),
+                )
+                .await??;
                 cursor = through;
                 progress.checkpoint.send_replace(cursor);
                 *progress.stuck_on.lock().expect("stuck_on") = None;
@@ -189,7 +206,7 @@ async fn lead(
             idle_poll = BLOCKED_POLL;
             continue;
         }
-        consumer.idle(connection.get_mut(), cursor).await?;
+        within_lease(lease, db, consumer.idle(connection.get_mut(), cursor)).await??;
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = appends.changed() => idle_poll = BLOCKED_POLL,
@@ -211,18 +228,70 @@ pub async fn load_checkpoint<C: GenericClient>(client: &C, name: &str) -> Result
         }))
 }
 
-pub async fn save_checkpoint<C: GenericClient>(client: &C, name: &str, cursor: LogCursor) -> Result<(), StoreError> {
+/// What must hold for a checkpoint to move (see [`save_checkpoint`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Fence {
+    /// The stored checkpoint is exactly this one: nobody else moved it
+    /// since this leader loaded it (a consumer whose effects must apply
+    /// exactly once).
+    Exactly(LogCursor),
+    /// The checkpoint never moves back (a consumer whose effects are
+    /// idempotent and that saves only now and then).
+    Forward,
+    /// Set it whatever it was (replay, which holds every writer off).
+    Unconditional,
+}
+
+/// Saves `name`'s checkpoint `cursor` if `fence` holds, else fails with
+/// [`StoreError::Fenced`] (another leader moved it: this one lost its
+/// lease), and the caller's transaction rolls back with it.
+pub async fn save_checkpoint<C: GenericClient>(
+    client: &C,
+    name: &str,
+    cursor: LogCursor,
+    fence: Fence,
+) -> Result<(), StoreError> {
+    let (condition, expected) = match fence {
+        Fence::Exactly(expected) => ("(c.transaction_id, c.position) = ($4, $5)", Some(expected)),
+        Fence::Forward => (
+            "(c.transaction_id, c.position) <= (EXCLUDED.transaction_id, EXCLUDED.position)",
+            None,
+        ),
+        Fence::Unconditional => ("true", None),
+    };
     let upsert = client
-        .prepare_cached(
-            "INSERT INTO projection_checkpoints (name, transaction_id, position, updated_at)
+        .prepare_cached(&format!(
+            "INSERT INTO projection_checkpoints AS c (name, transaction_id, position, updated_at)
              VALUES ($1, $2, $3, now())
              ON CONFLICT (name) DO UPDATE
-             SET transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, updated_at = now()",
-        )
+             SET transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, updated_at = now()
+             WHERE {condition}"
+        ))
         .await?;
-    client
-        .execute(&upsert, &[&name, &cursor.transaction_id, &cursor.position])
-        .await?;
+    let saved = match expected {
+        Some(expected) => {
+            client
+                .execute(
+                    &upsert,
+                    &[
+                        &name,
+                        &cursor.transaction_id,
+                        &cursor.position,
+                        &expected.transaction_id,
+                        &expected.position,
+                    ],
+                )
+                .await?
+        }
+        None => {
+            client
+                .execute(&upsert, &[&name, &cursor.transaction_id, &cursor.position])
+                .await?
+        }
+    };
+    if saved == 0 {
+        return Err(StoreError::Fenced(name.to_owned()));
+    }
     Ok(())
 }
 
@@ -258,10 +327,33 @@ fn deliverable(
     (events, through, None)
 }
 
+/// `work`, unless the lease runs out first. The lease is renewed while
+/// the work goes on (a slow database is no reason to hand over; one that
+/// stopped answering cannot renew it).
+async fn within_lease<T>(
+    lease: &mut Lease,
+    db: &Database,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, StoreError> {
+    tokio::pin!(work);
+    loop {
+        let Some(until) = lease.valid_until() else {
+            return Err(lease_ran_out(lease));
+        };
+        tokio::select! {
+            done = &mut work => return Ok(done),
+            _ = tokio::time::sleep_until(until) => return Err(lease_ran_out(lease)),
+            _ = sleep(leases::RENEW_EVERY) => {
+                lease.hold(db).await;
+            }
+        }
+    }
+}
+
 pub use crate::platform::db::advisory_key;
 
-/// A pooled connection used for session state (an advisory lock). It is
-/// closed rather than returned to the pool, so the lock dies with it.
+/// A leader's pooled connection: closed rather than returned to the pool,
+/// so a round abandoned half-way leaves nothing behind.
 struct SessionConnection(Option<Connection>);
 
 impl SessionConnection {

@@ -22,7 +22,7 @@ use warden_events::{LogCursor, RecordedEvent};
 use warden_projections::Projection;
 
 use crate::log::event_store::{EventStore, StoreError, CHECKPOINT_CHANNEL};
-use crate::log::follower::{self, load_checkpoint, save_checkpoint, FollowerProgress, LogConsumer};
+use crate::log::follower::{self, load_checkpoint, save_checkpoint, Fence, FollowerProgress, LogConsumer};
 use crate::platform::db::Connection;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,7 @@ impl LogConsumer for Projector {
         &self,
         connection: &mut Connection,
         events: &[RecordedEvent],
+        _from: LogCursor,
         through: LogCursor,
     ) -> Result<(), StoreError> {
         let name = self.projection.name();
@@ -88,7 +89,7 @@ impl LogConsumer for Projector {
                 .expect("checkpoint record")
                 .is_none_or(|(_, at)| at.elapsed() >= IDLE_CHECKPOINT_INTERVAL);
             if due {
-                save_checkpoint(&*connection, name, through).await?;
+                save_checkpoint(&*connection, name, through, Fence::Forward).await?;
                 self.mark_saved(through);
                 announce(connection, name).await;
             }
@@ -101,7 +102,7 @@ impl LogConsumer for Projector {
         for event in events {
             self.projection.apply(&tx, event).await?;
         }
-        save_checkpoint(&tx, name, through).await?;
+        save_checkpoint(&tx, name, through, Fence::Forward).await?;
         tx.commit().await?;
         self.mark_saved(through);
         announce(connection, name).await;
@@ -117,7 +118,7 @@ impl LogConsumer for Projector {
             .expect("checkpoint record")
             .is_none_or(|(saved, _)| saved < through);
         if behind && through > LogCursor::START {
-            save_checkpoint(&*connection, self.projection.name(), through).await?;
+            save_checkpoint(&*connection, self.projection.name(), through, Fence::Forward).await?;
             self.mark_saved(through);
             announce(connection, self.projection.name()).await;
         }

@@ -38,7 +38,7 @@ use warden_projections::fold::{FoldError, StreamFold, TableShape};
 use warden_projections::Projection;
 
 use crate::log::event_store::{self, Reach, StoreError, StreamCursor};
-use crate::log::follower::save_checkpoint;
+use crate::log::follower::{save_checkpoint, Fence};
 use crate::platform::db::{Connection, Database};
 
 /// Events per page read, and per catch-up batch.
@@ -560,7 +560,7 @@ pub async fn run(db: &Database, verify: bool, show_progress: bool) -> Result<Rep
                 for table in projection.tables() {
                     swap_in(&tx, &schema, table).await?;
                 }
-                save_checkpoint(&tx, projection.name(), end).await?;
+                save_checkpoint(&tx, projection.name(), end, Fence::Unconditional).await?;
             }
             tx.commit().await?;
             steps.done("swap");

@@ -360,6 +360,25 @@ pub struct DatabaseConfig {
     /// goes to the primary.
     #[serde(default = "default_replica_max_wait", with = "humantime_serde")]
     pub replica_max_wait: Duration,
+    /// The server cancels a statement after this; warden gives a
+    /// connection that owes an answer 2 s more, then fails it (a frozen
+    /// server never applies its own timeout) and the request answers
+    /// `503 database_unavailable`.
+    #[serde(default = "default_statement_timeout", with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// Connecting to one host of the URL: TCP, TLS, start-up,
+    /// authentication and the read-write check together. With several
+    /// hosts, the next is tried beside a host silent for 250 ms.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The longest a request waits for a free pooled connection.
+    #[serde(default = "default_pool_wait_timeout", with = "humantime_serde")]
+    pub pool_wait_timeout: Duration,
+    /// The statement timeout of migrations, of the rewrite after a
+    /// user's deletion, and of one-shot commands (`warden replay`,
+    /// `warden audit verify`, ...).
+    #[serde(default = "default_maintenance_timeout", with = "humantime_serde")]
+    pub maintenance_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -371,8 +390,40 @@ impl Default for DatabaseConfig {
             ca_file: None,
             replica_urls: Vec::new(),
             replica_max_wait: default_replica_max_wait(),
+            statement_timeout: default_statement_timeout(),
+            connect_timeout: default_connect_timeout(),
+            pool_wait_timeout: default_pool_wait_timeout(),
+            maintenance_timeout: default_maintenance_timeout(),
         }
     }
+}
+
+impl DatabaseConfig {
+    /// The database deadlines this configuration asks for.
+    pub fn timeouts(&self) -> crate::platform::db::Timeouts {
+        crate::platform::db::Timeouts {
+            statement: self.statement_timeout,
+            connect: self.connect_timeout,
+            pool_wait: self.pool_wait_timeout,
+            maintenance: self.maintenance_timeout,
+        }
+    }
+}
+
+fn default_statement_timeout() -> Duration {
+    crate::platform::db::Timeouts::REQUESTS.statement
+}
+
+fn default_connect_timeout() -> Duration {
+    crate::platform::db::Timeouts::REQUESTS.connect
+}
+
+fn default_pool_wait_timeout() -> Duration {
+    crate::platform::db::Timeouts::REQUESTS.pool_wait
+}
+
+fn default_maintenance_timeout() -> Duration {
+    crate::platform::db::Timeouts::REQUESTS.maintenance
 }
 
 fn default_replica_max_wait() -> Duration {
@@ -422,6 +473,10 @@ pub struct HttpConfig {
     /// is older than this.
     #[serde(default = "default_ready_max_lag", with = "humantime_serde")]
     pub ready_max_lag: Duration,
+    /// `/api/health` and `/api/health/ready` answer within this: `503`
+    /// when the database has not answered their questions by then.
+    #[serde(default = "default_ready_timeout", with = "humantime_serde")]
+    pub ready_timeout: Duration,
     /// A transaction that holds the log horizon (and so every projector)
     /// back longer than this is named in a warning.
     #[serde(default = "default_stall_warning", with = "humantime_serde")]
@@ -439,9 +494,14 @@ impl Default for HttpConfig {
             consistency_timeout: None,
             shutdown_timeout: default_shutdown_timeout(),
             ready_max_lag: default_ready_max_lag(),
+            ready_timeout: default_ready_timeout(),
             stall_warning: default_stall_warning(),
         }
     }
+}
+
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_stall_warning() -> Duration {
@@ -786,6 +846,36 @@ impl Config {
         }
         if self.http.max_body_bytes < 1024 {
             return Err(field_error("http.max_body_bytes", "must be at least 1024"));
+        }
+        let database = &self.database;
+        for (field, value, least) in [
+            (
+                "database.statement_timeout",
+                database.statement_timeout,
+                Duration::from_millis(100),
+            ),
+            (
+                "database.connect_timeout",
+                database.connect_timeout,
+                Duration::from_millis(100),
+            ),
+            (
+                "database.pool_wait_timeout",
+                database.pool_wait_timeout,
+                Duration::from_millis(1),
+            ),
+            (
+                "database.maintenance_timeout",
+                database.maintenance_timeout,
+                database.statement_timeout,
+            ),
+        ] {
+            if value < least {
+                return Err(field_error(
+                    field,
+                    format!("must be at least {}", humantime::format_duration(least)),
+                ));
+            }
         }
         let runners = &self.runners;
         if runners.max_machines_per_token == 0 {

@@ -15,13 +15,28 @@ pub struct DatabaseHandle {
     cluster: Option<EmbeddedCluster>,
 }
 
+/// What the database is opened for: its statement timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `warden serve`: requests' statement timeout.
+    Serve,
+    /// A one-shot command (replay, audit verify, ...): every statement
+    /// with the maintenance timeout.
+    Maintenance,
+}
+
 impl DatabaseHandle {
-    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+    pub async fn open(config: &Config, purpose: Purpose) -> anyhow::Result<Self> {
+        let timeouts = match purpose {
+            Purpose::Serve => config.database.timeouts(),
+            Purpose::Maintenance => config.database.timeouts().for_maintenance(),
+        };
         if let Some(url) = &config.database.url {
             let db = Database::from_url(
                 url.expose(),
                 config.database.max_connections,
                 config.database.ca_file.as_deref(),
+                timeouts,
             )?;
             if db.may_travel_in_clear() {
                 tracing::warn!(
@@ -40,9 +55,10 @@ impl DatabaseHandle {
             "using the embedded PostgreSQL cluster"
         );
         create_database_if_missing(&cluster.connect_config("postgres"), EMBEDDED_DATABASE).await?;
-        let db = Database::new(
+        let db = Database::with_timeouts(
             cluster.connect_config(EMBEDDED_DATABASE),
             config.database.max_connections,
+            timeouts,
         )?;
         Ok(DatabaseHandle {
             db,
@@ -58,7 +74,16 @@ impl DatabaseHandle {
     }
 }
 
+/// How long creating the embedded database may take.
+const CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn create_database_if_missing(maintenance: &tokio_postgres::Config, name: &str) -> anyhow::Result<()> {
+    tokio::time::timeout(CREATE_TIMEOUT, create(maintenance, name))
+        .await
+        .map_err(|_| anyhow::anyhow!("the database server did not create database {name} within {CREATE_TIMEOUT:?}"))?
+}
+
+async fn create(maintenance: &tokio_postgres::Config, name: &str) -> anyhow::Result<()> {
     let (client, connection) = maintenance.connect(tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
     let exists = client

@@ -8,6 +8,7 @@ pub mod db;
 pub mod embedded_pg;
 pub mod failpoint;
 pub mod instances;
+pub mod leases;
 pub mod metrics;
 pub mod replicas;
 pub mod secrets;

@@ -78,7 +78,7 @@ impl ReadPools {
     ) -> Result<ReadPools, DbError> {
         let mut replicas = Vec::new();
         for url in urls {
-            let db = Database::replica_from_url(url, max_connections, ca_file)?;
+            let db = Database::replica_from_url(url, max_connections, ca_file, primary.timeouts())?;
             replicas.push((describe(db.config()), db));
         }
         Ok(ReadPools::new(primary, replicas, max_wait))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use warden::api::{CreatedRunner, JobAccepted, TokenResponse};
 use warden::app::{AppState, Background};
 use warden::platform::config::{Config, ProvisionedUser};
-use warden::platform::db::Database;
+use warden::platform::db::{Database, Timeouts};
 use warden::platform::embedded_pg::{ClusterOptions, EmbeddedCluster};
 use warden::platform::secrets::Secret;
 
@@ -600,7 +600,98 @@ impl BlackHoleProxy {
     pub fn in_front_of(&self, db: &TestDb) -> TestDb {
         TestDb {
             name: db.name.clone(),
-            db: Database::from_url(&self.url(&db.name), 16, None).unwrap(),
+            db: Database::from_url(&self.url(&db.name), 16, None, Timeouts::REQUESTS).unwrap(),
+        }
+    }
+
+    /// `key=value` connection string of database `name` through the proxy.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=warden password={} dbname={name} sslmode=disable",
+            self.port,
+            with_cluster(|c| c.password().unwrap_or_default().to_owned()),
+        )
+    }
+}
+
+/// A TCP proxy in front of the shared cluster's unix socket that can
+/// freeze like a SIGSTOPped host: from then on it forwards nothing and
+/// reads nothing in either direction (the kernel's buffers fill, TCP
+/// stays open and acknowledged on both sides, nobody is reset), and new
+/// connections are accepted but never answered. Unlike
+/// [`BlackHoleProxy`], the server keeps its side (sessions, their locks)
+/// for as long as the proxy is frozen. `thaw` lets everything through
+/// again, late.
+pub struct FreezingProxy {
+    pub port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezingProxy {
+    pub async fn start() -> FreezingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let socket = socket_dir().join(".s.PGSQL.5432");
+        let flag = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut thawed = flag.subscribe();
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    if thawed.wait_for(|frozen| !frozen).await.is_err() {
+                        return;
+                    }
+                    let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
+                        return;
+                    };
+                    let (from_client, to_client) = client.into_split();
+                    let (from_server, to_server) = server.into_split();
+                    let up = tokio::spawn(Self::copy(from_client, to_server, thawed.clone()));
+                    Self::copy(from_server, to_client, thawed).await;
+                    let _ = up.await;
+                });
+            }
+        });
+        FreezingProxy { port, frozen }
+    }
+
+    /// Copies until either side closes, never while frozen.
+    async fn copy(
+        mut from: impl tokio::io::AsyncRead + Unpin,
+        mut to: impl tokio::io::AsyncWrite + Unpin,
+        mut thawed: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if thawed.wait_for(|frozen| !frozen).await.is_err() {
+                return;
+            }
+            let n = match from.read(&mut buf).await {
+                Ok(n) if n > 0 => n,
+                _ => return,
+            };
+            if thawed.wait_for(|frozen| !frozen).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+
+    /// The database of `db` reached through this proxy (a pool of its
+    /// own) with `timeouts`.
+    pub fn in_front_of(&self, db: &TestDb, timeouts: Timeouts) -> TestDb {
+        TestDb {
+            name: db.name.clone(),
+            db: Database::from_url(&self.url(&db.name), 16, None, timeouts).unwrap(),
         }
     }
 

@@ -5,6 +5,7 @@ mod harness;
 
 mod audit;
 mod console;
+mod database_deadlines;
 mod event_store;
 mod http_api;
 mod identity;

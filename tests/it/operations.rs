@@ -491,29 +491,44 @@ fn the_systemd_unit_and_the_alert_rules_pass_their_checkers() {
     }
 }
 
-/// Periodic jobs that must run once (the machine pruner, each LDAP sync)
-/// have one leader across instances, and another takes over when the
-/// leader's session ends.
+/// Work that must run once (log consumers, the machine pruner, each LDAP
+/// sync) has one leader across instances; another takes over at once when
+/// the leader gives its lease up, and within the lease's term when the
+/// leader just stops renewing (a frozen or vanished instance).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn periodic_jobs_have_one_leader_across_instances() {
-    use warden::platform::db::Leadership;
+async fn leases_have_one_holder_across_instances_and_run_out() {
+    use warden::platform::leases::{Lease, TTL};
     let db = TestDb::new().await;
     let other_instance = db.reconnect();
-    let mut first = Leadership::new("machine-pruner");
-    let mut second = Leadership::new("machine-pruner");
-    assert!(first.is_mine(&db.db).await);
+    let mut first = Lease::new("machine-pruner");
+    let mut second = Lease::new("machine-pruner");
+    assert!(first.hold(&db.db).await);
     for _ in 0..3 {
-        assert!(!second.is_mine(&other_instance.db).await, "two leaders");
-        assert!(first.is_mine(&db.db).await, "the leader lost its lead");
+        assert!(!second.hold(&other_instance.db).await, "two leaders");
+        assert!(first.hold(&db.db).await, "the leader lost its lead");
+        tokio::time::sleep(Duration::from_millis(600)).await;
     }
-    // Another job is led independently.
-    assert!(Leadership::new("ldap-sync:corp").is_mine(&other_instance.db).await);
-    drop(first);
-    let ended = std::time::Instant::now();
-    while !second.is_mine(&other_instance.db).await {
-        assert!(ended.elapsed() < Duration::from_secs(5), "nobody took over");
+    // Another lease is held independently.
+    assert!(Lease::new("ldap-sync:corp").hold(&other_instance.db).await);
+    // Released: taken at once.
+    first.release(&db.db).await;
+    assert!(second.hold(&other_instance.db).await, "a released lease was not free");
+    // Not renewed (its holder froze): taken once it ran out, not before.
+    let mut third = Lease::new("machine-pruner");
+    let frozen_at = std::time::Instant::now();
+    while !third.hold(&db.db).await {
+        assert!(frozen_at.elapsed() < TTL + Duration::from_secs(2), "nobody took over");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        frozen_at.elapsed() > TTL - Duration::from_millis(1500),
+        "taken over after {:?}, before the lease ran out",
+        frozen_at.elapsed()
+    );
+    assert!(
+        !second.hold(&other_instance.db).await,
+        "the old holder still counts itself the leader"
+    );
 }
 
 /// Admins see which instances are alive, their release and what each

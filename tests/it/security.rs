@@ -789,23 +789,31 @@ async fn an_external_database_is_reached_over_verified_tls() {
             .map_err(warden::platform::db::DbError::from)?;
         Ok::<bool, warden::platform::db::DbError>(row.get(0))
     };
-    let trusted = Database::from_url(&url, 1, Some(&ca)).unwrap();
+    let trusted = Database::from_url(&url, 1, Some(&ca), warden::platform::db::Timeouts::REQUESTS).unwrap();
     assert!(uses_tls(trusted).await.unwrap(), "the connection is not encrypted");
-    let untrusted = Database::from_url(&url, 1, None).unwrap();
+    let untrusted = Database::from_url(&url, 1, None, warden::platform::db::Timeouts::REQUESTS).unwrap();
     let refused = uses_tls(untrusted).await.expect_err("a self-signed server was trusted");
     assert!(
         format!("{refused:?}").to_lowercase().contains("certificate"),
         "{refused:?}"
     );
     // A remote database without sslmode=require is what start-up warns about.
-    assert!(Database::from_url("host=db.example.org user=w", 1, None)
-        .unwrap()
-        .may_travel_in_clear());
-    assert!(
-        !Database::from_url("host=db.example.org user=w sslmode=require", 1, None)
-            .unwrap()
-            .may_travel_in_clear()
-    );
+    assert!(Database::from_url(
+        "host=db.example.org user=w",
+        1,
+        None,
+        warden::platform::db::Timeouts::REQUESTS
+    )
+    .unwrap()
+    .may_travel_in_clear());
+    assert!(!Database::from_url(
+        "host=db.example.org user=w sslmode=require",
+        1,
+        None,
+        warden::platform::db::Timeouts::REQUESTS
+    )
+    .unwrap()
+    .may_travel_in_clear());
     cluster.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,6 +19,27 @@ use crate::http::error::ErrorBody;
     )
 )]
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    within_ready_timeout(&state, health_report(&state)).await
+}
+
+/// `probe`'s answer, or `503 not_ready` once `http.ready_timeout` has
+/// passed: a probe must answer in time whatever the database does (a load
+/// balancer that gets no answer cannot tell "not ready" from "slow").
+async fn within_ready_timeout(
+    state: &AppState,
+    probe: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    let deadline = state.config.http.ready_timeout;
+    match tokio::time::timeout(deadline, probe).await {
+        Ok(answer) => answer,
+        Err(_) => Ok(HttpResponse::ServiceUnavailable().json(json!({
+            "status": "not_ready",
+            "reasons": [format!("the database did not answer within {deadline:?}")],
+        }))),
+    }
+}
+
+async fn health_report(state: &AppState) -> Result<HttpResponse, ApiError> {
     let connection = state.db.get().await?;
     let mut projectors = state.commands.projections().status();
     for projector in &mut projectors {
@@ -76,7 +97,8 @@ pub async fn live() -> HttpResponse {
 /// database answers, its schema is one this release knows, and every
 /// consumer (projectors, reaction) is within `http.ready_max_lag` by the
 /// shared checkpoint table and not stopped at an event it cannot read.
-/// 503 with the reasons otherwise.
+/// 503 with the reasons otherwise, and within `http.ready_timeout`
+/// whatever the database does.
 #[utoipa::path(
     get,
     path = "/api/health/ready",
@@ -87,6 +109,10 @@ pub async fn live() -> HttpResponse {
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    within_ready_timeout(&state, readiness(&state)).await
+}
+
+async fn readiness(state: &AppState) -> Result<HttpResponse, ApiError> {
     let connection = state.db.get().await?;
     let mut reasons = Vec::new();
     let newest_migration: Option<i32> = connection

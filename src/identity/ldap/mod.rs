@@ -238,9 +238,9 @@ pub fn spawn_periodic_sync(identity: Arc<Identity>, cancel: CancellationToken) -
         let (identity, cancel) = (Arc::clone(&identity), cancel.clone());
         tasks.push(tokio::spawn(async move {
             // One instance syncs each directory; the others stand by.
-            let mut leadership = crate::platform::db::Leadership::new(&format!("ldap-sync:{name}"));
+            let mut leadership = crate::platform::leases::Lease::periodic(format!("ldap-sync:{name}"), interval);
             loop {
-                if leadership.is_mine(&identity.db).await {
+                if leadership.hold(&identity.db).await {
                     match sync(&identity, &name).await {
                         Ok(report) => tracing::info!(?report, "LDAP sync done"),
                         Err(error) => {

@@ -71,6 +71,10 @@ pub enum StoreError {
     Metadata { position: i64, source: serde_json::Error },
     #[error("sealed personal data at position {position} does not decrypt: the log or the key was altered")]
     CorruptPii { position: i64 },
+    #[error("the lease {0} ran out before the work under it ended; another instance may lead now")]
+    LeaseLost(String),
+    #[error("the checkpoint of {0} was moved by another leader; this one stops")]
+    Fenced(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -861,13 +865,13 @@ impl EventStore {
 
     /// Forwards other instances' append notifications to
     /// [`Self::subscribe_appends`] until `cancel` fires.
-    pub fn spawn_append_listener(&self, config: tokio_postgres::Config, cancel: CancellationToken) -> JoinHandle<()> {
+    pub fn spawn_append_listener(&self, cancel: CancellationToken) -> JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    outcome = store.listen_for_appends(&config) => if let Err(error) = outcome {
+                    outcome = store.listen_for_appends() => if let Err(error) = outcome {
                         tracing::warn!(%error, "lost the append notification channel; retrying");
                     },
                 }
@@ -879,26 +883,38 @@ impl EventStore {
         })
     }
 
-    async fn listen_for_appends(&self, config: &tokio_postgres::Config) -> Result<(), tokio_postgres::Error> {
+    async fn listen_for_appends(&self) -> Result<(), tokio_postgres::Error> {
         use futures_util::StreamExt;
         let channels = [APPEND_CHANNEL, CHECKPOINT_CHANNEL];
-        let Some(db::Listener {
-            client: _client,
-            mut messages,
-        }) = db::listen(config, self.db.tls(), &channels).await?
-        else {
+        let Some(db::Listener { client, mut messages }) = self.db.listen(&channels).await? else {
             return Ok(());
         };
-        while let Some(message) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(notification) = message? {
-                if notification.channel() == CHECKPOINT_CHANNEL {
-                    self.checkpoints_elsewhere
-                        .send_modify(|count| *count = count.wrapping_add(1));
-                } else {
-                    self.signal_remote_append();
+        // A question now and then, so that a server that stopped answering
+        // fails this connection (and it is made again, to whichever host
+        // serves then) instead of leaving it waiting for notifications.
+        let mut keepalive = tokio::time::interval(db::LISTENER_KEEPALIVE);
+        let mut asking = None;
+        loop {
+            tokio::select! {
+                _ = keepalive.tick(), if asking.is_none() => asking = Some(Box::pin(client.simple_query(""))),
+                answer = async { asking.as_mut().expect("asked").await }, if asking.is_some() => {
+                    asking = None;
+                    answer?;
                 }
+                message = messages.next() => match message {
+                    Some(message) => {
+                        if let tokio_postgres::AsyncMessage::Notification(notification) = message? {
+                            if notification.channel() == CHECKPOINT_CHANNEL {
+                                self.checkpoints_elsewhere
+                                    .send_modify(|count| *count = count.wrapping_add(1));
+                            } else {
+                                self.signal_remote_append();
+                            }
+                        }
+                    }
+                    None => return Ok(()),
+                },
             }
         }
-        Ok(())
     }
 }
