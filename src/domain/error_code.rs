@@ -149,6 +149,8 @@ error_codes! {
     CrossSiteRequest = 403, "cross_site_request";
     /// The OIDC provider does not give this user the role warden requires.
     RoleMissing = 403, "role_missing";
+    /// This call needs a log-in's token (access token, session cookie), not an API token.
+    LoginRequired = 403, "login_required";
 
     // Logins.
     /// Too many failed logins; see Retry-After.

@@ -73,12 +73,14 @@ pub enum PasswordInput {
 #[derive(Clone, Debug)]
 pub enum UserCommand {
     /// Make an account from `security.local_account.user_provisioning`
-    /// match the config, creating it if needed.
+    /// match the config, creating it if needed. The config names only
+    /// whether the user is an admin: `admin: false` demotes an admin to
+    /// `user` and leaves a `support` user as it is (support is not admin).
     Provision {
         user_id: Uuid,
         provisioning_id: String,
         email: String,
-        role: Role,
+        admin: bool,
         password: PasswordInput,
     },
     /// A new local account (command line, sign-up).
@@ -230,7 +232,7 @@ impl Aggregate for User {
                     user_id,
                     provisioning_id,
                     email,
-                    role,
+                    admin,
                     password,
                 },
             ) => {
@@ -244,7 +246,7 @@ impl Aggregate for User {
                     *user_id,
                     email,
                     password_hash,
-                    *role,
+                    if *admin { Role::Admin } else { Role::User },
                     UserOrigin::Provisioned {
                         provisioning_id: provisioning_id.clone(),
                     },
@@ -258,7 +260,7 @@ impl Aggregate for User {
                     },
                 ),
                 UserCommand::Provision {
-                    email, role, password, ..
+                    email, admin, password, ..
                 },
             ) => {
                 validate_email(email)?;
@@ -275,11 +277,14 @@ impl Aggregate for User {
                         password_hash: Pii::plain(hash),
                     }));
                 }
-                if user.role != *role {
-                    events.push(UserEvent::UserRoleChanged(UserRoleChanged {
-                        user_id: user.id,
-                        role: *role,
-                    }));
+                // Only what the config names: whether the user is an admin.
+                let role = match (*admin, user.role) {
+                    (true, _) => Role::Admin,
+                    (false, Role::Admin) => Role::User,
+                    (false, other) => other,
+                };
+                if user.role != role {
+                    events.push(UserEvent::UserRoleChanged(UserRoleChanged { user_id: user.id, role }));
                 }
                 Ok(events)
             }
@@ -538,7 +543,7 @@ mod tests {
             user_id: Uuid::nil(),
             provisioning_id: "0".into(),
             email: email.into(),
-            role,
+            admin: role == Role::Admin,
             password,
         }
     }
@@ -592,6 +597,29 @@ mod tests {
             ))
             .unwrap();
         assert!(matches!(&events[..], [UserEvent::UserPasswordChanged(e)] if e.password_hash == Pii::plain("h2")));
+    }
+
+    #[test]
+    fn provisioning_without_admin_leaves_a_support_user_support() {
+        let mut user = provisioned_admin();
+        let demote = UserCommand::ChangeRole { role: Role::Support };
+        user.decide(&demote).unwrap().iter().for_each(|e| user.evolve(e));
+        let again = user
+            .decide(&provision(
+                "root@example.org",
+                Role::User,
+                PasswordInput::MatchesCurrent,
+            ))
+            .unwrap();
+        assert!(again.is_empty(), "is_admin: false changed a support user: {again:?}");
+        let promoted = user
+            .decide(&provision(
+                "root@example.org",
+                Role::Admin,
+                PasswordInput::MatchesCurrent,
+            ))
+            .unwrap();
+        assert!(matches!(&promoted[..], [UserEvent::UserRoleChanged(e)] if e.role == Role::Admin));
     }
 
     #[test]

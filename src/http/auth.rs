@@ -29,17 +29,30 @@ pub struct AuthenticatedUser {
     pub role: Role,
     /// The token was issued with scope=admin and the user is still admin.
     pub admin_scope: bool,
+    /// What the request authenticated with.
+    pub credential: Credential,
+}
+
+/// The kind of credential a user request carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// A warden access token (header or session cookie), or an OIDC
+    /// provider's ID token: issued by a log-in.
+    Login,
+    /// A long-lived API token.
+    ApiToken,
 }
 
 impl AuthenticatedUser {
     /// `user` as of the read model; admin rights only if the credential
     /// asked for them and the user is an admin now.
-    fn of(user: accounts::UserRecord, credential_is_admin: bool) -> Self {
+    fn of(user: accounts::UserRecord, credential_is_admin: bool, credential: Credential) -> Self {
         AuthenticatedUser {
             admin_scope: credential_is_admin && user.role == Role::Admin,
             user_id: user.id,
             email: user.email,
             role: user.role,
+            credential,
         }
     }
 
@@ -125,6 +138,21 @@ fn user_credential(request: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
+/// Refuses a request from another site's page (log-in CSRF: another site
+/// must not log a visitor's browser in to an account of its choosing,
+/// whose session cookie the visitor would then use unawares). For the
+/// routes that set the session cookie: password log-ins and sign-up.
+pub struct NotCrossSite;
+
+impl FromRequest for NotCrossSite {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(refuse_cross_site_writes(request).map(|()| NotCrossSite))
+    }
+}
+
 /// CSRF defence for cookie-authenticated requests (a browser sends the
 /// cookie along with any site's form): a state-changing method must come
 /// from warden's own origin. Browsers say where a request comes from in
@@ -139,7 +167,8 @@ fn refuse_cross_site_writes(request: &HttpRequest) -> Result<(), ApiError> {
     let refuse = || {
         Err(ApiError::new(
             ErrorCode::CrossSiteRequest,
-            "a cookie-authenticated change must come from this server's own pages; other clients send `Authorization: Bearer`",
+            "a log-in, or a cookie-authenticated change, must come from this server's own pages; other clients \
+             send no Origin (or `Authorization: Bearer`)",
         ))
     };
     if let Some(site) = header("sec-fetch-site") {
@@ -212,7 +241,7 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
             "this token was issued before a log-out or password change; log in again",
         ));
     }
-    Ok(AuthenticatedUser::of(user, claims.has_admin_scope()))
+    Ok(AuthenticatedUser::of(user, claims.has_admin_scope(), Credential::Login))
 }
 
 /// An OIDC provider's ID token (seed 000: admins use it for admin calls):
@@ -235,7 +264,7 @@ async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result
     let user = accounts::find_user(&connection, user_id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::UserOfTokenGone, "the user of this token no longer exists"))?;
-    Ok(AuthenticatedUser::of(user, admin_role))
+    Ok(AuthenticatedUser::of(user, admin_role, Credential::Login))
 }
 
 /// API tokens act for their user but never with admin rights.
@@ -247,7 +276,7 @@ async fn authenticate_api_token(state: &AppState, token: &str) -> Result<Authent
     let user = accounts::find_user(&connection, user_id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::UserOfTokenGone, "the user of this token no longer exists"))?;
-    Ok(AuthenticatedUser::of(user, false))
+    Ok(AuthenticatedUser::of(user, false, Credential::ApiToken))
 }
 
 impl FromRequest for AuthenticatedUser {

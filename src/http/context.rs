@@ -172,7 +172,13 @@ pub fn security_headers<S, B>(
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
-    let api = request.path().starts_with("/api/") || request.path() == "/openapi.json";
+    let path = request.path();
+    // JSON and text answers (the API, its description, the metrics): no
+    // caching, nothing to run.
+    let api = path.starts_with("/api/") || path == "/openapi.json" || path == "/metrics";
+    // The Swagger UI: its own scripts and styles only (it sets inline
+    // styles and uses data: images), and it may call the API.
+    let docs = path == "/docs" || path.starts_with("/docs/");
     let response = service.call(request);
     async move {
         let mut response = response.await?;
@@ -189,6 +195,13 @@ where
         if api {
             set("cache-control", "no-store");
             set("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
+        } else if docs {
+            set("cache-control", "no-store");
+            set(
+                "content-security-policy",
+                "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                 connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            );
         }
         Ok(response)
     }

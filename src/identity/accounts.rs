@@ -439,7 +439,6 @@ pub async fn provision_from_config(identity: &Identity) -> Result<Vec<String>, P
     let metadata = Metadata::system("config-provisioning");
     for (id, wanted) in &identity.security.local_account.user_provisioning {
         let error = |reason: String| ProvisioningError { id: id.clone(), reason };
-        let role = if wanted.is_admin { Role::Admin } else { Role::User };
         // Two instances starting together race for the provisioning id;
         // the loser finds the winner's account on its next attempt.
         let mut attempts = 0;
@@ -462,7 +461,7 @@ pub async fn provision_from_config(identity: &Identity) -> Result<Vec<String>, P
                 user_id,
                 provisioning_id: id.clone(),
                 email: wanted.email.clone(),
-                role,
+                admin: wanted.is_admin,
                 password,
             };
             match identity.commands.execute::<User>(&stream, &command, &metadata).await {

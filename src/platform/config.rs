@@ -723,6 +723,8 @@ pub enum LocalAccountMode {
 pub struct ProvisionedUser {
     pub email: String,
     pub password: Secret,
+    /// `true`: an admin at every start. `false`: not an admin (an admin is
+    /// made a `user` again; a `support` user stays support).
     #[serde(default)]
     pub is_admin: bool,
 }

@@ -200,6 +200,12 @@ try {
   expect(await page.locator('#nav').isHidden(), 'no console for a normal user');
   expect(await page.evaluate(() => sessionStorage.getItem('warden.console.token')) === null, 'no token kept');
 
+  // 11. The API docs (Swagger UI) work under their own CSP: every
+  // operation is listed, no script error, no CSP violation.
+  await page.goto(`${base}/docs/`);
+  await page.locator('.opblock').first().waitFor();
+  expect(await page.locator('.opblock').count() > 40, 'the docs list the operations');
+
   expect(problems.length === 0, problems.join('\n'));
   console.log('console e2e: all expectations met');
 } finally {

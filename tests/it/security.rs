@@ -891,3 +891,150 @@ async fn the_embedded_cluster_answers_only_to_its_password_and_runs_as_its_own_u
     upgraded.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Item 7 of the bounded-resources issue: an API token cannot renew
+/// itself. Before, a token with a day left made a 90-day child through
+/// `POST /api/users/api_tokens`, which revoking the parent and logging out
+/// left working; now only a log-in's token creates API tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_token_cannot_create_api_tokens() {
+    let app = TestApp::start().await;
+    let access = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let parent: serde_json::Value = new_api_token(
+        &app,
+        &access,
+        serde_json::json!({"name": "short", "expires_in_days": 1}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let parent_token = parent["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get_json(&parent_token, "/api/users/me").await.status(),
+        StatusCode::OK
+    );
+    assert_error(
+        new_api_token(&app, &parent_token, serde_json::json!({"name": "child"})).await,
+        StatusCode::FORBIDDEN,
+        "login_required",
+    )
+    .await;
+    let listed = app
+        .get_json(&access, "/api/users/api_tokens")
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "a child was made: {listed}");
+    // A log-in's access token still creates them.
+    assert_eq!(
+        new_api_token(&app, &access, serde_json::json!({"name": "second"}))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    app.stop().await;
+}
+
+/// Item 8: provisioning changes only what the config names. A provisioned
+/// user an admin made `support` stays support at the next start
+/// (`is_admin: false` means "not an admin"); before, every restart turned
+/// them back into `user`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_leaves_a_support_user_support() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let me: serde_json::Value = app.get_json(&user, "/api/users/me").await.json().await.unwrap();
+    let id = me["id"].as_str().unwrap().to_owned();
+    let response = app
+        .http
+        .put(app.url(&format!("/api/admins/users/{id}/role")))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"role": "support"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // What every start does.
+    warden::identity::accounts::provision_from_config(&app.state.identity)
+        .await
+        .unwrap();
+    let me: serde_json::Value = app.get_json(&user, "/api/users/me").await.json().await.unwrap();
+    assert_eq!(me["role"], "support", "{me}");
+    app.stop().await;
+}
+
+/// Item 8: log-in CSRF. Another site's page cannot log a visitor's browser
+/// in (the answer sets the session cookie: the visitor would then act in
+/// the attacker's account unawares). Browsers say where a request comes
+/// from; clients that are not browsers send neither header and log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_from_other_sites_pages_are_refused() {
+    let app = TestApp::start().await;
+    let form = format!(
+        "grant_type=password&username={}&password={}",
+        urlencode(USER_EMAIL),
+        urlencode(USER_PASSWORD)
+    );
+    let login = |headers: &[(&str, String)]| {
+        let mut request = app
+            .http
+            .post(app.url("/api/local-account/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.clone());
+        for (name, value) in headers {
+            request = request.header(*name, value.clone());
+        }
+        request.send()
+    };
+    assert_error(
+        login(&[("sec-fetch-site", "cross-site".into())]).await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "cross_site_request",
+    )
+    .await;
+    assert_error(
+        login(&[("origin", "https://attacker.example".into())]).await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "cross_site_request",
+    )
+    .await;
+    let own = app.base_url.clone();
+    for headers in [
+        vec![],
+        vec![("sec-fetch-site", "same-origin".to_owned())],
+        vec![("origin", own)],
+    ] {
+        let response = login(&headers).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{headers:?}");
+        assert!(response.headers().get("set-cookie").is_some());
+    }
+    app.stop().await;
+}
+
+/// Item 8: `/metrics` and `/docs` carry the API's `no-store` and a CSP
+/// (the docs' own allows only its own scripts and styles).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_docs_are_not_cached_and_have_a_content_security_policy() {
+    let app = TestApp::start().await;
+    for path in ["/metrics", "/docs/", "/docs/swagger-ui.css"] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(header("cache-control"), "no-store", "{path}");
+        let policy = header("content-security-policy");
+        assert!(policy.starts_with("default-src 'none'"), "{path}: {policy}");
+        assert!(!policy.contains("script-src 'unsafe"), "{path}: {policy}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+    }
+    app.stop().await;
+}

@@ -7,6 +7,7 @@ use warden_events::Actor;
 use super::local_account::{login_error, LoginForm};
 use crate::app::AppState;
 use crate::domain::ErrorCode;
+use crate::http::auth::NotCrossSite;
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::session::{login_response, TokenResponse};
@@ -25,7 +26,7 @@ use crate::identity::ldap::{self, LdapLoginError};
     responses(
         (status = 200, description = "an access token (and the session cookie)", body = TokenResponse),
         (status = 401, description = "wrong username or password, or not synchronised yet", body = ErrorBody),
-        (status = 403, description = "admin scope asked by a non-admin", body = ErrorBody),
+        (status = 403, description = "admin scope asked by a non-admin, or sent from another site's page", body = ErrorBody),
         (status = 404, description = "no such LDAP provider", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody),
         (status = 429, description = "too many failed logins; see Retry-After", body = ErrorBody),
@@ -33,6 +34,7 @@ use crate::identity::ldap::{self, LdapLoginError};
     )
 )]
 pub async fn login(
+    _: NotCrossSite,
     state: web::Data<AppState>,
     context: RequestContext,
     provider: web::Path<String>,

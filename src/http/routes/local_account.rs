@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::domain::ErrorCode;
-use crate::http::auth::AuthenticatedUser;
+use crate::http::auth::{AuthenticatedUser, NotCrossSite};
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
@@ -93,12 +93,13 @@ pub fn wants_admin(scope: Option<&str>) -> Result<bool, ApiError> {
     responses(
         (status = 200, description = "an access token (and the session cookie)", body = TokenResponse),
         (status = 401, description = "wrong email or password", body = ErrorBody),
-        (status = 403, description = "admin scope asked by a non-admin, or local accounts disabled", body = ErrorBody),
+        (status = 403, description = "admin scope asked by a non-admin, local accounts disabled, or sent from another site's page", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody),
         (status = 429, description = "too many failed logins; see Retry-After", body = ErrorBody)
     )
 )]
 pub async fn login(
+    _: NotCrossSite,
     state: web::Data<AppState>,
     context: RequestContext,
     form: web::Form<LoginForm>,
@@ -137,12 +138,13 @@ pub struct SignUpBody {
     request_body = SignUpBody,
     responses(
         (status = 201, description = "the account; log in next", body = serde_json::Value, example = json!({"id": "0194...", "email": "new@example.org"})),
-        (status = 403, description = "sign-up is disabled", body = ErrorBody),
+        (status = 403, description = "sign-up is disabled, or sent from another site's page", body = ErrorBody),
         (status = 409, description = "the email is taken", body = ErrorBody),
         (status = 422, description = "invalid email or weak password", body = ErrorBody)
     )
 )]
 pub async fn signup(
+    _: NotCrossSite,
     state: web::Data<AppState>,
     context: RequestContext,
     body: Json<SignUpBody>,

@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::http::auth::AuthenticatedUser;
+use crate::domain::ErrorCode;
+use crate::http::auth::{AuthenticatedUser, Credential};
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
@@ -77,6 +78,8 @@ pub struct NewApiTokenBody {
 }
 
 /// Creates a long-lived API token (never admin-scoped); it is shown only in this answer.
+///
+/// Needs a log-in's token: an API token cannot create API tokens (a token about to expire could otherwise renew itself, and outlive its revocation through its children).
 #[utoipa::path(
     post,
     path = "/api/users/api_tokens",
@@ -85,6 +88,7 @@ pub struct NewApiTokenBody {
     responses(
         (status = 201, description = "the token", body = CreatedApiToken),
         (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "called with an API token", body = ErrorBody),
         (status = 409, description = "too many tokens", body = ErrorBody),
         (status = 422, description = "bad name", body = ErrorBody)
     ),
@@ -96,6 +100,12 @@ pub async fn create_api_token(
     context: RequestContext,
     body: Json<NewApiTokenBody>,
 ) -> Result<HttpResponse, ApiError> {
+    if user.credential == Credential::ApiToken {
+        return Err(ApiError::new(
+            ErrorCode::LoginRequired,
+            "API tokens are created with a log-in's token, not with another API token",
+        ));
+    }
     let metadata = context.metadata(user.actor());
     let expires_at = api_tokens::expiry(
         &state.config.security.api_tokens,
