@@ -416,8 +416,8 @@ async fn user_command(core: Core, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Del { email } => {
             let connection = core.db.get().await?;
-            let Some(id) = accounts::find_local_user_id(&connection, &email).await? else {
-                bail!("no local account has the email {email}");
+            let Some(id) = accounts::find_user_id_by_email(&connection, &email).await? else {
+                bail!("no user has the email {email}");
             };
             drop(connection);
             accounts::delete_user_keeping_an_admin(&core.identity, id, &operator_metadata()).await?;

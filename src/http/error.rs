@@ -149,7 +149,7 @@ impl From<StoreError> for ApiError {
                 ErrorCode::ConcurrentModification,
                 "the same object was changed concurrently too often; try again",
             ),
-            StoreError::ClaimTaken { scope } if scope == claims::LOCAL_EMAIL => {
+            StoreError::ClaimTaken { scope } if scope == claims::EMAIL => {
                 ApiError::new(ErrorCode::EmailTaken, "an account with this email already exists")
             }
             StoreError::ClaimTaken { .. } => ApiError::new(ErrorCode::AlreadyTaken, error.to_string()),

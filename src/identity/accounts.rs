@@ -71,29 +71,10 @@ pub async fn find_user<C: GenericClient>(client: &C, user_id: Uuid) -> Result<Op
     }))
 }
 
-/// Another active user (any provider) with `email` (case-insensitive),
-/// other than `except`.
-pub async fn email_owner_other_than<C: GenericClient>(
-    client: &C,
-    email: &str,
-    except: Option<Uuid>,
-) -> Result<Option<Uuid>, StoreError> {
-    let select = client
-        .prepare_cached(
-            "SELECT id FROM users
-             WHERE lower(email) = lower($1) AND deleted_at IS NULL AND id IS DISTINCT FROM $2
-             LIMIT 1",
-        )
-        .await?;
-    Ok(client
-        .query_opt(&select, &[&email, &except])
-        .await?
-        .map(|row| row.get(0)))
-}
-
-/// The local account that owns `email`, if any.
-pub async fn find_local_user_id<C: GenericClient>(client: &C, email: &str) -> Result<Option<Uuid>, StoreError> {
-    Ok(claims::owner_of(client, claims::LOCAL_EMAIL, &normalise_email(email))
+/// The user that owns `email` (any origin: addresses are unique across
+/// local, LDAP and OIDC users), if any.
+pub async fn find_user_id_by_email<C: GenericClient>(client: &C, email: &str) -> Result<Option<Uuid>, StoreError> {
+    Ok(claims::owner_of(client, claims::EMAIL, &normalise_email(email))
         .await?
         .and_then(|stream| stream.id()))
 }
@@ -120,8 +101,13 @@ pub async fn password_login(
     if let Some(wait) = identity.throttle.begin(&connection, &attempt).await? {
         return Err(LoginError::Throttled(wait));
     }
-    let user = match find_local_user_id(&connection, email).await? {
-        Some(id) => find_user(&connection, id).await?,
+    // Only a local account has a password here (an LDAP or OIDC user's
+    // address finds no hash, and is checked against none, as long as an
+    // unknown address).
+    let user = match find_user_id_by_email(&connection, email).await? {
+        Some(id) => find_user(&connection, id)
+            .await?
+            .filter(|user| user.provider == "local"),
         None => None,
     };
     // The pool connection is not held during the ~30 ms of argon2.
@@ -476,7 +462,7 @@ pub async fn provision_from_config(identity: &Identity) -> Result<Vec<String>, P
                 {
                     continue
                 }
-                Err(CommandError::Store(StoreError::ClaimTaken { scope })) if scope == claims::LOCAL_EMAIL => {
+                Err(CommandError::Store(StoreError::ClaimTaken { scope })) if scope == claims::EMAIL => {
                     return Err(error("email: another account already uses this email".into()))
                 }
                 Err(other) => return Err(error(other.to_string())),

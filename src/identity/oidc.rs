@@ -33,7 +33,7 @@ use warden_events::Metadata;
 use crate::domain::user::ExternalKind;
 use crate::identity::Identity;
 use crate::log::commands::CommandError;
-use crate::log::event_store::StoreError;
+use crate::log::event_store::{claims, StoreError};
 use crate::platform::config::{Config, OidcProviderConfig, OidcRole};
 use crate::platform::secrets::tokens;
 
@@ -412,16 +412,8 @@ async fn link_or_update(
 ) -> Result<Uuid, OidcError> {
     // Never an address another user has: the provider's user would be
     // mistaken for (or receive the mail of) that account's owner.
-    let connection = identity.db.get().await.map_err(StoreError::from)?;
-    let linked =
-        crate::identity::accounts::find_external_user(identity, ExternalKind::Oidc, name, &verified.subject).await?;
-    if crate::identity::accounts::email_owner_other_than(&connection, &verified.email, linked)
-        .await?
-        .is_some()
-    {
-        return Err(OidcError::EmailTaken);
-    }
-    drop(connection);
+    // (The address is claimed in the append's own transaction, for every
+    // origin; see `claims::EMAIL`.)
     let external = crate::identity::accounts::ExternalIdentity {
         kind: ExternalKind::Oidc,
         provider: name,
@@ -429,11 +421,13 @@ async fn link_or_update(
         email: &verified.email,
         role: if verified.admin { Role::Admin } else { Role::User },
     };
-    Ok(
-        crate::identity::accounts::link_or_sync_external(identity, &external, metadata)
-            .await?
-            .user_id(),
-    )
+    match crate::identity::accounts::link_or_sync_external(identity, &external, metadata).await {
+        Ok(linked) => Ok(linked.user_id()),
+        Err(CommandError::Store(StoreError::ClaimTaken { scope })) if scope == claims::EMAIL => {
+            Err(OidcError::EmailTaken)
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 #[cfg(test)]

@@ -134,8 +134,21 @@ async fn ldap_logins_grant_admin_only_to_admins_and_resist_filter_injection() {
             .status(),
         StatusCode::CREATED
     );
-    // The hidden provider is not advertised, but works.
-    ldap_token(&app, "corp admins", "bob", "bob-password", true).await;
+    // The hidden provider is not advertised, but works: it checks the
+    // password; bob through it is another identity, whose address is
+    // already bob's through `corp` (an address belongs to one user).
+    assert_error(
+        ldap_login(&app, "corp admins", "bob", "wrong", true).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    assert_error(
+        ldap_login(&app, "corp admins", "bob", "bob-password", true).await,
+        StatusCode::CONFLICT,
+        "email_taken",
+    )
+    .await;
     // Special characters in the uid and the DN.
     let zoe = ldap_token(&app, "corp", "zoe+o'neil", "zoe-password", false).await;
     assert_eq!(me(&app, &zoe).await["email"], "zoe.oneil@example.org");
@@ -172,9 +185,9 @@ async fn ldap_logins_grant_admin_only_to_admins_and_resist_filter_injection() {
         .await
         .unwrap();
     let entries = audit["entries"].as_array().unwrap();
-    // Four users of `corp`, and bob once more through the hidden provider
-    // (another provider: another identity).
-    assert_eq!(entries.len(), 5);
+    // Four users of `corp`; bob through the hidden provider was not linked
+    // (his address is taken).
+    assert_eq!(entries.len(), 4);
     for entry in entries {
         assert_eq!(entry["source_ip"], "127.0.0.1", "{entry}");
         assert!(entry["request_id"].is_string(), "{entry}");
@@ -319,8 +332,10 @@ async fn ldaps_and_starttls_check_the_servers_certificate() {
         ("untrusted", untrusted),
     ]))
     .await;
+    // Two users: one address belongs to one warden user, and each
+    // provider is another identity.
     ldap_token(&app, "ldaps", "alice", "alice-password", false).await;
-    ldap_token(&app, "starttls", "alice", "alice-password", false).await;
+    ldap_token(&app, "starttls", "zoe+o'neil", "zoe-password", false).await;
     assert_error(
         ldap_login(&app, "untrusted", "alice", "alice-password", false).await,
         StatusCode::SERVICE_UNAVAILABLE,

@@ -1038,3 +1038,56 @@ async fn metrics_and_docs_are_not_cached_and_have_a_content_security_policy() {
     }
     app.stop().await;
 }
+
+/// Item 6: one normalisation of addresses for every origin, and one owner
+/// per address. An OIDC address with a trailing space is the local user's
+/// address (it made a second account before); a sign-up cannot take an
+/// OIDC user's address (it did, and locked the OIDC user out with
+/// `409 email_taken`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_belongs_to_one_user_whatever_its_origin() {
+    let (app, server) = crate::oidc::start().await;
+    assert_error(
+        crate::oidc::oidc_login(&app, &server, "corp", "spacey", false).await,
+        StatusCode::CONFLICT,
+        "email_taken",
+    )
+    .await;
+    assert_eq!(
+        crate::oidc::oidc_login(&app, &server, "corp", "alice", false)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let signup = |email: &'static str| {
+        app.http
+            .post(app.url("/api/local-account/signup"))
+            .json(&serde_json::json!({"email": email, "password": "a long enough password"}))
+            .send()
+    };
+    for taken in ["alice@oidc.example.org", "Alice@OIDC.example.org"] {
+        assert_error(signup(taken).await.unwrap(), StatusCode::CONFLICT, "email_taken").await;
+    }
+    assert_eq!(
+        crate::oidc::oidc_login(&app, &server, "corp", "alice", false)
+            .await
+            .status(),
+        StatusCode::OK,
+        "the OIDC user was locked out"
+    );
+    let admin = app.admin_token().await;
+    let users = app.get_items(&admin, "/api/admins/users").await;
+    let mut addresses: Vec<String> = users
+        .iter()
+        .map(|user| user["email"].as_str().unwrap().trim().to_lowercase())
+        .collect();
+    let count = addresses.len();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), count, "two users share an address: {users:?}");
+    assert_eq!(
+        signup("someone.new@example.org").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    app.stop().await;
+}

@@ -23,6 +23,9 @@ const accounts = {
   // local admin (tests/it/harness.rs ADMIN_EMAIL).
   unverified: { email: 'unverified@oidc.example.org', roles: ['warden-user'], emailVerified: false },
   copycat: { email: 'Admin@Example.org', roles: ['warden-user'] },
+  // The normal user's address with a trailing space (ADMIN's sibling
+  // USER_EMAIL): the same address once normalised.
+  spacey: { email: 'user@example.org ', roles: ['warden-user'] },
 };
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });

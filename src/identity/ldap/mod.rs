@@ -23,7 +23,7 @@ use crate::identity::accounts::{self, ExternalSync};
 use crate::identity::throttle;
 use crate::identity::Identity;
 use crate::log::commands::CommandError;
-use crate::log::event_store::StoreError;
+use crate::log::event_store::{claims, StoreError};
 use crate::platform::config::Config;
 pub use directory::{Directory, DirectoryError, DirectoryUser};
 
@@ -179,6 +179,9 @@ pub struct SyncReport {
     pub updated: usize,
     pub deleted: usize,
     pub unchanged: usize,
+    /// Directory users left out because another warden user has their
+    /// address (an address belongs to one user): their uids.
+    pub email_taken: Vec<String>,
 }
 
 /// Brings warden's users of directory `name` in line with the directory.
@@ -195,7 +198,21 @@ pub async fn sync(identity: &Identity, name: &str) -> anyhow::Result<SyncReport>
     };
     let mut present = HashSet::new();
     for user in &users {
-        let outcome = link_or_update(identity, name, user, &metadata).await?;
+        let outcome = match link_or_update(identity, name, user, &metadata).await {
+            Ok(outcome) => outcome,
+            Err(CommandError::Store(StoreError::ClaimTaken { scope })) if scope == claims::EMAIL => {
+                tracing::warn!(provider = name, uid = %user.uid, "LDAP user not synchronised: another user has its email address");
+                report.email_taken.push(user.uid.clone());
+                // Still in the directory: never deleted for it.
+                if let Some(linked) =
+                    accounts::find_external_user(identity, ExternalKind::Ldap, name, &user.uid).await?
+                {
+                    present.insert(linked);
+                }
+                continue;
+            }
+            Err(other) => return Err(other.into()),
+        };
         present.insert(outcome.user_id());
         match outcome {
             ExternalSync::Linked(_) => report.linked += 1,

@@ -7,8 +7,9 @@ use warden_events::{Event, JobEvent, StreamId, UserEvent};
 
 use super::StoreError;
 
-/// Scope of local-account email addresses (stored normalised).
-pub const LOCAL_EMAIL: &str = "local_email";
+/// Scope of every active user's email address, whatever its origin
+/// (local, LDAP, OIDC), stored normalised: an address belongs to one user.
+pub const EMAIL: &str = "email";
 /// Scope of `security.local_account.user_provisioning` ids.
 pub const PROVISIONING_ID: &str = "provisioning_id";
 /// A runner machine runs at most one job: the job stream holding the
@@ -52,24 +53,21 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
                     value: provisioning_id.clone(),
                 });
             }
-            if let Some(email) = e.email.as_plain() {
-                changes.push(ClaimChange::Take {
-                    scope: LOCAL_EMAIL,
-                    value: normalise_email(email),
-                });
-            }
+            changes.extend(take_email(&e.email));
             changes
         }
         Event::User(UserEvent::UserEmailChanged(e)) => {
-            let mut changes = vec![ClaimChange::ReleaseScope(LOCAL_EMAIL)];
-            if let Some(email) = e.email.as_plain() {
-                changes.push(ClaimChange::Take {
-                    scope: LOCAL_EMAIL,
-                    value: normalise_email(email),
-                });
-            }
+            let mut changes = vec![ClaimChange::ReleaseScope(EMAIL)];
+            changes.extend(take_email(&e.email));
             changes
         }
+        Event::User(UserEvent::ExternalUserSynced(e)) => {
+            let mut changes = vec![ClaimChange::ReleaseScope(EMAIL)];
+            changes.extend(take_email(&e.email));
+            changes
+        }
+        // The identity first: two first logins of one user at once collide
+        // there, and the loser syncs the winner's user instead.
         Event::User(UserEvent::LdapUserLinked(e)) => e
             .uid
             .as_plain()
@@ -78,6 +76,7 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
                 value: ldap_user_key(&e.provider, uid),
             })
             .into_iter()
+            .chain(take_email(&e.email))
             .collect(),
         Event::User(UserEvent::OidcUserLinked(e)) => e
             .subject
@@ -87,6 +86,7 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
                 value: oidc_subject_key(&e.provider, subject),
             })
             .into_iter()
+            .chain(take_email(&e.email))
             .collect(),
         Event::User(UserEvent::UserDeleted(_)) => vec![ClaimChange::ReleaseAll],
         Event::Job(JobEvent::JobAssigned(e)) => vec![ClaimChange::Take {
@@ -101,7 +101,6 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
         Event::User(
             UserEvent::UserPasswordChanged(_)
             | UserEvent::UserRoleChanged(_)
-            | UserEvent::ExternalUserSynced(_)
             | UserEvent::ApiTokenCreated(_)
             | UserEvent::ApiTokenRevoked(_)
             | UserEvent::UserSessionsRevoked(_),
@@ -110,6 +109,15 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
         | Event::Runner(_)
         | Event::Machine(_) => Vec::new(),
     }
+}
+
+/// The claim of an address (none once forgotten: nothing new is recorded
+/// for a deleted user).
+fn take_email(email: &warden_events::Pii) -> Option<ClaimChange> {
+    email.as_plain().map(|email| ClaimChange::Take {
+        scope: EMAIL,
+        value: normalise_email(email),
+    })
 }
 
 /// Applies the claims `event` (still in plain form) needs for `owner`.
