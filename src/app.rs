@@ -21,7 +21,7 @@ use crate::identity::access_tokens::AccessTokens;
 use crate::identity::ldap::LdapProviders;
 use crate::identity::oidc::OidcProviders;
 use crate::identity::throttle::Throttle;
-use crate::identity::{signing_key, Identity};
+use crate::identity::Identity;
 use crate::log::commands::CommandService;
 use crate::log::event_store::EventStore;
 use crate::log::follower::{self, FollowerProgress, LogConsumer};
@@ -29,6 +29,7 @@ use crate::log::projection_runner::ProjectionRunner;
 use crate::platform::config::Config;
 use crate::platform::db::Database;
 use crate::platform::replicas::ReadPools;
+use crate::platform::server_secrets::{self, ServerSecrets};
 
 /// How long start-up waits for the projectors to reach the end of the log.
 const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -53,6 +54,9 @@ impl Background {
 pub struct Core {
     pub config: Config,
     pub db: Database,
+    /// The server's secrets (token keys, throttle key), from outside the
+    /// database.
+    pub secrets: ServerSecrets,
     pub commands: CommandService,
     pub identity: Arc<Identity>,
     pub fleet: Arc<Fleet>,
@@ -72,6 +76,9 @@ impl Core {
                  transaction); remove it from the configuration"
             );
         }
+        // Before anything that needs them (the throttle here, token keys
+        // when serving); moves them out of the database on first start.
+        let secrets = ServerSecrets::load(&db, &config).await?;
         let store = EventStore::new(db.clone());
         // Read replicas see a commit once it is flushed, and a read on a
         // replica waits for every transaction the primary had completed
@@ -97,7 +104,7 @@ impl Core {
             security: config.security.clone(),
             ldap: LdapProviders::from_config(&config)?,
             oidc: OidcProviders::from_config(&config)?,
-            throttle: Throttle::load(&db, config.security.login_throttle.clone()).await?,
+            throttle: Throttle::new(config.security.login_throttle.clone(), secrets.throttle_key.clone()),
         });
         let fleet = Arc::new(Fleet::new(
             db.clone(),
@@ -108,6 +115,7 @@ impl Core {
         let core = Core {
             config,
             db,
+            secrets,
             commands,
             identity,
             fleet,
@@ -123,7 +131,7 @@ pub struct AppState {
     pub commands: CommandService,
     pub identity: Arc<Identity>,
     pub fleet: Arc<Fleet>,
-    pub access_tokens: AccessTokens,
+    pub access_tokens: Arc<AccessTokens>,
     /// Where admin, audit and time-travel reads go (replicas if any).
     pub reads: ReadPools,
     /// The log consumers this instance may lead.
@@ -159,9 +167,17 @@ impl AppState {
     /// Loads the token signing key and starts the serve-only background
     /// tasks on top of `core`.
     pub async fn serve(core: Core, background: &mut Background) -> anyhow::Result<Arc<AppState>> {
-        let key =
-            signing_key::load_or_create(&core.db, core.config.security.secret_key.as_ref().map(|k| k.expose())).await?;
-        let access_tokens = AccessTokens::new(&key, core.config.security.access_token_lifetime);
+        let access_tokens = Arc::new(AccessTokens::from_secrets(
+            &core.secrets,
+            core.config.security.access_token_lifetime,
+        ));
+        if let Some(path) = core.secrets.file.clone() {
+            background.tasks.push(spawn_secrets_reload(
+                path,
+                Arc::clone(&access_tokens),
+                background.cancel.clone(),
+            ));
+        }
         let database = &core.config.database;
         let replica_urls: Vec<String> = database
             .replica_urls
@@ -250,6 +266,28 @@ impl AppState {
             }
         }
     }
+}
+
+/// Takes a rotated token key from the secrets file within
+/// `server_secrets::RELOAD_EVERY`, without a restart.
+fn spawn_secrets_reload(
+    path: std::path::PathBuf,
+    tokens: Arc<AccessTokens>,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(server_secrets::RELOAD_EVERY) => {}
+            }
+            if let Some(secrets) = server_secrets::reload_if_changed(&path, &mut seen) {
+                tokens.replace_keys(&secrets);
+                tracing::info!(signing = %secrets.signing.id, "took the token keys of the rotated secrets file");
+            }
+        }
+    })
 }
 
 /// Reports this instance to the registry (`platform::instances`) at once

@@ -64,6 +64,9 @@ pub enum Command {
     /// LDAP directories.
     #[command(subcommand)]
     Ldap(LdapCommand),
+    /// The server's own secrets.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// The audit trail as JSON lines (filters combine), or a subcommand.
     #[command(args_conflicts_with_subcommands = true)]
     Audit {
@@ -116,6 +119,21 @@ pub enum AuditAction {
         /// RFC 3339 time [default: now]
         #[arg(long)]
         at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// A new key signs access tokens from now on; the previous one still
+    /// verifies the tokens it signed until they expire (JSON report).
+    /// Serving instances take the rotated file within seconds. With
+    /// several instances: `--stage` first, give every instance the file,
+    /// then rotate.
+    Rotate {
+        /// Add the new key for verification only (it signs after the next
+        /// `warden keys rotate`).
+        #[arg(long)]
+        stage: bool,
     },
 }
 
@@ -257,6 +275,24 @@ impl Cli {
             }
             Command::Runner(_) | Command::Openapi => unreachable!("handled above"),
             Command::Audit { action, filters } => return audit_command(config, action, filters).await,
+            Command::Keys(KeysCommand::Rotate { stage }) => {
+                if config.security.secret_key.is_some() {
+                    bail!(
+                        "the signing key comes from security.secret_key: set the new key there and the old one in \
+                         security.previous_secret_keys until its tokens have expired"
+                    );
+                }
+                let handle = DatabaseHandle::open(&config, Purpose::Maintenance).await?;
+                crate::log::clock::migrate_and_align(&handle.db).await?;
+                let session = config.security.session.max_age;
+                // Retired keys go once every token they signed has expired:
+                // access tokens, and session cookies (which may never expire).
+                let longest = (!session.is_zero()).then(|| session.max(config.security.access_token_lifetime));
+                let path = crate::platform::server_secrets::secrets_path(&config);
+                let rotation = crate::platform::server_secrets::rotate(&handle.db, &path, stage, longest).await;
+                handle.close().await;
+                println!("{}", serde_json::to_string_pretty(&rotation?)?);
+            }
             Command::Status => {
                 let handle = DatabaseHandle::open(&config, Purpose::Maintenance).await?;
                 let alive = crate::platform::instances::alive(&handle.db).await;

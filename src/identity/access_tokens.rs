@@ -5,12 +5,19 @@
 //! required. Admin rights travel as `scope = "admin"`, which is only put
 //! into tokens of admins who asked for it; every request re-checks the
 //! user in the read model, so deletion and demotion apply at once.
+//!
+//! Tokens name their key (`kid`): after a rotation the new key signs and
+//! the previous ones still verify (`platform::server_secrets`). Tokens
+//! without `kid` (issued before keys had ids) are tried with every key.
 
+use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::platform::server_secrets::ServerSecrets;
 
 pub const ISSUER: &str = "warden";
 pub const AUDIENCE: &str = "warden-api";
@@ -55,12 +62,32 @@ pub enum TokenError {
     Invalid,
 }
 
-/// Issues and checks access tokens with one symmetric key.
+/// Issues access tokens with the signing key and checks them with any of
+/// the keys.
 pub struct AccessTokens {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    keys: RwLock<Keys>,
     validation: Validation,
     lifetime: Duration,
+}
+
+struct Keys {
+    signing_id: Option<String>,
+    encoding: EncodingKey,
+    /// The signing key's first.
+    decoding: Vec<(Option<String>, DecodingKey)>,
+}
+
+impl Keys {
+    fn of(secrets: &ServerSecrets) -> Keys {
+        Keys {
+            signing_id: Some(secrets.signing.id.clone()),
+            encoding: EncodingKey::from_secret(&secrets.signing.key),
+            decoding: secrets
+                .all_keys()
+                .map(|key| (Some(key.id.clone()), DecodingKey::from_secret(&key.key)))
+                .collect(),
+        }
+    }
 }
 
 /// A token as handed to a client.
@@ -71,7 +98,24 @@ pub struct IssuedToken {
 }
 
 impl AccessTokens {
+    /// With one key and no key ids (tests).
     pub fn new(key: &[u8], lifetime: Duration) -> Self {
+        Self::with_keys(
+            Keys {
+                signing_id: None,
+                encoding: EncodingKey::from_secret(key),
+                decoding: vec![(None, DecodingKey::from_secret(key))],
+            },
+            lifetime,
+        )
+    }
+
+    /// With the server's keys.
+    pub fn from_secrets(secrets: &ServerSecrets, lifetime: Duration) -> Self {
+        Self::with_keys(Keys::of(secrets), lifetime)
+    }
+
+    fn with_keys(keys: Keys, lifetime: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.set_issuer(&[ISSUER]);
@@ -79,11 +123,15 @@ impl AccessTokens {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = LEEWAY_SECONDS;
         AccessTokens {
-            encoding: EncodingKey::from_secret(key),
-            decoding: DecodingKey::from_secret(key),
+            keys: RwLock::new(keys),
             validation,
             lifetime,
         }
+    }
+
+    /// Takes the keys of `secrets` (a rotation) for every later token.
+    pub fn replace_keys(&self, secrets: &ServerSecrets) {
+        *self.keys.write().expect("token keys") = Keys::of(secrets);
     }
 
     pub fn issue(&self, user_id: Uuid, admin: bool) -> IssuedToken {
@@ -109,7 +157,10 @@ impl AccessTokens {
             jti: Uuid::now_v7(),
             scope: scope.clone(),
         };
-        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail");
+        let keys = self.keys.read().expect("token keys");
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = keys.signing_id.clone();
+        let token = encode(&header, &claims, &keys.encoding).expect("HS256 signing cannot fail");
         IssuedToken {
             token,
             expires_in: lifetime.as_secs(),
@@ -118,12 +169,22 @@ impl AccessTokens {
     }
 
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        decode::<AccessClaims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|error| match error.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            })
+        let kid = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?.kid;
+        let keys = self.keys.read().expect("token keys");
+        let mut outcome = Err(TokenError::Invalid);
+        // The key the token names; without a name, each key in turn.
+        for (_, key) in keys.decoding.iter().filter(|(id, _)| kid.is_none() || *id == kid) {
+            outcome = decode::<AccessClaims>(token, key, &self.validation)
+                .map(|data| data.claims)
+                .map_err(|error| match error.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                    _ => TokenError::Invalid,
+                });
+            if outcome != Err(TokenError::Invalid) {
+                break;
+            }
+        }
+        outcome
     }
 
     /// Whether a bearer value looks like a JWT at all (three dot-separated

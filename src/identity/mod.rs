@@ -8,7 +8,6 @@ pub mod api_tokens;
 pub mod erasure;
 pub mod ldap;
 pub mod oidc;
-pub mod signing_key;
 pub mod throttle;
 
 use crate::log::commands::CommandService;

@@ -28,8 +28,6 @@ use sha2::Sha256;
 
 use crate::log::event_store::StoreError;
 use crate::platform::config::LoginThrottleConfig;
-use crate::platform::db::{Database, DbError};
-use crate::platform::server_secrets;
 
 /// One password check about to be made.
 pub struct Attempt<'a> {
@@ -75,12 +73,10 @@ pub fn network_of(source_ip: Option<&str>) -> String {
 }
 
 impl Throttle {
-    /// With the key secret kept in `server_secrets` (created on first use).
-    pub async fn load(db: &Database, config: LoginThrottleConfig) -> Result<Self, DbError> {
-        Ok(Throttle {
-            config,
-            key_secret: server_secrets::load_or_create(db, "login_throttle_key").await?,
-        })
+    /// Keys are keyed hashes under `key_secret` (the server secret kept
+    /// outside the database: see `platform::server_secrets`).
+    pub fn new(config: LoginThrottleConfig, key_secret: Vec<u8>) -> Self {
+        Throttle { config, key_secret }
     }
 
     fn mac(&self, value: &str) -> String {

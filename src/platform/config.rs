@@ -527,10 +527,20 @@ fn default_max_body_bytes() -> usize {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
-    /// Signs access tokens; at least 32 bytes. Without it warden generates
-    /// one and keeps it in the database.
+    /// Signs access tokens (and the login throttle's key is derived from
+    /// it); at least 32 bytes. Without it warden keeps generated keys in
+    /// `secrets_file`.
     #[serde(default)]
     pub secret_key: Option<Secret>,
+    /// Keys that signed tokens before `secret_key` (a rotation): they
+    /// verify, never sign. Remove them once their tokens have expired.
+    #[serde(default)]
+    pub previous_secret_keys: Vec<Secret>,
+    /// Where the generated server secrets are kept when `secret_key` is
+    /// not set (mode 0600); default `<database.data_dir>/secrets.json`.
+    /// Every instance of one database needs the same file.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
     #[serde(default = "default_token_lifetime", with = "humantime_serde")]
     pub access_token_lifetime: Duration,
     #[serde(default)]
@@ -573,6 +583,8 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
             secret_key: None,
+            previous_secret_keys: Vec::new(),
+            secrets_file: None,
             access_token_lifetime: default_token_lifetime(),
             local_account: LocalAccountConfig::default(),
             session: SessionConfig::default(),

@@ -1,7 +1,6 @@
 //! The audit trail, time travel and tamper evidence.
 
 use std::collections::HashSet;
-use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -169,7 +168,7 @@ async fn the_audit_trail_filters_pages_and_redacts() {
     .await;
 
     // The command line gives the same entries as JSON lines.
-    let output = Command::new(warden_binary())
+    let output = warden_command()
         .args(["--database-url", &app.db.url(), "audit", "--type", "LocalUserCreated"])
         .output()
         .unwrap();
@@ -229,7 +228,7 @@ async fn time_travel_shows_a_runner_as_it_was() {
     );
     assert_eq!(at(&times[3]).await["state"]["status"], "invalidated");
 
-    let output = Command::new(warden_binary())
+    let output = warden_command()
         .args([
             "--database-url",
             &app.db.url(),
@@ -292,7 +291,7 @@ async fn verify_detects_changed_removed_and_reordered_events() {
         "{:?}",
         report.problems
     );
-    let output = Command::new(warden_binary())
+    let output = warden_command()
         .args(["--database-url", &db.url(), "audit", "verify"])
         .output()
         .unwrap();

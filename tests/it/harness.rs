@@ -83,6 +83,11 @@ async fn create_template(cluster: &EmbeddedCluster) {
     db.migrate().await.expect("migrate template");
 }
 
+/// The server secrets file of this test process.
+pub fn secrets_file() -> PathBuf {
+    shared().data_dir.join("secrets.json")
+}
+
 pub fn with_cluster<T>(f: impl FnOnce(&EmbeddedCluster) -> T) -> T {
     let guard = shared().cluster.lock().unwrap();
     f(guard.as_ref().expect("cluster running"))
@@ -252,6 +257,7 @@ impl TestDb {
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.http.workers = Some(2);
+    config.security.secrets_file = Some(secrets_file());
     // Tests hammer the runner routes; the limiter has a test of its own.
     config.runners.rate_limit.per_second = 1_000_000;
     config.runners.rate_limit.burst = 1_000_000;
@@ -295,7 +301,12 @@ impl TestApp {
         Self::start_on(db, config).await
     }
 
-    pub async fn start_on(db: TestDb, config: Config) -> TestApp {
+    pub async fn start_on(db: TestDb, mut config: Config) -> TestApp {
+        // The server secrets file: one per test process (every test
+        // database records its fingerprints), gone with the test cluster.
+        if config.security.secrets_file.is_none() {
+            config.security.secrets_file = Some(secrets_file());
+        }
         // `RUST_LOG=warden=debug cargo test ... -- --nocapture` shows the
         // server's log; silent otherwise.
         let _ = tracing_subscriber::fmt()
@@ -516,6 +527,14 @@ pub async fn assert_error(response: reqwest::Response, status: StatusCode, code:
 /// Path of the warden binary built for these tests.
 pub fn warden_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_warden"))
+}
+
+/// The warden binary as a command, with this test process's server
+/// secrets (test databases record their fingerprints).
+pub fn warden_command() -> std::process::Command {
+    let mut command = std::process::Command::new(warden_binary());
+    command.env("WARDEN_SECURITY__SECRETS_FILE", secrets_file());
+    command
 }
 
 /// A TCP proxy in front of the shared cluster's unix socket that can be

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use warden::platform::config::LocalAccountMode;
@@ -329,18 +330,11 @@ async fn forged_and_expired_tokens_are_refused() {
     )
     .unwrap();
     // The real key, the wrong audience / long expired: take the real key
-    // from the database, as only warden itself could.
-    let key: Vec<u8> = app
-        .db
-        .client()
-        .await
-        .query_one(
-            "SELECT value FROM server_secrets WHERE name = 'access_token_signing_key'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    // from the server's secrets file, as only warden itself could.
+    let file: Value = serde_json::from_slice(&std::fs::read(secrets_file()).unwrap()).unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(file["signing_keys"][0]["key"].as_str().unwrap())
+        .unwrap();
     let real =
         |claims: Value| encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&key)).unwrap();
     assert_eq!(

@@ -265,7 +265,7 @@ async fn ldap_sync_links_updates_and_deletes_users() {
         ),
     )
     .unwrap();
-    let output = std::process::Command::new(warden_binary())
+    let output = warden_command()
         .args([
             "--config",
             config_file.to_str().unwrap(),

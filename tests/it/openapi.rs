@@ -122,10 +122,7 @@ async fn every_route_is_described_and_the_ui_works_offline() {
     assert!(initializer.contains("/openapi.json"), "the UI loads our spec");
 
     // `warden openapi` prints the same description without a server.
-    let printed = std::process::Command::new(warden_binary())
-        .arg("openapi")
-        .output()
-        .unwrap();
+    let printed = warden_command().arg("openapi").output().unwrap();
     assert!(printed.status.success());
     let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
     assert_eq!(printed, spec);

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ pub(crate) struct Serve {
 
 impl Serve {
     pub(crate) fn start(args: &[&str], envs: &[(&str, &str)]) -> Serve {
-        let mut command = Command::new(warden_binary());
+        let mut command = warden_command();
         command
             .args(args)
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -283,7 +283,7 @@ async fn secrets_never_appear_in_logs_events_or_read_models() {
 async fn command_line_adds_and_deletes_users_while_a_server_runs() {
     let app = TestApp::start().await;
     let url = app.db.url();
-    let add = Command::new(warden_binary())
+    let add = warden_command()
         .args([
             "--database-url",
             &url,
@@ -306,7 +306,7 @@ async fn command_line_adds_and_deletes_users_while_a_server_runs() {
         StatusCode::OK
     );
 
-    let duplicate = Command::new(warden_binary())
+    let duplicate = warden_command()
         .args(["--database-url", &url, "user", "add", "CLI@example.org"])
         .env("WARDEN_USER_PASSWORD", "cli user password long")
         .output()
@@ -318,7 +318,7 @@ async fn command_line_adds_and_deletes_users_while_a_server_runs() {
         String::from_utf8_lossy(&duplicate.stderr)
     );
 
-    let weak = Command::new(warden_binary())
+    let weak = warden_command()
         .args(["--database-url", &url, "user", "add", "weak@example.org"])
         .env("WARDEN_USER_PASSWORD", "short")
         .output()
@@ -326,7 +326,7 @@ async fn command_line_adds_and_deletes_users_while_a_server_runs() {
     assert!(!weak.status.success());
     assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 12"));
 
-    let del = Command::new(warden_binary())
+    let del = warden_command()
         .args(["--database-url", &url, "user", "del", "cli@example.org"])
         .output()
         .unwrap();
@@ -338,7 +338,7 @@ async fn command_line_adds_and_deletes_users_while_a_server_runs() {
         StatusCode::UNAUTHORIZED
     );
 
-    let migrate = Command::new(warden_binary())
+    let migrate = warden_command()
         .args(["--database-url", &url, "migrate"])
         .output()
         .unwrap();
@@ -357,7 +357,7 @@ fn a_bad_config_stops_start_up_naming_the_field() {
         dir.path(),
         "security:\n  local_account:\n    user_provisioning:\n      0:\n        email: admin@example.org\n        password: ${WARDEN_SURELY_UNSET_VARIABLE}\n",
     );
-    let output = Command::new(warden_binary())
+    let output = warden_command()
         .args(["--config", config.to_str().unwrap(), "serve"])
         .output()
         .unwrap();
@@ -389,7 +389,7 @@ async fn one_shot_commands_start_no_serve_only_task_and_need_only_their_config()
             directory.local_addr().unwrap()
         ),
     );
-    let add = Command::new(warden_binary())
+    let add = warden_command()
         .args(["--config", config.to_str().unwrap(), "--database-url", &url])
         .args(["user", "add", "oneshot@example.org"])
         .env("WARDEN_USER_PASSWORD", "one shot password long")
@@ -403,14 +403,14 @@ async fn one_shot_commands_start_no_serve_only_task_and_need_only_their_config()
     }
 
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("warden.example.yaml");
-    let replay = Command::new(warden_binary())
+    let replay = warden_command()
         .args(["--config", example.to_str().unwrap(), "--database-url", &url])
         .args(["replay", "--verify"])
         .env_remove("WARDEN_ADMIN_PASSWORD")
         .output()
         .unwrap();
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
-    let serve = Command::new(warden_binary())
+    let serve = warden_command()
         .args(["--config", example.to_str().unwrap(), "--database-url", &url])
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("WARDEN_ADMIN_PASSWORD")

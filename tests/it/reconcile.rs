@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use reqwest::StatusCode;
 
@@ -24,7 +24,7 @@ fn prefix_with_credentials(password: &str) -> tempfile::TempDir {
 }
 
 fn reconcile(app_url: &str, prefix: &Path, extra: &[&str]) -> Output {
-    Command::new(warden_binary())
+    warden_command()
         .args(["runner", "reconcile", "--api-url", app_url, "--prefix"])
         .arg(prefix)
         .args(["--hostname", "build-host-1"])

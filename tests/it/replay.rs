@@ -1,7 +1,6 @@
 //! `warden replay` and `replay --verify` on a log from the runner, job and
 //! account features, with the server running.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +96,7 @@ async fn verify_passes_on_a_real_log_and_catches_a_corrupted_read_model() {
     assert_eq!(tables, [("jobs", 1, 1), ("runners", 0, 1)], "{report:?}");
     assert!(report.differences.iter().all(|d| !d.examples.is_empty()));
 
-    let output = Command::new(warden_binary())
+    let output = warden_command()
         .args(["--database-url", &app.db.url(), "replay", "--verify"])
         .output()
         .unwrap();
@@ -141,7 +140,7 @@ async fn replay_swaps_rebuilt_read_models_in_while_serving() {
             reads
         })
     };
-    let output = Command::new(warden_binary())
+    let output = warden_command()
         .args(["--database-url", &app.db.url(), "replay"])
         .output()
         .unwrap();

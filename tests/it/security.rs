@@ -1091,3 +1091,185 @@ async fn an_address_belongs_to_one_user_whatever_its_origin() {
     );
     app.stop().await;
 }
+
+/// Every file of every relation of `db`'s database, as PostgreSQL reads
+/// them (after a checkpoint), for "this secret is nowhere" checks.
+async fn relation_files(db: &warden::platform::db::Connection) -> Vec<(String, Vec<u8>)> {
+    db.batch_execute("CHECKPOINT").await.unwrap();
+    db.query(
+        "SELECT c.relname, pg_read_binary_file(pg_relation_filepath(c.oid))
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'i', 't', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND pg_relation_filepath(c.oid) IS NOT NULL",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect()
+}
+
+/// Item 1: no secret that grants access lives in the database. An
+/// installation of an older release kept the token signing key and the
+/// throttle key in `server_secrets` (whoever read the database or a
+/// backup could sign an admin token that created runners); at its first
+/// start this release moves them into the secrets file (0600), deletes
+/// the rows and rewrites the table, and tokens signed before the upgrade
+/// still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_secrets_leave_the_database_and_tokens_survive_the_move() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let db = TestDb::new().await;
+    let (signing, throttle) = (vec![0x5au8; 64], vec![0xa5u8; 64]);
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO server_secrets (name, value) VALUES ('access_token_signing_key', $1), ('login_throttle_key', $2)",
+            &[&signing, &throttle],
+        )
+        .await
+        .unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("secrets.json");
+    let mut config = test_config();
+    config.security.secrets_file = Some(path.clone());
+    let app = TestApp::start_on(db, config).await;
+
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert_eq!(
+        b64.decode(file["signing_keys"][0]["key"].as_str().unwrap()).unwrap(),
+        signing
+    );
+    assert_eq!(b64.decode(file["throttle_key"].as_str().unwrap()).unwrap(), throttle);
+
+    let client = app.db.client().await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM server_secrets", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    for (relation, bytes) in relation_files(&client).await {
+        for (what, secret) in [("the signing key", &signing), ("the throttle key", &throttle)] {
+            assert!(
+                !bytes.windows(secret.len()).any(|window| window == secret.as_slice()),
+                "{what} is still in the files of `{relation}`"
+            );
+        }
+    }
+    // A token signed with the key before the upgrade (no key id) works.
+    let me: serde_json::Value = app
+        .get_json(&app.token(USER_EMAIL, USER_PASSWORD, false).await, "/api/users/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp() as u64;
+    let claims = serde_json::json!({
+        "iss": "warden", "aud": "warden-api", "sub": me["id"], "iat": now, "exp": now + 600,
+        "jti": uuid::Uuid::now_v7(), "scope": ""
+    });
+    let old = encode(&Header::default(), &claims, &EncodingKey::from_secret(&signing)).unwrap();
+    assert_eq!(app.get_json(&old, "/api/users/me").await.status(), StatusCode::OK);
+    drop(client);
+    app.stop().await;
+}
+
+/// Item 1: instances of one database need one set of secrets. A second
+/// instance with its own secrets file (another host, nothing copied)
+/// refuses to start, naming the fix, instead of refusing the first one's
+/// tokens; and once the secrets have left the database, an instance
+/// without the file cannot make new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_with_other_secrets_refuse_to_start() {
+    let db = TestDb::new().await;
+    let first = TestApp::start_on(db.reconnect(), test_config()).await;
+    let folder = tempfile::tempdir().unwrap();
+    for (file, expected) in [
+        (
+            Some(folder.path().join("missing.json")),
+            "copy that instance's secrets file",
+        ),
+        (None, "differs"),
+    ] {
+        let mut config = test_config();
+        config.security.secrets_file = file;
+        if config.security.secrets_file.is_none() {
+            // Another host's own file: made, then found to differ.
+            let other = folder.path().join("other.json");
+            std::fs::write(
+                &other,
+                serde_json::json!({
+                    "signing_keys": [{"key": base64_of(&[1u8; 64]), "created_at": "2026-01-01T00:00:00Z"}],
+                    "throttle_key": base64_of(&[2u8; 64]),
+                })
+                .to_string(),
+            )
+            .unwrap();
+            config.security.secrets_file = Some(other);
+        }
+        let error = warden::app::AppState::start(config, db.reconnect().db)
+            .await
+            .err()
+            .expect("an instance with other secrets started");
+        let message = format!("{error:#}");
+        assert!(message.contains(expected), "{message}");
+    }
+    first.stop().await;
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Item 1: `warden keys rotate`. A new key signs from then on (the
+/// serving instance takes the rotated file without a restart), tokens of
+/// the previous key still verify; a staged key verifies before it signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_signing_key_signs_and_the_previous_one_still_verifies() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("secrets.json");
+    let mut config = test_config();
+    config.security.secrets_file = Some(path.clone());
+    let app = TestApp::start_with(config).await;
+    let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let before = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+
+    let rotate = |stage: bool| {
+        let mut command = warden_command();
+        command
+            .env("WARDEN_SECURITY__SECRETS_FILE", &path)
+            .args(["--database-url", &app.db.url(), "keys", "rotate"]);
+        if stage {
+            command.arg("--stage");
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let staged = rotate(true);
+    assert_eq!(staged["signing"], kid(&before), "{staged}");
+    let rotated = rotate(false);
+    assert_eq!(rotated["signing"], staged["staged"], "the staged key signs: {rotated}");
+    assert_eq!(rotated["retired"][0], kid(&before), "{rotated}");
+
+    let deadline = std::time::Instant::now() + warden::platform::server_secrets::RELOAD_EVERY * 3;
+    let after = loop {
+        let token = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+        if kid(&token) == rotated["signing"] {
+            break token;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new key does not sign");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for token in [&before, &after] {
+        assert_eq!(app.get_json(token, "/api/users/me").await.status(), StatusCode::OK);
+    }
+    app.stop().await;
+}
