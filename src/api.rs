@@ -77,6 +77,10 @@ pub struct JobView {
     pub kind: String,
     /// The job's input file, if it has one.
     pub input: Option<warden_events::job::FileRef>,
+    /// When its machine fetched it (Project-W jobs; a native machine gets
+    /// its job with the assignment).
+    #[serde(default)]
+    pub retrieved_at: Option<DateTime<Utc>>,
 }
 
 /// The answer of a login: an access token (Project-W's shape).

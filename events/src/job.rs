@@ -97,14 +97,36 @@ pub struct JobAssigned {
     pub machine_id: Uuid,
 }
 
+/// The machine the job was assigned to fetched it (Project-W's
+/// `retrieve_job_info`): it works on it from now on. A native machine gets
+/// its job in the answer that assigns it, so native jobs have no such event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRetrieved {
+    pub job_id: Uuid,
+    pub runner_id: Uuid,
+    pub machine_id: Uuid,
+}
+
 /// Progress reported by the machine running the job (throttled).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobProgressed {
     pub job_id: Uuid,
     /// 0.0 to 1.0.
     pub progress: f64,
+    /// What the runner says of its work: it may quote the submitter's
+    /// data, so it is sealed under the submitter's key (v2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub message: Option<Pii>,
+    /// The submitter, whose key seals `message` (v2; v1 has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<Uuid>,
+}
+
+impl JobProgressed {
+    /// The message while it is readable.
+    pub fn message_text(&self) -> Option<&str> {
+        self.message.as_ref().and_then(Pii::as_plain)
+    }
 }
 
 /// Back in the queue, taken from `runner_id`.
@@ -146,8 +168,25 @@ pub struct JobFinished {
     pub runner_id: Uuid,
     pub machine_id: Uuid,
     pub outcome: JobOutcome,
-    #[serde(default)]
-    pub result: serde_json::Value,
+    /// The runner's result as JSON text, sealed under the submitter's key
+    /// (v2: results hold whatever the job was about, and are forgotten
+    /// with the submitter); none when there is no result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Pii>,
+    /// The submitter, whose key seals `result` (v2; v1 has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<Uuid>,
+}
+
+impl JobFinished {
+    /// The result as JSON; `null` when there is none or it is forgotten.
+    pub fn result_value(&self) -> serde_json::Value {
+        self.result
+            .as_ref()
+            .and_then(Pii::as_plain)
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// The submitter (or an admin) asked to stop a running job; the machine

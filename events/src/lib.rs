@@ -176,9 +176,10 @@ events! {
     Job(JobEvent) {
         JobSubmitted(job::JobSubmitted) = version 2,
         JobAssigned(job::JobAssigned) = version 1,
-        JobProgressed(job::JobProgressed) = version 1,
+        JobRetrieved(job::JobRetrieved) = version 1,
+        JobProgressed(job::JobProgressed) = version 2,
         JobRequeued(job::JobRequeued) = version 1,
-        JobFinished(job::JobFinished) = version 1,
+        JobFinished(job::JobFinished) = version 2,
         JobCancelRequested(job::JobCancelRequested) = version 1,
         JobCancelled(job::JobCancelled) = version 1,
     },
@@ -325,13 +326,17 @@ impl MachineEvent {
 }
 
 impl JobEvent {
+    /// Progress and results name their subject only when they carry a
+    /// value to seal: a job of a deleted user can still be finished or
+    /// cancelled, without keeping anything of it.
     pub fn pii_subject(&self) -> Option<Uuid> {
         match self {
             JobEvent::JobSubmitted(e) => Some(e.submitted_by),
+            JobEvent::JobProgressed(e) => e.submitted_by.filter(|_| e.message.is_some()),
+            JobEvent::JobFinished(e) => e.submitted_by.filter(|_| e.result.is_some()),
             JobEvent::JobAssigned(_)
-            | JobEvent::JobProgressed(_)
+            | JobEvent::JobRetrieved(_)
             | JobEvent::JobRequeued(_)
-            | JobEvent::JobFinished(_)
             | JobEvent::JobCancelRequested(_)
             | JobEvent::JobCancelled(_) => None,
         }
@@ -340,10 +345,11 @@ impl JobEvent {
     pub fn pii_fields_mut(&mut self) -> Vec<&mut Pii> {
         match self {
             JobEvent::JobSubmitted(e) => std::iter::once(&mut e.payload).chain(e.input_name.as_mut()).collect(),
+            JobEvent::JobProgressed(e) => e.message.as_mut().into_iter().collect(),
+            JobEvent::JobFinished(e) => e.result.as_mut().into_iter().collect(),
             JobEvent::JobAssigned(_)
-            | JobEvent::JobProgressed(_)
+            | JobEvent::JobRetrieved(_)
             | JobEvent::JobRequeued(_)
-            | JobEvent::JobFinished(_)
             | JobEvent::JobCancelRequested(_)
             | JobEvent::JobCancelled(_) => Vec::new(),
         }

@@ -184,10 +184,17 @@ pub fn all() -> Vec<Event> {
             machine_id: machine,
         }
         .into(),
+        JobRetrieved {
+            job_id: job,
+            runner_id: runner,
+            machine_id: machine,
+        }
+        .into(),
         JobProgressed {
             job_id: job,
             progress: 0.5,
-            message: None,
+            message: Some(personal()),
+            submitted_by: Some(user),
         }
         .into(),
         JobRequeued {
@@ -202,7 +209,8 @@ pub fn all() -> Vec<Event> {
             runner_id: runner,
             machine_id: machine,
             outcome: JobOutcome::Succeeded,
-            result: json!({"ok": true}),
+            result: Some(Pii::plain(json!({"ok": true, "to": PLAIN_PERSONAL_VALUE}).to_string())),
+            submitted_by: Some(user),
         }
         .into(),
         JobCancelRequested {

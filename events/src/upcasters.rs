@@ -33,6 +33,8 @@ pub(crate) fn upcast_once(
         ("LocalUserCreated" | "UserPasswordChanged", 1) => Ok(plain_field_to_pii(payload, "password_hash")),
         ("ApiTokenCreated", 1) => Ok(plain_field_to_pii(payload, "name")),
         ("JobSubmitted", 1) => Ok(job_submitted_v1_to_v2(payload)),
+        ("JobProgressed", 1) => Ok(plain_field_to_pii(payload, "message")),
+        ("JobFinished", 1) => Ok(job_finished_v1_to_v2(payload)),
         _ => Err(DecodeError::NoUpcaster {
             event_type: event_type.to_owned(),
             version,
@@ -77,6 +79,24 @@ fn job_submitted_v1_to_v2(payload: Value) -> Value {
         let mut pii = Map::new();
         pii.insert("plain".to_owned(), Value::String(name));
         fields.insert("input_name".to_owned(), Value::Object(pii));
+    }
+    Value::Object(fields)
+}
+
+/// `JobFinished` v1 kept the result as plain JSON (`null` for none); v2
+/// seals it as JSON text and has no field for no result. Old results stay
+/// readable (as `plain`).
+fn job_finished_v1_to_v2(payload: Value) -> Value {
+    let Value::Object(mut fields) = payload else {
+        return payload;
+    };
+    match fields.remove("result") {
+        None | Some(Value::Null) => {}
+        Some(result) => {
+            let mut pii = Map::new();
+            pii.insert("plain".to_owned(), Value::String(result.to_string()));
+            fields.insert("result".to_owned(), Value::Object(pii));
+        }
     }
     Value::Object(fields)
 }
@@ -269,5 +289,32 @@ mod tests {
         assert_eq!(submitted.payload_value(), json!({"to": "alice@example.org"}));
         assert_eq!(submitted.input.as_ref().unwrap().name, None);
         assert_eq!(submitted.input_with_name().unwrap().name.as_deref(), Some("alice.mp3"));
+    }
+
+    #[test]
+    fn first_release_results_and_progress_messages_read_as_v2() {
+        use crate::JobEvent;
+        let (job, runner, machine) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let v1 = json!({
+            "job_id": job, "runner_id": runner, "machine_id": machine, "outcome": "succeeded",
+            "result": {"transcript": "hello alice"},
+        });
+        let Event::Job(JobEvent::JobFinished(finished)) = decode("JobFinished", 1, v1, stored()).unwrap() else {
+            panic!("not a JobFinished");
+        };
+        assert_eq!(finished.result_value(), json!({"transcript": "hello alice"}));
+        assert_eq!(finished.submitted_by, None);
+        let without =
+            json!({"job_id": job, "runner_id": runner, "machine_id": machine, "outcome": "failed", "result": null});
+        let Event::Job(JobEvent::JobFinished(finished)) = decode("JobFinished", 1, without, stored()).unwrap() else {
+            panic!("not a JobFinished");
+        };
+        assert_eq!(finished.result, None);
+        let progressed = json!({"job_id": job, "progress": 0.5, "message": "decoding alice.mp3"});
+        let Event::Job(JobEvent::JobProgressed(progressed)) = decode("JobProgressed", 1, progressed, stored()).unwrap()
+        else {
+            panic!("not a JobProgressed");
+        };
+        assert_eq!(progressed.message_text(), Some("decoding alice.mp3"));
     }
 }

@@ -64,11 +64,12 @@ impl AggregateProjection for JobProjection {
                     ("assigned_at", Assign::To(at.clone())),
                 ],
             ),
+            JobEvent::JobRetrieved(e) => update(e.job_id, vec![("retrieved_at", Assign::To(at.clone()))]),
             JobEvent::JobProgressed(e) => update(
                 e.job_id,
                 vec![
                     ("progress", Assign::To(e.progress.into())),
-                    ("progress_message", Assign::To(e.message.as_ref().into())),
+                    ("progress_message", Assign::To(e.message_text().into())),
                 ],
             ),
             JobEvent::JobRequeued(e) => update(
@@ -78,6 +79,7 @@ impl AggregateProjection for JobProjection {
                     ("runner_id", Assign::To(Value::Null)),
                     ("machine_id", Assign::To(Value::Null)),
                     ("assigned_at", Assign::To(Value::Null)),
+                    ("retrieved_at", Assign::To(Value::Null)),
                     ("progress", Assign::To(Value::Null)),
                     ("progress_message", Assign::To(Value::Null)),
                     ("requeue_count", Assign::Increment),
@@ -87,7 +89,7 @@ impl AggregateProjection for JobProjection {
                 e.job_id,
                 vec![
                     ("status", Assign::To(e.outcome.as_str().into())),
-                    ("result", Assign::To(e.result.clone().into())),
+                    ("result", Assign::To(e.result_value().into())),
                     ("finished_at", Assign::To(at.clone())),
                 ],
             ),

@@ -227,6 +227,16 @@ error_codes! {
     InvalidSession = 403, "invalid_session";
     /// No such file, or not yours.
     FileNotFound = 404, "file_not_found";
+    /// A job that is not finished uses this file as its input.
+    FileInUse = 409, "file_in_use";
+    /// The user has the most uploads in progress allowed (`jobs.max_concurrent_uploads`); see Retry-After.
+    TooManyUploads = 429, "too_many_uploads";
+    /// The user's files would take more than `jobs.max_user_bytes`; delete some first.
+    StorageQuotaExceeded = 413, "storage_quota_exceeded";
+    /// The upload sent nothing for `jobs.upload_idle_timeout`, or took longer than `jobs.upload_deadline`.
+    UploadTimedOut = 408, "upload_timed_out";
+    /// A result names a file that was not stored for this job by this runner machine.
+    ForeignFileReference = 422, "foreign_file_reference";
     /// The job has no result in this format (yet).
     ResultNotFound = 404, "result_not_found";
 

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 use warden_events::job::{
     FileRef, JobAssigned, JobCancelRequested, JobCancelled, JobFinished, JobKind, JobOutcome, JobProgressed,
-    JobRequeued, JobSubmitted,
+    JobRequeued, JobRetrieved, JobSubmitted,
 };
 use warden_events::{Event, JobEvent, Pii};
 
@@ -35,6 +35,10 @@ pub struct Assignment {
     pub runner_id: Uuid,
     pub machine_id: Uuid,
     pub cancel_requested: bool,
+    /// The machine fetched the job and works on it (a native machine gets
+    /// it in the answer that assigns it; a Project-W machine fetches it
+    /// after a heartbeat told it of the job).
+    pub retrieved: bool,
 }
 
 /// The machine a runner-side command comes from.
@@ -59,6 +63,11 @@ pub enum JobCommand {
     },
     /// To a machine of a runner protocol: only a job of that kind.
     Assign(MachineRef, JobKind),
+    /// The machine fetched its job (Project-W's `retrieve_job_info`).
+    Retrieve(MachineRef),
+    /// The machine did not fetch its job in time: back to the queue (or
+    /// cancelled, if a cancel is pending). Nothing once it was fetched.
+    RequeueUnretrieved { machine: MachineRef, reason: String },
     Progress {
         by: MachineRef,
         progress: f64,
@@ -67,6 +76,7 @@ pub enum JobCommand {
     Finish {
         by: MachineRef,
         outcome: JobOutcome,
+        /// `null`: no result.
         result: serde_json::Value,
     },
     /// The runner `runner_id` is gone: put its job back in the queue.
@@ -127,14 +137,25 @@ impl Aggregate for Job {
                 kind: e.kind,
             }),
             JobEvent::JobAssigned(e) => match state {
-                Job::Queued(core) => Job::Assigned(
-                    core,
-                    Assignment {
-                        runner_id: e.runner_id,
-                        machine_id: e.machine_id,
-                        cancel_requested: false,
-                    },
-                ),
+                Job::Queued(core) => {
+                    let retrieved = core.kind.is_native();
+                    Job::Assigned(
+                        core,
+                        Assignment {
+                            runner_id: e.runner_id,
+                            machine_id: e.machine_id,
+                            cancel_requested: false,
+                            retrieved,
+                        },
+                    )
+                }
+                other => other,
+            },
+            JobEvent::JobRetrieved(_) => match state {
+                Job::Assigned(core, mut assignment) => {
+                    assignment.retrieved = true;
+                    Job::Assigned(core, assignment)
+                }
                 other => other,
             },
             JobEvent::JobRequeued(_) => match state {
@@ -237,7 +258,8 @@ impl Aggregate for Job {
                 Ok(vec![JobEvent::JobProgressed(JobProgressed {
                     job_id: core.job_id,
                     progress: *progress,
-                    message: message.clone(),
+                    message: message.clone().map(Pii::plain),
+                    submitted_by: Some(core.submitted_by),
                 })])
             }
             (Job::Assigned(core, assignment), JobCommand::Finish { by, outcome, result })
@@ -248,10 +270,44 @@ impl Aggregate for Job {
                     runner_id: by.runner_id,
                     machine_id: by.machine_id,
                     outcome: *outcome,
-                    result: result.clone(),
+                    result: (!result.is_null()).then(|| Pii::plain(result.to_string())),
+                    submitted_by: Some(core.submitted_by),
                 })])
             }
-            (_, JobCommand::Progress { .. } | JobCommand::Finish { .. }) => Err(Job::not_yours()),
+            (Job::Assigned(core, assignment), JobCommand::Retrieve(by))
+                if assignment.runner_id == by.runner_id && assignment.machine_id == by.machine_id =>
+            {
+                if assignment.retrieved {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![JobEvent::JobRetrieved(JobRetrieved {
+                    job_id: core.job_id,
+                    runner_id: by.runner_id,
+                    machine_id: by.machine_id,
+                })])
+            }
+            (_, JobCommand::Progress { .. } | JobCommand::Finish { .. } | JobCommand::Retrieve(_)) => {
+                Err(Job::not_yours())
+            }
+
+            (Job::Assigned(core, assignment), JobCommand::RequeueUnretrieved { machine, reason })
+                if assignment.machine_id == machine.machine_id && !assignment.retrieved =>
+            {
+                if assignment.cancel_requested {
+                    return Ok(vec![JobEvent::JobCancelled(JobCancelled {
+                        job_id: core.job_id,
+                        reason: None,
+                    })]);
+                }
+                Ok(vec![JobEvent::JobRequeued(JobRequeued {
+                    job_id: core.job_id,
+                    runner_id: assignment.runner_id,
+                    machine_id: assignment.machine_id,
+                    reason: reason.clone(),
+                })])
+            }
+            // Fetched meanwhile, finished, or already elsewhere.
+            (_, JobCommand::RequeueUnretrieved { .. }) => Ok(Vec::new()),
 
             (Job::Assigned(core, assignment), JobCommand::Requeue { runner_id, reason })
                 if assignment.runner_id == *runner_id =>
@@ -292,6 +348,14 @@ impl Aggregate for Job {
                         reason: reason.clone(),
                     })]),
                     Job::Assigned(_, assignment) if assignment.cancel_requested => Ok(Vec::new()),
+                    // Its machine has not fetched it: it never will, and
+                    // must not wait for a result of it.
+                    Job::Assigned(core, assignment) if !assignment.retrieved => {
+                        Ok(vec![JobEvent::JobCancelled(JobCancelled {
+                            job_id: core.job_id,
+                            reason: reason.clone(),
+                        })])
+                    }
                     Job::Assigned(core, _) => Ok(vec![JobEvent::JobCancelRequested(JobCancelRequested {
                         job_id: core.job_id,
                         reason: reason.clone(),

@@ -31,7 +31,7 @@ use crate::domain::job::{Job, JobCommand, MachineRef};
 use crate::domain::Aggregate as _;
 use crate::fleet::waiting_list::Entry;
 use crate::fleet::Fleet;
-use crate::log::commands::CommandError;
+use crate::log::commands::{CommandError, UserLock};
 use crate::log::event_store::{self, claims, ExpectedVersion, StoreError};
 use warden_projections::runners::assignment_lock_key;
 
@@ -43,7 +43,7 @@ const ROUNDS: usize = 4;
 
 pub const JOB_COLUMNS: &str = "id, submitted_by, status, payload, required_tags, priority, runner_id, machine_id,
                            cancel_requested, progress, progress_message, result, requeue_count, submitted_at,
-                           assigned_at, finished_at, number, kind, input";
+                           assigned_at, finished_at, number, kind, input, retrieved_at";
 
 pub fn job_view(row: &tokio_postgres::Row) -> JobView {
     JobView {
@@ -69,6 +69,7 @@ pub fn job_view(row: &tokio_postgres::Row) -> JobView {
         input: row
             .get::<_, Option<serde_json::Value>>(18)
             .and_then(|file| serde_json::from_value(file).ok()),
+        retrieved_at: row.get(19),
     }
 }
 
@@ -103,9 +104,12 @@ pub async fn submit(fleet: &Fleet, submitted_by: Uuid, job: NewJob, metadata: &M
         kind,
         input,
     };
+    // Never after the submitter's deletion, nor beside it: a job either
+    // commits before the deletion (which then cancels it) or is refused.
+    let submitter = UserLock::active(submitted_by, fleet.db.timeouts().lock_wait());
     fleet
         .commands
-        .execute_new::<Job>(&StreamId::job(job_id), &command, metadata)
+        .execute_guarded::<Job>(&StreamId::job(job_id), &command, metadata, &submitter)
         .await?;
     fleet.dispatcher.kick();
     Ok(job_id)
@@ -498,7 +502,12 @@ pub async fn report_progress(
     };
     // Validate (ownership, range) on every report, record only some.
     job.decide(&command)?;
-    let abort = matches!(&job, Job::Assigned(_, a) if a.cancel_requested);
+    if matches!(&job, Job::Assigned(_, a) if a.cancel_requested) {
+        // Nobody wants it any more (its submitter may be gone): nothing of
+        // it is kept, the machine is told to stop.
+        return Ok(ReportAnswer { abort: true });
+    }
+    let abort = false;
     let interval = fleet.config.progress_record_interval;
     // This instance's memory first (no database work for most reports),
     // then the slot shared by all instances.
@@ -510,6 +519,30 @@ pub async fn report_progress(
     Ok(ReportAnswer { abort })
 }
 
+/// What became of a machine's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Recorded as the job's outcome.
+    Recorded,
+    /// The job's submitter was deleted: nothing of the result is kept, the
+    /// job ends as cancelled, and the machine is free.
+    SubmitterGone,
+}
+
+/// Whether the submitter of `job` was deleted (its jobs are being, or
+/// were, cancelled; nothing new may be kept for it).
+pub async fn submitter_deleted(fleet: &Fleet, job: &JobView) -> Result<bool, StoreError> {
+    let connection = fleet.db.get().await?;
+    let deleted: Option<bool> = connection
+        .query_opt(
+            "SELECT deleted_at IS NOT NULL FROM users WHERE id = $1",
+            &[&job.submitted_by],
+        )
+        .await?
+        .map(|row| row.get(0));
+    Ok(deleted.unwrap_or(true))
+}
+
 pub async fn finish(
     fleet: &Fleet,
     machine: MachineRef,
@@ -517,11 +550,24 @@ pub async fn finish(
     outcome: JobOutcome,
     result: serde_json::Value,
     metadata: &Metadata,
-) -> Result<(), CommandError> {
-    let command = JobCommand::Finish {
-        by: machine,
-        outcome,
-        result,
+) -> Result<Finished, CommandError> {
+    let job = get(fleet, job_id).await?;
+    let gone = match &job {
+        Some(job) => submitter_deleted(fleet, job).await?,
+        None => false,
+    };
+    let command = if gone {
+        JobCommand::Finish {
+            by: machine,
+            outcome: JobOutcome::Cancelled,
+            result: serde_json::Value::Null,
+        }
+    } else {
+        JobCommand::Finish {
+            by: machine,
+            outcome,
+            result,
+        }
     };
     fleet
         .commands
@@ -529,7 +575,70 @@ pub async fn finish(
         .await?;
     // The machine is free again.
     fleet.dispatcher.kick();
+    Ok(if gone {
+        Finished::SubmitterGone
+    } else {
+        Finished::Recorded
+    })
+}
+
+/// The machine fetched its job (Project-W's `retrieve_job_info`): it
+/// works on it from now on (see `JobCommand::Retrieve`).
+pub async fn retrieve(
+    fleet: &Fleet,
+    machine: MachineRef,
+    job_id: Uuid,
+    metadata: &Metadata,
+) -> Result<(), CommandError> {
+    fleet
+        .commands
+        .execute::<Job>(&StreamId::job(job_id), &JobCommand::Retrieve(machine), metadata)
+        .await?;
     Ok(())
+}
+
+/// Why a job its machine did not fetch in time went back to the queue.
+pub const NOT_RETRIEVED: &str = "not retrieved by its runner machine";
+
+/// Project-W jobs assigned longer than `runners.retrieve_timeout` ago that
+/// their machine has not fetched: back to the queue (cancelled, when a
+/// cancel is pending), so that a machine that missed its job (a heartbeat
+/// answered a moment before the assignment, a runner that restarted)
+/// neither holds it nor is held by it. Returns how many.
+pub async fn requeue_unretrieved(fleet: &Fleet) -> Result<usize, CommandError> {
+    let connection = fleet.db.get().await.map_err(StoreError::from)?;
+    let rows = connection
+        .query(
+            "SELECT id, runner_id, machine_id FROM jobs
+             WHERE status = 'assigned' AND retrieved_at IS NULL AND kind = 'project_w'
+               AND assigned_at < now() - make_interval(secs => $1)",
+            &[&fleet.config.retrieve_timeout.as_secs_f64()],
+        )
+        .await
+        .map_err(StoreError::from)?;
+    drop(connection);
+    let metadata = Metadata::system("job-retrieval-watch");
+    let mut requeued = 0;
+    for row in rows {
+        let command = JobCommand::RequeueUnretrieved {
+            machine: MachineRef {
+                runner_id: row.get(1),
+                machine_id: row.get(2),
+            },
+            reason: NOT_RETRIEVED.into(),
+        };
+        let executed = fleet
+            .commands
+            .execute::<Job>(&StreamId::job(row.get(0)), &command, &metadata)
+            .await?;
+        if executed.appended.is_some() {
+            requeued += 1;
+        }
+    }
+    if requeued > 0 {
+        fleet.dispatcher.kick();
+    }
+    Ok(requeued)
 }
 
 /// Native jobs whose machine has sent nothing for

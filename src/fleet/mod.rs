@@ -13,6 +13,7 @@ pub mod reactions;
 pub mod reconcile;
 pub mod runners;
 pub mod sessions;
+pub mod transcripts;
 pub mod waiting_list;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -79,7 +80,8 @@ impl Fleet {
 
 /// Ends Project-W sessions silent for longer than `runners.online_timeout`
 /// and puts their jobs back in the queue, likewise the jobs of native
-/// machines silent for `runners.native_silence_timeout`; removes abandoned
+/// machines silent for `runners.native_silence_timeout` and the Project-W
+/// jobs not fetched within `runners.retrieve_timeout`; removes abandoned
 /// uploads. Runs
 /// every quarter of the timeout (1 to 15 s) until `cancel` fires.
 pub fn spawn_sweeper(fleet: Arc<Fleet>, cancel: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
@@ -109,6 +111,13 @@ async fn sweep(fleet: &Fleet) -> Result<(), crate::log::commands::CommandError> 
         if let Some(job) = jobs::requeue_from(fleet, machine, jobs::SILENT_MACHINE, &metadata).await? {
             tracing::info!(%job, session = %session.id, "requeued the job of a silent runner machine");
         }
+    }
+    let unretrieved = jobs::requeue_unretrieved(fleet).await?;
+    if unretrieved > 0 {
+        tracing::info!(
+            jobs = unretrieved,
+            "requeued jobs their runner machines did not fetch in time"
+        );
     }
     for (job, machine) in jobs::held_by_silent_native_machines(fleet).await? {
         if jobs::requeue_from(fleet, machine, jobs::SILENT_MACHINE, &metadata)

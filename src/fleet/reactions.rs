@@ -91,7 +91,10 @@ impl JobReassignment {
                     | RunnerEvent::RunnerResumed(_),
                 )
                 | Event::Job(
-                    JobEvent::JobSubmitted(_) | JobEvent::JobProgressed(_) | JobEvent::JobCancelRequested(_),
+                    JobEvent::JobSubmitted(_)
+                    | JobEvent::JobRetrieved(_)
+                    | JobEvent::JobProgressed(_)
+                    | JobEvent::JobCancelRequested(_),
                 ) => {}
             }
         }

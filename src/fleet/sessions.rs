@@ -44,9 +44,13 @@ pub struct Session {
 impl Session {
     /// The `system_id` of the machine a session opens.
     pub fn system_id(id: Uuid) -> String {
-        format!("pw-{}", id.simple())
+        format!("{SYSTEM_ID_PREFIX}{}", id.simple())
     }
 }
+
+/// The start of the system ids of Project-W sessions' machines (reserved:
+/// the native protocol refuses them).
+pub const SYSTEM_ID_PREFIX: &str = "pw-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {

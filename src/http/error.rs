@@ -85,6 +85,14 @@ impl ApiError {
         }
     }
 
+    /// The same error with a `Retry-After` of `wait`.
+    pub fn with_retry_after(self, wait: std::time::Duration) -> Self {
+        ApiError {
+            retry_after_seconds: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..self
+        }
+    }
+
     /// 429 for a login locked out by the brute-force throttle.
     pub fn login_throttled(wait: std::time::Duration) -> Self {
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;

@@ -12,7 +12,7 @@ use crate::domain::DomainError;
 use crate::domain::ErrorCode;
 use crate::identity::throttle;
 use crate::identity::Identity;
-use crate::log::commands::{CommandError, CommandService};
+use crate::log::commands::{CommandError, CommandService, UserLock};
 use crate::log::event_store::claims::{self, normalise_email};
 use crate::log::event_store::StoreError;
 use crate::platform::config::LocalAccountMode;
@@ -371,8 +371,17 @@ impl AdminChangeLock {
 /// their unfinished jobs are cancelled (`JobCancelled` / `JobCancelRequested`
 /// with the reason `submitter deleted`).
 pub async fn delete_user(commands: &CommandService, user_id: Uuid, metadata: &Metadata) -> Result<(), CommandError> {
+    // Holds the user's submissions off until the deletion commits: every
+    // job committed before it is cancelled below, every later one refused
+    // (`UserLock`).
+    let lock_wait = commands.store().database().timeouts().lock_wait();
     commands
-        .execute::<User>(&StreamId::user(user_id), &UserCommand::Delete, metadata)
+        .execute_guarded::<User>(
+            &StreamId::user(user_id),
+            &UserCommand::Delete,
+            metadata,
+            &UserLock::deletion(user_id, lock_wait),
+        )
         .await?;
     let connection = commands.store().database().get().await.map_err(StoreError::from)?;
     connection

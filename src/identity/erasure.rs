@@ -25,14 +25,15 @@ use crate::platform::db::Database;
 pub const REWRITTEN_TABLES: [&str; 6] = ["pii_keys", "users", "api_tokens", "unique_claims", "files", "jobs"];
 
 /// Blanks the deleted `user_id`'s personal data in the jobs read model
-/// (what a rebuild would write: their sealed payloads and names are
-/// forgotten), then rewrites [`REWRITTEN_TABLES`] so no dead row keeps a
+/// (what a rebuild would write: their sealed payloads, file names, results
+/// and progress messages are forgotten), then rewrites [`REWRITTEN_TABLES`] so no dead row keeps a
 /// copy.
 pub async fn scrub_after_deletion(db: &Database, user_id: Uuid) -> Result<(), StoreError> {
     let connection = db.get().await?;
     connection
         .execute(
-            "UPDATE jobs SET payload = 'null'::jsonb, input = input - 'name' WHERE submitted_by = $1",
+            "UPDATE jobs SET payload = 'null'::jsonb, input = input - 'name', result = 'null'::jsonb, progress_message = NULL
+             WHERE submitted_by = $1",
             &[&user_id],
         )
         .await?;

@@ -38,6 +38,86 @@ pub trait Precondition: Sync {
     async fn check(&self, tx: &Transaction<'_>) -> Result<(), CommandError>;
 }
 
+/// Serialises a user's deletion with the commands that must not outlive
+/// it (a job's submission): each such command holds the user's lock
+/// shared in its append's transaction and finds the user not deleted; the
+/// deletion holds it exclusively in its own. So a command either commits
+/// before the deletion (and the deletion's clean-up, which reads after its
+/// commit, sees what it did) or finds the user deleted.
+pub struct UserLock {
+    user_id: uuid::Uuid,
+    exclusive: bool,
+    /// How long to wait for the lock (below the statement timeout, so the
+    /// answer is a clear conflict).
+    wait: Duration,
+}
+
+impl UserLock {
+    /// For a command on behalf of `user_id`: refused once it is deleted.
+    pub fn active(user_id: uuid::Uuid, wait: Duration) -> UserLock {
+        UserLock {
+            user_id,
+            exclusive: false,
+            wait,
+        }
+    }
+
+    /// For `user_id`'s deletion.
+    pub fn deletion(user_id: uuid::Uuid, wait: Duration) -> UserLock {
+        UserLock {
+            user_id,
+            exclusive: true,
+            wait,
+        }
+    }
+
+    fn key(&self) -> i64 {
+        crate::platform::db::advisory_key(&format!("user-commands:{}", self.user_id))
+    }
+}
+
+#[async_trait]
+impl Precondition for UserLock {
+    async fn check(&self, tx: &Transaction<'_>) -> Result<(), CommandError> {
+        use crate::platform::db::DbError;
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", self.wait.as_millis()))
+            .await
+            .map_err(StoreError::from)?;
+        let lock = if self.exclusive {
+            "SELECT pg_advisory_xact_lock($1)"
+        } else {
+            "SELECT pg_advisory_xact_lock_shared($1)"
+        };
+        if let Err(error) = tx.execute(lock, &[&self.key()]).await {
+            return Err(match error.code() {
+                Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                    StoreError::Db(DbError::LockTimedOut(self.wait))
+                }
+                _ => StoreError::from(error),
+            }
+            .into());
+        }
+        if self.exclusive {
+            return Ok(());
+        }
+        // A statement of its own, after the lock: it sees a deletion that
+        // committed while this waited.
+        let active: Option<bool> = tx
+            .query_opt("SELECT deleted_at IS NULL FROM users WHERE id = $1", &[&self.user_id])
+            .await
+            .map_err(StoreError::from)?
+            .map(|row| row.get(0));
+        if active != Some(true) {
+            return Err(DomainError::Conflict {
+                code: crate::domain::ErrorCode::UserDeleted,
+                message: "this user has been deleted".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
 /// The result of a command that was accepted.
 pub struct Executed<A: Aggregate> {
     /// State of the stream after the command.

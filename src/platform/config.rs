@@ -194,6 +194,11 @@ pub struct RunnersConfig {
     /// heartbeat.
     #[serde(default = "default_online_timeout", with = "humantime_serde")]
     pub online_timeout: Duration,
+    /// A Project-W job its machine has not fetched (`retrieve_job_info`)
+    /// this long after it was assigned goes back to the queue: three
+    /// heartbeat intervals of the real runner by default.
+    #[serde(default = "default_retrieve_timeout", with = "humantime_serde")]
+    pub retrieve_timeout: Duration,
     /// A machine of warden's native protocol that holds a job and sends
     /// nothing (no poll, progress or verify) for this long loses the job:
     /// it goes back to the queue. Must be longer than
@@ -229,6 +234,7 @@ impl Default for RunnersConfig {
             prune_check_interval: default_prune_check_interval(),
             long_poll_max: default_long_poll_max(),
             online_timeout: default_online_timeout(),
+            retrieve_timeout: default_retrieve_timeout(),
             native_silence_timeout: default_native_silence_timeout(),
             progress_record_interval: default_progress_record_interval(),
             max_token_grace: default_max_token_grace(),
@@ -267,6 +273,10 @@ fn default_online_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
+fn default_retrieve_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 fn default_native_silence_timeout() -> Duration {
     Duration::from_secs(15 * 60)
 }
@@ -290,6 +300,21 @@ pub struct JobsConfig {
     /// formats), the body limit of `submit_job_result`.
     #[serde(default = "default_max_result_bytes")]
     pub max_result_bytes: usize,
+    /// The most bytes one user's files (uploads and results) may take;
+    /// an upload past it answers `413 storage_quota_exceeded`.
+    #[serde(default = "default_max_user_bytes")]
+    pub max_user_bytes: u64,
+    /// Uploads of one user in progress at once; one more answers `429
+    /// too_many_uploads`.
+    #[serde(default = "default_max_concurrent_uploads")]
+    pub max_concurrent_uploads: u32,
+    /// An upload (or a runner's result) that sends nothing for this long
+    /// is given up (`408 upload_timed_out`).
+    #[serde(default = "default_upload_idle_timeout", with = "humantime_serde")]
+    pub upload_idle_timeout: Duration,
+    /// The longest an upload (or a result) may take in all.
+    #[serde(default = "default_upload_deadline", with = "humantime_serde")]
+    pub upload_deadline: Duration,
 }
 
 impl Default for JobsConfig {
@@ -297,8 +322,28 @@ impl Default for JobsConfig {
         JobsConfig {
             max_file_bytes: default_max_file_bytes(),
             max_result_bytes: default_max_result_bytes(),
+            max_user_bytes: default_max_user_bytes(),
+            max_concurrent_uploads: default_max_concurrent_uploads(),
+            upload_idle_timeout: default_upload_idle_timeout(),
+            upload_deadline: default_upload_deadline(),
         }
     }
+}
+
+fn default_max_user_bytes() -> u64 {
+    10 * 1024 * 1024 * 1024
+}
+
+fn default_max_concurrent_uploads() -> u32 {
+    4
+}
+
+fn default_upload_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_upload_deadline() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_max_file_bytes() -> u64 {
@@ -891,7 +936,23 @@ impl Config {
                 ));
             }
         }
+        let jobs = &self.jobs;
+        if jobs.max_concurrent_uploads == 0 || jobs.max_user_bytes == 0 {
+            return Err(field_error(
+                "jobs",
+                "max_concurrent_uploads and max_user_bytes must be at least 1",
+            ));
+        }
+        if jobs.upload_idle_timeout.is_zero() || jobs.upload_deadline < jobs.upload_idle_timeout {
+            return Err(field_error(
+                "jobs.upload_deadline",
+                "upload_idle_timeout must be longer than 0s, and upload_deadline at least as long",
+            ));
+        }
         let runners = &self.runners;
+        if runners.retrieve_timeout.is_zero() {
+            return Err(field_error("runners.retrieve_timeout", "must be longer than 0s"));
+        }
         if runners.max_machines_per_token == 0 {
             return Err(field_error("runners.max_machines_per_token", "must be at least 1"));
         }

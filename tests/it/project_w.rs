@@ -674,3 +674,295 @@ async fn a_cut_off_instance_answers_no_cached_heartbeat_after_an_invalidation() 
     let _ = tokio::time::timeout(Duration::from_secs(30), cut_off.stop()).await;
     healthy.stop().await;
 }
+
+/// Waits until `check` holds for the job's view.
+async fn wait_for_job_state(
+    app: &TestApp,
+    user: &str,
+    job: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let view = app.job(user, job).await;
+        if check(&view) {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "the job never got there: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Item 12 of the bounded-resources issue, replayed with the strict
+/// client: a job reaches a machine (assigned) that has not fetched it, and
+/// its submitter cancels it. It used to stay `assigned` with
+/// `cancel_requested`, every heartbeat answering `{abort: true,
+/// job_assigned: false}` to a runner that ignores abort when idle: the
+/// machine never got another job. Now the job ends cancelled at once,
+/// the machine is never told to abort, and takes the next job. A job the
+/// machine does not fetch in time goes back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_before_its_machine_fetched_it_frees_the_machine() {
+    let mut config = test_config();
+    config.runners.retrieve_timeout = Duration::from_secs(2);
+    // The sweeper runs every quarter of this (at least every second).
+    config.runners.online_timeout = Duration::from_secs(4);
+    let app = TestApp::start_with(config).await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, token) = app.create_runner(&admin).await;
+    let machine = Runner::register(&app, &token, "whisper-1").await;
+    assert_eq!(machine.heartbeat(0.0).await, (false, false));
+
+    let file = upload(&app, &user, audio_bytes(1), "audio/mpeg").await;
+    let first = submit_project_w_job(&app, &user, &file).await;
+    wait_for_job_state(&app, &user, &first, Duration::from_secs(3), |job| {
+        job["status"] == "assigned"
+    })
+    .await;
+    let cancel = app
+        .post_json(&user, &format!("/api/jobs/{first}/cancel"), json!({}))
+        .await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    assert_eq!(app.job(&user, &first).await["status"], "cancelled", "ended at once");
+    for _ in 0..3 {
+        assert_eq!(
+            machine.heartbeat(0.0).await,
+            (false, false),
+            "abort said to an idle machine"
+        );
+    }
+
+    // The machine is free: the next job reaches it and is done.
+    let second = submit_project_w_job(&app, &user, &file).await;
+    machine.wait_for_job().await;
+    let (number, _) = machine.job_info().await;
+    assert_eq!(number, app.job(&user, &second).await["number"].as_i64().unwrap());
+    machine.audio().await;
+    machine
+        .submit(json!({"error_msg": null, "transcript": {
+            "as_txt": "hi", "as_srt": "1", "as_tsv": "t", "as_vtt": "WEBVTT", "as_json": {"text": "hi"}}}))
+        .await;
+    assert_eq!(app.job(&user, &second).await["status"], "succeeded");
+
+    // Assigned, never fetched (a runner that restarted between the
+    // heartbeat and its fetch, say; it keeps its session alive): back to
+    // the queue within the bound, then fetched and done.
+    let third = submit_project_w_job(&app, &user, &file).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.job(&user, &third).await["status"] != "assigned" {
+        assert!(Instant::now() < deadline, "never assigned");
+        machine.heartbeat(0.0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let assigned_at = Instant::now();
+    while app.job(&user, &third).await["requeue_count"].as_i64().unwrap_or(0) < 1 {
+        assert!(assigned_at.elapsed() < Duration::from_secs(10), "never taken back");
+        machine.heartbeat(0.0).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        assigned_at.elapsed() >= Duration::from_millis(1500),
+        "taken back before the bound"
+    );
+    machine.wait_for_job().await;
+    let (number, _) = machine.job_info().await;
+    assert_eq!(number, app.job(&user, &third).await["number"].as_i64().unwrap());
+    machine
+        .submit(json!({"error_msg": "model missing", "transcript": null}))
+        .await;
+    assert_eq!(app.job(&user, &third).await["status"], "failed");
+    app.stop().await;
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS`).
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// A Project-W result of `size` bytes whose `as_json` is an array of
+/// zeros, streamed a MiB at a time (never whole in this process either).
+fn zeros_result(size: usize) -> reqwest::Body {
+    let head = br#"{"error_msg":null,"transcript":{"as_txt":"","as_srt":"","as_tsv":"","as_vtt":"","as_json":[0"#;
+    let tail = b"]}}";
+    let zeros = bytes::Bytes::from(",0".repeat(512 * 1024));
+    let mut left = (size - head.len() - tail.len()) / 2;
+    let mut pieces: Vec<bytes::Bytes> = vec![bytes::Bytes::from_static(head)];
+    while left > 0 {
+        let take = left.min(zeros.len() / 2);
+        pieces.push(zeros.slice(..take * 2));
+        left -= take;
+    }
+    pieces.push(bytes::Bytes::from_static(tail));
+    reqwest::Body::wrap_stream(futures_util::stream::iter(
+        pieces.into_iter().map(Ok::<_, std::io::Error>),
+    ))
+}
+
+/// Item 4 of the bounded-resources issue, on a separate `warden serve`:
+/// results are read with bounded memory. One 64 MiB `as_json` of zeros
+/// took the server from 55 MB to 3.1 GB resident; now eight at once, each
+/// stored as its job's transcript, raise it by less than 150 MB. And a
+/// machine without a job is answered before its body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_large_results_at_once_take_bounded_memory() {
+    const MACHINES: usize = 8;
+    const SIZE: usize = 64 * 1024 * 1024 - 1024;
+    // Users, a runner and the jobs, made through an in-process instance
+    // that is stopped before the measured server starts.
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, token) = app.create_runner(&admin).await;
+    let file = upload(&app, &user, audio_bytes(1), "audio/mpeg").await;
+    let mut jobs = Vec::new();
+    for _ in 0..MACHINES {
+        jobs.push(submit_project_w_job(&app, &user, &file).await);
+    }
+    let db = app.stop().await;
+    let serve = crate::processes::Serve::start(&["--database-url", &db.url()], &[("RUST_LOG", "info")]);
+    let base = serve.base_url.clone();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let call = |path: &str, session: &str| format!("{base}/api/runners/{path}?session_token={session}");
+
+    let mut sessions = Vec::new();
+    for n in 0..=MACHINES {
+        let registered: Value = http
+            .post(format!("{base}/api/runners/register"))
+            .bearer_auth(&token)
+            .json(
+                &json!({"name": format!("m{n}"), "priority": 1, "version": "0.6.0", "git_hash": "0",
+                          "source_code_url": "https://github.com/JulianFP/project-W"}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = registered["session_token"].as_str().unwrap().to_owned();
+        if n == MACHINES {
+            // The ninth machine has no job: answered before its body is read.
+            let started = Instant::now();
+            let refused = http
+                .post(call("submit_job_result", &session))
+                .bearer_auth(&token)
+                .body(zeros_result(SIZE))
+                .send()
+                .await;
+            if let Ok(refused) = refused {
+                assert_error(refused, StatusCode::BAD_REQUEST, "no_job_assigned").await;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+            break;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let beat: Value = http
+                .post(call("heartbeat", &session))
+                .bearer_auth(&token)
+                .json(&json!({"progress": 0.0}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if beat["job_assigned"] == true {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no job reached machine {n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let info = http
+            .get(call("retrieve_job_info", &session))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(info.status(), StatusCode::OK);
+        sessions.push(session);
+    }
+
+    let pid = serve.pid();
+    let baseline = resident_bytes(pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                peak.fetch_max(resident_bytes(pid), std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // Like the real runner, the machines keep heartbeating while they
+    // send (a session silent for runners.online_timeout loses its job).
+    let heartbeats: Vec<_> = sessions
+        .iter()
+        .map(|session| {
+            let (http, url, token) = (http.clone(), call("heartbeat", session), token.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    let _ = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&json!({"progress": 99.0}))
+                        .send()
+                        .await;
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let submissions: Vec<_> = sessions
+        .iter()
+        .map(|session| {
+            let request = http
+                .post(call("submit_job_result", session))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(zeros_result(SIZE));
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    for submission in submissions {
+        let answer = submission.await.unwrap().unwrap();
+        let status = answer.status();
+        assert_eq!(status, StatusCode::OK, "{}", answer.text().await.unwrap());
+    }
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    sampler.join().unwrap();
+    heartbeats.iter().for_each(|heartbeat| heartbeat.abort());
+    let grew = peak.load(std::sync::atomic::Ordering::SeqCst).saturating_sub(baseline);
+    eprintln!(
+        "8 x 64 MiB results in {:?}: resident memory {} MB before, +{} MB at the peak",
+        started.elapsed(),
+        baseline / 1_000_000,
+        grew / 1_000_000
+    );
+    assert!(grew < 150_000_000, "resident memory grew by {} MB", grew / 1_000_000);
+    let client = db.client().await;
+    let stored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM files WHERE job_id IS NOT NULL AND complete AND size > 60000000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, MACHINES as i64, "each result's as_json is stored whole");
+    drop(client);
+    serve.kill();
+}

@@ -1273,3 +1273,347 @@ async fn a_rotated_signing_key_signs_and_the_previous_one_still_verifies() {
     }
     app.stop().await;
 }
+
+/// A new local account (sign-up) and its access token.
+async fn new_user(app: &TestApp, email: &str) -> String {
+    let password = "a long enough password";
+    let response = app
+        .http
+        .post(app.url("/api/local-account/signup"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED, "sign-up of {email}");
+    app.token(email, password, false).await
+}
+
+/// Item 5: deletion fences submission. Thirty jobs submitted in parallel
+/// with the submitter's `DELETE /api/users/me` left 1-3 jobs queued (later
+/// handed to a runner with `payload: null`); now each is refused or
+/// cancelled with the rest, in every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_submitted_during_their_submitters_deletion_do_not_outlive_it() {
+    let app = std::sync::Arc::new(TestApp::start().await);
+    let admin = app.admin_token().await;
+    for round in 0..3 {
+        let token = new_user(&app, &format!("racer{round}@example.org")).await;
+        let me: serde_json::Value = app.get_json(&token, "/api/users/me").await.json().await.unwrap();
+        let user_id: uuid::Uuid = me["id"].as_str().unwrap().parse().unwrap();
+        let submissions: Vec<_> = (0..30)
+            .map(|n| {
+                let (app, token) = (app.clone(), token.clone());
+                tokio::spawn(async move {
+                    app.post_json(&token, "/api/jobs", serde_json::json!({"payload": {"n": n}}))
+                        .await
+                        .status()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let deleted = app
+            .http
+            .delete(app.url("/api/users/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), StatusCode::OK);
+        for submission in submissions {
+            let status = submission.await.unwrap();
+            assert!(
+                status == StatusCode::CREATED || status.is_client_error(),
+                "a submission answered {status}"
+            );
+        }
+        let jobs = app
+            .get_items(&admin, &format!("/api/admins/jobs?submitted_by={user_id}"))
+            .await;
+        let alive: Vec<&serde_json::Value> = jobs
+            .iter()
+            .filter(|job| job["status"] == "queued" || job["status"] == "assigned")
+            .collect();
+        assert!(alive.is_empty(), "round {round}: jobs outlived the deletion: {alive:?}");
+    }
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}
+
+/// Items 3 and 5: a runner's result may name only files stored for its
+/// job by its machine (a native result naming another user's file made it
+/// readable by the job's submitter); a result for a deleted submitter's
+/// job is not kept (the job is cancelled, the machine free); native
+/// results and progress messages are sealed in the log under the
+/// submitter's key and gone from the read models with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_name_only_their_own_files_and_die_with_their_submitter() {
+    let mut config = test_config();
+    config.runners.progress_record_interval = Duration::ZERO;
+    let app = TestApp::start_with(config).await;
+    let admin = app.admin_token().await;
+    let victim = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let thief = new_user(&app, "thief@example.org").await;
+    let secret_file = app
+        .http
+        .post(app.url("/api/files?name=secret.txt"))
+        .bearer_auth(&victim)
+        .header("content-type", "text/plain")
+        .body("the victim's secret")
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let (_, runner) = app.create_runner(&admin).await;
+    let job = app
+        .submit_job(&thief, serde_json::json!({"task": "steal"}), &[], 0)
+        .await;
+    assert!(app.request_job(&runner, "m_thief_0001", 0).await.is_some());
+    let forged = serde_json::json!({"transcript": {"as_txt": secret_file}});
+    assert_error(
+        app.post_json(
+            &runner,
+            &format!("/api/runners/jobs/{job}/result"),
+            serde_json::json!({"system_id": "m_thief_0001", "outcome": "succeeded", "result": forged}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "foreign_file_reference",
+    )
+    .await;
+    // A forged reference already in the read model (an older release let
+    // it in) is not followed either.
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE jobs SET result = $2 WHERE id = $1",
+            &[&job.parse::<uuid::Uuid>().unwrap(), &forged],
+        )
+        .await
+        .unwrap();
+    assert_error(
+        app.get_json(&thief, &format!("/api/jobs/{job}/result?format=txt"))
+            .await,
+        StatusCode::NOT_FOUND,
+        "result_not_found",
+    )
+    .await;
+
+    // Progress and result of the thief's job, then the thief is deleted.
+    let progress = app
+        .post_json(
+            &runner,
+            &format!("/api/runners/jobs/{job}/progress"),
+            serde_json::json!({"system_id": "m_thief_0001", "progress": 0.5, "message": "progress-of-the-thief"}),
+        )
+        .await;
+    assert_eq!(progress.status(), StatusCode::OK);
+    let finished = app
+        .post_json(
+            &runner,
+            &format!("/api/runners/jobs/{job}/result"),
+            serde_json::json!({"system_id": "m_thief_0001", "outcome": "succeeded",
+                               "result": {"found": "result-of-the-thief"}}),
+        )
+        .await;
+    assert_eq!(finished.status(), StatusCode::OK);
+    let in_log = app.db.dump("events", "position").await.join("\n");
+    for secret in ["progress-of-the-thief", "result-of-the-thief"] {
+        assert!(!in_log.contains(secret), "{secret} is readable in the log");
+    }
+    let view = app.job(&thief, &job).await;
+    assert_eq!(view["result"]["found"], "result-of-the-thief");
+
+    // A job of the thief is running when they are deleted: its result is
+    // refused, nothing is kept, the machine is free.
+    let running = app
+        .submit_job(&thief, serde_json::json!({"task": "again"}), &[], 0)
+        .await;
+    assert!(app.request_job(&runner, "m_thief_0001", 0).await.is_some());
+    let deleted = app
+        .http
+        .delete(app.url("/api/users/me"))
+        .bearer_auth(&thief)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_error(
+        app.post_json(
+            &runner,
+            &format!("/api/runners/jobs/{running}/result"),
+            serde_json::json!({"system_id": "m_thief_0001", "outcome": "succeeded", "result": {"late": "result"}}),
+        )
+        .await,
+        StatusCode::GONE,
+        "user_deleted",
+    )
+    .await;
+    assert_eq!(app.job(&admin, &running).await["status"], "cancelled");
+    let everything = app.db.dump_everything().await;
+    for secret in ["progress-of-the-thief", "result-of-the-thief", "\"late\""] {
+        assert!(!everything.contains(secret), "{secret} outlived its submitter");
+    }
+    assert!(
+        app.request_job(&runner, "m_thief_0001", 0).await.is_none(),
+        "the machine is free"
+    );
+    app.stop().await;
+}
+
+/// An upload that sends its headers and a few bytes of a body it says is
+/// big, then nothing: a client that keeps the connection open and stalls.
+async fn stalled_upload(app: &TestApp, token: &str, declared: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let address = app.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /api/files?name=slow.mp3 HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: audio/mpeg\r\nContent-Length: {declared}\r\n\r\nID3"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// The status line of what the server answered on `stream`, if anything.
+async fn answer_of(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(within, stream.read(&mut buf)).await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    Some(text)
+}
+
+/// Item 2: an upload holds no database connection while it waits for its
+/// client. Thirty stalled uploads (more than the pool's connections) used
+/// to make `/api/users/me`, log-ins and readiness answer `503` until they
+/// closed; now the service answers, and each stalled upload is given up
+/// with `408` after `jobs.upload_idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_hold_no_connection_and_are_given_up() {
+    let mut config = test_config();
+    config.jobs.upload_idle_timeout = Duration::from_secs(3);
+    config.jobs.max_concurrent_uploads = 100;
+    let app = TestApp::start_with(config).await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let mut stalled = Vec::new();
+    for _ in 0..30 {
+        stalled.push(stalled_upload(&app, &user, 5 * 1024 * 1024).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(app.get_json(&user, "/api/users/me").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.login(USER_EMAIL, USER_PASSWORD, false).await.status(),
+        StatusCode::OK
+    );
+    let ready = app.http.get(app.url("/api/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answers took {:?}",
+        started.elapsed()
+    );
+    for stream in &mut stalled {
+        let answer = answer_of(stream, Duration::from_secs(10)).await.unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 408"), "a stalled upload got: {answer:?}");
+        assert!(answer.contains("upload_timed_out"), "{answer}");
+    }
+    let left: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM files", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "given-up uploads left files behind");
+    app.stop().await;
+}
+
+/// Item 2: a user's uploads are bounded (twenty 5 MiB uploads of one user
+/// were all accepted): at most `jobs.max_concurrent_uploads` at once
+/// (429, with Retry-After) and `jobs.max_user_bytes` in all (413, checked
+/// against the declared size before a byte is read, and as the bytes
+/// arrive when none is declared). Deleting a file makes room; another
+/// user is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_uploads_are_bounded_in_number_and_bytes() {
+    let mut config = test_config();
+    config.jobs.max_concurrent_uploads = 2;
+    config.jobs.max_user_bytes = 3 * 1024 * 1024;
+    config.jobs.upload_idle_timeout = Duration::from_secs(5);
+    let app = TestApp::start_with(config).await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let admin = app.token(ADMIN_EMAIL, ADMIN_PASSWORD, false).await;
+    let upload = |token: &str, bytes: Vec<u8>, chunked: bool| {
+        let body = if chunked {
+            let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+                bytes.chunks(256 * 1024).map(|piece| Ok(piece.to_vec())).collect();
+            reqwest::Body::wrap_stream(futures_util::stream::iter(pieces))
+        } else {
+            reqwest::Body::from(bytes)
+        };
+        app.http
+            .post(app.url("/api/files?name=talk.mp3"))
+            .bearer_auth(token)
+            .header("content-type", "audio/mpeg")
+            .body(body)
+            .send()
+    };
+    let mut first = stalled_upload(&app, &user, 1024).await;
+    let mut second = stalled_upload(&app, &user, 1024).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = upload(&user, vec![1u8; 1024], false).await.unwrap();
+    assert_eq!(
+        third
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some("5".into())
+    );
+    assert_error(third, StatusCode::TOO_MANY_REQUESTS, "too_many_uploads").await;
+    // Another user uploads meanwhile.
+    assert_eq!(
+        upload(&admin, vec![1u8; 1024], false).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    for stream in [&mut first, &mut second] {
+        let answer = answer_of(stream, Duration::from_secs(10)).await.unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    }
+
+    let two_mib = vec![7u8; 2 * 1024 * 1024];
+    let kept: serde_json::Value = upload(&user, two_mib.clone(), false)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_error(
+        upload(&user, two_mib.clone(), false).await.unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "storage_quota_exceeded",
+    )
+    .await;
+    assert_error(
+        upload(&user, two_mib.clone(), true).await.unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "storage_quota_exceeded",
+    )
+    .await;
+    let deleted = app
+        .http
+        .delete(app.url(&format!("/api/files/{}", kept["file_id"].as_str().unwrap())))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(
+        upload(&user, two_mib, true).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    app.stop().await;
+}

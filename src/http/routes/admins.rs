@@ -98,6 +98,7 @@ async fn resolve_runner_id(state: &AppState, raw: &str) -> Result<Uuid, ApiError
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InvalidateQuery {
     /// The runner's UUID, or its integer number.
@@ -146,6 +147,7 @@ pub async fn invalidate_runner(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ResetTokenQuery {
     /// The runner's UUID, or its integer number.

@@ -46,7 +46,7 @@ fn media_type(request: &HttpRequest) -> Result<String, ApiError> {
 /// Uploads a file (the raw body, with its media type as Content-Type) for a
 /// job to use as its input; streamed into storage.
 ///
-/// At most `jobs.max_file_bytes` (1 GiB by default).
+/// At most `jobs.max_file_bytes` (1 GiB by default); a user's files take at most `jobs.max_user_bytes`, and at most `jobs.max_concurrent_uploads` of a user's uploads run at once. An upload that sends nothing for `jobs.upload_idle_timeout`, or takes longer than `jobs.upload_deadline`, is given up.
 #[utoipa::path(
     post,
     path = "/api/files",
@@ -56,8 +56,10 @@ fn media_type(request: &HttpRequest) -> Result<String, ApiError> {
     responses(
         (status = 201, description = "stored: pass `file_id` as a job's `input_file`", body = FileRef),
         (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 413, description = "larger than jobs.max_file_bytes", body = ErrorBody),
-        (status = 415, description = "no media type", body = ErrorBody)
+        (status = 408, description = "the body stalled or took too long", body = ErrorBody),
+        (status = 413, description = "larger than jobs.max_file_bytes, or past the user's jobs.max_user_bytes", body = ErrorBody),
+        (status = 415, description = "no media type", body = ErrorBody),
+        (status = 429, description = "too many uploads of this user in progress; see Retry-After", body = ErrorBody)
     ),
     security(("user_token" = []))
 )]
@@ -78,13 +80,20 @@ pub async fn upload(
             ));
         }
     }
+    // The size a client declares is checked before a byte is read.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
     let stored = files::store(
         &state.db,
         user.user_id,
         name,
         &media_type,
         body,
-        state.config.jobs.max_file_bytes,
+        files::Limits::of(&state.config.jobs),
+        declared,
     )
     .await
     .map_err(file_error)?;
@@ -111,6 +120,10 @@ pub fn file_error(error: FileError) -> ApiError {
     match error {
         FileError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, error.to_string()),
         FileError::Upload(_) => ApiError::new(ErrorCode::MalformedRequest, error.to_string()),
+        FileError::Idle(_) | FileError::Deadline(_) => ApiError::new(ErrorCode::UploadTimedOut, error.to_string()),
+        FileError::TooManyUploads(_) => ApiError::new(ErrorCode::TooManyUploads, error.to_string())
+            .with_retry_after(std::time::Duration::from_secs(5)),
+        FileError::QuotaExceeded(_) => ApiError::new(ErrorCode::StorageQuotaExceeded, error.to_string()),
         FileError::Store(error) => error.into(),
     }
 }
@@ -171,6 +184,34 @@ pub async fn download(
     }
 }
 
+/// Deletes one of the caller's files (admins: any), unless an unfinished
+/// job uses it as its input: frees room under `jobs.max_user_bytes`.
+#[utoipa::path(
+    delete,
+    path = "/api/files/{id}",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "file id")),
+    responses(
+        (status = 200, description = "deleted", body = serde_json::Value, example = json!({"id": "0194...", "status": "deleted"})),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "no such file of yours", body = ErrorBody),
+        (status = 409, description = "an unfinished job uses it", body = ErrorBody)
+    ),
+    security(("user_token" = []))
+)]
+pub async fn delete(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    file_id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    match files::delete(&state.db, *file_id, user.user_id, user.admin_scope).await {
+        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({"id": *file_id, "status": "deleted"}))),
+        Err(files::DeleteError::NotFound) => Err(ApiError::new(ErrorCode::FileNotFound, "no such file of yours")),
+        Err(error @ files::DeleteError::InUse) => Err(ApiError::new(ErrorCode::FileInUse, error.to_string())),
+        Err(files::DeleteError::Store(error)) => Err(error.into()),
+    }
+}
+
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -204,18 +245,33 @@ pub async fn job_result(
         Some(job) if job.submitted_by == user.user_id || user.admin_scope => job,
         _ => return Err(ApiError::new(ErrorCode::JobNotFound, "job not found")),
     };
-    let key = format!("as_{}", params.format);
-    let file: Option<FileRef> = job
-        .result
-        .as_ref()
-        .and_then(|result| result.get("transcript"))
-        .and_then(|transcript| transcript.get(&key))
-        .and_then(|file| serde_json::from_value(file.clone()).ok());
-    match file {
-        Some(file) => Ok(stream_file(&state, &file)),
-        None => Err(ApiError::new(
+    let none = || {
+        ApiError::new(
             ErrorCode::ResultNotFound,
             format!("this job has no {} transcript", params.format),
-        )),
+        )
+    };
+    let Some(named) = transcript_file(&job, &params.format) else {
+        return Err(none());
+    };
+    // Only a file stored for this job, by the machine that finished it,
+    // for its submitter: a result cannot make another file readable.
+    match files::find(&state.db, named.file_id).await? {
+        Some(file) if stored_for(&file, &job) => Ok(stream_file(&state, &file.reference)),
+        _ => Err(none()),
     }
+}
+
+/// The file a job's result names for a transcript format, if any.
+fn transcript_file(job: &jobs::JobView, format: &str) -> Option<FileRef> {
+    let file = job.result.as_ref()?.get("transcript")?.get(format!("as_{format}"))?;
+    serde_json::from_value(file.clone()).ok()
+}
+
+/// Whether `file` is a result stored for `job` by the machine that ran it.
+pub fn stored_for(file: &files::StoredFile, job: &jobs::JobView) -> bool {
+    file.job_id == Some(job.id)
+        && file.machine_id.is_some()
+        && file.machine_id == job.machine_id
+        && file.owner_id == job.submitted_by
 }

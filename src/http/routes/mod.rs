@@ -83,6 +83,7 @@ api! {
     jobs => cancel,
     files => upload,
     files => download,
+    files => delete,
     files => job_result,
     admins => create_runner,
     admins => invalidate_runner,

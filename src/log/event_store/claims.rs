@@ -105,7 +105,12 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
             | UserEvent::ApiTokenRevoked(_)
             | UserEvent::UserSessionsRevoked(_),
         )
-        | Event::Job(JobEvent::JobSubmitted(_) | JobEvent::JobProgressed(_) | JobEvent::JobCancelRequested(_))
+        | Event::Job(
+            JobEvent::JobSubmitted(_)
+            | JobEvent::JobRetrieved(_)
+            | JobEvent::JobProgressed(_)
+            | JobEvent::JobCancelRequested(_),
+        )
         | Event::Runner(_)
         | Event::Machine(_) => Vec::new(),
     }

@@ -27,9 +27,12 @@ use crate::http::error::ApiError;
 
 const SYSTEM_ID_HEADER: &str = "x-runner-system-id";
 
-/// Where a request names its machine: body, then header, then query.
-pub(super) fn system_id(request: &HttpRequest, from_body: Option<String>) -> Option<String> {
-    from_body
+/// Where a request of the native protocol names its machine: body, then
+/// header, then query. System ids beginning with `pw-` name the machines
+/// of Project-W sessions and are refused here: a native call must not act
+/// as (or take jobs for) a Project-W machine.
+pub(super) fn system_id(request: &HttpRequest, from_body: Option<String>) -> Result<Option<String>, ApiError> {
+    let named = from_body
         .or_else(|| {
             request
                 .headers()
@@ -41,7 +44,17 @@ pub(super) fn system_id(request: &HttpRequest, from_body: Option<String>) -> Opt
             web::Query::<SystemIdQuery>::from_query(request.query_string())
                 .ok()
                 .and_then(|q| q.into_inner().system_id)
-        })
+        });
+    if named
+        .as_deref()
+        .is_some_and(|id| id.starts_with(crate::fleet::sessions::SYSTEM_ID_PREFIX))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSystemId,
+            "system ids beginning with pw- belong to Project-W sessions",
+        ));
+    }
+    Ok(named)
 }
 
 #[derive(Deserialize)]
@@ -50,7 +63,7 @@ struct SystemIdQuery {
 }
 
 pub(super) fn required_system_id(request: &HttpRequest, from_body: Option<String>) -> Result<String, ApiError> {
-    system_id(request, from_body).ok_or_else(|| {
+    system_id(request, from_body)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::MissingSystemId,
             "name the runner machine: `system_id` in the body, the X-Runner-System-Id header or the query",

@@ -13,6 +13,7 @@ use warden_events::job::JobOutcome;
 use warden_events::machine::MachineInfo;
 
 use crate::app::AppState;
+use crate::domain::ErrorCode;
 use crate::fleet::dispatcher::{self, Candidate, Delivery};
 use crate::fleet::jobs::{self, Assignment, Taker};
 use crate::http::auth::Runner;
@@ -29,6 +30,7 @@ use warden_events::job::JobKind;
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
+    /// The machine; not beginning with `pw-` (Project-W sessions' machines).
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
@@ -61,7 +63,7 @@ pub async fn verify(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let body: VerifyBody = optional_json(&request, &body)?.unwrap_or_default();
-    let machine_id = match system_id(&request, body.system_id) {
+    let machine_id = match system_id(&request, body.system_id)? {
         Some(system_id) => Some(
             machine(&state, &runner, &context, &system_id, body.info.map(MachineInfo::from))
                 .await?
@@ -80,6 +82,7 @@ pub async fn verify(
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequestBody {
+    /// The machine; not beginning with `pw-` (Project-W sessions' machines).
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
@@ -159,6 +162,7 @@ pub async fn request_job(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressBody {
+    /// The machine; not beginning with `pw-` (Project-W sessions' machines).
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
@@ -207,6 +211,7 @@ pub async fn report_progress(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultBody {
+    /// The machine; not beginning with `pw-` (Project-W sessions' machines).
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     system_id: Option<String>,
@@ -229,7 +234,8 @@ pub struct ResultBody {
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody),
         (status = 409, description = "conflicts with the current state", body = ErrorBody),
-        (status = 422, description = "a field has a wrong value", body = ErrorBody),
+        (status = 410, description = "the job's submitter was deleted: the result is not kept, the job is cancelled", body = ErrorBody),
+        (status = 422, description = "a field has a wrong value, or the result names files not stored for this job", body = ErrorBody),
         (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
     ),
     security(("runner_token" = []))
@@ -246,6 +252,20 @@ pub async fn submit_result(
     let system_id = required_system_id(&request, body.system_id)?;
     let machine = machine(&state, &runner, &context, &system_id, None).await?;
     let metadata = metadata(&runner, &context);
-    jobs::finish(&state.fleet, machine, *job_id, body.outcome, body.result, &metadata).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": *job_id, "status": body.outcome.as_str() })))
+    let foreign = crate::fleet::files::foreign_references(&state.db, *job_id, machine, &body.result).await?;
+    if !foreign.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::ForeignFileReference,
+            "the result names files that were not stored for this job by this runner machine",
+        ));
+    }
+    match jobs::finish(&state.fleet, machine, *job_id, body.outcome, body.result, &metadata).await? {
+        jobs::Finished::Recorded => {
+            Ok(HttpResponse::Ok().json(json!({ "id": *job_id, "status": body.outcome.as_str() })))
+        }
+        jobs::Finished::SubmitterGone => Err(ApiError::new(
+            ErrorCode::UserDeleted,
+            "the job's submitter was deleted: the result is not kept, and the job is cancelled",
+        )),
+    }
 }

@@ -8,7 +8,6 @@
 //! of runners and jobs. Only Project-W jobs go to these machines.
 
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
-use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,6 +22,7 @@ use crate::domain::job::MachineRef;
 use crate::domain::ErrorCode;
 use crate::fleet::dispatcher::Candidate;
 use crate::fleet::jobs::{self, JobView, Taker};
+use crate::fleet::transcripts::{self, ProjectWResult, ResultError};
 use crate::fleet::{files, heartbeat_cache, machines, runners as fleet_runners, sessions};
 use crate::http::auth::{runner_token, Runner};
 use crate::http::context::RequestContext;
@@ -268,10 +268,12 @@ pub struct HeartbeatAnswer {
     pub job_assigned: bool,
 }
 
-/// The machine's current job, if any.
+/// The machine's current job, if any (only ever a Project-W job).
 async fn current_job(state: &AppState, call: &SessionCall) -> Result<Option<JobView>, ApiError> {
     match call.current_job {
-        Some(job_id) => Ok(jobs::get(&state.fleet, job_id).await?),
+        Some(job_id) => Ok(jobs::get(&state.fleet, job_id)
+            .await?
+            .filter(|job| job.kind == JobKind::ProjectW.as_str())),
         None => Ok(None),
     }
 }
@@ -330,6 +332,15 @@ pub async fn heartbeat(
             job_assigned: false,
         }));
     };
+    if job.retrieved_at.is_none() {
+        // Not fetched yet: the machine is idle and must fetch it. It is
+        // never told to abort (an idle runner ignores that; a job
+        // cancelled before its machine fetched it ends at once).
+        return Ok(HttpResponse::Ok().json(HeartbeatAnswer {
+            abort: false,
+            job_assigned: true,
+        }));
+    }
     // One scale inside: 0.0 to 1.0.
     let metadata = metadata(&call.runner, &context);
     let answer = jobs::report_progress(&state.fleet, call.machine(), job.id, progress / 100.0, None, &metadata).await?;
@@ -348,16 +359,28 @@ pub struct JobInfo {
     pub settings: serde_json::Value,
 }
 
-/// The machine's job, unless it has none (400) or it was aborted (405).
-async fn assigned_job(state: &AppState, call: &SessionCall) -> Result<JobView, ApiError> {
-    let job = current_job(state, call)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NoJobAssigned, "no job is assigned to this runner machine"))?;
+fn no_job_assigned() -> ApiError {
+    ApiError::new(ErrorCode::NoJobAssigned, "no job is assigned to this runner machine")
+}
+
+/// The machine's job, unless it has none (400) or it was aborted (405),
+/// recorded as fetched: the machine works on it from now on.
+async fn assigned_job(state: &AppState, call: &SessionCall, context: &RequestContext) -> Result<JobView, ApiError> {
+    let job = current_job(state, call).await?.ok_or_else(no_job_assigned)?;
     if job.cancel_requested {
         return Err(ApiError::new(
             ErrorCode::JobAborted,
             "the job was aborted; submit its result with an error_msg",
         ));
+    }
+    if job.retrieved_at.is_none() {
+        let metadata = metadata(&call.runner, context);
+        match jobs::retrieve(&state.fleet, call.machine(), job.id, &metadata).await {
+            Ok(()) => {}
+            // Cancelled or taken back a moment ago.
+            Err(crate::log::commands::CommandError::Domain(_)) => return Err(no_job_assigned()),
+            Err(other) => return Err(other.into()),
+        }
     }
     Ok(job)
 }
@@ -378,8 +401,12 @@ async fn assigned_job(state: &AppState, call: &SessionCall) -> Result<JobView, A
     ),
     security(("runner_token" = []))
 )]
-pub async fn retrieve_job_info(state: web::Data<AppState>, call: SessionCall) -> Result<HttpResponse, ApiError> {
-    let job = assigned_job(&state, &call).await?;
+pub async fn retrieve_job_info(
+    state: web::Data<AppState>,
+    call: SessionCall,
+    context: RequestContext,
+) -> Result<HttpResponse, ApiError> {
+    let job = assigned_job(&state, &call, &context).await?;
     Ok(HttpResponse::Ok().json(JobInfo {
         id: job.number.unwrap_or(0),
         settings: job.payload,
@@ -402,8 +429,12 @@ pub async fn retrieve_job_info(state: web::Data<AppState>, call: SessionCall) ->
     ),
     security(("runner_token" = []))
 )]
-pub async fn retrieve_job_audio(state: web::Data<AppState>, call: SessionCall) -> Result<HttpResponse, ApiError> {
-    let job = assigned_job(&state, &call).await?;
+pub async fn retrieve_job_audio(
+    state: web::Data<AppState>,
+    call: SessionCall,
+    context: RequestContext,
+) -> Result<HttpResponse, ApiError> {
+    let job = assigned_job(&state, &call, &context).await?;
     let input: FileRef = job
         .input
         .clone()
@@ -411,7 +442,9 @@ pub async fn retrieve_job_audio(state: web::Data<AppState>, call: SessionCall) -
     Ok(super::super::files::stream_file(&state, &input))
 }
 
-/// A Project-W transcript in all its formats.
+/// A Project-W transcript in all its formats. (The OpenAPI description
+/// of the body: `fleet::transcripts` reads it as it streams in.)
+#[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transcript {
@@ -423,6 +456,7 @@ pub struct Transcript {
 }
 
 /// Exactly one of `error_msg` and `transcript`.
+#[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectWResultBody {
@@ -443,7 +477,7 @@ pub struct ProjectWResultBody {
     params(SessionParams),
     request_body = ProjectWResultBody,
     responses(
-        (status = 200, description = "recorded", body = String, example = json!("Success")),
+        (status = 200, description = "recorded (a JSON string)", body = String, content_type = "application/json", example = json!("Success")),
         (status = 400, description = "no job is assigned", body = ErrorBody),
         (status = 401, description = "no valid runner token", body = ErrorBody),
         (status = 403, description = "no open session with this token", body = ErrorBody),
@@ -457,18 +491,43 @@ pub async fn submit_job_result(
     state: web::Data<AppState>,
     call: SessionCall,
     context: RequestContext,
+    request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    // A transcript is several MB: this route has a limit of its own.
-    let body = read_body(payload, state.config.jobs.max_result_bytes).await?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
-    let result: ProjectWResultBody = crate::http::json::from_object(value)?;
-    let job = current_job(&state, &call)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NoJobAssigned, "no job is assigned to this runner machine"))?;
-    let (outcome, recorded) = match (result.error_msg, result.transcript) {
-        (Some(error_msg), None) => {
+    // Everything that can refuse the result is decided before a byte of
+    // its body is read.
+    let job = current_job(&state, &call).await?.ok_or_else(no_job_assigned)?;
+    let metadata = metadata(&call.runner, &context);
+    if jobs::submitter_deleted(&state.fleet, &job).await? {
+        // Nothing of it is kept: the job ends cancelled and the machine is
+        // free. The runner gets a 200 (any error would stop the real
+        // runner), saying so.
+        jobs::finish(
+            &state.fleet,
+            call.machine(),
+            job.id,
+            JobOutcome::Cancelled,
+            serde_json::Value::Null,
+            &metadata,
+        )
+        .await?;
+        return Ok(HttpResponse::Ok().json("Discarded: the job's submitter was deleted; nothing of the result is kept"));
+    }
+    let max_bytes = state.config.jobs.max_result_bytes;
+    let declared = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_bytes as u64) {
+        return Err(result_error(ResultError::TooLarge(max_bytes)));
+    }
+    let limits = files::Limits::of(&state.config.jobs);
+    let result = transcripts::read(&state.db, &job, call.machine(), payload, limits, max_bytes)
+        .await
+        .map_err(result_error)?;
+    let (outcome, recorded) = match result {
+        ProjectWResult::Failed { error_msg } => {
             let outcome = if job.cancel_requested {
                 JobOutcome::Cancelled
             } else {
@@ -476,52 +535,47 @@ pub async fn submit_job_result(
             };
             (outcome, json!({ "error_msg": error_msg }))
         }
-        (None, Some(transcript)) => (JobOutcome::Succeeded, store_transcript(&state, &job, transcript).await?),
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                "send exactly one of error_msg and transcript",
-            ))
+        ProjectWResult::Transcript { files: stored } => {
+            let formats: serde_json::Map<String, serde_json::Value> = stored
+                .into_iter()
+                .map(|(key, file)| (key.to_owned(), serde_json::to_value(file).expect("file refs serialise")))
+                .collect();
+            (JobOutcome::Succeeded, json!({ "transcript": formats }))
         }
     };
-    let metadata = metadata(&call.runner, &context);
-    jobs::finish(&state.fleet, call.machine(), job.id, outcome, recorded, &metadata).await?;
+    if let Err(error) = jobs::finish(
+        &state.fleet,
+        call.machine(),
+        job.id,
+        outcome,
+        recorded.clone(),
+        &metadata,
+    )
+    .await
+    {
+        // Not this machine's job any more (taken back while the result
+        // streamed in): its files go, nothing refers to them.
+        for file in recorded["transcript"]
+            .as_object()
+            .into_iter()
+            .flat_map(|formats| formats.values())
+        {
+            if let Some(file_id) = file["file_id"].as_str().and_then(|id| id.parse().ok()) {
+                files::remove_file(&state.db, file_id).await;
+            }
+        }
+        return Err(error.into());
+    }
     Ok(HttpResponse::Ok().json("Success"))
 }
 
-/// Each format as a file of the job's submitter; the result records them.
-async fn store_transcript(
-    state: &AppState,
-    job: &JobView,
-    transcript: Transcript,
-) -> Result<serde_json::Value, ApiError> {
-    let base = format!("job-{}", job.number.unwrap_or(0));
-    let formats = [
-        ("as_txt", "txt", "text/plain", Bytes::from(transcript.as_txt)),
-        ("as_srt", "srt", "application/x-subrip", Bytes::from(transcript.as_srt)),
-        (
-            "as_tsv",
-            "tsv",
-            "text/tab-separated-values",
-            Bytes::from(transcript.as_tsv),
-        ),
-        ("as_vtt", "vtt", "text/vtt", Bytes::from(transcript.as_vtt)),
-        (
-            "as_json",
-            "json",
-            "application/json",
-            Bytes::from(serde_json::to_vec(&transcript.as_json).expect("JSON values serialise")),
-        ),
-    ];
-    let mut stored = serde_json::Map::new();
-    for (key, extension, media_type, bytes) in formats {
-        let name = Some(format!("{base}.{extension}"));
-        let file = files::store_bytes(&state.db, job.submitted_by, name, media_type, bytes)
-            .await
-            .map_err(super::super::files::file_error)?;
-        stored.insert(key.to_owned(), serde_json::to_value(file).expect("file refs serialise"));
+fn result_error(error: ResultError) -> ApiError {
+    match error {
+        ResultError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, error.to_string()),
+        ResultError::Malformed(_) => ApiError::new(ErrorCode::MalformedJson, error.to_string()),
+        ResultError::Invalid(_) => ApiError::new(ErrorCode::InvalidField, error.to_string()),
+        ResultError::File(error) => super::super::files::file_error(error),
     }
-    Ok(json!({ "transcript": stored }))
 }
 
 /// Project-W: the session ends; a job it held goes back to the queue.
@@ -531,7 +585,7 @@ async fn store_transcript(
     tag = "runners (Project-W)",
     params(SessionParams),
     responses(
-        (status = 200, description = "unregistered", body = String, example = json!("Success")),
+        (status = 200, description = "unregistered (a JSON string)", body = String, content_type = "application/json", example = json!("Success")),
         (status = 401, description = "no valid runner token", body = ErrorBody),
         (status = 403, description = "no open session with this token", body = ErrorBody),
         (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
@@ -552,21 +606,4 @@ pub async fn unregister(
     // The session token is refused everywhere once this answers.
     heartbeat_cache::wait_out_cached_answers().await;
     Ok(HttpResponse::Ok().json("Success"))
-}
-
-/// The whole body, refused past `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<bytes::BytesMut, ApiError> {
-    use futures_util::StreamExt;
-    let mut body = bytes::BytesMut::new();
-    while let Some(piece) = payload.next().await {
-        let piece = piece.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.to_string()))?;
-        if body.len() + piece.len() > limit {
-            return Err(ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                "the result is larger than jobs.max_result_bytes",
-            ));
-        }
-        body.extend_from_slice(&piece);
-    }
-    Ok(body)
 }
