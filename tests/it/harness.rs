@@ -646,29 +646,57 @@ pub struct FreezingProxy {
     frozen: tokio::sync::watch::Sender<bool>,
 }
 
+#[derive(Clone)]
+enum ProxyTarget {
+    Unix(PathBuf),
+    Tcp(u16),
+}
+
 impl FreezingProxy {
+    /// In front of the shared test cluster.
     pub async fn start() -> FreezingProxy {
+        Self::to(ProxyTarget::Unix(socket_dir().join(".s.PGSQL.5432"))).await
+    }
+
+    /// In front of a server listening on loopback port `port`.
+    pub async fn to_port(port: u16) -> FreezingProxy {
+        Self::to(ProxyTarget::Tcp(port)).await
+    }
+
+    async fn to(target: ProxyTarget) -> FreezingProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (frozen, _) = tokio::sync::watch::channel(false);
-        let socket = socket_dir().join(".s.PGSQL.5432");
         let flag = frozen.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let mut thawed = flag.subscribe();
-                let socket = socket.clone();
+                let target = target.clone();
                 tokio::spawn(async move {
                     if thawed.wait_for(|frozen| !frozen).await.is_err() {
                         return;
                     }
-                    let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
-                        return;
-                    };
                     let (from_client, to_client) = client.into_split();
-                    let (from_server, to_server) = server.into_split();
-                    let up = tokio::spawn(Self::copy(from_client, to_server, thawed.clone()));
-                    Self::copy(from_server, to_client, thawed).await;
-                    let _ = up.await;
+                    match target {
+                        ProxyTarget::Unix(socket) => {
+                            let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
+                                return;
+                            };
+                            let (from_server, to_server) = server.into_split();
+                            let up = tokio::spawn(Self::copy(from_client, to_server, thawed.clone()));
+                            Self::copy(from_server, to_client, thawed).await;
+                            let _ = up.await;
+                        }
+                        ProxyTarget::Tcp(port) => {
+                            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                                return;
+                            };
+                            let (from_server, to_server) = server.into_split();
+                            let up = tokio::spawn(Self::copy(from_client, to_server, thawed.clone()));
+                            Self::copy(from_server, to_client, thawed).await;
+                            let _ = up.await;
+                        }
+                    }
                 });
             }
         });

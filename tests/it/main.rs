@@ -7,6 +7,7 @@ mod audit;
 mod console;
 mod database_deadlines;
 mod event_store;
+mod ha;
 mod http_api;
 mod identity;
 mod instances;

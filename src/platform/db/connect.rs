@@ -200,56 +200,97 @@ fn targets(config: &Config) -> Vec<Target> {
     targets
 }
 
+/// How soon a host that answered but did not serve (a standby, a server
+/// starting up or refusing connections) is asked again within the same
+/// attempt: during a failover or a restart it may serve any moment.
+pub const RETRY_STANDBY: Duration = Duration::from_millis(300);
+
 /// Connects to the first host of `config` that answers in time and
 /// qualifies (`target_session_attrs`), trying the hosts as the module
-/// says. The error names every host and why it did not serve.
+/// says. With several hosts, one that answers quickly but does not serve
+/// (a standby, a server starting up, a refused connection) is asked again
+/// every [`RETRY_STANDBY`] until the attempt's deadline, so that an
+/// attempt that began just before a promotion or a restart ends with the
+/// server that serves then. The error names every host and why it did not
+/// serve.
 pub async fn connect(
     config: &Config,
     tls: &PostgresTls,
     deadlines: &Deadlines,
     on_silence: Option<OnSilence>,
 ) -> Result<(Client, PgConnection), tokio_postgres::Error> {
+    use tokio::time::Instant;
     let targets = targets(config);
     if targets.is_empty() {
         return Err(postgres_error(io::ErrorKind::InvalidInput, "the database URL names no host".into()).await);
     }
+    let several = targets.len() > 1;
     let tls = tls.watching(deadlines, on_silence.clone());
+    let give_up = Instant::now() + deadlines.per_host + STAGGER * (targets.len() as u32 - 1);
     let mut attempts = FuturesUnordered::new();
-    let mut next = 0;
-    let mut failures: Vec<(Target, tokio_postgres::Error)> = Vec::new();
-    let stagger = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(stagger);
+    let mut fresh: std::collections::VecDeque<usize> = (0..targets.len()).collect();
+    let mut again: Vec<(Instant, usize)> = Vec::new();
+    let mut next_fresh = Instant::now();
+    let mut failures: Vec<Option<tokio_postgres::Error>> = targets.iter().map(|_| None).collect();
     loop {
-        let stagger_due = tokio::time::Instant::now() >= stagger.deadline();
-        if next < targets.len() && (attempts.is_empty() || stagger_due) {
-            let target = targets[next].clone();
-            next += 1;
-            let attempt = attempt(
+        let now = Instant::now();
+        if !fresh.is_empty() && (attempts.is_empty() || now >= next_fresh) {
+            let index = fresh.pop_front().expect("not empty");
+            attempts.push(attempt(
                 config,
-                target.clone(),
-                tls.clone(),
-                deadlines.clone(),
-                on_silence.clone(),
-            );
-            attempts.push(async move { (target, attempt.await) });
-            stagger.as_mut().reset(tokio::time::Instant::now() + STAGGER);
+                index,
+                &targets[index],
+                &tls,
+                deadlines,
+                &on_silence,
+                None,
+            ));
+            next_fresh = now + STAGGER;
         }
+        while let Some(position) = again.iter().position(|(due, _)| *due <= now) {
+            let (_, index) = again.swap_remove(position);
+            // A repeated attempt ends with the whole one.
+            attempts.push(attempt(
+                config,
+                index,
+                &targets[index],
+                &tls,
+                deadlines,
+                &on_silence,
+                Some(give_up),
+            ));
+        }
+        if attempts.is_empty() && fresh.is_empty() && again.is_empty() {
+            break;
+        }
+        let wake = again
+            .iter()
+            .map(|(due, _)| *due)
+            .chain((!fresh.is_empty()).then_some(next_fresh))
+            .min()
+            .unwrap_or(give_up);
         tokio::select! {
-            Some((target, outcome)) = attempts.next() => match outcome {
+            Some((index, outcome)) = attempts.next() => match outcome {
                 Ok(connected) => return Ok(connected),
-                Err(error) => {
-                    failures.push((target, error));
-                    // The next host at once: this one has answered.
-                    stagger.as_mut().reset(tokio::time::Instant::now());
-                    if attempts.is_empty() && next >= targets.len() {
-                        break;
+                Err(failure) => {
+                    let retry_at = Instant::now() + RETRY_STANDBY;
+                    if several && failure.worth_again && retry_at < give_up {
+                        again.push((retry_at, index));
                     }
+                    failures[index] = Some(failure.error);
+                    // The next host at once: this one has answered.
+                    next_fresh = Instant::now();
                 }
             },
-            () = &mut stagger, if next < targets.len() => {}
+            () = tokio::time::sleep_until(wake) => {}
         }
     }
-    if targets.len() == 1 {
+    let mut failures: Vec<(Target, tokio_postgres::Error)> = targets
+        .into_iter()
+        .zip(failures)
+        .filter_map(|(target, error)| Some((target, error?)))
+        .collect();
+    if !several {
         let (_, error) = failures.pop().expect("the one attempt failed");
         return Err(error);
     }
@@ -260,6 +301,45 @@ pub async fn connect(
     let summary = format!("no host of the database URL served: {}", reasons.join("; "));
     tracing::warn!("{summary}");
     Err(postgres_error(io::ErrorKind::NotConnected, summary).await)
+}
+
+/// Why one host's attempt failed.
+struct AttemptFailure {
+    error: tokio_postgres::Error,
+    /// It answered at once but did not serve for a reason that may pass
+    /// in a moment (not for a timeout, a wrong password or database).
+    worth_again: bool,
+}
+
+/// Whether a failed attempt may serve if asked again soon: a standby, a
+/// server starting up or shutting down (SQLSTATE classes 08 and 57), a
+/// refused or broken connection.
+fn passing(failure: &ConnectFailure) -> bool {
+    match failure {
+        ConnectFailure::NotWritable(_) | ConnectFailure::Io(_) => true,
+        ConnectFailure::Postgres(error) => match error.code() {
+            Some(code) => matches!(&code.code()[..2], "08" | "57"),
+            None => true,
+        },
+    }
+}
+
+fn attempt<'a>(
+    config: &'a Config,
+    index: usize,
+    target: &Target,
+    tls: &PostgresTls,
+    deadlines: &Deadlines,
+    on_silence: &Option<OnSilence>,
+    until: Option<tokio::time::Instant>,
+) -> impl std::future::Future<Output = (usize, Result<(Client, PgConnection), AttemptFailure>)> + 'a {
+    let (target, tls, mut deadlines, on_silence) = (target.clone(), tls.clone(), deadlines.clone(), on_silence.clone());
+    if let Some(until) = until {
+        deadlines.per_host = deadlines
+            .per_host
+            .min(until.saturating_duration_since(tokio::time::Instant::now()));
+    }
+    async move { (index, attempt_host(config, target, tls, deadlines, on_silence).await) }
 }
 
 /// An error with its whole chain of causes (tokio-postgres keeps the
@@ -279,13 +359,13 @@ pub fn describe(error: &dyn std::error::Error) -> String {
 }
 
 /// One host: everything up to a usable connection, within `per_host`.
-async fn attempt(
+async fn attempt_host(
     config: &Config,
     target: Target,
     tls: PostgresTls,
     deadlines: Deadlines,
     on_silence: Option<OnSilence>,
-) -> Result<(Client, PgConnection), tokio_postgres::Error> {
+) -> Result<(Client, PgConnection), AttemptFailure> {
     let per_host = deadlines.per_host;
     let work = async {
         let (socket, host_name) = open_socket(config, &target).await?;
@@ -331,26 +411,41 @@ async fn attempt(
                 } else {
                     "it accepts writes (target_session_attrs=read-only)"
                 };
-                return Err(ConnectFailure::Io(io::Error::new(io::ErrorKind::PermissionDenied, why)));
+                return Err(ConnectFailure::NotWritable(why));
             }
         }
         Ok((client, connection))
     };
+    let failed = |error, worth_again| AttemptFailure { error, worth_again };
     match tokio::time::timeout(per_host, work).await {
         Ok(Ok(connected)) => Ok(connected),
-        Ok(Err(ConnectFailure::Postgres(error))) => Err(error),
-        Ok(Err(ConnectFailure::Io(error))) => Err(postgres_error(error.kind(), error.to_string()).await),
-        Err(_) => Err(postgres_error(
-            io::ErrorKind::TimedOut,
-            format!("no usable answer within {per_host:?} (connect, TLS, start-up and the read-write check)"),
-        )
-        .await),
+        Ok(Err(failure)) => {
+            let again = passing(&failure);
+            let error = match failure {
+                ConnectFailure::Postgres(error) => error,
+                ConnectFailure::Io(error) => postgres_error(error.kind(), error.to_string()).await,
+                ConnectFailure::NotWritable(why) => {
+                    postgres_error(io::ErrorKind::PermissionDenied, why.to_owned()).await
+                }
+            };
+            Err(failed(error, again))
+        }
+        Err(_) => Err(failed(
+            postgres_error(
+                io::ErrorKind::TimedOut,
+                format!("no usable answer within {per_host:?} (connect, TLS, start-up and the read-write check)"),
+            )
+            .await,
+            false,
+        )),
     }
 }
 
 enum ConnectFailure {
     Postgres(tokio_postgres::Error),
     Io(io::Error),
+    /// It answered, and does not qualify (`target_session_attrs`).
+    NotWritable(&'static str),
 }
 
 /// The socket to `target` with the URL's TCP settings (no delay,
