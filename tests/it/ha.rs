@@ -112,7 +112,16 @@ impl Node {
         if let Some(patroni) = &self.patroni {
             let _ = kill(Pid::from_raw(-patroni.pid()), signal);
         }
-        if let Some(postmaster) = self.postmaster() {
+        let Some(postmaster) = self.postmaster() else { return };
+        if signal == Signal::SIGKILL {
+            // The children first: a dead postmaster's children are
+            // adopted by init and no longer found by their parent.
+            for child in children_of(postmaster) {
+                let _ = kill(Pid::from_raw(child), signal);
+            }
+            let _ = kill(Pid::from_raw(postmaster), signal);
+        } else {
+            // The postmaster first: stopped, it forks no one after.
             let _ = kill(Pid::from_raw(postmaster), signal);
             for child in children_of(postmaster) {
                 let _ = kill(Pid::from_raw(child), signal);
@@ -143,6 +152,8 @@ fn children_of(parent: i32) -> Vec<i32> {
 
 struct Cluster {
     dir: tempfile::TempDir,
+    /// Patroni's scope, also PostgreSQL's `cluster_name`.
+    scope: String,
     _etcd: Process,
     nodes: Vec<Node>,
     http: reqwest::Client,
@@ -153,6 +164,21 @@ impl Drop for Cluster {
         for node in &mut self.nodes {
             node.signal(Signal::SIGKILL);
             node.patroni.take();
+        }
+        // Whatever is left of the cluster (PostgreSQL processes name their
+        // cluster, which is the scope; Patroni's its configuration's path).
+        let marks = [self.scope.clone(), self.dir.path().display().to_string()];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for pid in entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            {
+                let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let command = String::from_utf8_lossy(&command);
+                if marks.iter().any(|mark| command.contains(mark.as_str())) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
         }
     }
 }
@@ -256,6 +282,7 @@ postgresql:
         }
         let mut cluster = Cluster {
             dir,
+            scope: scope.clone(),
             _etcd: etcd,
             nodes,
             http: reqwest::Client::builder()
@@ -404,7 +431,8 @@ async fn cluster_wait(http: &reqwest::Client, rest_port: u16, role: &str, within
 /// recorded when acknowledged (201), with every failure's time.
 struct WriteLoad {
     acknowledged: Arc<Mutex<Vec<(Instant, String)>>>,
-    failed: Arc<Mutex<Vec<Instant>>>,
+    /// When each refused write was sent and answered, and why.
+    failed: Arc<Mutex<Vec<(Instant, Instant, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -420,6 +448,7 @@ impl WriteLoad {
         let (done, errors) = (acknowledged.clone(), failed.clone());
         let task = tokio::spawn(async move {
             loop {
+                let sent = Instant::now();
                 let answer = http.post(&url).bearer_auth(&admin).send().await;
                 match answer {
                     Ok(response) if response.status() == StatusCode::CREATED => {
@@ -427,7 +456,11 @@ impl WriteLoad {
                         let id = body["id"].as_str().unwrap_or_default().to_owned();
                         done.lock().unwrap().push((Instant::now(), id));
                     }
-                    _ => errors.lock().unwrap().push(Instant::now()),
+                    Ok(response) => {
+                        let why = format!("{} {}", response.status(), response.text().await.unwrap_or_default());
+                        errors.lock().unwrap().push((sent, Instant::now(), why));
+                    }
+                    Err(error) => errors.lock().unwrap().push((sent, Instant::now(), error.to_string())),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -450,12 +483,29 @@ impl WriteLoad {
     }
 
     async fn wait_for_write_after(&self, moment: Instant, within: Duration, why: &str) -> Instant {
-        let deadline = Instant::now() + within;
+        let deadline = moment.max(Instant::now()) + within;
         loop {
             if let Some(at) = self.first_after(moment) {
                 return at;
             }
-            assert!(Instant::now() < deadline, "{why}");
+            if Instant::now() >= deadline {
+                let failures: Vec<String> = self
+                    .failed
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .take(6)
+                    .map(|(sent, answered, why)| {
+                        let at = |t: &Instant| {
+                            t.checked_duration_since(moment)
+                                .map_or_else(|| format!("-{:?}", moment.duration_since(*t)), |d| format!("+{d:?}"))
+                        };
+                        format!("sent {} answered {}: {why}", at(sent), at(answered))
+                    })
+                    .collect();
+                panic!("{why}; the last refusals, from that moment: {failures:#?}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

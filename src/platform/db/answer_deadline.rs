@@ -129,6 +129,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
                     this.frames.outgoing(&data[..written]);
                 }
                 this.write_blocked = false;
+                // The deadline starts now. tokio-postgres reads before it
+                // writes, so the read that follows this write may only come
+                // when the server answers: the timer must already be set
+                // to wake the task (it cannot have passed: progress was
+                // just made).
+                let _ = this.poll_silence(cx);
                 Poll::Ready(Ok(written))
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
@@ -374,6 +380,61 @@ mod tests {
         client.write_all(&typed(b'Q', b"SELECT 1\0")).await.unwrap();
         let started = Instant::now();
         let error = client.read(&mut answer).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(silences.load(Ordering::SeqCst), 1);
+    }
+
+    /// How tokio-postgres drives its stream: each poll reads first, then
+    /// writes what its client queued, then waits; nothing but the socket
+    /// (or the deadline's timer) wakes it.
+    struct ReadThenWrite<'a> {
+        stream: &'a mut Watched<tokio::io::DuplexStream>,
+        query: Option<Vec<u8>>,
+    }
+
+    impl Future for ReadThenWrite<'_> {
+        type Output = io::Result<()>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let mut space = [0; 64];
+            let mut buf = ReadBuf::new(&mut space);
+            if let Poll::Ready(result) = Pin::new(&mut *self.stream).poll_read(cx, &mut buf) {
+                return Poll::Ready(result);
+            }
+            if let Some(query) = self.query.take() {
+                match Pin::new(&mut *self.stream).poll_write(cx, &query) {
+                    Poll::Ready(Ok(written)) => assert_eq!(written, query.len()),
+                    other => panic!("the query should go out at once: {other:?}"),
+                }
+            }
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_query_written_after_a_long_idle_read_is_still_timed() {
+        let (mut client, mut server, silences) = pair(Duration::from_secs(3)).await;
+        client.write_all(&startup()).await.unwrap();
+        let mut sink = vec![0; 1024];
+        let _ = server.read(&mut sink).await.unwrap();
+        server.write_all(&typed(b'Z', b"I")).await.unwrap();
+        let mut answer = vec![0; 6];
+        client.read_exact(&mut answer).await.unwrap();
+        // Idle for longer than the deadline: any timer set for the
+        // start-up has fired and is spent.
+        let idle = tokio::time::timeout(Duration::from_secs(10), client.read(&mut answer)).await;
+        assert!(idle.is_err());
+
+        let started = Instant::now();
+        let driver = ReadThenWrite {
+            stream: &mut client,
+            query: Some(typed(b'Q', b"SELECT 1\0")),
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(60), driver).await;
+        let error = outcome
+            .expect("the silent server must fail the stream, not leave it waiting")
+            .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         assert_eq!(silences.load(Ordering::SeqCst), 1);
