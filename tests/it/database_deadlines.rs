@@ -155,6 +155,42 @@ async fn a_frozen_leader_hands_every_consumer_over_within_five_seconds() {
     healthy.stop().await;
 }
 
+/// A client that freezes inside a transaction (a stopped instance, a
+/// proxy that forwards nothing) holds its locks for half its statement
+/// timeout at most: the server ends the session
+/// (`idle_in_transaction_session_timeout`). Without it, the new leader of
+/// a log consumer waited on the checkpoint row the frozen one had updated
+/// until its own statement timed out, again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_frozen_inside_a_transaction_holds_its_locks_for_a_bounded_time() {
+    let db = TestDb::new().await;
+    let proxy = FreezingProxy::start().await;
+    let through_proxy = proxy.in_front_of(&db, TIMEOUTS);
+    let mut holder = through_proxy.db.get().await.unwrap();
+    let transaction = holder.transaction().await.unwrap();
+    transaction
+        .execute("SELECT pg_advisory_xact_lock(4242)", &[])
+        .await
+        .unwrap();
+    proxy.freeze();
+    let frozen_at = Instant::now();
+    // Another client, with the request timeouts (10 s statements).
+    let other = db.db.get().await.unwrap();
+    other
+        .execute("SELECT pg_advisory_xact_lock(4242)", &[])
+        .await
+        .expect("the frozen client's lock is released before this statement times out");
+    let waited = frozen_at.elapsed();
+    assert!(
+        waited < TIMEOUTS.statement + Duration::from_secs(1),
+        "waited {waited:?} for the frozen client's lock"
+    );
+    eprintln!("a frozen client's lock was released {waited:?} after the freeze");
+    drop(other);
+    std::mem::forget(transaction);
+    drop(holder);
+}
+
 /// Item 11: a multi-host URL whose first host hangs (accepts TCP, answers
 /// nothing) does not block the others: connections are made through the
 /// second host from the start, and when the host in use freezes, requests

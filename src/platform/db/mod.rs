@@ -104,6 +104,18 @@ impl Timeouts {
         (self.statement / 2).min(Duration::from_secs(10))
     }
 
+    /// How long a session may sit inside a transaction without sending
+    /// anything before the server ends it (`idle_in_transaction_session_timeout`):
+    /// half the statement timeout. A client that froze mid-transaction
+    /// (a stopped process, a proxy that forwards nothing) would otherwise
+    /// hold its row locks for ever, and a log consumer's new leader would
+    /// wait on the checkpoint row the old one had updated. warden never
+    /// waits for anything else inside a transaction (uploads write each
+    /// chunk in a transaction of its own).
+    pub fn idle_in_transaction(&self) -> Duration {
+        self.statement / 2
+    }
+
     /// These timeouts with the maintenance statement timeout for every
     /// statement.
     pub fn for_maintenance(&self) -> Timeouts {
@@ -163,9 +175,10 @@ fn with_server_settings(config: &tokio_postgres::Config, timeouts: &Timeouts) ->
     let mut config = config.clone();
     if config.get_options().is_none() {
         config.options(format!(
-            "-c statement_timeout={} -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 \
-             -c tcp_keepalives_count=3 -c tcp_user_timeout={}",
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={} -c tcp_keepalives_idle=5 \
+             -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 -c tcp_user_timeout={}",
             timeouts.statement.as_millis(),
+            timeouts.idle_in_transaction().as_millis(),
             DEAD_CONNECTION.as_millis()
         ));
     }
