@@ -117,3 +117,68 @@ pub struct JobAccepted {
     /// Always `queued`.
     pub status: String,
 }
+
+/// Project-W `register`: the session.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Registered {
+    /// The runner's integer id (0 for a runner created before numbers).
+    pub id: i64,
+    /// Names this session in every later call (`?session_token=`).
+    pub session_token: String,
+}
+
+/// Project-W `heartbeat`: what the machine is to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatAnswer {
+    /// Stop the current job (then `job_assigned` is false).
+    pub abort: bool,
+    /// A job waits for this machine (retrieve it).
+    pub job_assigned: bool,
+}
+
+/// Project-W `retrieve_job_info`: the job a runner is told about.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobInfo {
+    /// The job's integer id.
+    pub id: i64,
+    /// The job's Project-W settings, exactly as submitted.
+    pub settings: serde_json::Value,
+}
+
+/// Native `verify`: the runner token is valid.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunnerVerified {
+    pub runner_id: Uuid,
+    /// Always `active` (an invalidated runner's token is refused).
+    pub status: String,
+    pub paused: bool,
+    /// The machine named by `system_id`, when one was named.
+    pub machine_id: Option<Uuid>,
+}
+
+/// Native `jobs/request`: the job a machine is to run.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobForRunner {
+    pub id: Uuid,
+    pub payload: serde_json::Value,
+    pub required_tags: Vec<String>,
+    pub priority: i32,
+    pub submitted_at: DateTime<Utc>,
+    /// The submitter asked to stop it.
+    pub abort: bool,
+}
+
+/// Native `jobs/{id}/progress`: whether to stop.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProgressAnswer {
+    /// The submitter asked to stop the job.
+    pub abort: bool,
+}
+
+/// Native `jobs/{id}/result`: the job's outcome is recorded.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResultRecorded {
+    pub id: Uuid,
+    /// The outcome: `succeeded`, `failed`, `aborted` or `cancelled`.
+    pub status: String,
+}

@@ -8,6 +8,8 @@ pub mod files;
 pub mod heartbeat_cache;
 pub mod jobs;
 pub mod machines;
+pub mod native;
+pub mod project_w;
 pub mod rate_limit;
 pub mod reactions;
 pub mod reconcile;
@@ -23,6 +25,27 @@ use crate::log::commands::CommandService;
 use crate::platform::config::{JobsConfig, RunnersConfig};
 use crate::platform::db::Database;
 use crate::platform::instances::ThisInstance;
+
+/// Where a runner's call came from, as its transport saw it: recorded in
+/// the metadata of the events the call causes.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+impl Origin {
+    /// Metadata of an event caused by this call of `runner_id`.
+    pub fn metadata(&self, runner_id: uuid::Uuid) -> warden_events::Metadata {
+        warden_events::Metadata {
+            actor: warden_events::Actor::Runner { runner_id },
+            correlation_id: uuid::Uuid::now_v7(),
+            causation_id: None,
+            request_id: self.request_id.clone(),
+            source_ip: self.source_ip.clone(),
+        }
+    }
+}
 
 /// What the fleet's use cases work with: the database, the command
 /// service, the runner settings, and this instance's in-memory state of

@@ -89,6 +89,9 @@ pub enum RunnerAuthError {
     Unknown,
     #[error("this runner has been invalidated")]
     Invalidated,
+    /// Beyond the token's share of `runners.rate_limit`: try again after this.
+    #[error("too many requests for this runner token")]
+    RateLimited(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -144,4 +147,18 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<A
         paused: row.get(5),
         through_previous_token: row.get(7),
     })
+}
+
+/// The runner of a token check's `outcome`, within its rate limit (every
+/// call of either runner protocol passes here).
+pub fn admit(
+    fleet: &super::Fleet,
+    outcome: Result<AuthenticatedRunner, RunnerAuthError>,
+) -> Result<AuthenticatedRunner, RunnerAuthError> {
+    let runner = outcome?;
+    fleet
+        .rate_limit
+        .check(runner.runner_id)
+        .map_err(RunnerAuthError::RateLimited)?;
+    Ok(runner)
 }

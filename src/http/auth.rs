@@ -15,7 +15,7 @@ use warden_events::Actor;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::domain::ErrorCode;
-use crate::fleet::runners::{self, AuthenticatedRunner, RunnerAuthError};
+use crate::fleet::runners::{self, AuthenticatedRunner};
 use crate::http::session::SESSION_COOKIE;
 use crate::identity::access_tokens::{AccessTokens, TokenError};
 use crate::identity::accounts;
@@ -319,7 +319,7 @@ impl FromRequest for Runner {
             let connection = state.db.get().await?;
             let outcome = runners::authenticate(&connection, &token).await;
             drop(connection);
-            Runner::admit(&state, outcome)
+            Ok(Runner(runners::admit(&state.fleet, outcome)?))
         })
     }
 }
@@ -334,28 +334,4 @@ pub fn runner_token(request: &HttpRequest) -> Result<String, ApiError> {
         ));
     }
     Ok(token)
-}
-
-impl Runner {
-    /// The runner of a token check's `outcome`, within its rate limit.
-    pub fn admit(state: &AppState, outcome: Result<AuthenticatedRunner, RunnerAuthError>) -> Result<Runner, ApiError> {
-        match outcome {
-            Ok(runner) => {
-                state
-                    .fleet
-                    .rate_limit
-                    .check(runner.runner_id)
-                    .map_err(ApiError::too_many_requests)?;
-                Ok(Runner(runner))
-            }
-            Err(RunnerAuthError::Unknown) => {
-                Err(ApiError::new(ErrorCode::InvalidRunnerToken, "not a valid runner token"))
-            }
-            Err(RunnerAuthError::Invalidated) => Err(ApiError::new(
-                ErrorCode::RunnerInvalidated,
-                "this runner has been invalidated",
-            )),
-            Err(RunnerAuthError::Store(error)) => Err(error.into()),
-        }
-    }
 }

@@ -105,6 +105,14 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// The request as the fleet's runner protocols record it.
+    pub fn origin(&self) -> crate::fleet::Origin {
+        crate::fleet::Origin {
+            request_id: self.request_id.clone(),
+            source_ip: self.source_ip.clone(),
+        }
+    }
+
     pub fn metadata(&self, actor: Actor) -> Metadata {
         Metadata {
             actor,

@@ -12,6 +12,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{DomainError, ErrorCode};
+use crate::fleet::files::FileError;
+use crate::fleet::native::NativeError;
+use crate::fleet::project_w::ProtocolError;
+use crate::fleet::runners::RunnerAuthError;
+use crate::fleet::transcripts::ResultError;
 use crate::log::commands::CommandError;
 use crate::log::event_store::{claims, StoreError};
 use warden_events::codec::DecodeError;
@@ -239,6 +244,78 @@ impl From<CommandError> for ApiError {
 impl From<crate::platform::db::DbError> for ApiError {
     fn from(error: crate::platform::db::DbError) -> Self {
         StoreError::Db(error).into()
+    }
+}
+
+impl From<RunnerAuthError> for ApiError {
+    fn from(error: RunnerAuthError) -> Self {
+        match error {
+            RunnerAuthError::Unknown => ApiError::new(ErrorCode::InvalidRunnerToken, "not a valid runner token"),
+            RunnerAuthError::Invalidated => {
+                ApiError::new(ErrorCode::RunnerInvalidated, "this runner has been invalidated")
+            }
+            RunnerAuthError::RateLimited(wait) => ApiError::too_many_requests(wait),
+            RunnerAuthError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<FileError> for ApiError {
+    fn from(error: FileError) -> Self {
+        match error {
+            FileError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, error.to_string()),
+            FileError::Upload(_) => ApiError::new(ErrorCode::MalformedRequest, error.to_string()),
+            FileError::Idle(_) | FileError::Deadline(_) => ApiError::new(ErrorCode::UploadTimedOut, error.to_string()),
+            FileError::TooManyUploads(_) => ApiError::new(ErrorCode::TooManyUploads, error.to_string())
+                .with_retry_after(std::time::Duration::from_secs(5)),
+            FileError::QuotaExceeded(_) => ApiError::new(ErrorCode::StorageQuotaExceeded, error.to_string()),
+            FileError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<ResultError> for ApiError {
+    fn from(error: ResultError) -> Self {
+        match error {
+            ResultError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, error.to_string()),
+            ResultError::Malformed(_) => ApiError::new(ErrorCode::MalformedJson, error.to_string()),
+            ResultError::Invalid(_) => ApiError::new(ErrorCode::InvalidField, error.to_string()),
+            ResultError::File(error) => error.into(),
+        }
+    }
+}
+
+impl From<NativeError> for ApiError {
+    fn from(error: NativeError) -> Self {
+        let message = error.to_string();
+        let code = match error {
+            NativeError::Store(error) => return error.into(),
+            NativeError::Command(error) => return error.into(),
+            NativeError::JobNotFound => ErrorCode::JobNotFound,
+            NativeError::ForeignFileReference => ErrorCode::ForeignFileReference,
+            NativeError::SubmitterGone => ErrorCode::UserDeleted,
+        };
+        ApiError::new(code, message)
+    }
+}
+
+impl From<ProtocolError> for ApiError {
+    fn from(error: ProtocolError) -> Self {
+        let message = error.to_string();
+        let code = match error {
+            ProtocolError::Runner(error) => return error.into(),
+            ProtocolError::Result(error) => return error.into(),
+            ProtocolError::Store(error) => return error.into(),
+            ProtocolError::Command(error) => return error.into(),
+            ProtocolError::InvalidSession => ErrorCode::InvalidSession,
+            ProtocolError::InvalidPriority => ErrorCode::InvalidPriority,
+            ProtocolError::TextTooLong => ErrorCode::TextTooLong,
+            ProtocolError::InvalidProgress => ErrorCode::InvalidProgress,
+            ProtocolError::NoJobAssigned => ErrorCode::NoJobAssigned,
+            ProtocolError::JobAborted => ErrorCode::JobAborted,
+            ProtocolError::NoInputFile => ErrorCode::FileNotFound,
+        };
+        ApiError::new(code, message)
     }
 }
 

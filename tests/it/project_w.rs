@@ -966,3 +966,91 @@ async fn eight_large_results_at_once_take_bounded_memory() {
     drop(client);
     serve.kill();
 }
+
+/// The protocol below HTTP: the calls the routes make, driven directly
+/// (as benches and tests of session and dispatch state can now), with
+/// typed answers and errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_runs_without_http() {
+    use warden::fleet::project_w::{self, Credentials, ProtocolError, Registration, Submitted};
+    use warden::fleet::{runners, Origin};
+
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, runner_token) = app.create_runner(&admin).await;
+    let fleet = &app.state.fleet;
+    let origin = Origin::default();
+    let connection = fleet.db.get().await.unwrap();
+    let runner = runners::authenticate(&connection, &runner_token).await.unwrap();
+    drop(connection);
+    let registration = |priority| Registration {
+        name: "direct".into(),
+        priority,
+        version: "0.6.0".into(),
+        git_hash: "abc".into(),
+        source_code_url: "https://example.org".into(),
+    };
+    assert!(matches!(
+        project_w::register(fleet, &runner, registration(0), &origin).await,
+        Err(ProtocolError::InvalidPriority)
+    ));
+    let registered = project_w::register(fleet, &runner, registration(1), &origin)
+        .await
+        .unwrap();
+    let credentials = Credentials {
+        runner_token: runner_token.clone(),
+        session_token: registered.session_token,
+    };
+    let call = project_w::authenticate_heartbeat(fleet, &credentials, &origin)
+        .await
+        .unwrap();
+    let idle = project_w::heartbeat(fleet, &call, 0.0, &origin).await.unwrap();
+    assert!(!idle.abort && !idle.job_assigned);
+    assert!(matches!(
+        project_w::heartbeat(fleet, &call, 100.5, &origin).await,
+        Err(ProtocolError::InvalidProgress)
+    ));
+    assert!(matches!(
+        project_w::retrieve_job_info(fleet, &call, &origin).await,
+        Err(ProtocolError::NoJobAssigned)
+    ));
+
+    let file = upload(&app, &user, audio_bytes(1), "audio/mpeg").await;
+    let job = submit_project_w_job(&app, &user, &file).await;
+    let assigned_by = Instant::now() + Duration::from_secs(10);
+    let call = loop {
+        let call = project_w::authenticate(fleet, &credentials, &origin).await.unwrap();
+        if project_w::heartbeat(fleet, &call, 0.0, &origin)
+            .await
+            .unwrap()
+            .job_assigned
+        {
+            break call;
+        }
+        assert!(Instant::now() < assigned_by, "no job assigned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let info = project_w::retrieve_job_info(fleet, &call, &origin).await.unwrap();
+    assert_eq!(info.settings, settings());
+    let audio = project_w::retrieve_job_audio(fleet, &call, &origin).await.unwrap();
+    assert_eq!(audio.file_id.to_string(), file);
+    let result = json!({"error_msg": null, "transcript": {
+        "as_txt": "hi", "as_srt": "1", "as_tsv": "t", "as_vtt": "WEBVTT", "as_json": {"text": "hi"}}});
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(result.to_string()))]);
+    let submitted = project_w::submit_job_result(fleet, &call, &origin, None, body)
+        .await
+        .unwrap();
+    assert_eq!(submitted, Submitted::Recorded);
+    wait_for_job_state(&app, &user, &job, Duration::from_secs(10), |view| {
+        view["status"] == "succeeded"
+    })
+    .await;
+
+    project_w::unregister(fleet, &call, &origin).await.unwrap();
+    assert!(matches!(
+        project_w::authenticate(fleet, &credentials, &origin).await,
+        Err(ProtocolError::InvalidSession)
+    ));
+    app.stop().await;
+}

@@ -11,7 +11,7 @@ use warden_events::job::FileRef;
 
 use crate::app::AppState;
 use crate::domain::ErrorCode;
-use crate::fleet::files::{self, FileError};
+use crate::fleet::files;
 use crate::fleet::jobs;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::error::{ApiError, ErrorBody};
@@ -95,8 +95,7 @@ pub async fn upload(
         files::Limits::of(&state.config.jobs),
         declared,
     )
-    .await
-    .map_err(file_error)?;
+    .await?;
     Ok(HttpResponse::Created().json(stored))
 }
 
@@ -114,18 +113,6 @@ fn valid_file_name(name: &str) -> bool {
         && !name
             .chars()
             .any(|c| c == '/' || ('\0'..='\x1f').contains(&c) || c == '\x7f')
-}
-
-pub fn file_error(error: FileError) -> ApiError {
-    match error {
-        FileError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, error.to_string()),
-        FileError::Upload(_) => ApiError::new(ErrorCode::MalformedRequest, error.to_string()),
-        FileError::Idle(_) | FileError::Deadline(_) => ApiError::new(ErrorCode::UploadTimedOut, error.to_string()),
-        FileError::TooManyUploads(_) => ApiError::new(ErrorCode::TooManyUploads, error.to_string())
-            .with_retry_after(std::time::Duration::from_secs(5)),
-        FileError::QuotaExceeded(_) => ApiError::new(ErrorCode::StorageQuotaExceeded, error.to_string()),
-        FileError::Store(error) => error.into(),
-    }
 }
 
 /// The bytes of a stored file as an answer, streamed chunk by chunk.

@@ -1,28 +1,21 @@
-//! The runner protocols: `/api/runners/*`, runner tokens only.
+//! The runner protocols' routes: `/api/runners/*`, runner tokens only.
 //!
 //! Two dialects over one model, each in a file of its own: warden's
 //! native protocol (GitLab style, [`native`]) and Project-W's
-//! ([`project_w`]). This file holds what both share: naming the machine,
-//! recording its contact, and what a machine is told about its job.
+//! ([`project_w`]). Their logic lives below HTTP, in `fleet::native` and
+//! `fleet::project_w`: each handler parses its request, calls one function
+//! there and maps the answer. This file holds what both parse alike: how
+//! a native call names its machine, and what a machine says about itself.
 
 pub mod native;
 pub mod project_w;
 
+use actix_web::{web, HttpRequest};
+use serde::Deserialize;
 use utoipa::ToSchema;
-
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 use warden_events::machine::MachineInfo;
-use warden_events::{Actor, Metadata};
 
-use crate::app::AppState;
-use crate::domain::job::MachineRef;
 use crate::domain::ErrorCode;
-use crate::fleet::jobs::{self, JobView};
-use crate::fleet::machines;
-use crate::http::auth::Runner;
-use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 
 const SYSTEM_ID_HEADER: &str = "x-runner-system-id";
@@ -71,32 +64,6 @@ pub(super) fn required_system_id(request: &HttpRequest, from_body: Option<String
     })
 }
 
-pub(super) fn metadata(runner: &Runner, context: &RequestContext) -> Metadata {
-    context.metadata(Actor::Runner {
-        runner_id: runner.0.runner_id,
-    })
-}
-
-/// Records the machine's contact and returns it.
-pub(super) async fn machine(
-    state: &AppState,
-    runner: &Runner,
-    context: &RequestContext,
-    system_id: &str,
-    info: Option<MachineInfo>,
-) -> Result<MachineRef, ApiError> {
-    let metadata = metadata(runner, context);
-    Ok(machines::touch(
-        &state.fleet,
-        &runner.0,
-        system_id,
-        info,
-        context.source_ip.clone(),
-        &metadata,
-    )
-    .await?)
-}
-
 /// What a machine says about itself (the native protocol's `info`).
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -135,36 +102,4 @@ impl From<MachineInfoBody> for MachineInfo {
             priority: body.priority,
         }
     }
-}
-
-/// What a machine is told about its job.
-#[derive(Serialize, ToSchema)]
-pub(super) struct JobForRunner {
-    id: Uuid,
-    payload: serde_json::Value,
-    required_tags: Vec<String>,
-    priority: i32,
-    submitted_at: chrono::DateTime<chrono::Utc>,
-    /// The submitter asked to stop it.
-    abort: bool,
-}
-
-impl From<JobView> for JobForRunner {
-    fn from(job: JobView) -> Self {
-        JobForRunner {
-            id: job.id,
-            payload: job.payload,
-            required_tags: job.required_tags,
-            priority: job.priority,
-            submitted_at: job.submitted_at,
-            abort: job.cancel_requested,
-        }
-    }
-}
-
-pub(super) async fn job_for_runner(state: &AppState, job_id: Uuid) -> Result<HttpResponse, ApiError> {
-    let job = jobs::get(&state.fleet, job_id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::JobNotFound, "job not found"))?;
-    Ok(HttpResponse::Ok().json(JobForRunner::from(job)))
 }

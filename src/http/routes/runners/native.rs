@@ -3,29 +3,24 @@
 //! each naming the machine by `system_id`.
 
 use std::time::Duration;
-use utoipa::ToSchema;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 use warden_events::job::JobOutcome;
 use warden_events::machine::MachineInfo;
 
+use super::{required_system_id, system_id, MachineInfoBody};
+use crate::api::{JobForRunner, ProgressAnswer, ResultRecorded, RunnerVerified};
 use crate::app::AppState;
-use crate::domain::ErrorCode;
-use crate::fleet::dispatcher::{self, Candidate, Delivery};
-use crate::fleet::jobs::{self, Assignment, Taker};
+use crate::fleet::native;
 use crate::http::auth::Runner;
 use crate::http::context::RequestContext;
-use crate::http::error::ApiError;
-use crate::http::error::ErrorBody;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::Json;
-use crate::http::routes::optional_json;
-
-use super::{job_for_runner, machine, metadata, required_system_id, system_id, JobForRunner, MachineInfoBody};
 use crate::http::params;
-use warden_events::job::JobKind;
+use crate::http::routes::optional_json;
 
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +42,7 @@ pub struct VerifyBody {
     tag = "runners",
     request_body(content = Option<VerifyBody>, content_type = "application/json"),
     responses(
-        (status = 200, description = "the token is valid", body = serde_json::Value, example = json!({"runner_id": "0194...", "status": "active", "paused": false, "machine_id": "0194..."})),
+        (status = 200, description = "the token is valid", body = RunnerVerified),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 403, description = "the runner was invalidated", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody),
@@ -61,22 +56,12 @@ pub async fn verify(
     context: RequestContext,
     request: HttpRequest,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<RunnerVerified>, ApiError> {
     let body: VerifyBody = optional_json(&request, &body)?.unwrap_or_default();
-    let machine_id = match system_id(&request, body.system_id)? {
-        Some(system_id) => Some(
-            machine(&state, &runner, &context, &system_id, body.info.map(MachineInfo::from))
-                .await?
-                .machine_id,
-        ),
-        None => None,
-    };
-    Ok(HttpResponse::Ok().json(json!({
-        "runner_id": runner.0.runner_id,
-        "status": "active",
-        "paused": runner.0.paused,
-        "machine_id": machine_id,
-    })))
+    let system_id = system_id(&request, body.system_id)?;
+    let info = body.info.map(MachineInfo::from);
+    let verified = native::verify(&state.fleet, &runner.0, system_id.as_deref(), info, &context.origin()).await?;
+    Ok(web::Json(verified))
 }
 
 #[derive(Default, Deserialize, ToSchema)]
@@ -121,42 +106,18 @@ pub async fn request_job(
 ) -> Result<HttpResponse, ApiError> {
     let body: JobRequestBody = optional_json(&request, &body)?.unwrap_or_default();
     let system_id = required_system_id(&request, body.system_id)?;
-    let machine = machine(&state, &runner, &context, &system_id, body.info.map(MachineInfo::from)).await?;
-    let wait = Duration::from_secs(body.wait_seconds).min(state.config.runners.long_poll_max);
-    if runner.0.paused {
-        // Nothing for a paused runner; answer at the end of the wait so a
-        // polling runner does not spin.
-        tokio::time::sleep(wait).await;
-        return Ok(HttpResponse::NoContent().finish());
-    }
-    let current = jobs::current_job(&state.fleet, machine.machine_id).await?;
-    if let Some(job_id) = current {
-        return job_for_runner(&state, job_id).await;
-    }
-    let candidate = Candidate {
-        taker: Taker {
-            machine,
-            tags: runner.0.tags.clone(),
-            kind: JobKind::Native,
-        },
-        priority: runner.0.priority,
-        metadata: metadata(&runner, &context),
+    let origin = context.origin();
+    let call = native::MachineCall {
+        runner: &runner.0,
+        system_id: &system_id,
+        origin: &origin,
     };
-    if wait.is_zero() {
-        // No wait wanted: one attempt now, outside the waiting room.
-        let elsewhere = dispatcher::waiting_elsewhere(&state.fleet).await?;
-        let better_placed = dispatcher::better_placed_than(&elsewhere, candidate.priority);
-        return match jobs::assign_next(&state.fleet, &candidate.taker, &candidate.metadata, &better_placed).await? {
-            Assignment::Assigned(job) => Ok(HttpResponse::Ok().json(JobForRunner::from(*job))),
-            Assignment::Busy(job_id) => job_for_runner(&state, job_id).await,
-            Assignment::NoJob | Assignment::RunnerUnavailable => Ok(HttpResponse::NoContent().finish()),
-        };
-    }
-    match state.fleet.dispatcher.wait_for_job(candidate, wait).await {
-        Some(Delivery::Job(job)) => Ok(HttpResponse::Ok().json(JobForRunner::from(*job))),
-        Some(Delivery::Busy(job_id)) => job_for_runner(&state, job_id).await,
-        Some(Delivery::RunnerUnavailable) | None => Ok(HttpResponse::NoContent().finish()),
-    }
+    let info = body.info.map(MachineInfo::from);
+    let wait = Duration::from_secs(body.wait_seconds);
+    Ok(match native::request_job(&state.fleet, call, info, wait).await? {
+        Some(job) => HttpResponse::Ok().json(job),
+        None => HttpResponse::NoContent().finish(),
+    })
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -183,7 +144,7 @@ pub struct ProgressBody {
     params(("id" = Uuid, Path, description = "job id")),
     request_body = ProgressBody,
     responses(
-        (status = 200, description = "whether to abort", body = serde_json::Value, example = json!({"abort": false})),
+        (status = 200, description = "whether to abort", body = ProgressAnswer),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody),
         (status = 409, description = "conflicts with the current state", body = ErrorBody),
@@ -199,13 +160,17 @@ pub async fn report_progress(
     request: HttpRequest,
     job_id: web::Path<Uuid>,
     body: Json<ProgressBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<ProgressAnswer>, ApiError> {
     let body = body.into_inner();
     let system_id = required_system_id(&request, body.system_id)?;
-    let machine = machine(&state, &runner, &context, &system_id, None).await?;
-    let metadata = metadata(&runner, &context);
-    let answer = jobs::report_progress(&state.fleet, machine, *job_id, body.progress, body.message, &metadata).await?;
-    Ok(HttpResponse::Ok().json(answer))
+    let origin = context.origin();
+    let call = native::MachineCall {
+        runner: &runner.0,
+        system_id: &system_id,
+        origin: &origin,
+    };
+    let answer = native::report_progress(&state.fleet, call, *job_id, body.progress, body.message).await?;
+    Ok(web::Json(answer))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -230,7 +195,7 @@ pub struct ResultBody {
     params(("id" = Uuid, Path, description = "job id")),
     request_body = ResultBody,
     responses(
-        (status = 200, description = "finished", body = serde_json::Value, example = json!({"id": "0194...", "status": "succeeded"})),
+        (status = 200, description = "finished", body = ResultRecorded),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody),
         (status = 409, description = "conflicts with the current state", body = ErrorBody),
@@ -247,25 +212,15 @@ pub async fn submit_result(
     request: HttpRequest,
     job_id: web::Path<Uuid>,
     body: Json<ResultBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<ResultRecorded>, ApiError> {
     let body = body.into_inner();
     let system_id = required_system_id(&request, body.system_id)?;
-    let machine = machine(&state, &runner, &context, &system_id, None).await?;
-    let metadata = metadata(&runner, &context);
-    let foreign = crate::fleet::files::foreign_references(&state.db, *job_id, machine, &body.result).await?;
-    if !foreign.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::ForeignFileReference,
-            "the result names files that were not stored for this job by this runner machine",
-        ));
-    }
-    match jobs::finish(&state.fleet, machine, *job_id, body.outcome, body.result, &metadata).await? {
-        jobs::Finished::Recorded => {
-            Ok(HttpResponse::Ok().json(json!({ "id": *job_id, "status": body.outcome.as_str() })))
-        }
-        jobs::Finished::SubmitterGone => Err(ApiError::new(
-            ErrorCode::UserDeleted,
-            "the job's submitter was deleted: the result is not kept, and the job is cancelled",
-        )),
-    }
+    let origin = context.origin();
+    let call = native::MachineCall {
+        runner: &runner.0,
+        system_id: &system_id,
+        origin: &origin,
+    };
+    let recorded = native::submit_result(&state.fleet, call, *job_id, body.outcome, body.result).await?;
+    Ok(web::Json(recorded))
 }
