@@ -238,7 +238,7 @@ impl Cli {
         }
         if let Command::Openapi = &self.command {
             use utoipa::OpenApi;
-            println!("{}", crate::http::openapi::ApiDoc::openapi().to_pretty_json()?);
+            println!("{}", crate::http::routes::ApiDoc::openapi().to_pretty_json()?);
             return Ok(0);
         }
         let mut config = self.load_config()?;

@@ -9,7 +9,8 @@ use warden_events::job::{
 use warden_events::{Event, JobEvent, Pii};
 
 use super::runner::normalise_tags;
-use super::{Aggregate, DomainError, ErrorCode};
+use super::{Aggregate, DomainError};
+use crate::api::ErrorCode;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Job {
@@ -385,6 +386,7 @@ fn json_contains_nul(value: &serde_json::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::then_err;
     use serde_json::json;
 
     const OWNER: Uuid = Uuid::from_u128(1);
@@ -425,17 +427,14 @@ mod tests {
         assert!(matches!(&job, Job::Queued(core) if core.required_tags == ["linux"]));
         run(&mut job, JobCommand::Assign(machine(1), JobKind::Native)).unwrap();
         let second = run(&mut job, JobCommand::Assign(machine(2), JobKind::Native));
-        assert_eq!(second.unwrap_err().code(), "job_not_queued");
+        then_err(second, "job_not_queued");
 
         let stranger = JobCommand::Finish {
             by: machine(2),
             outcome: JobOutcome::Succeeded,
             result: json!(null),
         };
-        assert_eq!(
-            run(&mut job, stranger).unwrap_err().code(),
-            "job_not_assigned_to_machine"
-        );
+        then_err(run(&mut job, stranger), "job_not_assigned_to_machine");
         let done = JobCommand::Finish {
             by: machine(1),
             outcome: JobOutcome::Succeeded,
@@ -443,7 +442,7 @@ mod tests {
         };
         run(&mut job, done.clone()).unwrap();
         assert!(matches!(job, Job::Finished(_, JobOutcome::Succeeded)));
-        assert_eq!(run(&mut job, done).unwrap_err().code(), "job_not_assigned_to_machine");
+        then_err(run(&mut job, done), "job_not_assigned_to_machine");
     }
 
     #[test]
@@ -476,7 +475,7 @@ mod tests {
             admin: false,
             reason: None,
         };
-        assert_eq!(run(&mut job, stranger).unwrap_err().code(), "job_not_found");
+        then_err(run(&mut job, stranger), "job_not_found");
 
         run(&mut job, JobCommand::Assign(machine(1), JobKind::Native)).unwrap();
         let owner = JobCommand::Cancel {
@@ -499,14 +498,14 @@ mod tests {
             admin: true,
             reason: None,
         };
-        assert_eq!(run(&mut job, admin).unwrap_err().code(), "job_already_finished");
+        then_err(run(&mut job, admin), "job_already_finished");
     }
 
     #[test]
     fn a_job_only_goes_to_a_machine_of_its_protocol() {
         let mut job = queued();
         let wrong = run(&mut job, JobCommand::Assign(machine(1), JobKind::ProjectW));
-        assert_eq!(wrong.unwrap_err().code(), "job_not_queued");
+        then_err(wrong, "job_not_queued");
         run(&mut job, JobCommand::Assign(machine(1), JobKind::Native)).unwrap();
     }
 
@@ -519,7 +518,7 @@ mod tests {
             progress: 1.5,
             message: None,
         };
-        assert_eq!(run(&mut job, too_much).unwrap_err().code(), "invalid_progress");
+        then_err(run(&mut job, too_much), "invalid_progress");
         let fine = JobCommand::Progress {
             by: machine(1),
             progress: 0.5,

@@ -5,7 +5,8 @@ use uuid::Uuid;
 use warden_events::machine::{MachineInfo, RunnerMachineContacted, RunnerMachinePruned, RunnerMachineRegistered};
 use warden_events::{Event, MachineEvent};
 
-use super::{Aggregate, DomainError, ErrorCode};
+use super::{Aggregate, DomainError};
+use crate::api::ErrorCode;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Machine {
@@ -171,6 +172,7 @@ fn validate_info(info: MachineInfo) -> Result<MachineInfo, DomainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::then_err;
 
     fn contact(at: DateTime<Utc>, info: Option<MachineInfo>) -> MachineCommand {
         MachineCommand::Contact(Box::new(Contact {
@@ -242,10 +244,7 @@ mod tests {
                 at: Utc::now(),
                 record_every: Duration::minutes(5),
             }));
-            assert_eq!(
-                Machine::Unknown.decide(&command).unwrap_err().code(),
-                "invalid_system_id"
-            );
+            then_err(Machine::Unknown.decide(&command), "invalid_system_id");
         }
     }
 }

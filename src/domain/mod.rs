@@ -3,7 +3,6 @@
 //! anything that needs randomness or a clock (ids, password hashes) is
 //! computed by the caller and passed in the command.
 
-pub mod error_code;
 pub mod job;
 pub mod machine;
 pub mod runner;
@@ -11,7 +10,7 @@ pub mod user;
 
 use warden_events::{Event, RecordedEvent};
 
-pub use error_code::ErrorCode;
+use crate::api::ErrorCode;
 
 /// Why a command was refused. `code` values are part of the HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,4 +79,30 @@ pub fn when<A: Aggregate>(state: &mut A, command: A::Command) -> Result<Vec<A::E
     let events = state.decide(&command)?;
     events.iter().for_each(|event| state.evolve(event));
     Ok(events)
+}
+
+/// The "then" of an accepted command: it decided exactly `expected`.
+#[cfg(test)]
+#[track_caller]
+pub fn then<E: PartialEq + std::fmt::Debug>(outcome: Result<Vec<E>, DomainError>, expected: &[E]) -> Vec<E> {
+    match outcome {
+        Ok(events) => {
+            assert_eq!(events, expected, "the command decided other events");
+            events
+        }
+        Err(error) => panic!("the command was refused ({}): {error}", error.code().as_str()),
+    }
+}
+
+/// The "then" of a refused command: refused with `code`, nothing decided.
+#[cfg(test)]
+#[track_caller]
+pub fn then_err<E: std::fmt::Debug>(outcome: Result<Vec<E>, DomainError>, code: &str) -> DomainError {
+    match outcome {
+        Ok(events) => panic!("the command was accepted, not refused with {code}: {events:?}"),
+        Err(error) => {
+            assert_eq!(error.code(), code, "refused with another code: {error}");
+            error
+        }
+    }
 }

@@ -8,7 +8,8 @@ use warden_events::runner::{
 };
 use warden_events::{Event, RunnerEvent};
 
-use super::{Aggregate, DomainError, ErrorCode};
+use super::{Aggregate, DomainError};
+use crate::api::ErrorCode;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Runner {
@@ -289,6 +290,7 @@ pub fn normalise_tags(tags: &[String]) -> Result<Vec<String>, DomainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::then_err;
 
     fn create(id: Uuid) -> RunnerCommand {
         RunnerCommand::Create {
@@ -328,14 +330,11 @@ mod tests {
     fn refusals_carry_stable_codes() {
         let id = Uuid::now_v7();
         let unknown = Runner::Unknown.decide(&RunnerCommand::Invalidate { reason: None });
-        assert_eq!(unknown.unwrap_err().code(), "runner_not_found");
-        assert_eq!(
-            Runner::Unknown.decide(&RunnerCommand::Pause).unwrap_err().code(),
-            "runner_not_found"
-        );
+        then_err(unknown, "runner_not_found");
+        then_err(Runner::Unknown.decide(&RunnerCommand::Pause), "runner_not_found");
 
         let (active, _) = active(id);
-        assert_eq!(active.decide(&create(id)).unwrap_err().code(), "runner_exists");
+        then_err(active.decide(&create(id)), "runner_exists");
 
         let invalidated = Runner::Invalidated { id };
         for command in [
@@ -346,10 +345,7 @@ mod tests {
                 previous_token_valid_until: None,
             },
         ] {
-            assert_eq!(
-                invalidated.decide(&command).unwrap_err().code(),
-                "runner_already_invalidated"
-            );
+            then_err(invalidated.decide(&command), "runner_already_invalidated");
         }
     }
 
@@ -427,15 +423,12 @@ mod tests {
             token_hash: String::new(),
             settings: bad_tag,
         };
-        assert_eq!(Runner::Unknown.decide(&command).unwrap_err().code(), "invalid_tag");
+        then_err(Runner::Unknown.decide(&command), "invalid_tag");
         let (state, _) = active(Uuid::now_v7());
         let extreme = RunnerSettings {
             priority: 5000,
             ..Default::default()
         };
-        assert_eq!(
-            state.decide(&RunnerCommand::Update(extreme.into())).unwrap_err().code(),
-            "invalid_priority"
-        );
+        then_err(state.decide(&RunnerCommand::Update(extreme.into())), "invalid_priority");
     }
 }

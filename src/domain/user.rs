@@ -12,7 +12,8 @@ use warden_events::user::{
 };
 use warden_events::{Event, Pii, UserEvent};
 
-use super::{Aggregate, DomainError, ErrorCode};
+use super::{Aggregate, DomainError};
+use crate::api::ErrorCode;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum User {
@@ -537,6 +538,7 @@ pub fn validate_email(email: &str) -> Result<(), DomainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{then, then_err, when};
 
     fn provision(email: &str, role: Role, password: PasswordInput) -> UserCommand {
         UserCommand::Provision {
@@ -550,14 +552,8 @@ mod tests {
 
     fn provisioned_admin() -> User {
         let mut user = User::default();
-        let events = user
-            .decide(&provision(
-                "root@example.org",
-                Role::Admin,
-                PasswordInput::NewHash("h1".into()),
-            ))
-            .unwrap();
-        events.iter().for_each(|e| user.evolve(e));
+        let provision_admin = provision("root@example.org", Role::Admin, PasswordInput::NewHash("h1".into()));
+        when(&mut user, provision_admin).unwrap();
         user
     }
 
@@ -566,14 +562,15 @@ mod tests {
         let user = provisioned_admin();
         assert!(matches!(&user, User::Active(u) if u.role == Role::Admin
             && matches!(&u.account, Account::Local { password_hash, .. } if password_hash == "h1")));
-        let again = user
-            .decide(&provision(
+        // The same configuration again appends nothing.
+        then(
+            user.decide(&provision(
                 "root@example.org",
                 Role::Admin,
                 PasswordInput::MatchesCurrent,
-            ))
-            .unwrap();
-        assert!(again.is_empty(), "same config must append nothing: {again:?}");
+            )),
+            &[],
+        );
     }
 
     #[test]
@@ -602,16 +599,16 @@ mod tests {
     #[test]
     fn provisioning_without_admin_leaves_a_support_user_support() {
         let mut user = provisioned_admin();
-        let demote = UserCommand::ChangeRole { role: Role::Support };
-        user.decide(&demote).unwrap().iter().for_each(|e| user.evolve(e));
-        let again = user
-            .decide(&provision(
+        when(&mut user, UserCommand::ChangeRole { role: Role::Support }).unwrap();
+        // is_admin: false leaves a support user as it is.
+        then(
+            user.decide(&provision(
                 "root@example.org",
                 Role::User,
                 PasswordInput::MatchesCurrent,
-            ))
-            .unwrap();
-        assert!(again.is_empty(), "is_admin: false changed a support user: {again:?}");
+            )),
+            &[],
+        );
         let promoted = user
             .decide(&provision(
                 "root@example.org",
@@ -624,27 +621,24 @@ mod tests {
 
     #[test]
     fn a_new_account_needs_a_password_and_a_valid_email() {
-        let refused = User::Unknown.decide(&provision("a@b", Role::User, PasswordInput::MatchesCurrent));
-        assert_eq!(refused.unwrap_err().code(), "password_required");
+        then_err(
+            User::Unknown.decide(&provision("a@b", Role::User, PasswordInput::MatchesCurrent)),
+            "password_required",
+        );
         for bad in ["", "no-at-sign", "@example.org", "a@", "a b@example.org", "a@b@c"] {
             let refused = User::Unknown.decide(&provision(bad, Role::User, PasswordInput::NewHash("h".into())));
-            assert_eq!(refused.unwrap_err().code(), "invalid_email", "{bad:?}");
+            assert_eq!(then_err(refused, "invalid_email").code(), "invalid_email", "{bad:?}");
         }
     }
 
     #[test]
     fn deletion_is_final() {
         let mut user = provisioned_admin();
-        let events = user.decide(&UserCommand::Delete).unwrap();
+        let events = when(&mut user, UserCommand::Delete).unwrap();
         assert!(matches!(&events[..], [UserEvent::UserDeleted(_)]));
-        events.iter().for_each(|e| user.evolve(e));
         assert!(matches!(user, User::Deleted { .. }));
-        assert_eq!(user.decide(&UserCommand::Delete).unwrap_err().code(), "user_not_found");
-        let revive = user.decide(&provision(
-            "x@example.org",
-            Role::User,
-            PasswordInput::NewHash("h".into()),
-        ));
-        assert_eq!(revive.unwrap_err().code(), "user_not_found");
+        then_err(user.decide(&UserCommand::Delete), "user_not_found");
+        let revive = provision("x@example.org", Role::User, PasswordInput::NewHash("h".into()));
+        then_err(user.decide(&revive), "user_not_found");
     }
 }

@@ -247,7 +247,7 @@ impl Precondition for MachineLimit {
         let (known, count): (bool, i64) = (row.get(0), row.get(1));
         if !known && count >= i64::from(self.limit) {
             return Err(crate::domain::DomainError::Conflict {
-                code: crate::domain::ErrorCode::TooManyMachines,
+                code: crate::api::ErrorCode::TooManyMachines,
                 message: format!(
                     "this runner token has {count} machines, the most allowed (runners.max_machines_per_token); \
                      unused machines are pruned after runners.machine_retention"

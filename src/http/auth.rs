@@ -13,8 +13,8 @@ use warden_events::user::Role;
 use warden_events::Actor;
 
 use super::error::ApiError;
+use crate::api::ErrorCode;
 use crate::app::AppState;
-use crate::domain::ErrorCode;
 use crate::fleet::runners::{self, AuthenticatedRunner};
 use crate::http::session::SESSION_COOKIE;
 use crate::identity::access_tokens::{AccessTokens, TokenError};
@@ -255,7 +255,7 @@ async fn authenticate_provider_id_token(state: &AppState, token: &str) -> Result
     let found = match state.identity.oidc.verify_bearer_id_token(&state.identity, token).await {
         Ok(found) => found,
         Err(error @ (OidcError::Unavailable(_) | OidcError::IdTokenExpired | OidcError::Revoked)) => {
-            return Err(crate::http::routes::oidc::oidc_error(error))
+            return Err(ApiError::from(error))
         }
         Err(_) => return Err(invalid()),
     };

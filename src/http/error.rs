@@ -11,12 +11,16 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{DomainError, ErrorCode};
+use crate::api::ErrorCode;
+use crate::domain::DomainError;
 use crate::fleet::files::FileError;
 use crate::fleet::native::NativeError;
 use crate::fleet::project_w::ProtocolError;
 use crate::fleet::runners::RunnerAuthError;
 use crate::fleet::transcripts::ResultError;
+use crate::identity::accounts::LoginError;
+use crate::identity::ldap::LdapLoginError;
+use crate::identity::oidc::OidcError;
 use crate::log::commands::CommandError;
 use crate::log::event_store::{claims, StoreError};
 use warden_events::codec::DecodeError;
@@ -244,6 +248,63 @@ impl From<CommandError> for ApiError {
 impl From<crate::platform::db::DbError> for ApiError {
     fn from(error: crate::platform::db::DbError) -> Self {
         StoreError::Db(error).into()
+    }
+}
+
+/// A failed password login answers the same for every provider.
+impl From<LoginError> for ApiError {
+    fn from(error: LoginError) -> Self {
+        match error {
+            LoginError::LocalLoginDisabled => ApiError::new(ErrorCode::LocalLoginDisabled, error.to_string()),
+            LoginError::InvalidCredentials => ApiError::new(ErrorCode::InvalidCredentials, error.to_string()),
+            LoginError::AdminScopeDenied => ApiError::new(ErrorCode::AdminScopeDenied, error.to_string()),
+            LoginError::Throttled(wait) => ApiError::login_throttled(wait),
+            LoginError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<LdapLoginError> for ApiError {
+    fn from(error: LdapLoginError) -> Self {
+        match error {
+            LdapLoginError::UnknownProvider(_) => ApiError::new(ErrorCode::UnknownProvider, error.to_string()),
+            LdapLoginError::NotSynced => ApiError::new(ErrorCode::UserNotSynced, error.to_string()),
+            LdapLoginError::Login(error) => error.into(),
+            LdapLoginError::Directory(error) => {
+                tracing::warn!(%error, "LDAP login failed on the directory side");
+                ApiError::new(
+                    ErrorCode::LdapUnavailable,
+                    "the LDAP directory could not be reached or refused the query; try again later",
+                )
+            }
+            LdapLoginError::Command(error) => error.into(),
+        }
+    }
+}
+
+/// Every OIDC failure, on login and bearer-token paths alike.
+impl From<OidcError> for ApiError {
+    fn from(error: OidcError) -> Self {
+        match error {
+            OidcError::UnknownProvider(_) => ApiError::new(ErrorCode::UnknownProvider, error.to_string()),
+            OidcError::Unavailable(_) => {
+                tracing::warn!(%error, "OIDC provider unavailable");
+                ApiError::new(ErrorCode::OidcUnavailable, error.to_string())
+            }
+            OidcError::UnknownState => ApiError::new(ErrorCode::InvalidState, error.to_string()),
+            OidcError::IdTokenExpired => ApiError::new(ErrorCode::TokenExpired, error.to_string()),
+            OidcError::Refused(_) | OidcError::InvalidIdToken(_) => {
+                ApiError::new(ErrorCode::OidcLoginFailed, error.to_string())
+            }
+            OidcError::RoleMissing => ApiError::new(ErrorCode::RoleMissing, error.to_string()),
+            OidcError::AdminScopeDenied => ApiError::new(ErrorCode::AdminScopeDenied, error.to_string()),
+            OidcError::NoEmail => ApiError::new(ErrorCode::NoEmail, error.to_string()),
+            OidcError::EmailNotVerified => ApiError::new(ErrorCode::EmailNotVerified, error.to_string()),
+            OidcError::EmailTaken => ApiError::new(ErrorCode::EmailTaken, error.to_string()),
+            OidcError::Revoked => ApiError::new(ErrorCode::SessionRevoked, error.to_string()),
+            OidcError::Store(error) => error.into(),
+            OidcError::Command(error) => error.into(),
+        }
     }
 }
 

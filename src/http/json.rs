@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::domain::ErrorCode;
+use crate::api::ErrorCode;
 
 /// A JSON body that must be an object of type `T` (use in place of
 /// `web::Json`; the same size limit and error answers apply).

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use actix_web::middleware::{ErrorHandlers, Logger};
 use actix_web::{web, App, HttpServer};
+use utoipa::OpenApi;
 
 use crate::app::AppState;
 
@@ -62,7 +63,7 @@ pub fn server(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<ac
             .wrap_fn(context::security_headers)
             .configure(routes::configure)
             .configure(console::configure)
-            .service(openapi::service())
+            .service(openapi::service(routes::ApiDoc::openapi()))
             .default_service(web::to(routes::not_found))
     })
     .workers(workers)

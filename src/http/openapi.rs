@@ -4,10 +4,8 @@
 //! are compiled in (no CDN).
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::Modify;
 use utoipa_swagger_ui::SwaggerUi;
-
-pub use super::routes::ApiDoc;
 
 /// The two kinds of bearer token the API takes.
 pub struct BearerTokens;
@@ -41,8 +39,8 @@ impl Modify for BearerTokens {
 }
 
 /// `/openapi.json` and the UI under `/docs`.
-pub fn service() -> SwaggerUi {
-    SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi())
+pub fn service(description: utoipa::openapi::OpenApi) -> SwaggerUi {
+    SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", description)
 }
 
 /// The answers every operation of a given shape can give, added where an

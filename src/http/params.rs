@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::error::ApiError;
-use crate::domain::ErrorCode;
+use crate::api::ErrorCode;
 
 /// A duration in a query: a whole number and one unit (`s`, `m`, `h`,
 /// `d`), e.g. `90s`, `10m`, `1h`, `7d`.
@@ -106,7 +106,7 @@ mod spec_tests {
     /// (attributes need a literal, so the spec is checked against it).
     #[test]
     fn duration_parameters_declare_the_checked_pattern() {
-        let spec = serde_json::to_value(crate::http::openapi::ApiDoc::openapi()).unwrap();
+        let spec = serde_json::to_value(crate::http::routes::ApiDoc::openapi()).unwrap();
         let mut seen = 0;
         for item in spec["paths"].as_object().unwrap().values() {
             for operation in item.as_object().unwrap().values() {
@@ -129,7 +129,7 @@ mod spec_tests {
     /// Every `system_id` a request body takes has the domain's pattern.
     #[test]
     fn system_ids_declare_the_checked_pattern() {
-        let spec = serde_json::to_value(crate::http::openapi::ApiDoc::openapi()).unwrap();
+        let spec = serde_json::to_value(crate::http::routes::ApiDoc::openapi()).unwrap();
         let mut seen = 0;
         for (name, schema) in spec["components"]["schemas"].as_object().unwrap() {
             if let Some(system_id) = schema["properties"].get("system_id").filter(|_| name.ends_with("Body")) {

@@ -7,8 +7,11 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::HttpResponse;
 use uuid::Uuid;
 
+use crate::api::ErrorCode;
 pub use crate::api::TokenResponse;
 use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::identity::access_tokens::ADMIN_SCOPE;
 use crate::platform::config;
 
 pub const SESSION_COOKIE: &str = "warden_session";
@@ -59,4 +62,20 @@ fn base_cookie(state: &AppState, value: String) -> Cookie<'static> {
             config::SameSite::Lax => SameSite::Lax,
         })
         .finish()
+}
+
+/// Parses the space-separated `scope`; only `admin` is known.
+pub fn wants_admin(scope: Option<&str>) -> Result<bool, ApiError> {
+    let mut admin = false;
+    for requested in scope.unwrap_or_default().split_whitespace() {
+        if requested == ADMIN_SCOPE {
+            admin = true;
+        } else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownScope,
+                format!("unknown scope `{requested}`; only `admin` exists"),
+            ));
+        }
+    }
+    Ok(admin)
 }

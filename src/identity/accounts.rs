@@ -6,10 +6,10 @@ use uuid::Uuid;
 use warden_events::user::{Role, UserOrigin};
 use warden_events::{Metadata, StreamId};
 
+use crate::api::ErrorCode;
 use crate::domain::job::{Job, JobCommand};
 use crate::domain::user::{Account, ActiveUser, ExternalKind, PasswordInput, User, UserCommand};
 use crate::domain::DomainError;
-use crate::domain::ErrorCode;
 use crate::identity::throttle;
 use crate::identity::Identity;
 use crate::log::commands::{CommandError, CommandService, UserLock};

@@ -9,8 +9,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use warden_events::{Metadata, StreamId};
 
+use crate::api::ErrorCode;
 use crate::domain::user::{User, UserCommand};
-use crate::domain::{DomainError, ErrorCode};
+use crate::domain::DomainError;
 use crate::log::commands::{CommandError, CommandService};
 use crate::log::event_store::StoreError;
 use crate::platform::config::ApiTokensConfig;

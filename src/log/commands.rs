@@ -109,7 +109,7 @@ impl Precondition for UserLock {
             .map(|row| row.get(0));
         if active != Some(true) {
             return Err(DomainError::Conflict {
-                code: crate::domain::ErrorCode::UserDeleted,
+                code: crate::api::ErrorCode::UserDeleted,
                 message: "this user has been deleted".into(),
             }
             .into());

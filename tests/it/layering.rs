@@ -8,13 +8,13 @@ use std::path::Path;
 /// Which top-level module may use which.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("api", &[]),
-    ("domain", &[]),
-    ("platform", &["domain"]),
-    ("log", &["domain", "platform"]),
-    ("identity", &["domain", "log", "platform"]),
+    ("domain", &["api"]),
+    ("platform", &["api", "domain"]),
+    ("log", &["api", "domain", "platform"]),
+    ("identity", &["api", "domain", "log", "platform"]),
     ("fleet", &["api", "domain", "log", "platform"]),
     ("queries", &["api", "domain", "fleet", "log", "platform"]),
-    ("app", &["domain", "fleet", "identity", "log", "platform"]),
+    ("app", &["api", "domain", "fleet", "identity", "log", "platform"]),
     (
         "http",
         &[
@@ -77,4 +77,78 @@ fn folders_only_use_the_layers_below_them() {
         }
     }
     assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+}
+
+/// Inside `http/`, the modules (files, and `routes/` as one) import each
+/// other without a loop: the route files use the shared parts (auth,
+/// errors, sessions, ...), never the other way round. `mod.rs` (the
+/// server's assembly) and test code are left out.
+#[test]
+fn http_modules_import_each_other_without_a_loop() {
+    let http = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let mut files = Vec::new();
+    rust_files(&http, &mut files);
+    let module_of = |path: &Path| -> Option<String> {
+        let relative = path.strip_prefix(&http).unwrap();
+        let first = relative.iter().next()?.to_str()?.to_owned();
+        if first == "mod.rs" {
+            return None;
+        }
+        Some(first.trim_end_matches(".rs").to_owned())
+    };
+    let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let Some(module) = module_of(file) else { continue };
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let in_http_root = file.parent() == Some(http.as_path());
+        let mut used = BTreeSet::new();
+        for (prefix, applies) in [("crate::http::", true), ("super::", in_http_root)] {
+            if !applies {
+                continue;
+            }
+            for piece in code.split(prefix).skip(1) {
+                let name: String = piece.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let is_module = http.join(format!("{name}.rs")).exists() || http.join(&name).is_dir();
+                if !name.is_empty() && name != module && is_module {
+                    used.insert(name);
+                }
+            }
+        }
+        uses.entry(module).or_default().extend(used);
+    }
+    // Depth-first search for a cycle.
+    fn visit(
+        node: &str,
+        uses: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| n == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in uses.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, uses, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for module in uses.keys() {
+        let cycle = visit(module, &uses, &mut Vec::new(), &mut done);
+        assert!(
+            cycle.is_none(),
+            "http modules import each other in a loop: {cycle:?} (all: {uses:?})"
+        );
+    }
+    assert!(uses.get("routes").is_some_and(|used| used.contains("auth")), "{uses:?}");
 }

@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use super::optional_json;
 use super::queries::UserRole;
+use crate::api::ErrorCode;
 use crate::api::{CreatedRunner, NewRunnerToken, RunnerInvalidated};
 use crate::app::AppState;
 use crate::domain::runner::{RunnerCommand, RunnerSettings, RunnerSettingsChange};
-use crate::domain::ErrorCode;
 use crate::fleet::runners;
 use crate::http::auth::Admin;
 use crate::http::context::RequestContext;

@@ -8,8 +8,8 @@ use uuid::Uuid;
 use warden_events::StreamId;
 
 use super::queries::read_connection;
+use crate::api::ErrorCode;
 use crate::app::AppState;
-use crate::domain::ErrorCode;
 use crate::http::auth::AdminReader;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;

@@ -9,8 +9,8 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 use warden_events::job::FileRef;
 
+use crate::api::ErrorCode;
 use crate::app::AppState;
-use crate::domain::ErrorCode;
 use crate::fleet::files;
 use crate::fleet::jobs;
 use crate::http::auth::AuthenticatedUser;

@@ -6,9 +6,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::queries::{check_limit, JobStatus};
+use crate::api::ErrorCode;
 use crate::api::JobAccepted;
 use crate::app::AppState;
-use crate::domain::ErrorCode;
 use crate::fleet::jobs::JobView;
 use crate::fleet::{files, jobs};
 use crate::http::auth::AuthenticatedUser;

@@ -4,14 +4,13 @@
 use actix_web::{web, HttpResponse};
 use warden_events::Actor;
 
-use super::local_account::{login_error, LoginForm};
+use super::local_account::LoginForm;
 use crate::app::AppState;
-use crate::domain::ErrorCode;
 use crate::http::auth::NotCrossSite;
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::session::{login_response, TokenResponse};
-use crate::identity::ldap::{self, LdapLoginError};
+use crate::identity::ldap;
 
 /// Login with an LDAP directory user (OAuth2 password grant form).
 ///
@@ -53,19 +52,6 @@ pub async fn login(
         want_admin,
         &metadata,
     )
-    .await
-    .map_err(|error| match error {
-        LdapLoginError::UnknownProvider(_) => ApiError::new(ErrorCode::UnknownProvider, error.to_string()),
-        LdapLoginError::NotSynced => ApiError::new(ErrorCode::UserNotSynced, error.to_string()),
-        LdapLoginError::Login(error) => login_error(error),
-        LdapLoginError::Directory(error) => {
-            tracing::warn!(provider = %provider, %error, "LDAP login failed on the directory side");
-            ApiError::new(
-                ErrorCode::LdapUnavailable,
-                "the LDAP directory could not be reached or refused the query; try again later",
-            )
-        }
-        LdapLoginError::Command(error) => error.into(),
-    })?;
+    .await?;
     Ok(login_response(&state, user_id, want_admin))
 }

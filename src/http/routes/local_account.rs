@@ -6,16 +6,15 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use crate::api::ErrorCode;
 use crate::app::AppState;
-use crate::domain::ErrorCode;
 use crate::http::auth::{AuthenticatedUser, NotCrossSite};
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::json::Json;
-use crate::http::session::{login_response, TokenResponse};
-use crate::identity::access_tokens::ADMIN_SCOPE;
-use crate::identity::accounts::{self, LoginError};
+use crate::http::session::{login_response, wants_admin, TokenResponse};
+use crate::identity::accounts;
 use crate::platform::secrets::Secret;
 
 /// OAuth2 password-grant form, as Project-W's clients send it.
@@ -54,33 +53,6 @@ impl LoginForm {
     }
 }
 
-/// The answer to a failed password login, the same for every provider.
-pub fn login_error(error: LoginError) -> ApiError {
-    match error {
-        LoginError::LocalLoginDisabled => ApiError::new(ErrorCode::LocalLoginDisabled, error.to_string()),
-        LoginError::InvalidCredentials => ApiError::new(ErrorCode::InvalidCredentials, error.to_string()),
-        LoginError::AdminScopeDenied => ApiError::new(ErrorCode::AdminScopeDenied, error.to_string()),
-        LoginError::Throttled(wait) => ApiError::login_throttled(wait),
-        LoginError::Store(error) => error.into(),
-    }
-}
-
-/// Parses the space-separated `scope`; only `admin` is known.
-pub fn wants_admin(scope: Option<&str>) -> Result<bool, ApiError> {
-    let mut admin = false;
-    for requested in scope.unwrap_or_default().split_whitespace() {
-        if requested == ADMIN_SCOPE {
-            admin = true;
-        } else {
-            return Err(ApiError::new(
-                ErrorCode::UnknownScope,
-                format!("unknown scope `{requested}`; only `admin` exists"),
-            ));
-        }
-    }
-    Ok(admin)
-}
-
 /// Local account login (OAuth2 password grant form).
 ///
 /// `scope=admin` is granted only to admins; the token carries it. Also sets
@@ -113,8 +85,7 @@ pub async fn login(
         want_admin,
         context.source_ip.as_deref(),
     )
-    .await
-    .map_err(login_error)?;
+    .await?;
     Ok(login_response(&state, user_id, want_admin))
 }
 

@@ -20,7 +20,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpResponse, ResponseError, Route};
 
 use super::error::ApiError;
-use crate::domain::ErrorCode;
+use crate::api::ErrorCode;
 use crate::http::openapi::{BearerTokens, CommonAnswers};
 
 /// The API, declared once: every operation's path and methods come from

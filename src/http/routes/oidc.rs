@@ -8,12 +8,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::api::ErrorCode;
 use crate::app::AppState;
-use crate::domain::ErrorCode;
 use crate::http::context::RequestContext;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::session::{login_response, TokenResponse};
-use crate::identity::oidc::OidcError;
 use crate::platform::secrets::tokens::hashes_match;
 
 /// Ties the callback to the browser that started the login.
@@ -60,30 +59,6 @@ fn callback_url(state: &AppState, request: &HttpRequest, provider: &str) -> Stri
     format!("{base}/api/oidc/callback/{}", super::path_segment(provider))
 }
 
-/// The answer to every OIDC failure, on login and bearer-token paths alike.
-pub fn oidc_error(error: OidcError) -> ApiError {
-    match error {
-        OidcError::UnknownProvider(_) => ApiError::new(ErrorCode::UnknownProvider, error.to_string()),
-        OidcError::Unavailable(_) => {
-            tracing::warn!(%error, "OIDC provider unavailable");
-            ApiError::new(ErrorCode::OidcUnavailable, error.to_string())
-        }
-        OidcError::UnknownState => ApiError::new(ErrorCode::InvalidState, error.to_string()),
-        OidcError::IdTokenExpired => ApiError::new(ErrorCode::TokenExpired, error.to_string()),
-        OidcError::Refused(_) | OidcError::InvalidIdToken(_) => {
-            ApiError::new(ErrorCode::OidcLoginFailed, error.to_string())
-        }
-        OidcError::RoleMissing => ApiError::new(ErrorCode::RoleMissing, error.to_string()),
-        OidcError::AdminScopeDenied => ApiError::new(ErrorCode::AdminScopeDenied, error.to_string()),
-        OidcError::NoEmail => ApiError::new(ErrorCode::NoEmail, error.to_string()),
-        OidcError::EmailNotVerified => ApiError::new(ErrorCode::EmailNotVerified, error.to_string()),
-        OidcError::EmailTaken => ApiError::new(ErrorCode::EmailTaken, error.to_string()),
-        OidcError::Revoked => ApiError::new(ErrorCode::SessionRevoked, error.to_string()),
-        OidcError::Store(error) => error.into(),
-        OidcError::Command(error) => error.into(),
-    }
-}
-
 /// Starts an OIDC login (authorization code flow with PKCE): redirects to the provider.
 #[utoipa::path(
     get,
@@ -103,14 +78,14 @@ pub async fn login(
     provider: web::Path<String>,
     params: web::Query<LoginParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let want_admin = super::local_account::wants_admin(params.scope.as_deref())?;
+    let want_admin = crate::http::session::wants_admin(params.scope.as_deref())?;
     let redirect_uri = callback_url(&state, &request, &provider);
     let (url, csrf_state) = state
         .identity
         .oidc
         .begin_login(&state.identity, &provider, &redirect_uri, want_admin)
         .await
-        .map_err(oidc_error)?;
+        .map_err(ApiError::from)?;
     let cookie = Cookie::build(STATE_COOKIE, csrf_state)
         .path("/api/oidc")
         .http_only(true)
@@ -249,5 +224,5 @@ async fn finish_callback(
             &metadata,
         )
         .await
-        .map_err(oidc_error)
+        .map_err(ApiError::from)
 }

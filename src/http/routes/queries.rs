@@ -8,8 +8,8 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::api::ErrorCode;
 use crate::app::AppState;
-use crate::domain::ErrorCode;
 use crate::fleet::jobs::JobView;
 use crate::fleet::machines::MachineView;
 use crate::http::auth::AdminReader;

@@ -6,8 +6,8 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::api::ErrorCode;
 use crate::app::AppState;
-use crate::domain::ErrorCode;
 use crate::http::auth::{AuthenticatedUser, Credential};
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;

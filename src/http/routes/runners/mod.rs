@@ -15,7 +15,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use warden_events::machine::MachineInfo;
 
-use crate::domain::ErrorCode;
+use crate::api::ErrorCode;
 use crate::http::error::ApiError;
 
 const SYSTEM_ID_HEADER: &str = "x-runner-system-id";

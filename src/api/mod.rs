@@ -3,6 +3,10 @@
 //! integration tests. Plain serde types: this module uses nothing else of
 //! warden's but event types, so any layer may.
 
+mod error_code;
+
+pub use error_code::ErrorCode;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
