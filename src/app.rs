@@ -58,6 +58,9 @@ pub struct Core {
     /// database.
     pub secrets: ServerSecrets,
     pub commands: CommandService,
+    /// The projectors following the log (behind the appends, which
+    /// project their own events inline).
+    pub projections: Arc<ProjectionRunner>,
     pub identity: Arc<Identity>,
     pub fleet: Arc<Fleet>,
 }
@@ -97,7 +100,7 @@ impl Core {
             background.stop().await;
             return Err(error.into());
         }
-        let commands = CommandService::new(store, projections);
+        let commands = CommandService::new(store);
         let identity = Arc::new(Identity {
             db: db.clone(),
             commands: commands.clone(),
@@ -117,6 +120,7 @@ impl Core {
             db,
             secrets,
             commands,
+            projections,
             identity,
             fleet,
         };
@@ -147,6 +151,11 @@ pub struct Consumers {
 }
 
 impl Consumers {
+    /// The projectors, with their progress.
+    pub fn projections(&self) -> &ProjectionRunner {
+        &self.projections
+    }
+
     /// The names of those this instance leads now.
     pub fn led_here(&self) -> Vec<String> {
         let mut leads: Vec<String> = self
@@ -206,7 +215,7 @@ impl AppState {
             cancel.clone(),
         )));
         let consumers = Consumers {
-            projections: Arc::clone(core.commands.projections()),
+            projections: Arc::clone(&core.projections),
             reaction: reaction_progress,
         };
         background.tasks.push(spawn_instance_heartbeat(

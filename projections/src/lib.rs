@@ -40,15 +40,15 @@ pub trait Projection: Send + Sync {
     /// newer release) must stop it, elsewhere it may pass it by.
     fn category(&self) -> &'static str;
 
-    /// Whether `event` changes this projector's tables; commands only wait
-    /// for the projectors their events concern.
+    /// Whether `event` changes this projector's tables (an append projects
+    /// inline only through the projectors its events concern).
     fn handles(&self, event: &Event) -> bool;
 
-    /// Whether commits of this read model must be flushed before a command
-    /// that waits for it answers. Read models that decide who may do what
-    /// (users, runners) must; the others may commit asynchronously: one
-    /// lost in a PostgreSQL crash is re-projected from the log, which is
-    /// always durable, before warden serves again.
+    /// Whether the projector's own commits (behind the appends) must be
+    /// flushed. Read models that decide who may do what (users, runners)
+    /// must; the others may commit asynchronously: one lost in a
+    /// PostgreSQL crash is re-projected from the log, which is always
+    /// durable, before warden serves again.
     fn needs_durable_commits(&self) -> bool;
 
     /// What one event changes; nothing for events this projector does not

@@ -14,7 +14,6 @@ use warden_events::{Event, Metadata, RecordedEvent, StreamId};
 
 use crate::domain::{Aggregate, DomainError};
 use crate::log::event_store::{self, Appended, EventStore, ExpectedVersion, StoreError};
-use crate::log::projection_runner::ProjectionRunner;
 use crate::log::state_cache::StateCache;
 
 /// Attempts per command before a conflict is reported to the caller.
@@ -141,25 +140,19 @@ impl<A: Aggregate> Executed<A> {
 #[derive(Clone)]
 pub struct CommandService {
     store: EventStore,
-    projections: Arc<ProjectionRunner>,
     states: Arc<StateCache>,
 }
 
 impl CommandService {
-    pub fn new(store: EventStore, projections: Arc<ProjectionRunner>) -> Self {
+    pub fn new(store: EventStore) -> Self {
         CommandService {
             store,
-            projections,
             states: Arc::default(),
         }
     }
 
     pub fn store(&self) -> &EventStore {
         &self.store
-    }
-
-    pub fn projections(&self) -> &Arc<ProjectionRunner> {
-        &self.projections
     }
 
     /// The next number of a sequence (`runner_numbers`, `job_numbers`): the

@@ -126,10 +126,10 @@ impl LogConsumer for Projector {
     }
 }
 
-/// Tells other instances that `name`'s checkpoint moved (their commands
-/// waiting for it wake at once). After the commit, in a statement of its
-/// own: a notifying transaction serialises with every other one at commit.
-/// Best effort: waiters also look every 250 ms.
+/// Tells other instances that `name`'s checkpoint moved (their catch-up
+/// and health views see it at once). After the commit, in a statement of
+/// its own: a notifying transaction serialises with every other one at
+/// commit. Best effort: waiters also look every 250 ms.
 async fn announce(connection: &Connection, name: &str) {
     if let Err(error) = connection
         .execute("SELECT pg_notify($1, $2)", &[&CHECKPOINT_CHANNEL, &name])

@@ -282,7 +282,7 @@ async fn a_black_holed_instance_hands_its_leadership_to_a_healthy_one() {
     let healthy = TestApp::start_on(db, test_config()).await;
     let leading = |app: &TestApp| {
         app.state
-            .commands
+            .consumers
             .projections()
             .status()
             .iter()
@@ -616,7 +616,7 @@ async fn a_non_leading_instance_is_told_of_projector_progress() {
     let (leader, follower) = TestApp::start_two(test_config()).await;
     assert!(follower
         .state
-        .commands
+        .consumers
         .projections()
         .status()
         .iter()

@@ -137,7 +137,7 @@ async fn projectors_rebuild_from_the_log_after_a_reset() {
         }
     };
     app.state
-        .commands
+        .consumers
         .projections()
         .wait_for(target, std::time::Duration::from_secs(10))
         .await

@@ -41,7 +41,7 @@ async fn within_ready_timeout(
 
 async fn health_report(state: &AppState) -> Result<HttpResponse, ApiError> {
     let connection = state.db.get().await?;
-    let mut projectors = state.commands.projections().status();
+    let mut projectors = state.consumers.projections().status();
     for projector in &mut projectors {
         // Led elsewhere: this instance's memory knows nothing; the shared
         // checkpoint does.
@@ -130,7 +130,7 @@ async fn readiness(state: &AppState) -> Result<HttpResponse, ApiError> {
             reasons.push(format!("{} is {:.1}s behind the log", lag.name, lag.seconds));
         }
     }
-    for projector in state.commands.projections().status() {
+    for projector in state.consumers.projections().status() {
         if let Some(stuck) = &projector.stuck_on {
             reasons.push(format!(
                 "{} stopped at {} v{} (position {}), unreadable to this release",

@@ -38,7 +38,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 async fn refresh(state: &AppState) -> Result<(), ApiError> {
     let m = metrics::global();
     let connection = state.db.get().await?;
-    let here = state.commands.projections().status();
+    let here = state.consumers.projections().status();
     for lag in consumers::lags(&connection, &consumer_names()).await? {
         let consumer = labels([("consumer", lag.name)]);
         m.consumer_position.get_or_create(&consumer).set(lag.position);
