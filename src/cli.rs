@@ -10,7 +10,7 @@ use uuid::Uuid;
 use warden_events::user::{Role, UserOrigin};
 use warden_events::{Actor, Metadata};
 
-use crate::app::{AppState, Core};
+use crate::app::Core;
 use crate::fleet::reconcile;
 use crate::identity::accounts;
 use crate::platform::config::Config;
@@ -369,15 +369,17 @@ impl Cli {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.http.listen.clone();
     let shutdown_timeout = config.http.shutdown_timeout;
-    let handle = DatabaseHandle::open(&config, Purpose::Serve).await?;
-    let (state, background) = AppState::start(config, handle.db.clone()).await?;
-    let changed = accounts::provision_from_config(&state.identity).await?;
-    if !changed.is_empty() {
-        tracing::info!(ids = ?changed, "provisioned users from the config");
-    }
     let listener = TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let server = crate::http::server(state, listener)?;
+    let handle = DatabaseHandle::open(&config, Purpose::Serve).await?;
+    let crate::http::Application { server, background, .. } =
+        match crate::http::Application::build(config, handle.db.clone(), listener).await {
+            Ok(application) => application,
+            Err(error) => {
+                handle.close().await;
+                return Err(error);
+            }
+        };
     // Our own signal handling, in place before we say we are listening:
     // a SIGTERM right after start-up must still shut down gracefully.
     let stopper = server.handle();

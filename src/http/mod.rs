@@ -22,6 +22,44 @@ use crate::app::AppState;
 /// Largest login form; a password form has no business being bigger.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
+/// A serving instance, built the one way `warden serve` and the tests
+/// share: the core and the serve-only tasks started, users provisioned
+/// from the configuration, and the HTTP server on `listener` (not yet
+/// running: the caller awaits `server`, after setting up its signals).
+pub struct Application {
+    pub state: Arc<AppState>,
+    pub server: actix_web::dev::Server,
+    pub background: crate::app::Background,
+}
+
+impl Application {
+    pub async fn build(
+        config: crate::platform::config::Config,
+        db: crate::platform::db::Database,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
+        let (state, background) = AppState::start(config, db).await?;
+        let ready = async {
+            let changed = crate::identity::accounts::provision_from_config(&state.identity).await?;
+            if !changed.is_empty() {
+                tracing::info!(ids = ?changed, "provisioned users from the config");
+            }
+            anyhow::Ok(server(Arc::clone(&state), listener)?)
+        };
+        match ready.await {
+            Ok(server) => Ok(Application {
+                state,
+                server,
+                background,
+            }),
+            Err(error) => {
+                background.stop().await;
+                Err(error)
+            }
+        }
+    }
+}
+
 /// Builds the server on an already bound listener (port 0 in tests).
 /// Signals are the caller's business (see `cli::serve`), so that their
 /// handling is in place before the server announces itself.

@@ -313,13 +313,15 @@ impl TestApp {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let (state, background) = AppState::start(config, db.db.clone()).await.expect("app start");
-        warden::identity::accounts::provision_from_config(&state.identity)
-            .await
-            .expect("provisioning");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let server = warden::http::server(Arc::clone(&state), listener).unwrap();
+        let warden::http::Application {
+            state,
+            server,
+            background,
+        } = warden::http::Application::build(config, db.db.clone(), listener)
+            .await
+            .expect("app start");
         let handle = server.handle();
         tokio::spawn(server);
         TestApp {
