@@ -238,7 +238,7 @@ impl AppState {
             .push(crate::fleet::machines::spawn_pruner(Arc::clone(fleet), cancel.clone()));
         background
             .tasks
-            .push(crate::fleet::spawn_sweeper(Arc::clone(fleet), cancel.clone()));
+            .push(crate::fleet::sweeper::spawn(Arc::clone(fleet), cancel.clone()));
         background.tasks.push(crate::fleet::machines::spawn_contact_sharing(
             Arc::clone(fleet),
             cancel.clone(),

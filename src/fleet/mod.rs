@@ -1,7 +1,7 @@
 //! The runner fleet: runners and their tokens, runner machines, jobs and
-//! their assignment, the dispatcher, the re-assignment reaction, rate
-//! limits, and the runner-host tool `warden runner reconcile`. Uses
-//! `platform`, `domain` and `log`.
+//! their assignment, the two runner protocols (`project_w`, `native`), the
+//! dispatcher, the re-assignment reaction, rate limits and the sweeper.
+//! Uses `api`, `platform`, `domain` and `log`.
 
 pub mod dispatcher;
 pub mod files;
@@ -12,9 +12,9 @@ pub mod native;
 pub mod project_w;
 pub mod rate_limit;
 pub mod reactions;
-pub mod reconcile;
 pub mod runners;
 pub mod sessions;
+pub mod sweeper;
 pub mod transcripts;
 pub mod waiting_list;
 
@@ -99,69 +99,4 @@ impl Fleet {
         self.alive_instances.store(alive, Ordering::Relaxed);
         self.rate_limit.set_instances(alive);
     }
-}
-
-/// Ends Project-W sessions silent for longer than `runners.online_timeout`
-/// and puts their jobs back in the queue, likewise the jobs of native
-/// machines silent for `runners.native_silence_timeout` and the Project-W
-/// jobs not fetched within `runners.retrieve_timeout`; removes abandoned
-/// uploads. Runs
-/// every quarter of the timeout (1 to 15 s) until `cancel` fires.
-pub fn spawn_sweeper(fleet: Arc<Fleet>, cancel: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let timeout = fleet.config.online_timeout;
-        let every = (timeout / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(15));
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-            if let Err(error) = sweep(&fleet).await {
-                tracing::warn!(%error, "sweeping silent runner sessions failed");
-            }
-        }
-    })
-}
-
-async fn sweep(fleet: &Fleet) -> Result<(), crate::log::commands::CommandError> {
-    let metadata = warden_events::Metadata::system("silent-machines");
-    for session in sessions::close_silent(&fleet.db, fleet.config.online_timeout).await? {
-        fleet.dispatcher.go_offline(session.machine_id);
-        let machine = crate::domain::job::MachineRef {
-            runner_id: session.runner_id,
-            machine_id: session.machine_id,
-        };
-        if let Some(job) = jobs::requeue_from(fleet, machine, jobs::SILENT_MACHINE, &metadata).await? {
-            tracing::info!(%job, session = %session.id, "requeued the job of a silent runner machine");
-        }
-    }
-    let unretrieved = jobs::requeue_unretrieved(fleet).await?;
-    if unretrieved > 0 {
-        tracing::info!(
-            jobs = unretrieved,
-            "requeued jobs their runner machines did not fetch in time"
-        );
-    }
-    for (job, machine) in jobs::held_by_silent_native_machines(fleet).await? {
-        if jobs::requeue_from(fleet, machine, jobs::SILENT_MACHINE, &metadata)
-            .await?
-            .is_some()
-        {
-            tracing::info!(%job, machine = %machine.machine_id, "requeued the job of a silent runner machine");
-        }
-    }
-    files::remove_abandoned(&fleet.db).await?;
-    // Progress slots of jobs that stopped reporting a day ago.
-    fleet
-        .db
-        .get()
-        .await
-        .map_err(crate::log::event_store::StoreError::from)?
-        .execute(
-            "DELETE FROM progress_recordings WHERE recorded_at < now() - interval '1 day'",
-            &[],
-        )
-        .await
-        .map_err(crate::log::event_store::StoreError::from)?;
-    Ok(())
 }

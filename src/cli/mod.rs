@@ -1,5 +1,7 @@
 //! The `warden` command line.
 
+mod reconcile;
+
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -11,7 +13,6 @@ use warden_events::user::{Role, UserOrigin};
 use warden_events::{Actor, Metadata};
 
 use crate::app::Core;
-use crate::fleet::reconcile;
 use crate::identity::accounts;
 use crate::platform::config::Config;
 use crate::platform::database_setup::{DatabaseHandle, Purpose};
