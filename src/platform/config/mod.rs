@@ -6,6 +6,9 @@
 //! also be set as `WARDEN_<SECTION>__<FIELD>`, e.g.
 //! `WARDEN_SECURITY__LOCAL_ACCOUNT__MODE=no_signup`. Errors name the field.
 
+mod interpolate;
+mod validate;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use serde::Deserialize;
 
 use crate::platform::secrets::passwords;
 use crate::platform::secrets::Secret;
+use interpolate::read_yaml;
 
 /// Shortest `security.secret_key` accepted (it signs access tokens).
 pub const MIN_SECRET_KEY_LENGTH: usize = 32;
@@ -175,254 +179,164 @@ fn default_ldap_timeout() -> Duration {
 
 /// The runner side: machines, job hand-out, limits.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RunnersConfig {
     /// A machine's contact is written to the log at most this often (plus
     /// whenever its info or address changes); the freshest value is kept
     /// in memory.
-    #[serde(default = "default_contact_record_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub contact_record_interval: Duration,
     /// Machines whose last recorded contact is older than this are pruned.
-    #[serde(default = "default_machine_retention", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub machine_retention: Duration,
-    #[serde(default = "default_prune_check_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub prune_check_interval: Duration,
     /// Longest a job request may wait for a job (`wait_seconds` is capped).
-    #[serde(default = "default_long_poll_max", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub long_poll_max: Duration,
     /// A Project-W style machine counts as online this long after its last
     /// heartbeat.
-    #[serde(default = "default_online_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub online_timeout: Duration,
     /// A Project-W job its machine has not fetched (`retrieve_job_info`)
     /// this long after it was assigned goes back to the queue: three
     /// heartbeat intervals of the real runner by default.
-    #[serde(default = "default_retrieve_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub retrieve_timeout: Duration,
     /// A machine of warden's native protocol that holds a job and sends
     /// nothing (no poll, progress or verify) for this long loses the job:
     /// it goes back to the queue. Must be longer than
     /// `contact_record_interval` (its contacts are read from the log).
-    #[serde(default = "default_native_silence_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub native_silence_timeout: Duration,
     /// Progress reports are recorded at most this often per job.
-    #[serde(default = "default_progress_record_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub progress_record_interval: Duration,
     /// Longest grace period for the old token when a runner token is reset.
-    #[serde(default = "default_max_token_grace", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_token_grace: Duration,
-    #[serde(default)]
     pub rate_limit: RateLimitConfig,
     /// Machines one runner token may have registered at once (pruned ones
     /// do not count): a leaked token cannot fill the database with
     /// machines.
-    #[serde(default = "default_max_machines_per_token")]
     pub max_machines_per_token: u32,
     /// Answer heartbeats of idle Project-W machines from memory when this
     /// instance checked their tokens recently and no change was notified
     /// since (`fleet/heartbeat_cache.rs`). Off: every heartbeat reads the
     /// database.
-    #[serde(default = "default_heartbeat_cache")]
     pub heartbeat_cache: bool,
 }
 
 impl Default for RunnersConfig {
     fn default() -> Self {
         RunnersConfig {
-            contact_record_interval: default_contact_record_interval(),
-            machine_retention: default_machine_retention(),
-            prune_check_interval: default_prune_check_interval(),
-            long_poll_max: default_long_poll_max(),
-            online_timeout: default_online_timeout(),
-            retrieve_timeout: default_retrieve_timeout(),
-            native_silence_timeout: default_native_silence_timeout(),
-            progress_record_interval: default_progress_record_interval(),
-            max_token_grace: default_max_token_grace(),
+            contact_record_interval: Duration::from_secs(5 * 60),
+            machine_retention: Duration::from_secs(7 * 24 * 3600),
+            prune_check_interval: Duration::from_secs(10 * 60),
+            long_poll_max: Duration::from_secs(60),
+            online_timeout: Duration::from_secs(60),
+            retrieve_timeout: Duration::from_secs(30),
+            native_silence_timeout: Duration::from_secs(15 * 60),
+            progress_record_interval: Duration::from_secs(5),
+            max_token_grace: Duration::from_secs(7 * 24 * 3600),
             rate_limit: RateLimitConfig::default(),
-            max_machines_per_token: default_max_machines_per_token(),
-            heartbeat_cache: default_heartbeat_cache(),
+            max_machines_per_token: 1000,
+            heartbeat_cache: true,
         }
     }
 }
 
-fn default_heartbeat_cache() -> bool {
-    true
-}
-
-fn default_max_machines_per_token() -> u32 {
-    1000
-}
-
-fn default_contact_record_interval() -> Duration {
-    Duration::from_secs(5 * 60)
-}
-
-fn default_machine_retention() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
-}
-
-fn default_prune_check_interval() -> Duration {
-    Duration::from_secs(10 * 60)
-}
-
-fn default_long_poll_max() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn default_online_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn default_retrieve_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_native_silence_timeout() -> Duration {
-    Duration::from_secs(15 * 60)
-}
-
-fn default_progress_record_interval() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn default_max_token_grace() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
-}
-
 /// Jobs and their files.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct JobsConfig {
     /// Largest input file a user may upload (`POST /api/files`).
-    #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
     /// Largest result a runner may send (a Project-W transcript in all its
     /// formats), the body limit of `submit_job_result`.
-    #[serde(default = "default_max_result_bytes")]
     pub max_result_bytes: usize,
     /// The most bytes one user's files (uploads and results) may take;
     /// an upload past it answers `413 storage_quota_exceeded`.
-    #[serde(default = "default_max_user_bytes")]
     pub max_user_bytes: u64,
     /// Uploads of one user in progress at once; one more answers `429
     /// too_many_uploads`.
-    #[serde(default = "default_max_concurrent_uploads")]
     pub max_concurrent_uploads: u32,
     /// An upload (or a runner's result) that sends nothing for this long
     /// is given up (`408 upload_timed_out`).
-    #[serde(default = "default_upload_idle_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub upload_idle_timeout: Duration,
     /// The longest an upload (or a result) may take in all.
-    #[serde(default = "default_upload_deadline", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub upload_deadline: Duration,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
-            max_file_bytes: default_max_file_bytes(),
-            max_result_bytes: default_max_result_bytes(),
-            max_user_bytes: default_max_user_bytes(),
-            max_concurrent_uploads: default_max_concurrent_uploads(),
-            upload_idle_timeout: default_upload_idle_timeout(),
-            upload_deadline: default_upload_deadline(),
+            max_file_bytes: 1024 * 1024 * 1024,
+            max_result_bytes: 64 * 1024 * 1024,
+            max_user_bytes: 10 * 1024 * 1024 * 1024,
+            max_concurrent_uploads: 4,
+            upload_idle_timeout: Duration::from_secs(30),
+            upload_deadline: Duration::from_secs(3600),
         }
     }
 }
 
-fn default_max_user_bytes() -> u64 {
-    10 * 1024 * 1024 * 1024
-}
-
-fn default_max_concurrent_uploads() -> u32 {
-    4
-}
-
-fn default_upload_idle_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_upload_deadline() -> Duration {
-    Duration::from_secs(3600)
-}
-
-fn default_max_file_bytes() -> u64 {
-    1024 * 1024 * 1024
-}
-
-fn default_max_result_bytes() -> usize {
-    64 * 1024 * 1024
-}
-
 /// Requests per runner token (all its machines together).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
-    #[serde(default = "default_per_second")]
     pub per_second: u32,
-    #[serde(default = "default_burst")]
     pub burst: u32,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
-            per_second: default_per_second(),
-            burst: default_burst(),
+            per_second: 100,
+            burst: 500,
         }
     }
 }
 
-fn default_per_second() -> u32 {
-    100
-}
-
-fn default_burst() -> u32 {
-    500
-}
-
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `postgres://...` or `host=... user=...`; without it warden starts
     /// its own PostgreSQL cluster in `data_dir`.
-    #[serde(default)]
     pub url: Option<Secret>,
-    #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// PEM file with the CA certificates that sign the database server's
     /// certificate (for `sslmode=require`); default: the system's.
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Streaming replicas of the database (URLs as for `url`): admin
     /// read-model queries, audit queries and time travel go there once a
     /// replica has replayed what the primary had when the query started.
-    #[serde(default)]
     pub replica_urls: Vec<Secret>,
     /// How long such a query waits for a replica to catch up before it
     /// goes to the primary.
-    #[serde(default = "default_replica_max_wait", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub replica_max_wait: Duration,
     /// The server cancels a statement after this; warden gives a
     /// connection that owes an answer 2 s more, then fails it (a frozen
     /// server never applies its own timeout) and the request answers
     /// `503 database_unavailable`.
-    #[serde(default = "default_statement_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
     /// Connecting to one host of the URL: TCP, TLS, start-up,
     /// authentication and the read-write check together. With several
     /// hosts, the next is tried beside a host silent for 250 ms.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// The longest a request waits for a free pooled connection.
-    #[serde(default = "default_pool_wait_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub pool_wait_timeout: Duration,
     /// The statement timeout of migrations, of the rewrite after a
     /// user's deletion, and of one-shot commands (`warden replay`,
     /// `warden audit verify`, ...).
-    #[serde(default = "default_maintenance_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub maintenance_timeout: Duration,
 }
 
@@ -430,15 +344,15 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: None,
-            data_dir: default_data_dir(),
-            max_connections: default_max_connections(),
+            data_dir: PathBuf::from("warden-data"),
+            max_connections: 32,
             ca_file: None,
             replica_urls: Vec::new(),
-            replica_max_wait: default_replica_max_wait(),
-            statement_timeout: default_statement_timeout(),
-            connect_timeout: default_connect_timeout(),
-            pool_wait_timeout: default_pool_wait_timeout(),
-            maintenance_timeout: default_maintenance_timeout(),
+            replica_max_wait: Duration::from_millis(250),
+            statement_timeout: crate::platform::db::Timeouts::REQUESTS.statement,
+            connect_timeout: crate::platform::db::Timeouts::REQUESTS.connect,
+            pool_wait_timeout: crate::platform::db::Timeouts::REQUESTS.pool_wait,
+            maintenance_timeout: crate::platform::db::Timeouts::REQUESTS.maintenance,
         }
     }
 }
@@ -455,173 +369,104 @@ impl DatabaseConfig {
     }
 }
 
-fn default_statement_timeout() -> Duration {
-    crate::platform::db::Timeouts::REQUESTS.statement
-}
-
-fn default_connect_timeout() -> Duration {
-    crate::platform::db::Timeouts::REQUESTS.connect
-}
-
-fn default_pool_wait_timeout() -> Duration {
-    crate::platform::db::Timeouts::REQUESTS.pool_wait
-}
-
-fn default_maintenance_timeout() -> Duration {
-    crate::platform::db::Timeouts::REQUESTS.maintenance
-}
-
-fn default_replica_max_wait() -> Duration {
-    Duration::from_millis(250)
-}
-
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("warden-data")
-}
-
-fn default_max_connections() -> usize {
-    32
-}
-
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    #[serde(default = "default_listen")]
     pub listen: String,
     /// Defaults to one per CPU.
-    #[serde(default)]
     pub workers: Option<usize>,
     /// warden's own URL as clients reach it (behind a proxy: the public
     /// one), e.g. `https://warden.example.org`. OIDC callbacks are built
     /// from it; without it, from the request's host.
-    #[serde(default)]
     pub public_url: Option<String>,
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
     /// is believed; the client is the rightmost address not in this list.
     /// Empty: the TCP peer is the client and the header is ignored.
-    #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest JSON or form body accepted.
-    #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// No longer used: commands update the read models in their own
     /// transaction and do not wait. Still accepted, so that configuration
     /// files of earlier releases load; start-up warns when it is set.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub consistency_timeout: Option<Duration>,
     /// After SIGTERM/SIGINT: in-flight requests drain, background tasks
     /// stop; past this the process exits anyway (e.g. the database does
     /// not answer).
-    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// `/api/health/ready` fails when a consumer's oldest unprocessed event
     /// is older than this.
-    #[serde(default = "default_ready_max_lag", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub ready_max_lag: Duration,
     /// `/api/health` and `/api/health/ready` answer within this: `503`
     /// when the database has not answered their questions by then.
-    #[serde(default = "default_ready_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
     /// A transaction that holds the log horizon (and so every projector)
     /// back longer than this is named in a warning.
-    #[serde(default = "default_stall_warning", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub stall_warning: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            listen: default_listen(),
+            listen: "127.0.0.1:8080".into(),
             workers: None,
             public_url: None,
             trusted_proxies: Vec::new(),
-            max_body_bytes: default_max_body_bytes(),
+            max_body_bytes: 64 * 1024,
             consistency_timeout: None,
-            shutdown_timeout: default_shutdown_timeout(),
-            ready_max_lag: default_ready_max_lag(),
-            ready_timeout: default_ready_timeout(),
-            stall_warning: default_stall_warning(),
+            shutdown_timeout: Duration::from_secs(30),
+            ready_max_lag: Duration::from_secs(30),
+            ready_timeout: Duration::from_secs(2),
+            stall_warning: Duration::from_secs(10),
         }
     }
 }
 
-fn default_ready_timeout() -> Duration {
-    Duration::from_secs(2)
-}
-
-fn default_stall_warning() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_ready_max_lag() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_shutdown_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-
-fn default_max_body_bytes() -> usize {
-    64 * 1024
-}
-
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
     /// Signs access tokens (and the login throttle's key is derived from
     /// it); at least 32 bytes. Without it warden keeps generated keys in
     /// `secrets_file`.
-    #[serde(default)]
     pub secret_key: Option<Secret>,
     /// Keys that signed tokens before `secret_key` (a rotation): they
     /// verify, never sign. Remove them once their tokens have expired.
-    #[serde(default)]
     pub previous_secret_keys: Vec<Secret>,
     /// Where the generated server secrets are kept when `secret_key` is
     /// not set (mode 0600); default `<database.data_dir>/secrets.json`.
     /// Every instance of one database needs the same file.
-    #[serde(default)]
     pub secrets_file: Option<PathBuf>,
-    #[serde(default = "default_token_lifetime", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub access_token_lifetime: Duration,
-    #[serde(default)]
     pub local_account: LocalAccountConfig,
-    #[serde(default)]
     pub session: SessionConfig,
-    #[serde(default)]
     pub login_throttle: LoginThrottleConfig,
-    #[serde(default)]
     pub api_tokens: ApiTokensConfig,
 }
 
 /// Long-lived API tokens (`security.api_tokens`).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApiTokensConfig {
     /// The longest (and default) lifetime of a new API token; `0s` = tokens
     /// may live until revoked.
-    #[serde(default = "default_api_token_lifetime", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_lifetime: Duration,
     /// A password change revokes the user's API tokens.
-    #[serde(default = "default_true")]
     pub revoke_on_password_change: bool,
 }
 
 impl Default for ApiTokensConfig {
     fn default() -> Self {
         ApiTokensConfig {
-            max_lifetime: default_api_token_lifetime(),
+            max_lifetime: Duration::from_secs(90 * 24 * 3600),
             revoke_on_password_change: true,
         }
     }
-}
-
-fn default_api_token_lifetime() -> Duration {
-    Duration::from_secs(90 * 24 * 3600)
 }
 
 impl Default for SecurityConfig {
@@ -630,7 +475,7 @@ impl Default for SecurityConfig {
             secret_key: None,
             previous_secret_keys: Vec::new(),
             secrets_file: None,
-            access_token_lifetime: default_token_lifetime(),
+            access_token_lifetime: Duration::from_secs(3600),
             local_account: LocalAccountConfig::default(),
             session: SessionConfig::default(),
             login_throttle: LoginThrottleConfig::default(),
@@ -641,32 +486,26 @@ impl Default for SecurityConfig {
 
 /// The session cookie every login also sets (seed 003's `session-max-age`).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// How long a session cookie stays valid; `0s` = unlimited (until
     /// log-out, password change or deletion).
-    #[serde(default = "default_session_max_age", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Send the cookie over HTTPS only. Turn off only for plain-HTTP
     /// development set-ups.
-    #[serde(default = "default_true")]
     pub cookie_secure: bool,
-    #[serde(default)]
     pub same_site: SameSite,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            max_age: default_session_max_age(),
+            max_age: Duration::from_secs(7 * 24 * 3600),
             cookie_secure: true,
             same_site: SameSite::default(),
         }
     }
-}
-
-fn default_session_max_age() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
 }
 
 fn default_true() -> bool {
@@ -686,69 +525,38 @@ pub enum SameSite {
 /// address: an attacker elsewhere cannot lock an admin out, and every
 /// lock-out ends.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LoginThrottleConfig {
     /// Failed logins of one account from one address within `window`
     /// before that pair is locked out.
-    #[serde(default = "default_account_failures")]
     pub max_failures_per_account: u32,
     /// Failed logins (any account) from one address within `window`
     /// before that address is locked out.
-    #[serde(default = "default_address_failures")]
     pub max_failures_per_address: u32,
-    #[serde(default = "default_throttle_window", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// How long a lock-out lasts.
-    #[serde(default = "default_lockout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub lockout: Duration,
     /// Failed checks of one account from *all* addresses together before
     /// each further attempt must wait (1 s, doubling).
-    #[serde(default = "default_slow_down_after")]
     pub slow_down_after: u32,
     /// The longest such wait: an account is never locked, only slowed.
-    #[serde(default = "default_max_slow_down", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_slow_down: Duration,
 }
 
 impl Default for LoginThrottleConfig {
     fn default() -> Self {
         LoginThrottleConfig {
-            max_failures_per_account: default_account_failures(),
-            max_failures_per_address: default_address_failures(),
-            window: default_throttle_window(),
-            lockout: default_lockout(),
-            slow_down_after: default_slow_down_after(),
-            max_slow_down: default_max_slow_down(),
+            max_failures_per_account: 5,
+            max_failures_per_address: 50,
+            window: Duration::from_secs(15 * 60),
+            lockout: Duration::from_secs(5 * 60),
+            slow_down_after: 10,
+            max_slow_down: Duration::from_secs(60),
         }
     }
-}
-
-fn default_account_failures() -> u32 {
-    5
-}
-
-fn default_address_failures() -> u32 {
-    50
-}
-
-fn default_throttle_window() -> Duration {
-    Duration::from_secs(15 * 60)
-}
-
-fn default_slow_down_after() -> u32 {
-    10
-}
-
-fn default_max_slow_down() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn default_lockout() -> Duration {
-    Duration::from_secs(5 * 60)
-}
-
-fn default_token_lifetime() -> Duration {
-    Duration::from_secs(3600)
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -859,357 +667,11 @@ impl Config {
     fn is_unresolved(&self, field: &str) -> bool {
         self.unresolved.iter().any(|u| u.field == field)
     }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(key) = self
-            .security
-            .secret_key
-            .as_ref()
-            .filter(|_| !self.is_unresolved("security.secret_key"))
-        {
-            if key.expose().len() < MIN_SECRET_KEY_LENGTH {
-                return Err(field_error("security.secret_key", "must be at least 32 bytes long"));
-            }
-        }
-        if self.security.access_token_lifetime < Duration::from_secs(60) {
-            return Err(field_error("security.access_token_lifetime", "must be at least 1m"));
-        }
-        self.http
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| field_error("http.listen", format!("not an address like 127.0.0.1:8080 ({e})")))?;
-        let throttle = &self.security.login_throttle;
-        if throttle.max_failures_per_account == 0 || throttle.max_failures_per_address == 0 {
-            return Err(field_error(
-                "security.login_throttle",
-                "the failure limits must be at least 1",
-            ));
-        }
-        if throttle.window.is_zero() || throttle.lockout.is_zero() {
-            return Err(field_error(
-                "security.login_throttle",
-                "window and lockout must be longer than 0s",
-            ));
-        }
-        if throttle.lockout > Duration::from_secs(24 * 3600) {
-            return Err(field_error(
-                "security.login_throttle.lockout",
-                "at most 24h: a lock-out must end, or an attacker could keep an admin out",
-            ));
-        }
-        if throttle.slow_down_after == 0 || throttle.max_slow_down > Duration::from_secs(3600) {
-            return Err(field_error(
-                "security.login_throttle",
-                "slow_down_after must be at least 1 and max_slow_down at most 1h",
-            ));
-        }
-        if self.http.max_body_bytes < 1024 {
-            return Err(field_error("http.max_body_bytes", "must be at least 1024"));
-        }
-        let database = &self.database;
-        for (field, value, least) in [
-            (
-                "database.statement_timeout",
-                database.statement_timeout,
-                Duration::from_millis(100),
-            ),
-            (
-                "database.connect_timeout",
-                database.connect_timeout,
-                Duration::from_millis(100),
-            ),
-            (
-                "database.pool_wait_timeout",
-                database.pool_wait_timeout,
-                Duration::from_millis(1),
-            ),
-            (
-                "database.maintenance_timeout",
-                database.maintenance_timeout,
-                database.statement_timeout,
-            ),
-        ] {
-            if value < least {
-                return Err(field_error(
-                    field,
-                    format!("must be at least {}", humantime::format_duration(least)),
-                ));
-            }
-        }
-        let jobs = &self.jobs;
-        if jobs.max_concurrent_uploads == 0 || jobs.max_user_bytes == 0 {
-            return Err(field_error(
-                "jobs",
-                "max_concurrent_uploads and max_user_bytes must be at least 1",
-            ));
-        }
-        if jobs.upload_idle_timeout.is_zero() || jobs.upload_deadline < jobs.upload_idle_timeout {
-            return Err(field_error(
-                "jobs.upload_deadline",
-                "upload_idle_timeout must be longer than 0s, and upload_deadline at least as long",
-            ));
-        }
-        let runners = &self.runners;
-        if runners.retrieve_timeout.is_zero() {
-            return Err(field_error("runners.retrieve_timeout", "must be longer than 0s"));
-        }
-        if runners.max_machines_per_token == 0 {
-            return Err(field_error("runners.max_machines_per_token", "must be at least 1"));
-        }
-        if runners.rate_limit.per_second == 0 || runners.rate_limit.burst == 0 {
-            return Err(field_error(
-                "runners.rate_limit",
-                "per_second and burst must be at least 1",
-            ));
-        }
-        if runners.contact_record_interval.is_zero() || runners.prune_check_interval.is_zero() {
-            return Err(field_error("runners", "intervals must be longer than 0s"));
-        }
-        if runners.native_silence_timeout <= runners.contact_record_interval {
-            return Err(field_error(
-                "runners.native_silence_timeout",
-                "must be longer than runners.contact_record_interval, or machines at work would lose their jobs",
-            ));
-        }
-        if runners.machine_retention <= runners.contact_record_interval {
-            return Err(field_error(
-                "runners.machine_retention",
-                "must be longer than runners.contact_record_interval, or live machines would be pruned",
-            ));
-        }
-        if self.database.max_connections < 4 {
-            return Err(field_error("database.max_connections", "must be at least 4"));
-        }
-        for (name, ldap) in &self.ldap_providers {
-            validate_ldap_provider(name, ldap)?;
-        }
-        for (name, oidc) in &self.oidc_providers {
-            validate_provider_name("oidc_providers", name)?;
-            let url = url::Url::parse(&oidc.base_url)
-                .map_err(|e| field_error(format!("oidc_providers.{name}.base_url"), format!("not a URL ({e})")))?;
-            if !matches!(url.scheme(), "https" | "http") {
-                return Err(field_error(
-                    format!("oidc_providers.{name}.base_url"),
-                    "must be an http(s) URL",
-                ));
-            }
-            if oidc.client_id.is_empty() {
-                return Err(field_error(
-                    format!("oidc_providers.{name}.client_id"),
-                    "must not be empty",
-                ));
-            }
-        }
-        if let Some(public) = &self.http.public_url {
-            let url =
-                url::Url::parse(public).map_err(|e| field_error("http.public_url", format!("not a URL ({e})")))?;
-            if !matches!(url.scheme(), "https" | "http") || url.path() != "/" {
-                return Err(field_error(
-                    "http.public_url",
-                    "an http(s) URL without a path, e.g. https://warden.example.org",
-                ));
-            }
-        }
-        let mut emails = BTreeMap::new();
-        for (id, user) in &self.security.local_account.user_provisioning {
-            let field = format!("security.local_account.user_provisioning.{id}");
-            crate::domain::user::validate_email(&user.email)
-                .map_err(|e| field_error(format!("{field}.email"), e.to_string()))?;
-            if !self.is_unresolved(&format!("{field}.password")) {
-                passwords::check_policy(user.password.expose())
-                    .map_err(|m| field_error(format!("{field}.password"), m))?;
-            }
-            let normalised = crate::domain::user::normalise_email(&user.email);
-            if let Some(other) = emails.insert(normalised, id) {
-                return Err(field_error(
-                    format!("{field}.email"),
-                    format!("the same email is already provisioned under id {other}"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A provider's name appears in URLs and in user ids (`ldap:<name>`).
-fn validate_provider_name(kind: &str, name: &str) -> Result<(), ConfigError> {
-    let valid = !name.is_empty() && name.len() <= 64 && !name.chars().any(|c| c.is_control() || c == '/' || c == ':');
-    if valid {
-        Ok(())
-    } else {
-        Err(field_error(
-            format!("{kind}.{name}"),
-            "a provider name must be 1 to 64 characters without '/', ':' or control characters",
-        ))
-    }
-}
-
-fn validate_ldap_provider(name: &str, ldap: &LdapProviderConfig) -> Result<(), ConfigError> {
-    validate_provider_name("ldap_providers", name)?;
-    let field = |f: &str| format!("ldap_providers.{name}.{f}");
-    let url = url::Url::parse(&ldap.server_address)
-        .map_err(|e| field_error(field("server_address"), format!("not a URL ({e})")))?;
-    match url.scheme() {
-        "ldap" => {}
-        "ldaps" if ldap.starttls => {
-            return Err(field_error(
-                field("starttls"),
-                "StartTLS is for ldap:// URLs; ldaps:// is TLS already",
-            ))
-        }
-        "ldaps" => {}
-        other => {
-            return Err(field_error(
-                field("server_address"),
-                format!("scheme must be ldap or ldaps, not {other}"),
-            ))
-        }
-    }
-    if let Some(ca) = &ldap.ca_file {
-        if !ca.is_file() {
-            return Err(field_error(
-                field("ca_file"),
-                format!("{} is not a readable file", ca.display()),
-            ));
-        }
-    }
-    let attribute = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';');
-    if ldap.username_attributes.is_empty() || !ldap.username_attributes.iter().all(|a| attribute(a)) {
-        return Err(field_error(
-            field("username_attributes"),
-            "a list of one or more attribute names",
-        ));
-    }
-    for (f, value) in [
-        ("uid_attribute", &ldap.uid_attribute),
-        ("mail_attribute", &ldap.mail_attribute),
-    ] {
-        if !attribute(value) {
-            return Err(field_error(field(f), "an attribute name"));
-        }
-    }
-    let queries = [
-        ("user_query", Some(&ldap.user_query)),
-        ("admin_query", ldap.admin_query.as_ref()),
-    ];
-    for (f, query) in queries {
-        if let Some(query) = query {
-            let filter = query.filter.trim();
-            if !(filter.starts_with('(') && filter.ends_with(')'))
-                || filter.matches('(').count() != filter.matches(')').count()
-            {
-                return Err(field_error(
-                    format!("{}.filter", field(f)),
-                    "an LDAP filter in parentheses",
-                ));
-            }
-        }
-    }
-    if ldap.timeout.is_zero() {
-        return Err(field_error(field("timeout"), "must be longer than 0s"));
-    }
-    Ok(())
-}
-
-/// Parses the YAML file and expands `${NAME}` in its strings; a field whose
-/// variable is not set becomes empty and is listed in `unresolved`. Map
-/// keys become strings (provisioning ids are written as integers).
-fn read_yaml(path: &Path, unresolved: &mut Vec<UnresolvedVariable>) -> Result<serde_yaml::Value, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|source| ConfigError::Yaml {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let value = if value.is_null() {
-        serde_yaml::Value::Mapping(Default::default())
-    } else {
-        value
-    };
-    interpolate(value, &mut Vec::new(), unresolved)
-}
-
-fn interpolate(
-    value: serde_yaml::Value,
-    field: &mut Vec<String>,
-    unresolved: &mut Vec<UnresolvedVariable>,
-) -> Result<serde_yaml::Value, ConfigError> {
-    use serde_yaml::Value;
-    Ok(match value {
-        Value::String(text) => Value::String(expand_env(&text).unwrap_or_else(|variable| {
-            unresolved.push(UnresolvedVariable {
-                field: field.join("."),
-                variable,
-            });
-            String::new()
-        })),
-        Value::Sequence(items) => Value::Sequence(
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    field.push(i.to_string());
-                    let item = interpolate(item, field, unresolved);
-                    field.pop();
-                    item
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Mapping(map) => {
-            let mut out = serde_yaml::Mapping::new();
-            for (key, item) in map {
-                let key = match key {
-                    Value::String(s) => s,
-                    Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    other => {
-                        return Err(field_error(field.join("."), format!("unsupported key {other:?}")));
-                    }
-                };
-                field.push(key.clone());
-                let item = interpolate(item, field, unresolved)?;
-                field.pop();
-                out.insert(Value::String(key), item);
-            }
-            Value::Mapping(out)
-        }
-        Value::Tagged(tagged) => interpolate(tagged.value, field, unresolved)?,
-        other => other,
-    })
-}
-
-/// Replaces `${NAME}` with the variable's value; `$${` stays literal `${`.
-fn expand_env(text: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find('$') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start..];
-        if let Some(stripped) = after.strip_prefix("$${") {
-            out.push_str("${");
-            rest = stripped;
-        } else if let Some(body) = after.strip_prefix("${") {
-            let Some(end) = body.find('}') else {
-                out.push_str(after);
-                rest = "";
-                break;
-            };
-            let name = &body[..end];
-            out.push_str(&std::env::var(name).map_err(|_| name.to_owned())?);
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = &after[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::interpolate::expand_env;
     use super::*;
 
     fn write(text: &str) -> tempfile::NamedTempFile {
