@@ -186,3 +186,54 @@ pub struct ResultRecorded {
     /// The outcome: `succeeded`, `failed`, `aborted` or `cancelled`.
     pub status: String,
 }
+
+/// An object and what became of it (`deleted`, `revoked`): the answer of
+/// deletions and revocations.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Outcome {
+    pub id: Uuid,
+    pub status: String,
+}
+
+impl Outcome {
+    pub fn new(id: Uuid, status: &str) -> Outcome {
+        Outcome {
+            id,
+            status: status.to_owned(),
+        }
+    }
+}
+
+/// `GET /api/users/me`: who the token belongs to.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub id: Uuid,
+    /// None for a user whose provider gave no address.
+    pub email: Option<String>,
+    /// `user`, `support` or `admin`.
+    pub role: String,
+    /// The token was issued with `scope=admin` (and the user is an admin).
+    pub admin_scope: bool,
+}
+
+/// `POST /api/admins/users/{id}/role`: the user's role now.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoleSet {
+    pub id: Uuid,
+    /// `user`, `support` or `admin`.
+    pub role: String,
+}
+
+/// `POST /api/local-account/signup`: the new account (log in next).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SignedUp {
+    pub id: Uuid,
+    pub email: String,
+}
+
+/// `POST /api/auth/logout`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoggedOut {
+    /// Always `logged_out`.
+    pub status: String,
+}

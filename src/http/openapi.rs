@@ -46,11 +46,13 @@ pub fn service(description: utoipa::openapi::OpenApi) -> SwaggerUi {
 /// The answers every operation of a given shape can give, added where an
 /// operation does not describe them itself: the server gives them from
 /// shared code paths (extractors, body limits, the pool), not per handler.
+/// The token answers follow from the operation's security: a user token's
+/// 401 (and 403 under `/api/admins/`), a runner token's 401 and 429.
 pub struct CommonAnswers;
 
 impl Modify for CommonAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -64,7 +66,8 @@ impl Modify for CommonAnswers {
             for operation in operations.into_iter().flatten() {
                 let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
                 let has_body = operation.request_body.is_some();
-                let needs_token = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let schemes = security_schemes(operation.security.as_deref().unwrap_or_default());
+                let admin_only = path.starts_with("/api/admins/");
                 let mut add = |status: &str, description: &str| {
                     operation
                         .responses
@@ -80,8 +83,15 @@ impl Modify for CommonAnswers {
                     add("415", "the body's Content-Type is not the one this route takes");
                     add("422", "a field has a wrong value");
                 }
-                if needs_token {
+                if schemes.iter().any(|scheme| scheme == "user_token") {
                     add("401", "no valid token");
+                    if admin_only {
+                        add("403", "the token may not do this");
+                    }
+                }
+                if schemes.iter().any(|scheme| scheme == "runner_token") {
+                    add("401", "no valid runner token");
+                    add("429", "rate limited; see Retry-After");
                 }
                 add(
                     "503",
@@ -90,6 +100,16 @@ impl Modify for CommonAnswers {
             }
         }
     }
+}
+
+/// The names of the security schemes an operation takes.
+fn security_schemes(requirements: &[utoipa::openapi::security::SecurityRequirement]) -> Vec<String> {
+    requirements
+        .iter()
+        .filter_map(|requirement| serde_json::to_value(requirement).ok())
+        .filter_map(|value| value.as_object().map(|names| names.keys().cloned().collect::<Vec<_>>()))
+        .flatten()
+        .collect()
 }
 
 fn error_answer(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {

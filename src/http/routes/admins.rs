@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -49,8 +48,6 @@ pub struct CreateRunnerBody {
     request_body(content = Option<CreateRunnerBody>, content_type = "application/json"),
     responses(
         (status = 201, description = "the runner and its token", body = CreatedRunner, example = json!({"id": "0194...", "token": "wdrt_..."})),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]))
@@ -122,8 +119,6 @@ pub struct InvalidateQuery {
     responses(
         (status = 200, description = "invalidated", body = RunnerInvalidated, example = json!({"id": "0194...", "status": "invalidated"})),
         (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody),
         (status = 409, description = "conflicts with the current state", body = ErrorBody)
     ),
@@ -172,8 +167,6 @@ pub struct ResetTokenQuery {
     responses(
         (status = 200, description = "the new token, shown only here", body = NewRunnerToken, example = json!({"id": "0194...", "token": "wdrt_..."})),
         (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody),
         (status = 409, description = "conflicts with the current state", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody)
@@ -238,8 +231,6 @@ pub struct UpdateRunnerBody {
     responses(
         (status = 200, description = "the runner", body = RunnerView),
         (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody),
         (status = 409, description = "conflicts with the current state", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody)
@@ -286,9 +277,7 @@ pub async fn update_runner(
     tag = "admin: users",
     params(("id" = Uuid, Path, description = "user id")),
     responses(
-        (status = 200, description = "deleted", body = serde_json::Value, example = json!({"id": "0194...", "status": "deleted"})),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 200, description = "deleted", body = crate::api::Outcome),
         (status = 404, description = "no such user", body = ErrorBody),
         (status = 409, description = "the only admin cannot delete themselves", body = ErrorBody)
     ),
@@ -303,7 +292,7 @@ pub async fn delete_user(
     let user_id = *user_id;
     let metadata = context.metadata(admin.0.actor());
     crate::identity::accounts::delete_user_keeping_an_admin(&state.identity, user_id, &metadata).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": user_id, "status": "deleted" })))
+    Ok(HttpResponse::Ok().json(crate::api::Outcome::new(user_id, "deleted")))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -323,9 +312,7 @@ pub struct RoleBody {
     params(("id" = Uuid, Path, description = "user id")),
     request_body = RoleBody,
     responses(
-        (status = 200, description = "the role now", body = serde_json::Value, example = json!({"id": "0194...", "role": "admin"})),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody),
+        (status = 200, description = "the role now", body = crate::api::RoleSet),
         (status = 404, description = "no such user", body = ErrorBody),
         (status = 409, description = "the last admin cannot be demoted", body = ErrorBody),
         (status = 422, description = "unknown role, or not a local account", body = ErrorBody)
@@ -352,5 +339,8 @@ pub async fn set_role(
     };
     let metadata = context.metadata(admin.0.actor());
     crate::identity::accounts::change_role(&state.identity, *user_id, role, &metadata).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": *user_id, "role": role.as_str() })))
+    Ok(HttpResponse::Ok().json(crate::api::RoleSet {
+        id: *user_id,
+        role: role.as_str().to_owned(),
+    }))
 }

@@ -63,9 +63,7 @@ fn default_limit() -> i64 {
     params(AuditParams),
     responses(
         (status = 200, description = "a page of log entries", body = AuditPage),
-        (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody)
+        (status = 400, description = "malformed query or body", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]), ("user_token" = []))
 )]
@@ -125,8 +123,6 @@ async fn state_at(state: &AppState, stream: StreamId, at: Option<DateTime<Utc>>)
     responses(
         (status = 200, description = "the state", body = serde_json::Value),
         (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]), ("user_token" = []))
@@ -149,8 +145,6 @@ pub async fn runner_at(
     responses(
         (status = 200, description = "the state", body = serde_json::Value),
         (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]), ("user_token" = []))

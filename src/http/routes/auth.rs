@@ -2,7 +2,6 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::path_segment;
@@ -10,7 +9,6 @@ use crate::app::AppState;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
-use crate::http::error::ErrorBody;
 use crate::http::session::cleared_cookie;
 use crate::platform::config::LocalAccountMode;
 
@@ -83,8 +81,7 @@ pub async fn providers(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
     path = "/api/auth/logout",
     tag = "accounts",
     responses(
-        (status = 200, description = "logged out", body = serde_json::Value, example = json!({"status": "logged_out"})),
-        (status = 401, description = "no valid token", body = ErrorBody)
+        (status = 200, description = "logged out", body = crate::api::LoggedOut)
     ),
     security(("user_token" = []))
 )]
@@ -97,5 +94,7 @@ pub async fn logout(
     crate::identity::accounts::revoke_sessions(&state.commands, user.user_id, &metadata).await?;
     Ok(HttpResponse::Ok()
         .cookie(cleared_cookie(&state))
-        .json(json!({ "status": "logged_out" })))
+        .json(crate::api::LoggedOut {
+            status: "logged_out".to_owned(),
+        }))
 }

@@ -55,7 +55,6 @@ fn media_type(request: &HttpRequest) -> Result<String, ApiError> {
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's bytes; Content-Type is the file's media type (e.g. audio/mpeg)"),
     responses(
         (status = 201, description = "stored: pass `file_id` as a job's `input_file`", body = FileRef),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 408, description = "the body stalled or took too long", body = ErrorBody),
         (status = 413, description = "larger than jobs.max_file_bytes, or past the user's jobs.max_user_bytes", body = ErrorBody),
         (status = 415, description = "no media type", body = ErrorBody),
@@ -155,7 +154,6 @@ fn attachment(name: &str) -> header::ContentDisposition {
     params(("id" = Uuid, Path, description = "file id")),
     responses(
         (status = 200, description = "the file's bytes, with its media type", body = Vec<u8>, content_type = "application/octet-stream"),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such file of yours", body = ErrorBody)
     ),
     security(("user_token" = []))
@@ -179,8 +177,7 @@ pub async fn download(
     tag = "jobs",
     params(("id" = Uuid, Path, description = "file id")),
     responses(
-        (status = 200, description = "deleted", body = serde_json::Value, example = json!({"id": "0194...", "status": "deleted"})),
-        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 200, description = "deleted", body = crate::api::Outcome),
         (status = 404, description = "no such file of yours", body = ErrorBody),
         (status = 409, description = "an unfinished job uses it", body = ErrorBody)
     ),
@@ -192,7 +189,7 @@ pub async fn delete(
     file_id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     match files::delete(&state.db, *file_id, user.user_id, user.admin_scope).await {
-        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({"id": *file_id, "status": "deleted"}))),
+        Ok(()) => Ok(HttpResponse::Ok().json(crate::api::Outcome::new(*file_id, "deleted"))),
         Err(files::DeleteError::NotFound) => Err(ApiError::new(ErrorCode::FileNotFound, "no such file of yours")),
         Err(error @ files::DeleteError::InUse) => Err(ApiError::new(ErrorCode::FileInUse, error.to_string())),
         Err(files::DeleteError::Store(error)) => Err(error.into()),
@@ -217,7 +214,6 @@ pub struct ResultParams {
     params(("id" = Uuid, Path, description = "job id"), ResultParams),
     responses(
         (status = 200, description = "the transcript in that format", body = String, content_type = "text/plain"),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such job, or no result in that format", body = ErrorBody)
     ),
     security(("user_token" = []))

@@ -67,7 +67,6 @@ async fn own_file(state: &AppState, user: &AuthenticatedUser, file_id: Uuid) -> 
     request_body = ProjectWJobBody,
     responses(
         (status = 201, description = "queued", body = JobAccepted, example = json!({"id": "0194...", "status": "queued"})),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "input_file is no file of yours", body = ErrorBody),
         (status = 422, description = "a field has a wrong value, or the file is not audio/* or video/*", body = ErrorBody)
     ),
@@ -122,7 +121,6 @@ async fn queue(
         (status = 201, description = "queued", body = JobAccepted, example = json!({"id": "0194...", "status": "queued"})),
         (status = 404, description = "input_file is no file of yours", body = ErrorBody),
         (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody)
     ),
     security(("user_token" = []))
@@ -178,8 +176,7 @@ impl ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "jobs", body = Vec<JobView>),
-        (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody)
+        (status = 400, description = "malformed query or body", body = ErrorBody)
     ),
     security(("user_token" = []))
 )]
@@ -203,7 +200,6 @@ pub async fn list_own(
     params(("id" = Uuid, Path, description = "job id")),
     responses(
         (status = 200, description = "the job", body = JobView),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody)
     ),
     security(("user_token" = []))
@@ -229,7 +225,6 @@ pub async fn get(
     params(("id" = Uuid, Path, description = "job id")),
     responses(
         (status = 200, description = "the job after the request", body = JobView),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody),
         (status = 409, description = "conflicts with the current state", body = ErrorBody)
     ),

@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::ErrorCode;
@@ -108,7 +107,7 @@ pub struct SignUpBody {
     tag = "accounts",
     request_body = SignUpBody,
     responses(
-        (status = 201, description = "the account; log in next", body = serde_json::Value, example = json!({"id": "0194...", "email": "new@example.org"})),
+        (status = 201, description = "the account; log in next", body = crate::api::SignedUp),
         (status = 403, description = "sign-up is disabled, or sent from another site's page", body = ErrorBody),
         (status = 409, description = "the email is taken", body = ErrorBody),
         (status = 422, description = "invalid email or weak password", body = ErrorBody)
@@ -132,7 +131,10 @@ pub async fn signup(
         ));
     }
     let user_id = accounts::sign_up(&state.identity, &body.email, &Secret::new(body.password), &metadata).await?;
-    Ok(HttpResponse::Created().json(json!({ "id": user_id, "email": body.email.trim() })))
+    Ok(HttpResponse::Created().json(crate::api::SignedUp {
+        id: user_id,
+        email: body.email.trim().to_owned(),
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -152,7 +154,6 @@ pub struct ChangePasswordBody {
     request_body = ChangePasswordBody,
     responses(
         (status = 200, description = "a fresh access token (the old ones stop working)", body = TokenResponse),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 422, description = "wrong current password, weak new one, or not a local account", body = ErrorBody),
         (status = 429, description = "too many wrong current passwords; see Retry-After", body = ErrorBody)
     ),

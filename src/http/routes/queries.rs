@@ -118,9 +118,7 @@ pub struct UserParams {
     params(UserParams),
     responses(
         (status = 200, description = "a page of users", body = Page<UserSummary>),
-        (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody)
+        (status = 400, description = "malformed query or body", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]), ("user_token" = []))
 )]
@@ -174,9 +172,7 @@ pub struct RunnerParams {
     params(RunnerParams),
     responses(
         (status = 200, description = "a page of runners", body = Page<RunnerView>),
-        (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody)
+        (status = 400, description = "malformed query or body", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]), ("user_token" = []))
 )]
@@ -228,9 +224,7 @@ pub struct MachineParams {
     params(MachineParams),
     responses(
         (status = 200, description = "a page of machines", body = Page<MachineView>),
-        (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody)
+        (status = 400, description = "malformed query or body", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]), ("user_token" = []))
 )]
@@ -280,9 +274,7 @@ pub struct JobParams {
     params(JobParams),
     responses(
         (status = 200, description = "a page of jobs", body = Page<JobView>),
-        (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody)
+        (status = 400, description = "malformed query or body", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]), ("user_token" = []))
 )]
@@ -322,9 +314,7 @@ pub struct DashboardParams {
     params(DashboardParams),
     responses(
         (status = 200, description = "counts", body = Dashboard),
-        (status = 400, description = "malformed query or body", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token may not do this", body = ErrorBody)
+        (status = 400, description = "malformed query or body", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]), ("user_token" = []))
 )]

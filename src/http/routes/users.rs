@@ -2,7 +2,6 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -22,18 +21,17 @@ use crate::identity::api_tokens::{self, ApiTokenView, CreatedApiToken};
     path = "/api/users/me",
     tag = "accounts",
     responses(
-        (status = 200, description = "the user", body = serde_json::Value, example = json!({"id": "0194...", "email": "user@example.org", "role": "user", "admin_scope": false})),
-        (status = 401, description = "no valid token", body = ErrorBody)
+        (status = 200, description = "the user", body = crate::api::Me)
     ),
     security(("user_token" = []))
 )]
-pub async fn me(user: AuthenticatedUser) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(json!({
-        "id": user.user_id,
-        "email": user.email,
-        "role": user.role.as_str(),
-        "admin_scope": user.admin_scope,
-    })))
+pub async fn me(user: AuthenticatedUser) -> Result<web::Json<crate::api::Me>, ApiError> {
+    Ok(web::Json(crate::api::Me {
+        id: user.user_id,
+        email: user.email,
+        role: user.role.as_str().to_owned(),
+        admin_scope: user.admin_scope,
+    }))
 }
 
 /// Deletes the caller's own account, at once: every token stops working and
@@ -43,8 +41,7 @@ pub async fn me(user: AuthenticatedUser) -> Result<HttpResponse, ApiError> {
     path = "/api/users/me",
     tag = "accounts",
     responses(
-        (status = 200, description = "deleted", body = serde_json::Value, example = json!({"id": "0194...", "status": "deleted"})),
-        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 200, description = "deleted", body = crate::api::Outcome),
         (status = 409, description = "the last admin cannot delete themselves", body = ErrorBody)
     ),
     security(("user_token" = []))
@@ -58,7 +55,7 @@ pub async fn delete_me(
     crate::identity::accounts::delete_user_keeping_an_admin(&state.identity, user.user_id, &metadata).await?;
     Ok(HttpResponse::Ok()
         .cookie(cleared_cookie(&state))
-        .json(json!({ "id": user.user_id, "status": "deleted" })))
+        .json(crate::api::Outcome::new(user.user_id, "deleted")))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -87,7 +84,6 @@ pub struct NewApiTokenBody {
     request_body = NewApiTokenBody,
     responses(
         (status = 201, description = "the token", body = CreatedApiToken),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 403, description = "called with an API token", body = ErrorBody),
         (status = 409, description = "too many tokens", body = ErrorBody),
         (status = 422, description = "bad name", body = ErrorBody)
@@ -122,8 +118,7 @@ pub async fn create_api_token(
     path = "/api/users/api_tokens",
     tag = "accounts",
     responses(
-        (status = 200, description = "the tokens (never their secrets)", body = Vec<ApiTokenView>),
-        (status = 401, description = "no valid token", body = ErrorBody)
+        (status = 200, description = "the tokens (never their secrets)", body = Vec<ApiTokenView>)
     ),
     security(("user_token" = []))
 )]
@@ -139,8 +134,7 @@ pub async fn list_api_tokens(state: web::Data<AppState>, user: AuthenticatedUser
     tag = "accounts",
     params(("id" = Uuid, Path, description = "API token id")),
     responses(
-        (status = 200, description = "revoked", body = serde_json::Value, example = json!({"id": "0194...", "status": "revoked"})),
-        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 200, description = "revoked", body = crate::api::Outcome),
         (status = 404, description = "no such live token of this user", body = ErrorBody)
     ),
     security(("user_token" = []))
@@ -153,5 +147,5 @@ pub async fn revoke_api_token(
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata(user.actor());
     api_tokens::revoke(&state.commands, user.user_id, *token_id, &metadata).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": *token_id, "status": "revoked" })))
+    Ok(HttpResponse::Ok().json(crate::api::Outcome::new(*token_id, "revoked")))
 }

@@ -43,10 +43,8 @@ pub struct VerifyBody {
     request_body(content = Option<VerifyBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "the token is valid", body = RunnerVerified),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 403, description = "the runner was invalidated", body = ErrorBody),
-        (status = 422, description = "a field has a wrong value", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 422, description = "a field has a wrong value", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
@@ -91,9 +89,7 @@ pub struct JobRequestBody {
     responses(
         (status = 200, description = "the job to run (also the one already running)", body = JobForRunner),
         (status = 204, description = "no job within the wait"),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 422, description = "a field has a wrong value", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 422, description = "a field has a wrong value", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
@@ -145,11 +141,9 @@ pub struct ProgressBody {
     request_body = ProgressBody,
     responses(
         (status = 200, description = "whether to abort", body = ProgressAnswer),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody),
         (status = 409, description = "conflicts with the current state", body = ErrorBody),
-        (status = 422, description = "a field has a wrong value", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 422, description = "a field has a wrong value", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
@@ -196,12 +190,10 @@ pub struct ResultBody {
     request_body = ResultBody,
     responses(
         (status = 200, description = "finished", body = ResultRecorded),
-        (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such object", body = ErrorBody),
         (status = 409, description = "conflicts with the current state", body = ErrorBody),
         (status = 410, description = "the job's submitter was deleted: the result is not kept, the job is cancelled", body = ErrorBody),
-        (status = 422, description = "a field has a wrong value, or the result names files not stored for this job", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 422, description = "a field has a wrong value, or the result names files not stored for this job", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]

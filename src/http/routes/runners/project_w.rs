@@ -46,9 +46,7 @@ pub struct RegisterBody {
     tag = "runners (Project-W)",
     request_body = RegisterBody,
     responses(
-        (status = 200, description = "the session", body = Registered),
-        (status = 401, description = "no valid runner token", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 200, description = "the session", body = Registered)
     ),
     security(("runner_token" = []))
 )]
@@ -158,9 +156,7 @@ pub struct HeartbeatBody {
     request_body = HeartbeatBody,
     responses(
         (status = 200, description = "what to do", body = HeartbeatAnswer),
-        (status = 401, description = "no valid runner token", body = ErrorBody),
-        (status = 403, description = "no open session with this token", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 403, description = "no open session with this token", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
@@ -183,10 +179,8 @@ pub async fn heartbeat(
     responses(
         (status = 200, description = "the job", body = JobInfo),
         (status = 400, description = "no job is assigned", body = ErrorBody),
-        (status = 401, description = "no valid runner token", body = ErrorBody),
         (status = 403, description = "no open session with this token", body = ErrorBody),
-        (status = 405, description = "the job was aborted", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 405, description = "the job was aborted", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
@@ -209,10 +203,8 @@ pub async fn retrieve_job_info(
     responses(
         (status = 200, description = "the file's bytes, with its audio/* or video/* media type", body = Vec<u8>, content_type = "audio/mpeg"),
         (status = 400, description = "no job is assigned", body = ErrorBody),
-        (status = 401, description = "no valid runner token", body = ErrorBody),
         (status = 403, description = "no open session with this token", body = ErrorBody),
-        (status = 405, description = "the job was aborted", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 405, description = "the job was aborted", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
@@ -262,11 +254,9 @@ pub struct ProjectWResultBody {
     responses(
         (status = 200, description = "recorded (a JSON string)", body = String, content_type = "application/json", example = json!("Success")),
         (status = 400, description = "no job is assigned", body = ErrorBody),
-        (status = 401, description = "no valid runner token", body = ErrorBody),
         (status = 403, description = "no open session with this token", body = ErrorBody),
         (status = 413, description = "larger than jobs.max_result_bytes", body = ErrorBody),
-        (status = 422, description = "neither or both of error_msg and transcript", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 422, description = "neither or both of error_msg and transcript", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
@@ -299,9 +289,7 @@ pub async fn submit_job_result(
     params(SessionParams),
     responses(
         (status = 200, description = "unregistered (a JSON string)", body = String, content_type = "application/json", example = json!("Success")),
-        (status = 401, description = "no valid runner token", body = ErrorBody),
-        (status = 403, description = "no open session with this token", body = ErrorBody),
-        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody)
+        (status = 403, description = "no open session with this token", body = ErrorBody)
     ),
     security(("runner_token" = []))
 )]
