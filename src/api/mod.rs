@@ -237,3 +237,47 @@ pub struct LoggedOut {
     /// Always `logged_out`.
     pub status: String,
 }
+
+/// A runner as an admin call names it: by its UUID, or by its integer
+/// number (the id Project-W shows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunnerRef {
+    Id(Uuid),
+    Number(i64),
+}
+
+/// A `runner_id` that is neither a UUID nor a positive number.
+#[derive(Debug, thiserror::Error)]
+#[error("runner_id must be a runner's UUID or number")]
+pub struct NotARunnerRef;
+
+impl std::str::FromStr for RunnerRef {
+    type Err = NotARunnerRef;
+
+    fn from_str(raw: &str) -> Result<RunnerRef, NotARunnerRef> {
+        let raw = raw.trim();
+        if let Ok(id) = Uuid::parse_str(raw) {
+            return Ok(RunnerRef::Id(id));
+        }
+        raw.parse()
+            .ok()
+            .filter(|number| *number > 0)
+            .map(RunnerRef::Number)
+            .ok_or(NotARunnerRef)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runner_is_named_by_uuid_or_positive_number() {
+        let id = Uuid::now_v7();
+        assert_eq!(id.to_string().parse::<RunnerRef>().unwrap(), RunnerRef::Id(id));
+        assert_eq!(" 7 ".parse::<RunnerRef>().unwrap(), RunnerRef::Number(7));
+        for bad in ["0", "-3", "", "abc", "7.5", "99999999999999999999"] {
+            assert!(bad.parse::<RunnerRef>().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -162,3 +162,19 @@ pub fn admit(
         .map_err(RunnerAuthError::RateLimited)?;
     Ok(runner)
 }
+
+/// The id of the runner `reference` names; `None` when no runner has that
+/// number (a UUID is taken as it is: the command on it says whether it
+/// exists).
+pub async fn resolve(fleet: &super::Fleet, reference: crate::api::RunnerRef) -> Result<Option<Uuid>, StoreError> {
+    match reference {
+        crate::api::RunnerRef::Id(id) => Ok(Some(id)),
+        crate::api::RunnerRef::Number(number) => {
+            let connection = fleet.db.get().await?;
+            let row = connection
+                .query_opt("SELECT id FROM runners WHERE number = $1", &[&number])
+                .await?;
+            Ok(row.map(|row| row.get(0)))
+        }
+    }
+}

@@ -308,6 +308,12 @@ impl From<OidcError> for ApiError {
     }
 }
 
+impl From<crate::api::NotARunnerRef> for ApiError {
+    fn from(error: crate::api::NotARunnerRef) -> Self {
+        ApiError::new(ErrorCode::InvalidRunnerId, error.to_string())
+    }
+}
+
 impl From<RunnerAuthError> for ApiError {
     fn from(error: RunnerAuthError) -> Self {
         match error {

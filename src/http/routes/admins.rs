@@ -73,25 +73,15 @@ pub async fn create_runner(
     }))
 }
 
-/// A runner named by its UUID or by its integer number (Project-W's ids).
+/// The runner `raw` names, by UUID or number (`fleet::runners::resolve`).
 async fn resolve_runner_id(state: &AppState, raw: &str) -> Result<Uuid, ApiError> {
-    let raw = raw.trim();
-    if let Ok(id) = Uuid::parse_str(raw) {
-        return Ok(id);
-    }
-    let number: i64 = raw.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+    let reference: crate::api::RunnerRef = raw.parse()?;
+    runners::resolve(&state.fleet, reference).await?.ok_or_else(|| {
         ApiError::new(
-            ErrorCode::InvalidRunnerId,
-            "runner_id must be a runner's UUID or number",
+            ErrorCode::RunnerNotFound,
+            format!("no runner has the number {}", raw.trim()),
         )
-    })?;
-    let connection = state.db.get().await?;
-    let row = connection
-        .query_opt("SELECT id FROM runners WHERE number = $1", &[&number])
-        .await
-        .map_err(crate::platform::db::DbError::from)?;
-    row.map(|row| row.get(0))
-        .ok_or_else(|| ApiError::new(ErrorCode::RunnerNotFound, format!("no runner has the number {number}")))
+    })
 }
 
 #[derive(Deserialize, IntoParams)]
