@@ -107,6 +107,23 @@ impl Job {
         }
     }
 
+    /// A job taken back from its machine: back in the queue, or cancelled
+    /// when a cancel is pending (nobody wants it run any more).
+    fn taken_back(core: &JobCore, assignment: &Assignment, reason: &str) -> Vec<JobEvent> {
+        if assignment.cancel_requested {
+            return vec![JobEvent::JobCancelled(JobCancelled {
+                job_id: core.job_id,
+                reason: None,
+            })];
+        }
+        vec![JobEvent::JobRequeued(JobRequeued {
+            job_id: core.job_id,
+            runner_id: assignment.runner_id,
+            machine_id: assignment.machine_id,
+            reason: reason.to_owned(),
+        })]
+    }
+
     fn not_yours() -> DomainError {
         DomainError::Conflict {
             code: ErrorCode::JobNotAssignedToMachine,
@@ -294,18 +311,7 @@ impl Aggregate for Job {
             (Job::Assigned(core, assignment), JobCommand::RequeueUnretrieved { machine, reason })
                 if assignment.machine_id == machine.machine_id && !assignment.retrieved =>
             {
-                if assignment.cancel_requested {
-                    return Ok(vec![JobEvent::JobCancelled(JobCancelled {
-                        job_id: core.job_id,
-                        reason: None,
-                    })]);
-                }
-                Ok(vec![JobEvent::JobRequeued(JobRequeued {
-                    job_id: core.job_id,
-                    runner_id: assignment.runner_id,
-                    machine_id: assignment.machine_id,
-                    reason: reason.clone(),
-                })])
+                Ok(Job::taken_back(core, assignment, reason))
             }
             // Fetched meanwhile, finished, or already elsewhere.
             (_, JobCommand::RequeueUnretrieved { .. }) => Ok(Vec::new()),
@@ -313,19 +319,7 @@ impl Aggregate for Job {
             (Job::Assigned(core, assignment), JobCommand::Requeue { runner_id, reason })
                 if assignment.runner_id == *runner_id =>
             {
-                if assignment.cancel_requested {
-                    // Nobody wants it run any more.
-                    return Ok(vec![JobEvent::JobCancelled(JobCancelled {
-                        job_id: core.job_id,
-                        reason: None,
-                    })]);
-                }
-                Ok(vec![JobEvent::JobRequeued(JobRequeued {
-                    job_id: core.job_id,
-                    runner_id: assignment.runner_id,
-                    machine_id: assignment.machine_id,
-                    reason: reason.clone(),
-                })])
+                Ok(Job::taken_back(core, assignment, reason))
             }
             // Finished, already requeued, or held by another runner by now.
             (_, JobCommand::Requeue { .. }) => Ok(Vec::new()),
