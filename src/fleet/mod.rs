@@ -26,8 +26,8 @@ use crate::platform::config::{JobsConfig, RunnersConfig};
 use crate::platform::db::Database;
 use crate::platform::instances::ThisInstance;
 
-/// Where a runner's call came from, as its transport saw it: recorded in
-/// the metadata of the events the call causes.
+/// Where a call came from, as its transport saw it (request id, source
+/// address): recorded in the metadata of the events the call causes.
 #[derive(Clone, Debug, Default)]
 pub struct Origin {
     pub request_id: Option<String>,
@@ -35,15 +35,20 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Metadata of an event caused by this call of `runner_id`.
-    pub fn metadata(&self, runner_id: uuid::Uuid) -> warden_events::Metadata {
+    /// Metadata of an event caused by this call, made by `actor`.
+    pub fn metadata_of(&self, actor: warden_events::Actor) -> warden_events::Metadata {
         warden_events::Metadata {
-            actor: warden_events::Actor::Runner { runner_id },
+            actor,
             correlation_id: uuid::Uuid::now_v7(),
             causation_id: None,
             request_id: self.request_id.clone(),
             source_ip: self.source_ip.clone(),
         }
+    }
+
+    /// Metadata of an event caused by this call of runner `runner_id`.
+    pub fn metadata(&self, runner_id: uuid::Uuid) -> warden_events::Metadata {
+        self.metadata_of(warden_events::Actor::Runner { runner_id })
     }
 }
 

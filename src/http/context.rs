@@ -100,27 +100,12 @@ where
 
 /// Where a request came from, for event metadata.
 pub struct RequestContext {
-    pub request_id: Option<String>,
-    pub source_ip: Option<String>,
+    pub origin: crate::fleet::Origin,
 }
 
 impl RequestContext {
-    /// The request as the fleet's runner protocols record it.
-    pub fn origin(&self) -> crate::fleet::Origin {
-        crate::fleet::Origin {
-            request_id: self.request_id.clone(),
-            source_ip: self.source_ip.clone(),
-        }
-    }
-
     pub fn metadata(&self, actor: Actor) -> Metadata {
-        Metadata {
-            actor,
-            correlation_id: Uuid::now_v7(),
-            causation_id: None,
-            request_id: self.request_id.clone(),
-            source_ip: self.source_ip.clone(),
-        }
+        self.origin.metadata_of(actor)
     }
 }
 
@@ -134,8 +119,10 @@ impl FromRequest for RequestContext {
             .map(|state| state.config.http.trusted_proxies.as_slice())
             .unwrap_or_default();
         ready(Ok(RequestContext {
-            request_id: request.extensions().get::<RequestId>().map(|id| id.0.clone()),
-            source_ip: client_address(request, trusted).map(|ip| ip.to_string()),
+            origin: crate::fleet::Origin {
+                request_id: request.extensions().get::<RequestId>().map(|id| id.0.clone()),
+                source_ip: client_address(request, trusted).map(|ip| ip.to_string()),
+            },
         }))
     }
 }

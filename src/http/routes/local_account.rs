@@ -82,7 +82,7 @@ pub async fn login(
         &form.username,
         &form.password,
         want_admin,
-        context.source_ip.as_deref(),
+        context.origin.source_ip.as_deref(),
     )
     .await?;
     Ok(login_response(&state, user_id, want_admin))

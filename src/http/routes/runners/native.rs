@@ -58,7 +58,7 @@ pub async fn verify(
     let body: VerifyBody = optional_json(&request, &body)?.unwrap_or_default();
     let system_id = system_id(&request, body.system_id)?;
     let info = body.info.map(MachineInfo::from);
-    let verified = native::verify(&state.fleet, &runner.0, system_id.as_deref(), info, &context.origin()).await?;
+    let verified = native::verify(&state.fleet, &runner.0, system_id.as_deref(), info, &context.origin).await?;
     Ok(web::Json(verified))
 }
 
@@ -102,11 +102,10 @@ pub async fn request_job(
 ) -> Result<HttpResponse, ApiError> {
     let body: JobRequestBody = optional_json(&request, &body)?.unwrap_or_default();
     let system_id = required_system_id(&request, body.system_id)?;
-    let origin = context.origin();
     let call = native::MachineCall {
         runner: &runner.0,
         system_id: &system_id,
-        origin: &origin,
+        origin: &context.origin,
     };
     let info = body.info.map(MachineInfo::from);
     let wait = Duration::from_secs(body.wait_seconds);
@@ -157,11 +156,10 @@ pub async fn report_progress(
 ) -> Result<web::Json<ProgressAnswer>, ApiError> {
     let body = body.into_inner();
     let system_id = required_system_id(&request, body.system_id)?;
-    let origin = context.origin();
     let call = native::MachineCall {
         runner: &runner.0,
         system_id: &system_id,
-        origin: &origin,
+        origin: &context.origin,
     };
     let answer = native::report_progress(&state.fleet, call, *job_id, body.progress, body.message).await?;
     Ok(web::Json(answer))
@@ -207,11 +205,10 @@ pub async fn submit_result(
 ) -> Result<web::Json<ResultRecorded>, ApiError> {
     let body = body.into_inner();
     let system_id = required_system_id(&request, body.system_id)?;
-    let origin = context.origin();
     let call = native::MachineCall {
         runner: &runner.0,
         system_id: &system_id,
-        origin: &origin,
+        origin: &context.origin,
     };
     let recorded = native::submit_result(&state.fleet, call, *job_id, body.outcome, body.result).await?;
     Ok(web::Json(recorded))

@@ -65,7 +65,7 @@ pub async fn register(
         source_code_url: body.source_code_url,
     };
     Ok(web::Json(
-        project_w::register(&state.fleet, &runner.0, registration, &context.origin()).await?,
+        project_w::register(&state.fleet, &runner.0, registration, &context.origin).await?,
     ))
 }
 
@@ -99,20 +99,27 @@ fn credentials(request: &HttpRequest) -> Result<project_w::Credentials, ApiError
     })
 }
 
+/// Checks a call's credentials: in the database, or for a heartbeat from
+/// the heartbeat cache when it can be.
+async fn authenticated(request: &HttpRequest, heartbeat: bool) -> Result<project_w::Call, actix_web::Error> {
+    let credentials = credentials(request)?;
+    let origin = RequestContext::extract(request).await?.origin;
+    let fleet = &app_state(request).fleet;
+    let call = if heartbeat {
+        project_w::authenticate_heartbeat(fleet, &credentials, &origin).await
+    } else {
+        project_w::authenticate(fleet, &credentials, &origin).await
+    };
+    Ok(call.map_err(ApiError::from)?)
+}
+
 impl FromRequest for SessionCall {
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let request = request.clone();
-        Box::pin(async move {
-            let credentials = credentials(&request)?;
-            let origin = RequestContext::extract(&request).await?.origin();
-            let call = project_w::authenticate(&app_state(&request).fleet, &credentials, &origin)
-                .await
-                .map_err(ApiError::from)?;
-            Ok(SessionCall(call))
-        })
+        Box::pin(async move { Ok(SessionCall(authenticated(&request, false).await?)) })
     }
 }
 
@@ -126,14 +133,7 @@ impl FromRequest for HeartbeatCall {
 
     fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let request = request.clone();
-        Box::pin(async move {
-            let credentials = credentials(&request)?;
-            let origin = RequestContext::extract(&request).await?.origin();
-            let call = project_w::authenticate_heartbeat(&app_state(&request).fleet, &credentials, &origin)
-                .await
-                .map_err(ApiError::from)?;
-            Ok(HeartbeatCall(call))
-        })
+        Box::pin(async move { Ok(HeartbeatCall(authenticated(&request, true).await?)) })
     }
 }
 
@@ -166,7 +166,7 @@ pub async fn heartbeat(
     context: RequestContext,
     body: Json<HeartbeatBody>,
 ) -> Result<web::Json<HeartbeatAnswer>, ApiError> {
-    let answer = project_w::heartbeat(&state.fleet, &call, body.progress, &context.origin()).await?;
+    let answer = project_w::heartbeat(&state.fleet, &call, body.progress, &context.origin).await?;
     Ok(web::Json(answer))
 }
 
@@ -190,7 +190,7 @@ pub async fn retrieve_job_info(
     context: RequestContext,
 ) -> Result<web::Json<JobInfo>, ApiError> {
     Ok(web::Json(
-        project_w::retrieve_job_info(&state.fleet, &call, &context.origin()).await?,
+        project_w::retrieve_job_info(&state.fleet, &call, &context.origin).await?,
     ))
 }
 
@@ -213,7 +213,7 @@ pub async fn retrieve_job_audio(
     SessionCall(call): SessionCall,
     context: RequestContext,
 ) -> Result<HttpResponse, ApiError> {
-    let input = project_w::retrieve_job_audio(&state.fleet, &call, &context.origin()).await?;
+    let input = project_w::retrieve_job_audio(&state.fleet, &call, &context.origin).await?;
     Ok(super::super::files::stream_file(&state, &input))
 }
 
@@ -273,7 +273,7 @@ pub async fn submit_job_result(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     let submitted =
-        project_w::submit_job_result(&state.fleet, &call, &context.origin(), declared_length, payload).await?;
+        project_w::submit_job_result(&state.fleet, &call, &context.origin, declared_length, payload).await?;
     Ok(web::Json(match submitted {
         project_w::Submitted::Recorded => "Success",
         // Any error would stop the real runner: a 200 that says so.
@@ -299,6 +299,6 @@ pub async fn unregister(
     context: RequestContext,
 ) -> Result<web::Json<&'static str>, ApiError> {
     // The session token is refused everywhere once this answers.
-    project_w::unregister(&state.fleet, &call, &context.origin()).await?;
+    project_w::unregister(&state.fleet, &call, &context.origin).await?;
     Ok(web::Json("Success"))
 }
