@@ -119,8 +119,9 @@ fn main() {
                     let state = Arc::clone(&state);
                     async move {
                         warden::fleet::runners::create_runner(
-                            &state.commands,
+                            &state.fleet,
                             Default::default(),
+                            None,
                             &Metadata::system("bench"),
                         )
                         .await
@@ -148,6 +149,7 @@ fn main() {
                             description: None,
                             tags: Vec::new(),
                             priority: 0,
+                            scope_id: None,
                         }));
                         store
                             .append(

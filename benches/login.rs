@@ -46,6 +46,7 @@ fn ldap_provider(url: &str) -> LdapProviderConfig {
             base_dn: "ou=people,dc=example,dc=org".into(),
             filter: "(memberOf=cn=admins,ou=groups,dc=example,dc=org)".into(),
         }),
+        scope_mappings: Vec::new(),
         hidden: false,
         icon_url: None,
         sync_interval: Duration::ZERO,
@@ -80,6 +81,7 @@ fn main() {
                     hidden: false,
                     icon_url: None,
                     require_verified_email: true,
+                    scope_mappings: Vec::new(),
                 },
             );
             // The benchmark logs in thousands of times from one address.

@@ -103,6 +103,7 @@ impl LogGenerator {
                 description: Some(format!("bench runner {n}")),
                 tags: vec!["linux".into(), if n % 2 == 0 { "gpu" } else { "cpu" }.into()],
                 priority: (n % 3) as i32,
+                scope_id: None,
             })),
         );
         let system_id = format!("r_bench{n:08}");
@@ -147,6 +148,7 @@ impl LogGenerator {
                 kind: Default::default(),
                 input: None,
                 input_name: None,
+                scope_id: None,
             })),
         );
         let assigned = self.row(

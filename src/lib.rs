@@ -16,6 +16,7 @@ pub mod identity;
 pub mod log;
 pub mod platform;
 pub mod queries;
+pub mod scopes;
 
 pub use warden_events as events;
 pub use warden_projections as projections;

@@ -195,6 +195,8 @@ pub struct RunnerFilter {
     /// Runners with no machine recorded in contact since this (stale or
     /// never used).
     pub not_contacted_since: Option<DateTime<Utc>>,
+    /// Runners of this group or project and of every scope below it.
+    pub scope_and_below: Option<Uuid>,
 }
 
 /// Latest recorded contact of any (not pruned) machine of runner `r`.
@@ -218,10 +220,11 @@ pub async fn runners<C: GenericClient>(
         &format!("coalesce({LAST_CONTACT} < $, true)"),
         filter.not_contacted_since,
     );
+    select.filter_opt("r.scope_id = ANY(scope_and_below($))", filter.scope_and_below);
     let tail = select.page("r.created_at", "r.id", cursor, limit);
     let sql = format!(
         "SELECT r.id, r.status, r.description, r.tags, r.priority, r.paused, r.created_by, r.created_at,
-                r.invalidated_at, r.number
+                r.invalidated_at, r.number, r.scope_id
          FROM runners r {tail}"
     );
     let rows = connection.query(&sql, &select.params()).await?;
@@ -245,6 +248,7 @@ pub async fn runners<C: GenericClient>(
                 invalidated_at: row.get(8),
                 last_contact_at: machines.iter().map(|m| m.contacted_at).max(),
                 machines,
+                scope_id: row.get(10),
             }
         })
         .collect();
@@ -328,6 +332,8 @@ pub struct JobFilter {
     pub status: Option<String>,
     pub runner_id: Option<Uuid>,
     pub submitted_by: Option<Uuid>,
+    /// Jobs of this group or project and of every scope below it.
+    pub scope_and_below: Option<Uuid>,
 }
 
 /// Jobs, newest submission first.
@@ -341,6 +347,7 @@ pub async fn jobs<C: GenericClient>(
     select.filter_opt("status = $", filter.status);
     select.filter_opt("runner_id = $", filter.runner_id);
     select.filter_opt("submitted_by = $", filter.submitted_by);
+    select.filter_opt("scope_id = ANY(scope_and_below($))", filter.scope_and_below);
     let tail = select.page("submitted_at", "id", cursor, limit);
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs {tail}");
     let rows = client.query(&sql, &select.params()).await?;

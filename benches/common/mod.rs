@@ -344,6 +344,7 @@ pub async fn submit_jobs(warden: &Warden, count: usize) {
                         required_tags: Vec::new(),
                         priority: 0,
                         input: None,
+                        scope_id: None,
                     };
                     warden::fleet::jobs::submit(&state.fleet, user, job, &warden::events::Metadata::system("bench"))
                         .await

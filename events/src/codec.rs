@@ -115,6 +115,7 @@ mod tests {
             description: Some("gpu box".into()),
             tags: vec!["gpu".into()],
             priority: 0,
+            scope_id: None,
         })
         .into();
         let stored = encode(&event);

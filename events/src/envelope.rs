@@ -34,6 +34,10 @@ impl StreamId {
     pub fn job(job_id: Uuid) -> Self {
         StreamId(format!("job-{job_id}"))
     }
+    /// A group's or project's stream.
+    pub fn scope(scope_id: Uuid) -> Self {
+        StreamId(format!("scope-{scope_id}"))
+    }
     /// Wraps a stream name read back from the log.
     pub fn from_stored(name: String) -> Self {
         StreamId(name)

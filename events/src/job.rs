@@ -70,6 +70,11 @@ pub struct JobSubmitted {
     /// The input file's name as uploaded, sealed like the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_name: Option<Pii>,
+    /// The project or group the job was submitted to: only runners of it,
+    /// of the groups above it, and instance runners take it. None for an
+    /// instance job (every job submitted before scopes existed is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_id: Option<Uuid>,
 }
 
 impl JobSubmitted {

@@ -13,6 +13,7 @@ pub mod pii;
 pub mod runner;
 #[cfg(any(test, feature = "samples"))]
 pub mod samples;
+pub mod scope;
 pub mod upcasters;
 pub mod user;
 
@@ -183,6 +184,16 @@ events! {
         JobCancelRequested(job::JobCancelRequested) = version 1,
         JobCancelled(job::JobCancelled) = version 1,
     },
+    /// Events of `scope-<id>` streams (groups and projects).
+    Scope(ScopeEvent) {
+        GroupCreated(scope::GroupCreated) = version 1,
+        ProjectCreated(scope::ProjectCreated) = version 1,
+        ScopeRenamed(scope::ScopeRenamed) = version 1,
+        ScopeArchived(scope::ScopeArchived) = version 1,
+        ScopeRunnerLimitSet(scope::ScopeRunnerLimitSet) = version 1,
+        MemberAdded(scope::MemberAdded) = version 1,
+        MemberRemoved(scope::MemberRemoved) = version 1,
+    },
 }
 
 impl Event {
@@ -193,6 +204,7 @@ impl Event {
             Event::Runner(e) => e.pii_subject(),
             Event::Machine(e) => e.pii_subject(),
             Event::Job(e) => e.pii_subject(),
+            Event::Scope(e) => e.pii_subject(),
         }
     }
 
@@ -203,6 +215,7 @@ impl Event {
             Event::Runner(e) => e.pii_fields_mut(),
             Event::Machine(e) => e.pii_fields_mut(),
             Event::Job(e) => e.pii_fields_mut(),
+            Event::Scope(e) => e.pii_fields_mut(),
         }
     }
 
@@ -211,35 +224,42 @@ impl Event {
     pub fn forgets_subject(&self) -> Option<Uuid> {
         match self {
             Event::User(UserEvent::UserDeleted(e)) => Some(e.user_id),
-            Event::User(_) | Event::Runner(_) | Event::Machine(_) | Event::Job(_) => None,
+            Event::User(_) | Event::Runner(_) | Event::Machine(_) | Event::Job(_) | Event::Scope(_) => None,
         }
     }
 
     pub fn as_user(&self) -> Option<&UserEvent> {
         match self {
             Event::User(e) => Some(e),
-            Event::Runner(_) | Event::Machine(_) | Event::Job(_) => None,
+            Event::Runner(_) | Event::Machine(_) | Event::Job(_) | Event::Scope(_) => None,
         }
     }
 
     pub fn as_runner(&self) -> Option<&RunnerEvent> {
         match self {
             Event::Runner(e) => Some(e),
-            Event::User(_) | Event::Machine(_) | Event::Job(_) => None,
+            Event::User(_) | Event::Machine(_) | Event::Job(_) | Event::Scope(_) => None,
         }
     }
 
     pub fn as_machine(&self) -> Option<&MachineEvent> {
         match self {
             Event::Machine(e) => Some(e),
-            Event::User(_) | Event::Runner(_) | Event::Job(_) => None,
+            Event::User(_) | Event::Runner(_) | Event::Job(_) | Event::Scope(_) => None,
         }
     }
 
     pub fn as_job(&self) -> Option<&JobEvent> {
         match self {
             Event::Job(e) => Some(e),
-            Event::User(_) | Event::Runner(_) | Event::Machine(_) => None,
+            Event::User(_) | Event::Runner(_) | Event::Machine(_) | Event::Scope(_) => None,
+        }
+    }
+
+    pub fn as_scope(&self) -> Option<&ScopeEvent> {
+        match self {
+            Event::Scope(e) => Some(e),
+            Event::User(_) | Event::Runner(_) | Event::Machine(_) | Event::Job(_) => None,
         }
     }
 }
@@ -356,6 +376,25 @@ impl JobEvent {
     }
 }
 
+/// Groups, projects and memberships hold names and user ids only.
+impl ScopeEvent {
+    pub fn pii_subject(&self) -> Option<Uuid> {
+        None
+    }
+
+    pub fn pii_fields_mut(&mut self) -> Vec<&mut Pii> {
+        match self {
+            ScopeEvent::GroupCreated(_)
+            | ScopeEvent::ProjectCreated(_)
+            | ScopeEvent::ScopeRenamed(_)
+            | ScopeEvent::ScopeArchived(_)
+            | ScopeEvent::ScopeRunnerLimitSet(_)
+            | ScopeEvent::MemberAdded(_)
+            | ScopeEvent::MemberRemoved(_) => Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +431,7 @@ mod tests {
             description: None,
             tags: vec![],
             priority: 0,
+            scope_id: None,
         })
         .into();
         assert!(runner.pii_fields_mut().is_empty());

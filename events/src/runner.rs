@@ -20,6 +20,10 @@ pub struct RunnerCreated {
     /// Higher runs first when several machines wait for work.
     #[serde(default)]
     pub priority: i32,
+    /// The group or project the runner belongs to; none for an instance
+    /// runner (every runner created before scopes existed is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_id: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use crate::job::*;
 use crate::machine::*;
 use crate::runner::*;
+use crate::scope::*;
 use crate::user::*;
-use crate::{Event, JobEvent, MachineEvent, Pii, RunnerEvent, UserEvent};
+use crate::{Event, JobEvent, MachineEvent, Pii, RunnerEvent, ScopeEvent, UserEvent};
 
 fn id(n: u128) -> Uuid {
     Uuid::from_u128(n)
@@ -111,6 +112,7 @@ pub fn all() -> Vec<Event> {
             description: Some("gpu box".into()),
             tags: vec!["gpu".into()],
             priority: 1,
+            scope_id: Some(id(8)),
         }
         .into(),
         RunnerInvalidated {
@@ -176,6 +178,7 @@ pub fn all() -> Vec<Event> {
                 name: None,
             }),
             input_name: Some(personal()),
+            scope_id: Some(id(8)),
         }
         .into(),
         JobAssigned {
@@ -224,12 +227,53 @@ pub fn all() -> Vec<Event> {
         }
         .into(),
     ];
+    let group = id(7);
+    let project = id(8);
+    let scopes: Vec<ScopeEvent> = vec![
+        GroupCreated {
+            group_id: group,
+            name: "physics".into(),
+            parent_id: None,
+        }
+        .into(),
+        ProjectCreated {
+            project_id: project,
+            name: "lattice-qcd".into(),
+            group_id: group,
+        }
+        .into(),
+        ScopeRenamed {
+            scope_id: project,
+            name: "lqcd".into(),
+            parent_id: Some(group),
+        }
+        .into(),
+        ScopeArchived { scope_id: project }.into(),
+        ScopeRunnerLimitSet {
+            scope_id: group,
+            limit: Some(5),
+        }
+        .into(),
+        MemberAdded {
+            scope_id: group,
+            user_id: user,
+            role: ScopeRole::Manager,
+            source: MembershipSource::Mapping,
+        }
+        .into(),
+        MemberRemoved {
+            scope_id: group,
+            user_id: user,
+        }
+        .into(),
+    ];
     users
         .into_iter()
         .map(Event::from)
         .chain(runners.into_iter().map(Event::from))
         .chain(machines.into_iter().map(Event::from))
         .chain(jobs.into_iter().map(Event::from))
+        .chain(scopes.into_iter().map(Event::from))
         .collect()
 }
 

@@ -12,6 +12,9 @@ pub enum Role {
     /// Reads admin read models, changes nothing.
     Support,
     Admin,
+    /// A service account (cc-backend's `api` role): never logs in, acts
+    /// only through API tokens an admin or a manager issues.
+    Api,
 }
 
 impl Role {
@@ -20,6 +23,7 @@ impl Role {
             Role::User => "user",
             Role::Support => "support",
             Role::Admin => "admin",
+            Role::Api => "api",
         }
     }
 }

@@ -46,6 +46,7 @@ impl AggregateProjection for JobProjection {
                     ("version", recorded.stream_version.into()),
                     ("number", e.number.into()),
                     ("kind", e.kind.as_str().into()),
+                    ("scope_id", e.scope_id.into()),
                     (
                         "input",
                         e.input_with_name()

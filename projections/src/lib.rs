@@ -14,6 +14,7 @@ pub mod fold;
 pub mod jobs;
 pub mod machines;
 pub mod runners;
+pub mod scopes;
 pub mod users;
 
 use async_trait::async_trait;
@@ -119,8 +120,9 @@ impl<P: AggregateProjection> Projection for P {
 }
 
 /// Every projector, in the order they are applied.
-static PROJECTORS: [&dyn Projection; 4] = [
+static PROJECTORS: [&dyn Projection; 5] = [
     &users::UserProjection,
+    &scopes::ScopeProjection,
     &runners::RunnerProjection,
     &machines::MachineProjection,
     &jobs::JobProjection,

@@ -54,6 +54,7 @@ impl AggregateProjection for RunnerProjection {
                         ("updated_at", at),
                         ("version", recorded.stream_version.into()),
                         ("number", e.number.into()),
+                        ("scope_id", e.scope_id.into()),
                     ],
                     on_conflict: OnConflict::Keep,
                 }

@@ -93,7 +93,7 @@ error_codes! {
     ValueOutOfRange = 422, "value_out_of_range";
     /// An API token name must be 1 to 100 printable characters.
     InvalidTokenName = 422, "invalid_token_name";
-    /// The role is not one of user, support, admin.
+    /// The role is not one of user, support, admin, api (or, in a scope, member, manager).
     InvalidRole = 422, "invalid_role";
     /// `runner_id` is neither a runner's UUID nor its number.
     InvalidRunnerId = 400, "invalid_runner_id";
@@ -195,6 +195,24 @@ error_codes! {
     ApiTokenNotFound = 404, "api_token_not_found";
     /// The user has the most API tokens allowed; revoke one first.
     TooManyApiTokens = 409, "too_many_api_tokens";
+
+    // Groups and projects.
+    /// `scope` is not `instance`, `group:<path>` or `project:<path>`, or a name is not 1 to 64 of a-z 0-9 _ . - (starting with a letter or digit).
+    InvalidScope = 422, "invalid_scope";
+    /// No such group or project (or none the caller may see).
+    ScopeNotFound = 404, "scope_not_found";
+    /// A group or project of this name already exists in the same place.
+    ScopeExists = 409, "scope_exists";
+    /// The group or project is archived: no new runners, jobs or members.
+    ScopeArchived = 409, "scope_archived";
+    /// This call needs the manager role in the scope (or above), or an admin-scoped token.
+    ManagerRequired = 403, "manager_required";
+    /// Submitting to this scope needs membership in it (or above).
+    MembershipRequired = 403, "membership_required";
+    /// The scope has as many active runners as it may (`scopes.runner_limit`, or the scope's own limit).
+    RunnerLimitReached = 409, "runner_limit_reached";
+    /// A service account (role `api`) cannot log in; it acts with API tokens only.
+    ServiceAccountCannotLogIn = 403, "service_account_cannot_log_in";
 
     // Runners, machines, jobs.
     /// This runner token has the most machines allowed (`runners.max_machines_per_token`).

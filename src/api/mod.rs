@@ -37,6 +37,9 @@ pub struct RunnerView {
     /// Freshest contact of any of its machines; `None` if it has none.
     pub last_contact_at: Option<DateTime<Utc>>,
     pub machines: Vec<MachineView>,
+    /// The group or project it belongs to; none for an instance runner.
+    #[serde(default)]
+    pub scope_id: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -85,6 +88,9 @@ pub struct JobView {
     /// its job with the assignment).
     #[serde(default)]
     pub retrieved_at: Option<DateTime<Utc>>,
+    /// The project or group it was submitted to; none: the instance.
+    #[serde(default)]
+    pub scope_id: Option<Uuid>,
 }
 
 /// The answer of a login: an access token (Project-W's shape).
@@ -267,6 +273,53 @@ impl std::str::FromStr for RunnerRef {
     }
 }
 
+/// Where a runner or job belongs, as calls name it: `instance`,
+/// `group:<path>` or `project:<path>`, a path being group names from the
+/// top joined by `/` (`physics/lattice-qcd`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScopeRef {
+    Instance,
+    Group(Vec<String>),
+    Project(Vec<String>),
+}
+
+/// A `scope` that is none of the three forms.
+#[derive(Debug, thiserror::Error)]
+#[error("scope must be `instance`, `group:<path>` or `project:<path>` (e.g. `project:physics/lattice-qcd`)")]
+pub struct NotAScopeRef;
+
+impl std::str::FromStr for ScopeRef {
+    type Err = NotAScopeRef;
+
+    fn from_str(raw: &str) -> Result<ScopeRef, NotAScopeRef> {
+        let raw = raw.trim();
+        if raw == "instance" {
+            return Ok(ScopeRef::Instance);
+        }
+        let (kind, path) = raw.split_once(':').ok_or(NotAScopeRef)?;
+        let segments: Vec<String> = path.split('/').map(|segment| segment.trim().to_lowercase()).collect();
+        // Depth is bounded so that a path costs a bounded number of look-ups.
+        if segments.is_empty() || segments.len() > 20 || segments.iter().any(String::is_empty) {
+            return Err(NotAScopeRef);
+        }
+        match kind {
+            "group" => Ok(ScopeRef::Group(segments)),
+            "project" if segments.len() >= 2 => Ok(ScopeRef::Project(segments)),
+            _ => Err(NotAScopeRef),
+        }
+    }
+}
+
+impl std::fmt::Display for ScopeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScopeRef::Instance => f.write_str("instance"),
+            ScopeRef::Group(path) => write!(f, "group:{}", path.join("/")),
+            ScopeRef::Project(path) => write!(f, "project:{}", path.join("/")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +331,19 @@ mod tests {
         assert_eq!(" 7 ".parse::<RunnerRef>().unwrap(), RunnerRef::Number(7));
         for bad in ["0", "-3", "", "abc", "7.5", "99999999999999999999"] {
             assert!(bad.parse::<RunnerRef>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_scope_is_the_instance_a_group_path_or_a_project_path() {
+        assert_eq!("instance".parse::<ScopeRef>().unwrap(), ScopeRef::Instance);
+        assert_eq!(
+            "project:Physics/lattice-qcd".parse::<ScopeRef>().unwrap(),
+            ScopeRef::Project(vec!["physics".into(), "lattice-qcd".into()])
+        );
+        assert_eq!("group:a/b".parse::<ScopeRef>().unwrap().to_string(), "group:a/b");
+        for bad in ["", "group:", "group:a//b", "project:a", "team:a", "a/b"] {
+            assert!(bad.parse::<ScopeRef>().is_err(), "{bad:?}");
         }
     }
 }

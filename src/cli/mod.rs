@@ -192,6 +192,8 @@ pub enum RoleArg {
     User,
     Support,
     Admin,
+    /// A service account: no password, acts with API tokens only.
+    Api,
 }
 
 impl From<RoleArg> for Role {
@@ -200,6 +202,7 @@ impl From<RoleArg> for Role {
             RoleArg::User => Role::User,
             RoleArg::Support => Role::Support,
             RoleArg::Admin => Role::Admin,
+            RoleArg::Api => Role::Api,
         }
     }
 }
@@ -441,7 +444,14 @@ fn operator_metadata() -> Metadata {
 async fn user_command(core: Core, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add { email, role } => {
-            let password = read_password()?;
+            // A service account never logs in: its password is random and
+            // shown to nobody.
+            let password = match role {
+                RoleArg::Api => {
+                    crate::platform::secrets::Secret::new(crate::platform::secrets::tokens::generate("wdsa_").plain)
+                }
+                _ => read_password()?,
+            };
             let id = accounts::add_local_user(
                 &core.commands,
                 &email,

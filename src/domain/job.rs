@@ -61,6 +61,8 @@ pub enum JobCommand {
         priority: i32,
         kind: JobKind,
         input: Option<FileRef>,
+        /// The project or group it is submitted to; none: the instance.
+        scope_id: Option<Uuid>,
     },
     /// To a machine of a runner protocol: only a job of that kind.
     Assign(MachineRef, JobKind),
@@ -213,6 +215,7 @@ impl Aggregate for Job {
                     priority,
                     kind,
                     input,
+                    scope_id,
                 },
             ) => {
                 // The payload is sealed in the log, so PostgreSQL no longer
@@ -242,6 +245,7 @@ impl Aggregate for Job {
                     // file's facts.
                     input: input.clone().map(|file| FileRef { name: None, ..file }),
                     input_name: input.as_ref().and_then(|file| file.name.clone()).map(Pii::plain),
+                    scope_id: *scope_id,
                 })])
             }
             (_, JobCommand::Submit { .. }) => Err(DomainError::Conflict {
@@ -409,6 +413,7 @@ mod tests {
                 priority: 0,
                 kind: JobKind::Native,
                 input: None,
+                scope_id: None,
             },
         )
         .unwrap();

@@ -6,6 +6,7 @@
 pub mod job;
 pub mod machine;
 pub mod runner;
+pub mod scope;
 pub mod user;
 
 use warden_events::{Event, RecordedEvent};

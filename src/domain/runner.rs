@@ -76,6 +76,8 @@ pub enum RunnerCommand {
         /// SHA-256 of the freshly generated token (see `platform::secrets::tokens`).
         token_hash: String,
         settings: RunnerSettings,
+        /// The group or project it belongs to; none for an instance runner.
+        scope_id: Option<Uuid>,
     },
     Invalidate {
         reason: Option<String>,
@@ -153,6 +155,7 @@ impl Aggregate for Runner {
                     number,
                     token_hash,
                     settings,
+                    scope_id,
                 },
             ) => {
                 let settings = validate_settings(settings)?;
@@ -163,6 +166,7 @@ impl Aggregate for Runner {
                     description: settings.description,
                     tags: settings.tags,
                     priority: settings.priority,
+                    scope_id: *scope_id,
                 })]);
             }
             (_, RunnerCommand::Create { .. }) => {
@@ -302,6 +306,7 @@ mod tests {
                 tags: vec!["GPU".into(), "linux".into(), "gpu".into()],
                 priority: 0,
             },
+            scope_id: None,
         }
     }
 
@@ -422,6 +427,7 @@ mod tests {
             number: None,
             token_hash: String::new(),
             settings: bad_tag,
+            scope_id: None,
         };
         then_err(Runner::Unknown.decide(&command), "invalid_tag");
         let (state, _) = active(Uuid::now_v7());

@@ -318,6 +318,7 @@ fn entry(candidate: &Candidate) -> Entry {
         priority: candidate.priority,
         tags: candidate.taker.tags.clone(),
         kind: candidate.taker.kind,
+        scope_id: candidate.taker.scope_id,
     }
 }
 

@@ -360,6 +360,7 @@ mod tests {
             priority: 0,
             paused: false,
             through_previous_token: false,
+            scope_id: None,
         }
     }
 

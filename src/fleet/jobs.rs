@@ -43,7 +43,7 @@ const ROUNDS: usize = 4;
 
 pub const JOB_COLUMNS: &str = "id, submitted_by, status, payload, required_tags, priority, runner_id, machine_id,
                            cancel_requested, progress, progress_message, result, requeue_count, submitted_at,
-                           assigned_at, finished_at, number, kind, input, retrieved_at";
+                           assigned_at, finished_at, number, kind, input, retrieved_at, scope_id";
 
 pub fn job_view(row: &tokio_postgres::Row) -> JobView {
     JobView {
@@ -70,6 +70,7 @@ pub fn job_view(row: &tokio_postgres::Row) -> JobView {
             .get::<_, Option<serde_json::Value>>(18)
             .and_then(|file| serde_json::from_value(file).ok()),
         retrieved_at: row.get(19),
+        scope_id: row.get(20),
     }
 }
 
@@ -83,6 +84,10 @@ pub struct NewJob {
     pub priority: i32,
     /// An uploaded file of the submitter (required for Project-W jobs).
     pub input: Option<FileRef>,
+    /// The project or group it goes to (the submitter's membership is
+    /// checked by the caller, `fleet::scopes::destination`); none: the
+    /// instance.
+    pub scope_id: Option<Uuid>,
 }
 
 pub async fn submit(fleet: &Fleet, submitted_by: Uuid, job: NewJob, metadata: &Metadata) -> Result<Uuid, CommandError> {
@@ -92,6 +97,7 @@ pub async fn submit(fleet: &Fleet, submitted_by: Uuid, job: NewJob, metadata: &M
         required_tags,
         priority,
         input,
+        scope_id,
     } = job;
     let job_id = Uuid::now_v7();
     let command = JobCommand::Submit {
@@ -103,6 +109,7 @@ pub async fn submit(fleet: &Fleet, submitted_by: Uuid, job: NewJob, metadata: &M
         priority,
         kind,
         input,
+        scope_id,
     };
     // Never after the submitter's deletion, nor beside it: a job either
     // commits before the deletion (which then cancels it) or is refused.
@@ -184,6 +191,9 @@ pub struct Taker {
     pub tags: Vec<String>,
     /// The protocol the machine speaks: it only takes jobs of this kind.
     pub kind: JobKind,
+    /// The runner's group or project: it takes only jobs of that scope and
+    /// below. None for an instance runner, which takes any job.
+    pub scope_id: Option<Uuid>,
 }
 
 #[derive(Debug)]
@@ -220,7 +230,7 @@ pub async fn assign_next(
             let machine = taker.machine.machine_id.to_string();
             let (current, candidates) = futures_util::future::join(
                 claims::owner_of(&connection, claims::MACHINE_JOB, &machine),
-                queued_candidates(fleet, &connection, &taker.tags, taker.kind),
+                queued_candidates(fleet, &connection, taker),
             )
             .await;
             if let Some(job) = current?.and_then(|stream| stream.id()) {
@@ -228,7 +238,7 @@ pub async fn assign_next(
             }
             candidates?
         } else {
-            queued_candidates(fleet, &connection, &taker.tags, taker.kind).await?
+            queued_candidates(fleet, &connection, taker).await?
         };
         drop(connection);
         if !better_placed.is_empty() {
@@ -252,20 +262,29 @@ pub async fn assign_next(
 async fn queued_candidates(
     fleet: &Fleet,
     connection: &crate::platform::db::Connection,
-    tags: &[String],
-    kind: JobKind,
+    taker: &Taker,
 ) -> Result<Vec<Uuid>, StoreError> {
     let in_flight = fleet.assigning.snapshot();
-    let select = connection
-        // An ordered walk of the queue index (see migration V4).
-        .prepare_cached("SELECT queue_head($1, $2, $3, $4)")
-        .await?;
-    Ok(connection
-        .query(&select, &[&tags, &CANDIDATES, &in_flight, &kind.as_str()])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect())
+    let (tags, kind) = (&taker.tags, taker.kind.as_str());
+    let rows = match taker.scope_id {
+        None => {
+            // An ordered walk of the queue index (see migration V4).
+            let select = connection.prepare_cached("SELECT queue_head($1, $2, $3, $4)").await?;
+            connection
+                .query(&select, &[tags, &CANDIDATES, &in_flight, &kind])
+                .await?
+        }
+        Some(scope) => {
+            // Only the jobs of the runner's scope and below (V27).
+            let select = connection
+                .prepare_cached("SELECT scoped_queue_head($1, $2, $3, $4, $5)")
+                .await?;
+            connection
+                .query(&select, &[tags, &CANDIDATES, &in_flight, &kind, &scope])
+                .await?
+        }
+    };
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// `candidates` without the jobs a machine of `better_placed` could take.
@@ -280,20 +299,22 @@ async fn leave_to_better_placed(
     }
     let connection = fleet.db.get().await?;
     let select = connection
-        .prepare_cached("SELECT id, required_tags FROM jobs WHERE id = ANY($1)")
+        .prepare_cached(
+            "SELECT id, required_tags, coalesce(scope_and_above(scope_id), '{}') FROM jobs WHERE id = ANY($1)",
+        )
         .await?;
-    let required: HashMap<Uuid, Vec<String>> = connection
+    let required: HashMap<Uuid, (Vec<String>, Vec<Uuid>)> = connection
         .query(&select, &[&candidates])
         .await?
         .iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
         .collect();
     Ok(candidates
         .into_iter()
         .filter(|job| {
             required
                 .get(job)
-                .is_some_and(|tags| !better_placed.iter().any(|other| other.can_take(tags, kind)))
+                .is_some_and(|(tags, scopes)| !better_placed.iter().any(|other| other.can_take(tags, kind, scopes)))
         })
         .collect())
 }

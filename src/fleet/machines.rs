@@ -26,7 +26,6 @@ use crate::fleet::runners::AuthenticatedRunner;
 use crate::fleet::Fleet;
 use crate::log::commands::{CommandError, Precondition};
 use crate::log::event_store::StoreError;
-use crate::platform::db::DbError;
 
 /// What this process knows about a machine beyond the log.
 struct Seen {
@@ -223,19 +222,9 @@ struct MachineLimit {
 impl Precondition for MachineLimit {
     async fn check(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), CommandError> {
         let key = crate::log::follower::advisory_key(&format!("machine-registration:{}", self.runner_id));
-        tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", self.lock_wait.as_millis()))
+        crate::platform::db::xact_lock(tx, key, false, self.lock_wait)
             .await
             .map_err(StoreError::from)?;
-        let locked = tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await;
-        if let Err(error) = locked {
-            return Err(match error.code() {
-                Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-                    StoreError::Db(DbError::LockTimedOut(self.lock_wait))
-                }
-                _ => StoreError::from(error),
-            }
-            .into());
-        }
         let row = tx
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM runner_machines WHERE id = $1 AND pruned_at IS NULL),

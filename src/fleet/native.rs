@@ -131,6 +131,7 @@ pub async fn request_job(
             machine,
             tags: call.runner.tags.clone(),
             kind: JobKind::Native,
+            scope_id: call.runner.scope_id,
         },
         priority: call.runner.priority,
         metadata: call.origin.metadata(call.runner.runner_id),

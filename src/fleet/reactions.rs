@@ -83,6 +83,7 @@ impl JobReassignment {
                 // Nothing else changes who holds a job or which runners are gone.
                 Event::User(_)
                 | Event::Machine(_)
+                | Event::Scope(_)
                 | Event::Runner(
                     RunnerEvent::RunnerCreated(_)
                     | RunnerEvent::RunnerTokenReset(_)

@@ -19,11 +19,16 @@ pub struct CreatedRunner {
     pub token: String,
 }
 
+/// Creates a runner: an instance runner, or one of a group or project
+/// (`scope`, whose managers the caller checked), within the scope's
+/// runner limit.
 pub async fn create_runner(
-    commands: &CommandService,
+    fleet: &super::Fleet,
     settings: RunnerSettings,
+    scope: Option<Uuid>,
     metadata: &Metadata,
 ) -> Result<CreatedRunner, CommandError> {
+    let commands = &fleet.commands;
     let runner_id = Uuid::now_v7();
     let token = tokens::generate(RUNNER_TOKEN_PREFIX);
     let command = RunnerCommand::Create {
@@ -31,10 +36,22 @@ pub async fn create_runner(
         number: Some(commands.next_number("runner_numbers").await?),
         token_hash: token.hash,
         settings,
+        scope_id: scope,
     };
-    commands
-        .execute_new::<Runner>(&StreamId::runner(runner_id), &command, metadata)
-        .await?;
+    let stream = StreamId::runner(runner_id);
+    match scope {
+        None => commands.execute_new::<Runner>(&stream, &command, metadata).await?,
+        Some(scope_id) => {
+            let limit = crate::scopes::RunnerLimit {
+                scope_id,
+                default_limit: fleet.config.scope_runner_limit,
+                lock_wait: fleet.db.timeouts().lock_wait(),
+            };
+            commands
+                .execute_guarded::<Runner>(&stream, &command, metadata, &limit)
+                .await?
+        }
+    };
     Ok(CreatedRunner {
         id: runner_id,
         token: token.plain,
@@ -108,6 +125,8 @@ pub struct AuthenticatedRunner {
     /// Accepted through the previous token during its grace period (such
     /// a check expires with time, so it is never cached).
     pub through_previous_token: bool,
+    /// The runner's group or project; none for an instance runner.
+    pub scope_id: Option<Uuid>,
 }
 
 /// Looks a runner token up by its hash in the runner read model: the
@@ -119,9 +138,10 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<A
     let presented = tokens::hash(token);
     let select = client
         .prepare_cached(
-            "SELECT id, token_hash, status, tags, priority, paused, number, false FROM runners WHERE token_hash = $1
+            "SELECT id, token_hash, status, tags, priority, paused, number, false, scope_id FROM runners
+             WHERE token_hash = $1
              UNION ALL
-             SELECT id, previous_token_hash, status, tags, priority, paused, number, true FROM runners
+             SELECT id, previous_token_hash, status, tags, priority, paused, number, true, scope_id FROM runners
              WHERE previous_token_hash = $1 AND previous_token_valid_until > now()
              LIMIT 1",
         )
@@ -146,6 +166,7 @@ pub async fn authenticate<C: GenericClient>(client: &C, token: &str) -> Result<A
         priority: row.get(4),
         paused: row.get(5),
         through_previous_token: row.get(7),
+        scope_id: row.get(8),
     })
 }
 

@@ -27,12 +27,18 @@ pub struct Entry {
     pub priority: i32,
     pub tags: Vec<String>,
     pub kind: JobKind,
+    /// The runner's group or project; none for an instance runner.
+    pub scope_id: Option<Uuid>,
 }
 
 impl Entry {
-    /// Whether this machine may take a job requiring `tags`, of `kind`.
-    pub fn can_take(&self, tags: &[String], kind: JobKind) -> bool {
-        self.kind == kind && tags.iter().all(|tag| self.tags.contains(tag))
+    /// Whether this machine may take a job requiring `tags`, of `kind`,
+    /// submitted to the first of `job_scopes` (the job's scope and the
+    /// groups above it; empty for an instance job).
+    pub fn can_take(&self, tags: &[String], kind: JobKind, job_scopes: &[Uuid]) -> bool {
+        self.kind == kind
+            && tags.iter().all(|tag| self.tags.contains(tag))
+            && self.scope_id.is_none_or(|scope| job_scopes.contains(&scope))
     }
 }
 
@@ -99,7 +105,7 @@ pub async fn elsewhere(db: &Database, instance: Uuid) -> Result<Vec<Entry>, DbEr
     let connection = db.get().await?;
     let select = connection
         .prepare_cached(
-            "SELECT w.runner_id, w.priority, w.tags, w.kind FROM dispatch_waiters w
+            "SELECT w.runner_id, w.priority, w.tags, w.kind, r.scope_id FROM dispatch_waiters w
              JOIN instances i ON i.id = w.instance_id AND i.last_seen_at > now() - $2::text::interval
              JOIN runners r ON r.id = w.runner_id AND r.status = 'active' AND NOT r.paused
              WHERE w.instance_id <> $1",
@@ -120,6 +126,7 @@ pub async fn elsewhere(db: &Database, instance: Uuid) -> Result<Vec<Entry>, DbEr
                     "project_w" => JobKind::ProjectW,
                     _ => return None,
                 },
+                scope_id: row.get(4),
             })
         })
         .collect())
@@ -145,10 +152,33 @@ mod tests {
             priority: 0,
             tags: vec!["gpu".into(), "linux".into()],
             kind: JobKind::Native,
+            scope_id: None,
         };
-        assert!(entry.can_take(&[], JobKind::Native));
-        assert!(entry.can_take(&["gpu".into()], JobKind::Native));
-        assert!(!entry.can_take(&["gpu".into(), "arm".into()], JobKind::Native));
-        assert!(!entry.can_take(&[], JobKind::ProjectW));
+        assert!(entry.can_take(&[], JobKind::Native, &[]));
+        assert!(entry.can_take(&["gpu".into()], JobKind::Native, &[]));
+        assert!(!entry.can_take(&["gpu".into(), "arm".into()], JobKind::Native, &[]));
+        assert!(!entry.can_take(&[], JobKind::ProjectW, &[]));
+    }
+
+    #[test]
+    fn a_scoped_machine_takes_jobs_of_its_scope_and_below_only() {
+        let (group, project) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let entry = Entry {
+            runner_id: Uuid::nil(),
+            priority: 0,
+            tags: vec![],
+            kind: JobKind::Native,
+            scope_id: Some(group),
+        };
+        assert!(
+            entry.can_take(&[], JobKind::Native, &[project, group]),
+            "a project below"
+        );
+        assert!(entry.can_take(&[], JobKind::Native, &[group]));
+        assert!(!entry.can_take(&[], JobKind::Native, &[]), "an instance job");
+        assert!(
+            !entry.can_take(&[], JobKind::Native, &[Uuid::from_u128(3)]),
+            "another scope"
+        );
     }
 }

@@ -241,6 +241,13 @@ async fn authenticate_user(request: HttpRequest) -> Result<AuthenticatedUser, Ap
             "this token was issued before a log-out or password change; log in again",
         ));
     }
+    if user.role == Role::Api {
+        // Made a service account after this log-in: its sessions end.
+        return Err(ApiError::new(
+            ErrorCode::ServiceAccountCannotLogIn,
+            "this is a service account: it acts with API tokens only",
+        ));
+    }
     Ok(AuthenticatedUser::of(user, claims.has_admin_scope(), Credential::Login))
 }
 

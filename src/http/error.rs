@@ -169,6 +169,10 @@ impl From<StoreError> for ApiError {
             StoreError::ClaimTaken { scope } if scope == claims::EMAIL => {
                 ApiError::new(ErrorCode::EmailTaken, "an account with this email already exists")
             }
+            StoreError::ClaimTaken { scope } if scope == claims::SCOPE_NAME => ApiError::new(
+                ErrorCode::ScopeExists,
+                "a group or project of this name already exists in the same place",
+            ),
             StoreError::ClaimTaken { .. } => ApiError::new(ErrorCode::AlreadyTaken, error.to_string()),
             StoreError::SubjectForgotten(_) => ApiError::new(ErrorCode::UserDeleted, "this user has been deleted"),
             // A stream with an event of a newer release (during a rolling
@@ -258,6 +262,7 @@ impl From<LoginError> for ApiError {
             LoginError::LocalLoginDisabled => ApiError::new(ErrorCode::LocalLoginDisabled, error.to_string()),
             LoginError::InvalidCredentials => ApiError::new(ErrorCode::InvalidCredentials, error.to_string()),
             LoginError::AdminScopeDenied => ApiError::new(ErrorCode::AdminScopeDenied, error.to_string()),
+            LoginError::ServiceAccount => ApiError::new(ErrorCode::ServiceAccountCannotLogIn, error.to_string()),
             LoginError::Throttled(wait) => ApiError::login_throttled(wait),
             LoginError::Store(error) => error.into(),
         }
@@ -324,6 +329,28 @@ impl From<RunnerAuthError> for ApiError {
             RunnerAuthError::RateLimited(wait) => ApiError::too_many_requests(wait),
             RunnerAuthError::Store(error) => error.into(),
         }
+    }
+}
+
+impl From<crate::scopes::ScopeError> for ApiError {
+    fn from(error: crate::scopes::ScopeError) -> Self {
+        use crate::scopes::ScopeError;
+        let message = error.to_string();
+        let code = match error {
+            ScopeError::Command(error) => return error.into(),
+            ScopeError::NotFound(_) => ErrorCode::ScopeNotFound,
+            ScopeError::ManagerRequired(_) => ErrorCode::ManagerRequired,
+            ScopeError::MembershipRequired(_) => ErrorCode::MembershipRequired,
+            ScopeError::Archived(_) => ErrorCode::ScopeArchived,
+            ScopeError::AdminRequired(_) => ErrorCode::AdminScopeRequired,
+        };
+        ApiError::new(code, message)
+    }
+}
+
+impl From<crate::api::NotAScopeRef> for ApiError {
+    fn from(error: crate::api::NotAScopeRef) -> Self {
+        ApiError::new(ErrorCode::InvalidScope, error.to_string())
     }
 }
 

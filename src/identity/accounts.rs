@@ -27,6 +27,8 @@ pub enum LoginError {
     InvalidCredentials,
     #[error("admin rights were requested (scope=admin) but this user is not an admin")]
     AdminScopeDenied,
+    #[error("this is a service account (role api): it cannot log in, it acts with API tokens only")]
+    ServiceAccount,
     #[error("too many failed logins; try again later")]
     Throttled(std::time::Duration),
     #[error(transparent)]
@@ -49,6 +51,7 @@ pub fn parse_role(role: &str) -> Role {
     match role {
         "admin" => Role::Admin,
         "support" => Role::Support,
+        "api" => Role::Api,
         _ => Role::User,
     }
 }
@@ -122,6 +125,9 @@ pub async fn password_login(
     };
     let connection = identity.db.get().await.map_err(StoreError::from)?;
     identity.throttle.record_success(&connection, &attempt).await?;
+    if user.role == Role::Api {
+        return Err(LoginError::ServiceAccount);
+    }
     if want_admin && user.role != Role::Admin {
         return Err(LoginError::AdminScopeDenied);
     }

@@ -94,6 +94,8 @@ pub struct OidcIdentity {
     pub email: String,
     pub admin: bool,
     pub issued_at: chrono::DateTime<chrono::Utc>,
+    /// The provider's `scope_mappings` whose claim the token holds, by index.
+    pub mappings: Vec<usize>,
 }
 
 /// The only algorithms an ID token presented as a bearer token may be
@@ -386,6 +388,9 @@ fn identify<N: openidconnect::NonceVerifier>(
         email,
         admin,
         issued_at: verified.issue_time(),
+        mappings: (0..config.scope_mappings.len())
+            .filter(|n| claim_contains(&raw, &config.scope_mappings[*n].claim))
+            .collect(),
     })
 }
 
@@ -422,7 +427,33 @@ async fn link_or_update(
         role: if verified.admin { Role::Admin } else { Role::User },
     };
     match crate::identity::accounts::link_or_sync_external(identity, &external, metadata).await {
-        Ok(linked) => Ok(linked.user_id()),
+        Ok(linked) => {
+            let mappings: Vec<(String, warden_events::scope::ScopeRole)> = identity
+                .oidc
+                .provider(name)
+                .ok()
+                .map(|provider| {
+                    provider
+                        .config
+                        .scope_mappings
+                        .iter()
+                        .map(|mapping| (mapping.scope.clone(), mapping.role))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !mappings.is_empty() {
+                crate::scopes::apply_mappings(
+                    &identity.commands,
+                    &identity.db,
+                    linked.user_id(),
+                    &mappings,
+                    &verified.mappings,
+                    metadata,
+                )
+                .await?;
+            }
+            Ok(linked.user_id())
+        }
         Err(CommandError::Store(StoreError::ClaimTaken { scope })) if scope == claims::EMAIL => {
             Err(OidcError::EmailTaken)
         }

@@ -78,24 +78,9 @@ impl UserLock {
 #[async_trait]
 impl Precondition for UserLock {
     async fn check(&self, tx: &Transaction<'_>) -> Result<(), CommandError> {
-        use crate::platform::db::DbError;
-        tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", self.wait.as_millis()))
+        crate::platform::db::xact_lock(tx, self.key(), !self.exclusive, self.wait)
             .await
             .map_err(StoreError::from)?;
-        let lock = if self.exclusive {
-            "SELECT pg_advisory_xact_lock($1)"
-        } else {
-            "SELECT pg_advisory_xact_lock_shared($1)"
-        };
-        if let Err(error) = tx.execute(lock, &[&self.key()]).await {
-            return Err(match error.code() {
-                Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-                    StoreError::Db(DbError::LockTimedOut(self.wait))
-                }
-                _ => StoreError::from(error),
-            }
-            .into());
-        }
         if self.exclusive {
             return Ok(());
         }

@@ -24,6 +24,7 @@ fn created(runner_id: Uuid) -> Event {
         description: None,
         tags: vec![],
         priority: 0,
+        scope_id: None,
     }))
 }
 
@@ -63,6 +64,7 @@ async fn extreme_numbers_in_payloads_round_trip_through_the_log() {
         kind: Default::default(),
         input: None,
         input_name: None,
+        scope_id: None,
     })
     .into();
     store

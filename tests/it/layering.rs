@@ -11,20 +11,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &["api"]),
     ("platform", &["api", "domain"]),
     ("log", &["api", "domain", "platform"]),
-    ("identity", &["api", "domain", "log", "platform"]),
-    ("fleet", &["api", "domain", "log", "platform"]),
+    ("scopes", &["api", "domain", "log", "platform"]),
+    ("identity", &["api", "domain", "log", "platform", "scopes"]),
+    ("fleet", &["api", "domain", "log", "platform", "scopes"]),
     ("queries", &["api", "domain", "fleet", "log", "platform"]),
-    ("app", &["api", "domain", "fleet", "identity", "log", "platform"]),
+    (
+        "app",
+        &["api", "domain", "fleet", "identity", "log", "platform", "scopes"],
+    ),
     (
         "http",
         &[
-            "api", "app", "domain", "fleet", "identity", "log", "platform", "queries",
+            "api", "app", "domain", "fleet", "identity", "log", "platform", "queries", "scopes",
         ],
     ),
     (
         "cli",
         &[
-            "api", "app", "domain", "fleet", "http", "identity", "log", "platform", "queries",
+            "api", "app", "domain", "fleet", "http", "identity", "log", "platform", "queries", "scopes",
         ],
     ),
 ];

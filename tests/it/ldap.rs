@@ -35,6 +35,7 @@ fn provider(url: &str) -> LdapProviderConfig {
             base_dn: PEOPLE.into(),
             filter: "(memberOf=cn=admins,ou=groups,dc=example,dc=org)".into(),
         }),
+        scope_mappings: Vec::new(),
         hidden: false,
         icon_url: Some("https://example.org/ldap.svg".into()),
         sync_interval: Duration::ZERO,
@@ -342,5 +343,83 @@ async fn ldaps_and_starttls_check_the_servers_certificate() {
         "ldap_unavailable",
     )
     .await;
+    app.stop().await;
+}
+
+/// Issue 26: a directory group maps to a warden scope role, given at
+/// log-in and kept in step by the sync; a grant made through the API is
+/// left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_groups_give_scope_roles_at_login_and_the_sync_takes_them_back() {
+    let directory = LdapServer::start();
+    let mut corp = provider(&directory.url);
+    corp.scope_mappings = vec![warden::platform::config::LdapScopeMapping {
+        query: LdapQuery {
+            base_dn: PEOPLE.into(),
+            filter: "(memberOf=cn=physics-leads,ou=groups,dc=example,dc=org)".into(),
+        },
+        scope: "group:physics".into(),
+        role: warden::events::scope::ScopeRole::Manager,
+    }];
+    let app = TestApp::start_with(config_with(vec![("corp", corp)])).await;
+    let admin = app.admin_token().await;
+    let created = app
+        .post_json(&admin, "/api/scopes/groups", json!({"name": "physics"}))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let new_runner = json!({"scope": "group:physics"});
+
+    // alice is in the directory group: a manager from her first log-in.
+    let alice = ldap_token(&app, "corp", "alice", "alice-password", false).await;
+    let response = app.post_json(&alice, "/api/scopes/runners", new_runner.clone()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    // bob is not; an admin makes him a member by hand.
+    let bob = ldap_token(&app, "corp", "bob", "bob-password", false).await;
+    assert_error(
+        app.post_json(&bob, "/api/scopes/runners", new_runner.clone()).await,
+        StatusCode::NOT_FOUND,
+        "scope_not_found",
+    )
+    .await;
+    let bob_id = me(&app, &bob).await["id"].as_str().unwrap().to_owned();
+    let granted = app
+        .http
+        .put(app.url("/api/scopes/members"))
+        .bearer_auth(&admin)
+        .json(&json!({"scope": "group:physics", "user": bob_id, "role": "member"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), StatusCode::OK);
+
+    // The group now holds bob instead of alice: the next sync ends alice's
+    // managing, and leaves bob's grant as the admin made it.
+    directory.modify(
+        "dn: cn=physics-leads,ou=groups,dc=example,dc=org\nchangetype: modify\nreplace: member\nmember: uid=bob,ou=people,dc=example,dc=org\n",
+    );
+    warden::identity::ldap::sync(&app.state.identity, "corp").await.unwrap();
+    assert_error(
+        app.post_json(&alice, "/api/scopes/runners", new_runner.clone()).await,
+        StatusCode::NOT_FOUND,
+        "scope_not_found",
+    )
+    .await;
+    let members: Vec<Value> = app
+        .get_json(&admin, "/api/scopes/members?scope=group:physics")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let members: Vec<(&str, &str, &str)> = members
+        .iter()
+        .map(|m| {
+            (
+                m["email"].as_str().unwrap(),
+                m["role"].as_str().unwrap(),
+                m["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(members, [("bob@example.org", "member", "api")]);
     app.stop().await;
 }

@@ -27,6 +27,7 @@ mod reconcile;
 mod replay;
 mod runners;
 mod schemathesis;
+mod scopes;
 mod security;
 mod simulation;
 mod three_instances;

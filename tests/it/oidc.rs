@@ -27,6 +27,7 @@ pub fn provider(issuer: &str, hidden: bool) -> OidcProviderConfig {
         hidden,
         icon_url: None,
         require_verified_email: true,
+        scope_mappings: Vec::new(),
     }
 }
 
@@ -279,4 +280,47 @@ async fn the_providers_id_token_works_as_a_bearer_token_for_admins() {
     )
     .await;
     app.stop().await;
+}
+
+/// Issue 26: a group claim maps to a warden scope role at log-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_claim_gives_a_scope_role_at_log_in() {
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let mut corp = provider(&issuer, false);
+    corp.scope_mappings = vec![warden::platform::config::OidcScopeMapping {
+        claim: OidcRole {
+            field_name: "roles".into(),
+            name: "warden-admin".into(),
+        },
+        scope: "project:physics/lattice-qcd".into(),
+        role: warden::events::scope::ScopeRole::Manager,
+    }];
+    let mut config = test_config();
+    config.oidc_providers.insert("corp".into(), corp);
+    let app = TestApp::start_with(config).await;
+    let server = OidcServer::start(port, &[app.url("/api/oidc/callback/corp")]);
+    let admin = app.admin_token().await;
+    for (path, body) in [
+        ("/api/scopes/groups", serde_json::json!({"name": "physics"})),
+        (
+            "/api/scopes/projects",
+            serde_json::json!({"name": "lattice-qcd", "group": "group:physics"}),
+        ),
+    ] {
+        assert_eq!(app.post_json(&admin, path, body).await.status(), StatusCode::CREATED);
+    }
+    let new_runner = serde_json::json!({"scope": "project:physics/lattice-qcd"});
+    // root's roles claim holds warden-admin: a manager of the project.
+    let root = token_of(oidc_login(&app, &server, "corp", "root", false).await).await;
+    let response = app.post_json(&root, "/api/scopes/runners", new_runner.clone()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    // alice's does not.
+    let alice = token_of(oidc_login(&app, &server, "corp", "alice", false).await).await;
+    assert_error(
+        app.post_json(&alice, "/api/scopes/runners", new_runner).await,
+        StatusCode::NOT_FOUND,
+        "scope_not_found",
+    )
+    .await;
 }

@@ -553,7 +553,7 @@ async fn admins_see_the_instances_and_what_each_leads() {
             .map(|l| l.as_str().unwrap().to_owned())
             .collect()
     };
-    let consumers = 5; // four projectors and the re-assignment reaction
+    let consumers = 6; // five projectors and the re-assignment reaction
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let listed = loop {
         let listed = instances().await;
@@ -687,6 +687,7 @@ async fn a_change_after_an_older_releases_event_reaches_the_read_model() {
         description: Some("from the older release".into()),
         tags: vec![],
         priority: 0,
+        scope_id: None,
     })));
     app.db
         .client()

@@ -36,6 +36,12 @@ pub struct CreateRunnerBody {
     #[serde(default, deserialize_with = "params::integer")]
     #[schema(minimum = -1000, maximum = 1000)]
     priority: i32,
+    /// `instance` (the default), `group:<path>` or `project:<path>`.
+    #[serde(default)]
+    #[schema(
+        pattern = "^(instance|group:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,19}|project:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){1,19})$"
+    )]
+    scope: Option<String>,
 }
 
 /// Creates a runner; its token is shown only in this answer.
@@ -48,6 +54,8 @@ pub struct CreateRunnerBody {
     request_body(content = Option<CreateRunnerBody>, content_type = "application/json"),
     responses(
         (status = 201, description = "the runner and its token", body = CreatedRunner, example = json!({"id": "0194...", "token": "wdrt_..."})),
+        (status = 404, description = "no such group or project", body = ErrorBody),
+        (status = 409, description = "the scope is archived or has as many runners as it may", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody)
     ),
     security(("user_token" = ["admin"]))
@@ -66,7 +74,16 @@ pub async fn create_runner(
         tags: body.tags,
         priority: body.priority,
     };
-    let created = runners::create_runner(&state.commands, settings, &metadata).await?;
+    let reference: crate::api::ScopeRef = match body.scope.as_deref() {
+        Some(raw) => raw.parse()?,
+        None => crate::api::ScopeRef::Instance,
+    };
+    let caller = crate::scopes::Caller {
+        user_id: admin.0.user_id,
+        admin: true,
+    };
+    let scope = crate::scopes::destination(&state.db, caller, &reference, true).await?;
+    let created = runners::create_runner(&state.fleet, settings, scope.map(|s| s.id), &metadata).await?;
     Ok(HttpResponse::Created().json(CreatedRunner {
         id: created.id,
         token: created.token,
@@ -320,10 +337,11 @@ pub async fn set_role(
         "user" => Role::User,
         "support" => Role::Support,
         "admin" => Role::Admin,
+        "api" => Role::Api,
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidRole,
-                "role must be one of user, support, admin",
+                "role must be one of user, support, admin, api",
             ))
         }
     };

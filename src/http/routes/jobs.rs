@@ -32,6 +32,14 @@ pub struct SubmitBody {
     /// A file the caller uploaded (`POST /api/files`), handed to the runner.
     #[serde(default)]
     input_file: Option<Uuid>,
+    /// Where the job goes: `instance` (the default: any instance runner),
+    /// or a `project:<path>` or `group:<path>` the caller is a member of
+    /// (its runners, those of the groups above it, and instance runners).
+    #[serde(default)]
+    #[schema(
+        pattern = "^(instance|group:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,19}|project:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){1,19})$"
+    )]
+    scope: Option<String>,
 }
 
 /// A job for a Project-W runner: its settings and its audio or video.
@@ -49,6 +57,31 @@ pub struct ProjectWJobBody {
     #[serde(default, deserialize_with = "params::integer")]
     #[schema(minimum = -1000, maximum = 1000)]
     priority: i32,
+    /// Where the job goes (as for `POST /api/jobs`).
+    #[serde(default)]
+    #[schema(
+        pattern = "^(instance|group:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,19}|project:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){1,19})$"
+    )]
+    scope: Option<String>,
+}
+
+/// The scope a job goes to, if `user` may submit there; none for the
+/// instance.
+async fn destination(
+    state: &AppState,
+    user: &AuthenticatedUser,
+    scope: Option<&str>,
+) -> Result<Option<Uuid>, ApiError> {
+    let reference: crate::api::ScopeRef = match scope {
+        Some(raw) => raw.parse()?,
+        None => return Ok(None),
+    };
+    let caller = crate::scopes::Caller {
+        user_id: user.user_id,
+        admin: user.admin_scope,
+    };
+    let scope = crate::scopes::destination(&state.db, caller, &reference, false).await?;
+    Ok(scope.map(|scope| scope.id))
 }
 
 /// The caller's own uploaded file.
@@ -67,7 +100,9 @@ async fn own_file(state: &AppState, user: &AuthenticatedUser, file_id: Uuid) -> 
     request_body = ProjectWJobBody,
     responses(
         (status = 201, description = "queued", body = JobAccepted, example = json!({"id": "0194...", "status": "queued"})),
+        (status = 403, description = "the caller is no member of the scope", body = ErrorBody),
         (status = 404, description = "input_file is no file of yours", body = ErrorBody),
+        (status = 409, description = "the scope is archived", body = ErrorBody),
         (status = 422, description = "a field has a wrong value, or the file is not audio/* or video/*", body = ErrorBody)
     ),
     security(("user_token" = []))
@@ -79,6 +114,7 @@ pub async fn submit_project_w(
     body: Json<ProjectWJobBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let scope_id = destination(&state, &user, body.scope.as_deref()).await?;
     let input = own_file(&state, &user, body.input_file).await?;
     if !(input.media_type.starts_with("audio/") || input.media_type.starts_with("video/")) {
         return Err(ApiError::new(
@@ -92,6 +128,7 @@ pub async fn submit_project_w(
         required_tags: body.required_tags,
         priority: body.priority,
         input: Some(input),
+        scope_id,
     };
     queue(&state, &user, &context, job).await
 }
@@ -119,7 +156,9 @@ async fn queue(
     request_body = SubmitBody,
     responses(
         (status = 201, description = "queued", body = JobAccepted, example = json!({"id": "0194...", "status": "queued"})),
+        (status = 403, description = "the caller is no member of the scope", body = ErrorBody),
         (status = 404, description = "input_file is no file of yours", body = ErrorBody),
+        (status = 409, description = "the scope is archived", body = ErrorBody),
         (status = 400, description = "malformed query or body", body = ErrorBody),
         (status = 422, description = "a field has a wrong value", body = ErrorBody)
     ),
@@ -132,6 +171,7 @@ pub async fn submit(
     body: Json<SubmitBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let scope_id = destination(&state, &user, body.scope.as_deref()).await?;
     let input = match body.input_file {
         None => None,
         Some(file_id) => Some(own_file(&state, &user, file_id).await?),
@@ -142,6 +182,7 @@ pub async fn submit(
         required_tags: body.required_tags,
         priority: body.priority,
         input,
+        scope_id,
     };
     queue(&state, &user, &context, job).await
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod queries;
 pub mod runners;
+pub mod scopes;
 pub mod users;
 
 use actix_web::http::Method;
@@ -91,6 +92,17 @@ api! {
     admins => update_runner,
     admins => delete_user,
     admins => set_role,
+    scopes => list,
+    scopes => create_group,
+    scopes => create_project,
+    scopes => change,
+    scopes => members,
+    scopes => set_member,
+    scopes => create_runner,
+    scopes => runners_of,
+    scopes => runner_action,
+    scopes => jobs_of,
+    scopes => service_account_token,
     queries => users,
     queries => runners,
     queries => machines,

@@ -27,6 +27,8 @@ pub enum UserRole {
     User,
     Support,
     Admin,
+    /// A service account.
+    Api,
 }
 
 /// A runner's status.
@@ -64,7 +66,7 @@ fn default_limit() -> i64 {
 // The paging fields are repeated in each query struct rather than
 // `#[serde(flatten)]`ed: flatten breaks both `deny_unknown_fields` and
 // numbers in query strings.
-fn paging(cursor: &Option<String>, limit: i64) -> Result<(Option<PageCursor>, i64), ApiError> {
+pub fn paging(cursor: &Option<String>, limit: i64) -> Result<(Option<PageCursor>, i64), ApiError> {
     check_limit(limit)?;
     let cursor = match cursor {
         None => None,
@@ -190,6 +192,7 @@ pub async fn runners(
         tag: params.tag,
         contacted_since: params.contacted_since,
         not_contacted_since: params.not_contacted_since,
+        scope_and_below: None,
     };
     let (connection, source) = read_connection(&state).await?;
     Ok(HttpResponse::Ok()
@@ -289,6 +292,7 @@ pub async fn jobs(
         status: params.status.map(word),
         runner_id: params.runner_id,
         submitted_by: params.submitted_by,
+        scope_and_below: None,
     };
     let (connection, source) = read_connection(&state).await?;
     Ok(HttpResponse::Ok()

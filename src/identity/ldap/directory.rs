@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 
-use crate::platform::config::LdapProviderConfig;
+use crate::platform::config::{LdapProviderConfig, LdapQuery};
 
 /// What warden needs of a directory user.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +16,9 @@ pub struct DirectoryUser {
     pub uid: String,
     pub email: String,
     pub admin: bool,
+    /// The `scope_mappings` whose query returns this user, by their index
+    /// in the provider's configuration.
+    pub mappings: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +101,14 @@ impl Directory {
             }
         };
         let mut user = self.directory_user(&entry)?;
-        user.admin = self.is_admin(&mut service, &user.uid).await?;
+        if let Some(query) = &self.config.admin_query {
+            user.admin = self.returns(&mut service, query, &user.uid).await?;
+        }
+        for (index, mapping) in self.config.scope_mappings.iter().enumerate() {
+            if self.returns(&mut service, &mapping.query, &user.uid).await? {
+                user.mappings.push(index);
+            }
+        }
         let _ = service.unbind().await;
 
         let mut own = self.connect().await?;
@@ -119,13 +129,22 @@ impl Directory {
     pub async fn all_users(&self) -> Result<Vec<DirectoryUser>, DirectoryError> {
         let mut service = self.service_connection().await?;
         let entries = self.search_users(&mut service, None).await?;
-        let admins = self.admin_uids(&mut service).await?;
+        let admins = match &self.config.admin_query {
+            Some(query) => self.uids_of(&mut service, query).await?,
+            None => Default::default(),
+        };
+        let mut mapped = Vec::new();
+        for mapping in &self.config.scope_mappings {
+            mapped.push(self.uids_of(&mut service, &mapping.query).await?);
+        }
         let _ = service.unbind().await;
         let mut users = Vec::new();
         for entry in &entries {
             match self.directory_user(entry) {
                 Ok(mut user) => {
-                    user.admin = admins.contains(&user.uid.to_lowercase());
+                    let uid = user.uid.to_lowercase();
+                    user.admin = admins.contains(&uid);
+                    user.mappings = (0..mapped.len()).filter(|n| mapped[*n].contains(&uid)).collect();
                     users.push(user);
                 }
                 Err(error) => tracing::warn!(%error, "skipping a directory entry in the sync"),
@@ -161,10 +180,8 @@ impl Directory {
         Ok(entries.into_iter().map(SearchEntry::construct).collect())
     }
 
-    async fn is_admin(&self, ldap: &mut Ldap, uid: &str) -> Result<bool, DirectoryError> {
-        let Some(query) = &self.config.admin_query else {
-            return Ok(false);
-        };
+    /// Whether `query` returns the user `uid`.
+    async fn returns(&self, ldap: &mut Ldap, query: &LdapQuery, uid: &str) -> Result<bool, DirectoryError> {
         let filter = format!(
             "(&{}({}={}))",
             query.filter.trim(),
@@ -180,11 +197,12 @@ impl Directory {
         Ok(!entries.is_empty())
     }
 
-    /// The uids (lowercased) `admin_query` returns.
-    async fn admin_uids(&self, ldap: &mut Ldap) -> Result<std::collections::HashSet<String>, DirectoryError> {
-        let Some(query) = &self.config.admin_query else {
-            return Ok(Default::default());
-        };
+    /// The uids (lowercased) `query` returns.
+    async fn uids_of(
+        &self,
+        ldap: &mut Ldap,
+        query: &LdapQuery,
+    ) -> Result<std::collections::HashSet<String>, DirectoryError> {
         let (entries, _) = ldap
             .with_timeout(self.config.timeout)
             .search(
@@ -213,6 +231,7 @@ impl Directory {
             uid: first(entry, &self.config.uid_attribute).ok_or_else(|| missing(&self.config.uid_attribute))?,
             email: first(entry, &self.config.mail_attribute).ok_or_else(|| missing(&self.config.mail_attribute))?,
             admin: false,
+            mappings: Vec::new(),
         })
     }
 }

@@ -145,6 +145,7 @@ pub async fn login(
         return Err(LdapLoginError::NotSynced);
     }
     let user_id = link_or_update(identity, name, &user, metadata).await?.user_id();
+    apply_scope_mappings(identity, directory, user_id, &user, metadata).await?;
     if want_admin && !user.admin {
         return Err(LoginError::AdminScopeDenied.into());
     }
@@ -170,6 +171,34 @@ async fn link_or_update(
         role: if user.admin { Role::Admin } else { Role::User },
     };
     accounts::link_or_sync_external(identity, &external, metadata).await
+}
+
+/// The user's memberships from the directory's `scope_mappings`.
+async fn apply_scope_mappings(
+    identity: &Identity,
+    directory: &Directory,
+    user_id: Uuid,
+    user: &DirectoryUser,
+    metadata: &Metadata,
+) -> Result<(), CommandError> {
+    let mappings: Vec<(String, warden_events::scope::ScopeRole)> = directory
+        .config()
+        .scope_mappings
+        .iter()
+        .map(|mapping| (mapping.scope.clone(), mapping.role))
+        .collect();
+    if mappings.is_empty() {
+        return Ok(());
+    }
+    crate::scopes::apply_mappings(
+        &identity.commands,
+        &identity.db,
+        user_id,
+        &mappings,
+        &user.mappings,
+        metadata,
+    )
+    .await
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -214,27 +243,37 @@ pub async fn sync(identity: &Identity, name: &str) -> anyhow::Result<SyncReport>
             Err(other) => return Err(other.into()),
         };
         present.insert(outcome.user_id());
+        apply_scope_mappings(identity, directory, outcome.user_id(), user, &metadata).await?;
         match outcome {
             ExternalSync::Linked(_) => report.linked += 1,
             ExternalSync::Updated(_) => report.updated += 1,
             ExternalSync::Unchanged(_) => report.unchanged += 1,
         }
     }
-    if directory.config().sync_del_old_users {
-        let connection = identity.db.get().await?;
-        let known: Vec<Uuid> = connection
-            .query(
-                "SELECT id FROM users WHERE provider = $1 AND deleted_at IS NULL",
-                &[&user_provider(name)],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        drop(connection);
-        for user_id in known.into_iter().filter(|id| !present.contains(id)) {
+    let connection = identity.db.get().await?;
+    let known: Vec<Uuid> = connection
+        .query(
+            "SELECT id FROM users WHERE provider = $1 AND deleted_at IS NULL",
+            &[&user_provider(name)],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    drop(connection);
+    for user_id in known.into_iter().filter(|id| !present.contains(id)) {
+        if directory.config().sync_del_old_users {
             crate::identity::accounts::delete_user(&identity.commands, user_id, &metadata).await?;
             report.deleted += 1;
+        } else {
+            // Gone from the directory's users: no mapping holds any more.
+            let gone = DirectoryUser {
+                uid: String::new(),
+                email: String::new(),
+                admin: false,
+                mappings: Vec::new(),
+            };
+            apply_scope_mappings(identity, directory, user_id, &gone, &metadata).await?;
         }
     }
     Ok(report)

@@ -3,7 +3,7 @@
 
 use deadpool_postgres::GenericClient;
 use warden_events::user::UserOrigin;
-use warden_events::{Event, JobEvent, StreamId, UserEvent};
+use warden_events::{Event, JobEvent, ScopeEvent, StreamId, UserEvent};
 
 use super::StoreError;
 
@@ -15,6 +15,18 @@ pub const PROVISIONING_ID: &str = "provisioning_id";
 /// A runner machine runs at most one job: the job stream holding the
 /// machine's id in this scope is the one it runs.
 pub const MACHINE_JOB: &str = "machine_job";
+
+/// Scope of group and project names: `<parent id or "top">/<name>`, so a
+/// name is unique among its siblings.
+pub const SCOPE_NAME: &str = "scope_name";
+
+/// The claim key of a group's or project's name in its parent.
+pub fn scope_name_key(parent_id: Option<uuid::Uuid>, name: &str) -> String {
+    match parent_id {
+        Some(parent) => format!("{parent}/{name}"),
+        None => format!("top/{name}"),
+    }
+}
 
 /// Scope of linked LDAP users: `<provider>\n<uid, lowercased>`.
 pub const LDAP_USER: &str = "ldap_user";
@@ -89,6 +101,21 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
             .chain(take_email(&e.email))
             .collect(),
         Event::User(UserEvent::UserDeleted(_)) => vec![ClaimChange::ReleaseAll],
+        Event::Scope(ScopeEvent::GroupCreated(e)) => vec![ClaimChange::Take {
+            scope: SCOPE_NAME,
+            value: scope_name_key(e.parent_id, &e.name),
+        }],
+        Event::Scope(ScopeEvent::ProjectCreated(e)) => vec![ClaimChange::Take {
+            scope: SCOPE_NAME,
+            value: scope_name_key(Some(e.group_id), &e.name),
+        }],
+        Event::Scope(ScopeEvent::ScopeRenamed(e)) => vec![
+            ClaimChange::ReleaseScope(SCOPE_NAME),
+            ClaimChange::Take {
+                scope: SCOPE_NAME,
+                value: scope_name_key(e.parent_id, &e.name),
+            },
+        ],
         Event::Job(JobEvent::JobAssigned(e)) => vec![ClaimChange::Take {
             scope: MACHINE_JOB,
             value: e.machine_id.to_string(),
@@ -110,6 +137,12 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
             | JobEvent::JobRetrieved(_)
             | JobEvent::JobProgressed(_)
             | JobEvent::JobCancelRequested(_),
+        )
+        | Event::Scope(
+            ScopeEvent::ScopeArchived(_)
+            | ScopeEvent::ScopeRunnerLimitSet(_)
+            | ScopeEvent::MemberAdded(_)
+            | ScopeEvent::MemberRemoved(_),
         )
         | Event::Runner(_)
         | Event::Machine(_) => Vec::new(),

@@ -101,6 +101,23 @@ pub struct OidcProviderConfig {
     /// send the claim.
     #[serde(default = "default_true")]
     pub require_verified_email: bool,
+    /// Memberships in warden's groups and projects from a group claim:
+    /// a user whose claim holds a mapping's value gets its role in its
+    /// scope at each log-in, and loses it at a log-in without it (a
+    /// membership granted through the API is left alone). docs/scopes.md.
+    #[serde(default)]
+    pub scope_mappings: Vec<OidcScopeMapping>,
+}
+
+/// Users whose claim `claim.field_name` holds `claim.name` get `role` in
+/// `scope`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcScopeMapping {
+    pub claim: OidcRole,
+    /// `group:<path>` or `project:<path>`.
+    pub scope: String,
+    pub role: warden_events::scope::ScopeRole,
 }
 
 /// A claim (string or list of strings) that must contain `name`.
@@ -136,6 +153,13 @@ pub struct LdapProviderConfig {
     /// Who is an admin (also needs to pass `user_query`); none: nobody.
     #[serde(default)]
     pub admin_query: Option<LdapQuery>,
+    /// Memberships in warden's groups and projects from the directory:
+    /// the users a mapping's query returns (e.g. `(memberOf=<group DN>)`)
+    /// get its role in its scope, at each log-in and sync; one the query
+    /// no longer returns loses it (a membership granted through the API
+    /// is left alone). docs/scopes.md.
+    #[serde(default)]
+    pub scope_mappings: Vec<LdapScopeMapping>,
     /// Not advertised as a login option (still usable).
     #[serde(default)]
     pub hidden: bool,
@@ -171,6 +195,16 @@ pub struct LdapQuery {
     pub base_dn: String,
     /// An LDAP filter, e.g. `(objectClass=inetOrgPerson)`.
     pub filter: String,
+}
+
+/// Directory users `query` returns get `role` in `scope`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapScopeMapping {
+    pub query: LdapQuery,
+    /// `group:<path>` or `project:<path>`.
+    pub scope: String,
+    pub role: warden_events::scope::ScopeRole,
 }
 
 fn default_ldap_timeout() -> Duration {
@@ -225,6 +259,10 @@ pub struct RunnersConfig {
     /// since (`fleet/heartbeat_cache.rs`). Off: every heartbeat reads the
     /// database.
     pub heartbeat_cache: bool,
+    /// Active runners a group or project may have, unless an admin set
+    /// the scope's own limit (GitLab's per-scope runner registration
+    /// limit). Instance runners have no limit.
+    pub scope_runner_limit: i64,
 }
 
 impl Default for RunnersConfig {
@@ -242,6 +280,7 @@ impl Default for RunnersConfig {
             rate_limit: RateLimitConfig::default(),
             max_machines_per_token: 1000,
             heartbeat_cache: true,
+            scope_runner_limit: 50,
         }
     }
 }

@@ -232,10 +232,22 @@ fn validate_ldap_provider(name: &str, ldap: &LdapProviderConfig) -> Result<(), C
             return Err(field_error(field(f), "an attribute name"));
         }
     }
-    let queries = [
-        ("user_query", Some(&ldap.user_query)),
-        ("admin_query", ldap.admin_query.as_ref()),
+    let mut queries = vec![
+        ("user_query".to_owned(), Some(&ldap.user_query)),
+        ("admin_query".to_owned(), ldap.admin_query.as_ref()),
     ];
+    for (n, mapping) in ldap.scope_mappings.iter().enumerate() {
+        match mapping.scope.parse::<crate::api::ScopeRef>() {
+            Ok(crate::api::ScopeRef::Group(_) | crate::api::ScopeRef::Project(_)) => {}
+            _ => {
+                return Err(field_error(
+                    field(&format!("scope_mappings[{n}].scope")),
+                    "`group:<path>` or `project:<path>`",
+                ))
+            }
+        }
+        queries.push((format!("scope_mappings[{n}].query"), Some(&mapping.query)));
+    }
     for (f, query) in queries {
         if let Some(query) = query {
             let filter = query.filter.trim();
@@ -243,7 +255,7 @@ fn validate_ldap_provider(name: &str, ldap: &LdapProviderConfig) -> Result<(), C
                 || filter.matches('(').count() != filter.matches(')').count()
             {
                 return Err(field_error(
-                    format!("{}.filter", field(f)),
+                    format!("{}.filter", field(&f)),
                     "an LDAP filter in parentheses",
                 ));
             }

@@ -87,3 +87,28 @@ pub fn advisory_key(name: &str) -> i64 {
     }
     hash as i64
 }
+
+/// Takes the transaction-level advisory lock `key` in `tx` (shared or
+/// exclusive), waiting at most `wait`: a clear `LockTimedOut` rather than
+/// the statement timeout's error. Held until `tx` ends.
+pub async fn xact_lock(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: i64,
+    shared: bool,
+    wait: Duration,
+) -> Result<(), DbError> {
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", wait.as_millis()))
+        .await?;
+    let lock = if shared {
+        "SELECT pg_advisory_xact_lock_shared($1)"
+    } else {
+        "SELECT pg_advisory_xact_lock($1)"
+    };
+    match tx.execute(lock, &[&key]).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Err(DbError::LockTimedOut(wait))
+        }
+        Err(error) => Err(error.into()),
+    }
+}

@@ -27,7 +27,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use answer_deadline::OnSilence;
 pub use connect::{describe, Deadlines, PgConnection, PostgresTls};
 pub use listen::{Listener, LISTENER_KEEPALIVE};
-pub use locks::{advisory_key, SessionLock};
+pub use locks::{advisory_key, xact_lock, SessionLock};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
