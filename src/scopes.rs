@@ -557,3 +557,72 @@ pub async fn apply_mappings(
     }
     Ok(())
 }
+
+/// Moves a scope `caller` manages into group `to`, which they manage too:
+/// its runners, jobs, members and the scopes below it come along.
+pub async fn move_scope(
+    commands: &CommandService,
+    db: &Database,
+    caller: Caller,
+    reference: &ScopeRef,
+    to: &ScopeRef,
+    metadata: &Metadata,
+) -> Result<ScopeRecord, ScopeError> {
+    let scope = managed(db, caller, reference).await?;
+    if !matches!(to, ScopeRef::Group(_)) {
+        return Err(DomainError::Invalid {
+            code: ErrorCode::InvalidScope,
+            message: format!("`{to}` cannot hold groups or projects; name a group"),
+        }
+        .into());
+    }
+    let group = destination(db, caller, to, true)
+        .await?
+        .ok_or_else(|| ScopeError::NotFound(to.to_string()))?;
+    let command = ScopeCommand::Move { parent_id: group.id };
+    let guard = NoCycle {
+        scope_id: scope.id,
+        parent_id: group.id,
+        lock_wait: db.timeouts().lock_wait(),
+    };
+    commands
+        .execute_guarded::<Scope>(&StreamId::scope(scope.id), &command, metadata, &guard)
+        .await?;
+    let connection = db.get().await.map_err(StoreError::from)?;
+    Ok(by_id(&connection, scope.id).await?.unwrap_or(scope))
+}
+
+/// A move must not put a scope below itself. Moves are serialised (one
+/// lock for the whole tree), so two moves cannot each pass this check and
+/// together make a loop.
+struct NoCycle {
+    scope_id: Uuid,
+    parent_id: Uuid,
+    lock_wait: Duration,
+}
+
+#[async_trait::async_trait]
+impl Precondition for NoCycle {
+    async fn check(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), CommandError> {
+        let key = crate::platform::db::advisory_key("scope-moves");
+        crate::platform::db::xact_lock(tx, key, false, self.lock_wait)
+            .await
+            .map_err(StoreError::from)?;
+        let below: bool = tx
+            .query_one(
+                "SELECT $2 = ANY(scope_and_below($1))",
+                &[&self.scope_id, &self.parent_id],
+            )
+            .await
+            .map_err(StoreError::from)?
+            .get(0);
+        if below {
+            return Err(DomainError::Invalid {
+                code: ErrorCode::InvalidScope,
+                message: "a scope cannot be moved into itself or a group below it".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}

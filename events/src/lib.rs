@@ -189,6 +189,7 @@ events! {
         GroupCreated(scope::GroupCreated) = version 1,
         ProjectCreated(scope::ProjectCreated) = version 1,
         ScopeRenamed(scope::ScopeRenamed) = version 1,
+        ScopeMoved(scope::ScopeMoved) = version 1,
         ScopeArchived(scope::ScopeArchived) = version 1,
         ScopeRunnerLimitSet(scope::ScopeRunnerLimitSet) = version 1,
         MemberAdded(scope::MemberAdded) = version 1,
@@ -387,6 +388,7 @@ impl ScopeEvent {
             ScopeEvent::GroupCreated(_)
             | ScopeEvent::ProjectCreated(_)
             | ScopeEvent::ScopeRenamed(_)
+            | ScopeEvent::ScopeMoved(_)
             | ScopeEvent::ScopeArchived(_)
             | ScopeEvent::ScopeRunnerLimitSet(_)
             | ScopeEvent::MemberAdded(_)

@@ -248,6 +248,12 @@ pub fn all() -> Vec<Event> {
             parent_id: Some(group),
         }
         .into(),
+        ScopeMoved {
+            scope_id: project,
+            parent_id: group,
+            name: "lqcd".into(),
+        }
+        .into(),
         ScopeArchived { scope_id: project }.into(),
         ScopeRunnerLimitSet {
             scope_id: group,

@@ -67,6 +67,17 @@ pub struct ScopeRenamed {
     pub parent_id: Option<Uuid>,
 }
 
+/// The scope now sits in another group; its runners, jobs and the
+/// scopes below it come along (they name it by id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeMoved {
+    pub scope_id: Uuid,
+    /// The group it sits in now.
+    pub parent_id: Uuid,
+    /// Its name, which must be free in the new group.
+    pub name: String,
+}
+
 /// Archived: no new runners, jobs or members; what exists stays readable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopeArchived {

@@ -81,6 +81,7 @@ impl AggregateProjection for ScopeProjection {
             ScopeEvent::GroupCreated(e) => created(e.group_id, "group", &e.name, e.parent_id),
             ScopeEvent::ProjectCreated(e) => created(e.project_id, "project", &e.name, Some(e.group_id)),
             ScopeEvent::ScopeRenamed(e) => update(e.scope_id, vec![("name", Assign::To((&e.name).into()))]),
+            ScopeEvent::ScopeMoved(e) => update(e.scope_id, vec![("parent_id", Assign::To(e.parent_id.into()))]),
             ScopeEvent::ScopeArchived(e) => update(e.scope_id, vec![("archived", Assign::To(Value::Bool(true)))]),
             ScopeEvent::ScopeRunnerLimitSet(e) => {
                 update(e.scope_id, vec![("runner_limit", Assign::To(e.limit.into()))])

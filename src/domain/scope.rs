@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 use warden_events::scope::{
-    GroupCreated, MemberAdded, MemberRemoved, MembershipSource, ProjectCreated, ScopeArchived, ScopeRenamed, ScopeRole,
-    ScopeRunnerLimitSet,
+    GroupCreated, MemberAdded, MemberRemoved, MembershipSource, ProjectCreated, ScopeArchived, ScopeMoved,
+    ScopeRenamed, ScopeRole, ScopeRunnerLimitSet,
 };
 use warden_events::{Event, ScopeEvent};
 
@@ -70,6 +70,11 @@ pub enum ScopeCommand {
     },
     Rename {
         name: String,
+    },
+    /// Into the group `parent_id` (which the caller checked exists, is a
+    /// group, and is neither this scope nor below it).
+    Move {
+        parent_id: Uuid,
     },
     Archive,
     SetRunnerLimit {
@@ -139,6 +144,7 @@ impl Aggregate for Scope {
                 *self = created(e.project_id, ScopeKind::Project, &e.name, Some(e.group_id))
             }
             ScopeEvent::ScopeRenamed(e) => self.change(|scope| scope.name = e.name.clone()),
+            ScopeEvent::ScopeMoved(e) => self.change(|scope| scope.parent_id = Some(e.parent_id)),
             ScopeEvent::ScopeArchived(_) => self.change(|scope| scope.archived = true),
             ScopeEvent::ScopeRunnerLimitSet(e) => self.change(|scope| scope.runner_limit = e.limit),
             ScopeEvent::MemberAdded(e) => self.change(|scope| {
@@ -217,6 +223,19 @@ impl Aggregate for Scope {
                 }
                 .into()
             }
+            ScopeCommand::Move { parent_id } if *parent_id == id => {
+                return Err(DomainError::Invalid {
+                    code: ErrorCode::InvalidScope,
+                    message: "a scope cannot be moved into itself".into(),
+                })
+            }
+            ScopeCommand::Move { parent_id } if scope.parent_id == Some(*parent_id) => return Ok(Vec::new()),
+            ScopeCommand::Move { parent_id } => ScopeMoved {
+                scope_id: id,
+                parent_id: *parent_id,
+                name: scope.name.clone(),
+            }
+            .into(),
             ScopeCommand::Archive if scope.archived => return Ok(Vec::new()),
             ScopeCommand::Archive => ScopeArchived { scope_id: id }.into(),
             ScopeCommand::SetRunnerLimit { limit } => {

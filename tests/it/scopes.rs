@@ -552,3 +552,102 @@ async fn replay_rebuilds_scopes_memberships_and_scoped_runners_equal_to_the_live
     let members = app.db.dump("scope_members", "id").await;
     assert_eq!(members.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_moved_project_takes_its_runners_and_jobs_along_and_no_scope_moves_below_itself() {
+    let teams = teams().await;
+    let app = &teams.app;
+    let (runner, _) = scoped_runner(app, &teams.physics_lead, "project:physics/astro").await;
+    let job = submit_to(app, &teams.admin, "project:physics/astro").await;
+    let move_astro = json!({"scope": "project:physics/astro", "move_to": "group:chem"});
+    // Moving needs the manager role on both sides.
+    let (status, body) = post(app, &teams.physics_lead, "/api/scopes/change", move_astro.clone()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("scope_not_found")),
+        "{body}"
+    );
+    let (status, body) = post(app, &teams.admin, "/api/scopes/change", move_astro).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "project:chem/astro");
+    let ids =
+        |items: Vec<Value>| -> Vec<String> { items.iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect() };
+    assert_eq!(
+        ids(app
+            .get_items(&teams.chem_lead, "/api/scopes/runners?scope=group:chem")
+            .await),
+        [runner]
+    );
+    assert_eq!(
+        ids(app
+            .get_items(&teams.chem_lead, "/api/scopes/jobs?scope=group:chem")
+            .await),
+        [job]
+    );
+    assert!(app
+        .get_items(&teams.physics_lead, "/api/scopes/runners?scope=group:physics")
+        .await
+        .is_empty());
+    // No loops: a group cannot go below itself.
+    let (status, _) = post(
+        app,
+        &teams.admin,
+        "/api/scopes/groups",
+        json!({"name": "sub", "parent": "group:physics"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    for to in ["group:physics/sub", "group:physics"] {
+        let (status, body) = post(
+            app,
+            &teams.admin,
+            "/api/scopes/change",
+            json!({"scope": "group:physics", "move_to": to}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_scope")),
+            "{to}"
+        );
+    }
+    let report = warden::log::replay::run(&app.db.db, true, false).await.unwrap();
+    assert!(report.differences.is_empty(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_membership_removed_on_one_instance_is_gone_at_the_next_request_on_another() {
+    let (first, second) = TestApp::start_two(config()).await;
+    let admin = first.admin_token().await;
+    for (path, body) in [
+        ("/api/scopes/groups", json!({"name": "physics"})),
+        (
+            "/api/scopes/projects",
+            json!({"name": "lattice-qcd", "group": "group:physics"}),
+        ),
+    ] {
+        assert_eq!(post(&first, &admin, path, body).await.0, StatusCode::CREATED);
+    }
+    let grant = json!({"scope": "project:physics/lattice-qcd", "user": QCD_MEMBER, "role": "member"});
+    assert_eq!(
+        put(&first, &admin, "/api/scopes/members", grant).await.0,
+        StatusCode::OK
+    );
+    let member = second.token(QCD_MEMBER, PASSWORD, false).await;
+    let job = json!({"payload": {}, "scope": "project:physics/lattice-qcd"});
+    assert_eq!(
+        post(&second, &member, "/api/jobs", job.clone()).await.0,
+        StatusCode::CREATED
+    );
+    let removal = json!({"scope": "project:physics/lattice-qcd", "user": QCD_MEMBER, "role": null});
+    assert_eq!(
+        put(&first, &admin, "/api/scopes/members", removal).await.0,
+        StatusCode::OK
+    );
+    // The very next request, on the other instance: refused.
+    let (status, body) = post(&second, &member, "/api/jobs", job).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("membership_required"))
+    );
+}

@@ -186,7 +186,7 @@ pub async fn list(
     ))
 }
 
-/// Changes to a scope, made in this order: `rename`, `archive`,
+/// Changes to a scope, made in this order: `rename`, `move_to`, `archive`,
 /// `runner_limit` or `default_runner_limit` (admins); none: the scope as it
 /// is.
 #[derive(Deserialize, ToSchema)]
@@ -200,6 +200,11 @@ pub struct ChangeScopeBody {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     rename: Option<String>,
+    /// Into another group the caller manages (`group:<path>`): runners,
+    /// jobs, members and the scopes below come along.
+    #[serde(default)]
+    #[schema(pattern = "^group:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,19}$")]
+    move_to: Option<String>,
     /// No new runners, jobs or members from now on.
     #[serde(default)]
     archive: bool,
@@ -210,24 +215,6 @@ pub struct ChangeScopeBody {
     /// Back to the configured limit (`runners.scope_runner_limit`).
     #[serde(default)]
     default_runner_limit: bool,
-}
-
-impl ChangeScopeBody {
-    fn commands(self) -> Vec<ScopeCommand> {
-        let mut commands = Vec::new();
-        if let Some(name) = self.rename {
-            commands.push(ScopeCommand::Rename { name });
-        }
-        if self.archive {
-            commands.push(ScopeCommand::Archive);
-        }
-        if self.default_runner_limit {
-            commands.push(ScopeCommand::SetRunnerLimit { limit: None });
-        } else if let Some(limit) = self.runner_limit {
-            commands.push(ScopeCommand::SetRunnerLimit { limit: Some(limit) });
-        }
-        commands
-    }
 }
 
 /// Renames or archives a scope the caller manages, or (admins) sets its
@@ -241,7 +228,7 @@ impl ChangeScopeBody {
         (status = 200, description = "the scope as it is now", body = ScopeAnswer),
         (status = 403, description = "the caller does not manage it (or is no admin, for a limit)", body = ErrorBody),
         (status = 404, description = "no such scope (or none the caller may see)", body = ErrorBody),
-        (status = 409, description = "the new name is taken there", body = ErrorBody)
+        (status = 409, description = "the new name is taken there, or the group moved into is archived", body = ErrorBody)
     ),
     security(("user_token" = []))
 )]
@@ -251,14 +238,40 @@ pub async fn change(
     context: RequestContext,
     body: Json<ChangeScopeBody>,
 ) -> Result<web::Json<ScopeAnswer>, ApiError> {
-    let body = body.into_inner();
-    let mut scope = parse_scope(&body.scope)?;
+    let ChangeScopeBody {
+        scope,
+        rename,
+        move_to,
+        archive,
+        runner_limit,
+        default_runner_limit,
+    } = body.into_inner();
+    let caller = caller(&user);
     let metadata = context.metadata(user.actor());
-    let mut current = scopes::managed(&state.db, caller(&user), &scope).await?;
-    for command in body.commands() {
-        current = scopes::change(&state.commands, &state.db, caller(&user), &scope, command, &metadata).await?;
-        // A rename moves the scope: the next change names it anew.
+    let mut scope = parse_scope(&scope)?;
+    let move_to = move_to.as_deref().map(parse_scope).transpose()?;
+    let mut current = scopes::managed(&state.db, caller, &scope).await?;
+    // A rename or a move changes the path: later changes name it anew.
+    if let Some(name) = rename {
+        let command = ScopeCommand::Rename { name };
+        current = scopes::change(&state.commands, &state.db, caller, &scope, command, &metadata).await?;
         scope = current.reference().parse()?;
+    }
+    if let Some(to) = &move_to {
+        current = scopes::move_scope(&state.commands, &state.db, caller, &scope, to, &metadata).await?;
+        scope = current.reference().parse()?;
+    }
+    let mut commands = Vec::new();
+    if archive {
+        commands.push(ScopeCommand::Archive);
+    }
+    if default_runner_limit {
+        commands.push(ScopeCommand::SetRunnerLimit { limit: None });
+    } else if let Some(limit) = runner_limit {
+        commands.push(ScopeCommand::SetRunnerLimit { limit: Some(limit) });
+    }
+    for command in commands {
+        current = scopes::change(&state.commands, &state.db, caller, &scope, command, &metadata).await?;
     }
     Ok(web::Json(ScopeAnswer::of(current, None)))
 }

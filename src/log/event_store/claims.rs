@@ -116,6 +116,13 @@ fn changes_for(event: &Event) -> Vec<ClaimChange> {
                 value: scope_name_key(e.parent_id, &e.name),
             },
         ],
+        Event::Scope(ScopeEvent::ScopeMoved(e)) => vec![
+            ClaimChange::ReleaseScope(SCOPE_NAME),
+            ClaimChange::Take {
+                scope: SCOPE_NAME,
+                value: scope_name_key(Some(e.parent_id), &e.name),
+            },
+        ],
         Event::Job(JobEvent::JobAssigned(e)) => vec![ClaimChange::Take {
             scope: MACHINE_JOB,
             value: e.machine_id.to_string(),
