@@ -171,6 +171,10 @@ pub enum RunnerCommand {
         /// Host name for tags and the template [default: this host's]
         #[arg(long)]
         hostname: Option<String>,
+        /// Create the runners in a group or project (`group:<path>`,
+        /// `project:<path>`) instead of as instance runners
+        #[arg(long)]
+        scope: Option<String>,
     },
 }
 
@@ -327,6 +331,7 @@ impl Cli {
             stateless,
             types,
             hostname,
+            scope,
         }) = self.command
         else {
             unreachable!("only called for reconcile")
@@ -343,6 +348,7 @@ impl Cli {
             stateless,
             types,
             hostname,
+            scope,
         };
         match reconcile::reconcile(&options).await {
             Ok(report) => {

@@ -71,6 +71,9 @@ pub struct Options {
     pub stateless: bool,
     pub types: Option<Vec<String>>,
     pub hostname: String,
+    /// Create the runners in this group or project (`group:<path>`,
+    /// `project:<path>`); none: instance runners.
+    pub scope: Option<String>,
 }
 
 /// A runner entry of `runner-data.json`.
@@ -122,18 +125,29 @@ pub async fn reconcile(options: &Options) -> Result<Report, ReconcileError> {
     let client = Client::new(&options.api_url)?;
     let admin = AdminToken::from_prefix(&options.prefix);
     let mut outcomes = BTreeMap::new();
+    let scope = options.scope.as_deref();
 
     if options.stateless {
         let admin = admin.get(&client).await?;
         let runners = client.list_runners(&admin).await?;
+        // Only runners of the scope asked for count as this host's.
+        let scope_id = match scope {
+            Some(scope) => Some(client.scope_id(&admin, scope).await?),
+            None => None,
+        };
         for runner_type in &types {
-            let existing = runners
-                .iter()
-                .find(|r| r.status == "active" && has_tag(r, &options.hostname) && has_tag(r, runner_type));
+            let existing = runners.iter().find(|r| {
+                r.status == "active"
+                    && r.scope_id == scope_id
+                    && has_tag(r, &options.hostname)
+                    && has_tag(r, runner_type)
+            });
             let (entry, outcome) = match existing.map(|r| r.id.to_string()) {
                 Some(id) => (client.reset_token(&admin, &id).await?, Outcome::TokenReset),
                 None => (
-                    client.create_runner(&admin, &options.hostname, runner_type).await?,
+                    client
+                        .create_runner(&admin, &options.hostname, runner_type, scope)
+                        .await?,
                     Outcome::Created,
                 ),
             };
@@ -157,7 +171,12 @@ pub async fn reconcile(options: &Options) -> Result<Report, ReconcileError> {
                 admin_token = Some(admin.get(&client).await?);
             }
             let fresh = client
-                .create_runner(admin_token.as_ref().expect("set above"), &options.hostname, runner_type)
+                .create_runner(
+                    admin_token.as_ref().expect("set above"),
+                    &options.hostname,
+                    runner_type,
+                    scope,
+                )
                 .await?;
             outcomes.insert(
                 runner_type.clone(),
@@ -425,11 +444,15 @@ impl Client {
         admin: &str,
         hostname: &str,
         runner_type: &str,
+        scope: Option<&str>,
     ) -> Result<RunnerEntry, ReconcileError> {
-        let body = json!({
+        let mut body = json!({
             "description": format!("{hostname} {runner_type}"),
             "tags": [hostname.to_lowercase(), runner_type.to_lowercase()],
         });
+        if let Some(scope) = scope {
+            body["scope"] = json!(scope);
+        }
         let (status, body) = self
             .send(
                 self.http
@@ -462,6 +485,22 @@ impl Client {
             id: Some(runner_id.to_owned()),
             token: Some(reset.token),
         })
+    }
+
+    /// The id of the group or project `scope` names (`group:<path>`,
+    /// `project:<path>`), as the admin's list of scopes has it.
+    async fn scope_id(&self, admin: &str, scope: &str) -> Result<uuid::Uuid, ReconcileError> {
+        let (status, body) = self
+            .send(self.http.get(format!("{}/api/scopes", self.base)).bearer_auth(admin))
+            .await?;
+        let scopes: Vec<Value> = answer(Self::admin_outcome(status, body, "listing scopes")?, "listing scopes")?;
+        let wanted = scope.trim().to_lowercase();
+        scopes
+            .iter()
+            .find(|listed| listed["scope"].as_str() == Some(wanted.as_str()))
+            .and_then(|listed| listed["id"].as_str())
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| setup(format!("warden has no {scope}")))
     }
 
     /// Every runner, newest first (a host's newest matching runner is the

@@ -220,3 +220,54 @@ async fn reconcile_follows_no_planted_link_and_warns_about_readable_credentials(
     );
     app.stop().await;
 }
+
+/// Issue 26: `--scope` creates and finds the host's runners in a project.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_makes_and_finds_the_runners_of_a_scope() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    for (path, body) in [
+        ("/api/scopes/groups", serde_json::json!({"name": "physics"})),
+        (
+            "/api/scopes/projects",
+            serde_json::json!({"name": "lattice-qcd", "group": "group:physics"}),
+        ),
+    ] {
+        assert_eq!(app.post_json(&admin, path, body).await.status(), StatusCode::CREATED);
+    }
+    let prefix = prefix_with_credentials(ADMIN_PASSWORD);
+    let scoped = ["--stateless", "--scope", "project:physics/lattice-qcd"];
+    // Instance runners of this host with the same tags are not the
+    // project's.
+    let instance = reconcile(&app.base_url, prefix.path(), &["--stateless"]);
+    assert!(
+        instance.status.success(),
+        "{}",
+        String::from_utf8_lossy(&instance.stderr)
+    );
+    for round in 0..2 {
+        let output = reconcile(&app.base_url, prefix.path(), &scoped);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if round == 1 {
+            assert!(stdout.contains("shell: reset the token"), "{stdout}");
+        }
+    }
+    let runners = app
+        .get_items(&admin, "/api/scopes/runners?scope=project:physics/lattice-qcd")
+        .await;
+    assert_eq!(
+        runners.len(),
+        2,
+        "one runner per type in the project, found again the second time"
+    );
+    let all = app.get_items(&admin, "/api/admins/runners").await;
+    assert_eq!(all.len(), 4, "and the two instance runners beside them");
+    let unknown = reconcile(
+        &app.base_url,
+        prefix.path(),
+        &["--stateless", "--scope", "project:physics/nope"],
+    );
+    assert!(!unknown.status.success());
+    app.stop().await;
+}
