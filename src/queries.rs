@@ -471,3 +471,70 @@ mod tests {
         assert_eq!(select.params().len(), 3);
     }
 }
+
+/// Per minute over the last `minutes` minutes (oldest first), counted from
+/// the event log (its `recorded_at` BRIN index makes the range cheap): jobs
+/// submitted, assigned and finished, and the queue's depth at the end of
+/// each minute (worked back from today's depth through the queue's
+/// arrivals, submissions and requeues, and departures, assignments and
+/// cancellations).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Activity {
+    /// The start of each minute.
+    pub minutes: Vec<DateTime<Utc>>,
+    pub submitted: Vec<i64>,
+    pub assigned: Vec<i64>,
+    pub finished: Vec<i64>,
+    pub queued: Vec<i64>,
+}
+
+pub async fn activity<C: GenericClient>(client: &C, minutes: i64) -> Result<Activity, StoreError> {
+    let rows = client
+        .query(
+            "WITH span AS (SELECT date_trunc('minute', now()) - ($1::bigint - 1) * interval '1 minute' AS since),
+             counted AS (
+                 SELECT date_trunc('minute', recorded_at) AS minute,
+                        count(*) FILTER (WHERE event_type = 'JobSubmitted') AS submitted,
+                        count(*) FILTER (WHERE event_type = 'JobAssigned') AS assigned,
+                        count(*) FILTER (WHERE event_type = 'JobFinished') AS finished,
+                        count(*) FILTER (WHERE event_type = 'JobRequeued') AS requeued,
+                        count(*) FILTER (WHERE event_type = 'JobCancelled') AS cancelled
+                 FROM events, span
+                 WHERE recorded_at >= span.since
+                   AND event_type IN ('JobSubmitted', 'JobAssigned', 'JobFinished', 'JobRequeued', 'JobCancelled')
+                 GROUP BY 1
+             )
+             SELECT m, coalesce(c.submitted, 0), coalesce(c.assigned, 0), coalesce(c.finished, 0),
+                    coalesce(c.submitted + c.requeued - c.assigned - c.cancelled, 0)
+             FROM span, generate_series(span.since, date_trunc('minute', now()), interval '1 minute') AS m
+             LEFT JOIN counted c ON c.minute = m
+             ORDER BY m",
+            &[&minutes],
+        )
+        .await?;
+    let queued_now: i64 = client
+        .query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[])
+        .await?
+        .get(0);
+    let mut activity = Activity {
+        minutes: Vec::with_capacity(rows.len()),
+        submitted: Vec::with_capacity(rows.len()),
+        assigned: Vec::with_capacity(rows.len()),
+        finished: Vec::with_capacity(rows.len()),
+        queued: vec![0; rows.len()],
+    };
+    for row in &rows {
+        activity.minutes.push(row.get(0));
+        activity.submitted.push(row.get(1));
+        activity.assigned.push(row.get(2));
+        activity.finished.push(row.get(3));
+    }
+    // Back from now: the depth at the end of a minute is the next
+    // minute's end minus what that minute added.
+    let mut depth = queued_now;
+    for (index, row) in rows.iter().enumerate().rev() {
+        activity.queued[index] = depth.max(0);
+        depth -= row.get::<_, i64>(4);
+    }
+    Ok(activity)
+}

@@ -91,6 +91,8 @@ try {
   await signIn(page, admin);
   await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
   await page.locator('#dashboard-counts .card').first().waitFor();
+  await page.locator('#dashboard-charts svg.chart').first().waitFor();
+  expect(await page.locator('#dashboard-charts svg.chart').count() === 4, 'the dashboard draws its four charts');
   await shot(page, 'dashboard');
 
   // 2. Creates a runner and reads its token once.
@@ -106,6 +108,23 @@ try {
   await page.locator('#runner-list table').waitFor();
   expect(await page.locator('#new-runner-token').count() === 0, 'a reload no longer shows the token');
   expect((await page.content()).indexOf(token) === -1, 'the token is nowhere in the page after a reload');
+
+  // 2b. Creates a group and a project on the Scopes page, and opens the
+  // project's page.
+  await page.getByRole('link', { name: 'Scopes' }).click();
+  await page.getByRole('heading', { name: 'Scopes', exact: true }).waitFor();
+  await page.getByLabel('new group name').fill('e2e');
+  await page.getByRole('button', { name: 'Create group' }).click();
+  await page.getByRole('link', { name: 'group:e2e' }).waitFor();
+  await page.getByLabel('new project name').fill('app');
+  await page.getByLabel('group of the project').fill('group:e2e');
+  await page.getByRole('button', { name: 'Create project' }).click();
+  await page.getByRole('link', { name: 'project:e2e/app' }).click();
+  await page.getByRole('heading', { name: 'project:e2e/app' }).waitFor();
+  await page.getByRole('table', { name: 'Members' }).waitFor();
+  await shot(page, 'scope');
+  await page.getByRole('link', { name: 'Runners' }).click();
+  await page.locator('#runner-list table').waitFor();
 
   // 3. A job is submitted and a machine of the runner takes it.
   const userToken = await apiLogin(user, false);
@@ -147,6 +166,14 @@ try {
     await page.waitForTimeout(300);
   }
   await shot(page, 'job-history');
+  // Lists name who and what: no bare UUID where a name exists.
+  const uuid = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
+  for (const [hash, list] of [['#/jobs', '#job-list table'], ['#/runners', '#runner-list table'], ['#/scopes', '#scope-list table']]) {
+    await page.goto(`${base}/admin${hash}`);
+    await page.locator(`${list} tbody tr`).first().waitFor();
+    const text = await page.locator(list).innerText();
+    expect(!uuid.test(text), `${hash} shows names, not ids: ${text}`);
+  }
   let adminToken = await apiLogin(admin, true);
   const me = await call('GET', '/api/users/me', adminToken);
   await page.goto(`${base}/admin#/audit?event_type=RunnerInvalidated`);

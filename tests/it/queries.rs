@@ -271,3 +271,44 @@ async fn out_of_range_times_are_refused_not_failed() {
     }
     app.stop().await;
 }
+
+/// The dashboard's charts: per-minute counts from the log, and the queue's
+/// depth worked back from today's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_counts_this_minutes_jobs_and_the_queue() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let user = app.token(USER_EMAIL, USER_PASSWORD, false).await;
+    let (_, runner) = app.create_runner(&admin).await;
+    for n in 0..3 {
+        app.submit_job(&user, json!({"n": n}), &[], 0).await;
+    }
+    assert!(app.request_job(&runner, "r_activity", 0).await.is_some());
+    let activity: Value = app
+        .get_json(&admin, "/api/admins/activity?minutes=5")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let series = |name: &str| -> Vec<i64> {
+        activity[name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(series("submitted").len(), 5);
+    // The jobs may straddle a minute's end: count over the window.
+    assert_eq!(series("submitted").iter().sum::<i64>(), 3, "{activity}");
+    assert_eq!(series("assigned").iter().sum::<i64>(), 1, "{activity}");
+    assert_eq!(series("finished").iter().sum::<i64>(), 0);
+    assert_eq!(*series("queued").last().unwrap(), 2, "{activity}");
+    assert_error(
+        app.get_json(&user, "/api/admins/activity").await,
+        StatusCode::FORBIDDEN,
+        "admin_read_required",
+    )
+    .await;
+    app.stop().await;
+}

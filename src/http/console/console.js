@@ -139,6 +139,29 @@ function changeButton(text, onclick, danger) {
   }, text);
 }
 
+// ---- names -----------------------------------------------------------
+// Pages show who and what by name (an email, a runner's number and
+// description, a scope's path); the id stays in the element's title.
+
+async function loadNames() {
+  const [scopes, users, runners] = await Promise.all([
+    api('GET', '/api/scopes'),
+    api('GET', `/api/admins/users${query({ limit: 1000, include_deleted: true })}`),
+    api('GET', `/api/admins/runners${query({ limit: 1000 })}`),
+  ]);
+  return {
+    scopes: new Map(scopes.map((s) => [s.id, s.scope])),
+    users: new Map(users.items.map((u) => [u.id, u.email || 'deleted user'])),
+    runners: new Map(runners.items.map((r) => [r.id, runnerName(r)])),
+  };
+}
+
+// A name with its id on hover; the id itself only when no name is known.
+function named(map, id, fallback) {
+  if (!id) return el('span', { text: fallback || '—' });
+  return el('span', { title: id, text: map.get(id) || id });
+}
+
 function actorText(actor) {
   if (!actor) return '—';
   if (actor.user_id) return `user ${actor.user_id}`;
@@ -243,7 +266,7 @@ async function signOut() {
 function renderChrome() {
   document.getElementById('nav').hidden = false;
   // A runner's or a job's page belongs to its list's section.
-  const section = location.hash.replace(/^#\/(runner|job)\//, '#/$1s/');
+  const section = location.hash.replace(/^#\/(runner|job|scope)\//, '#/$1s/');
   for (const link of document.querySelectorAll('#nav a')) {
     const current = section.startsWith(link.getAttribute('href'));
     if (current) link.setAttribute('aria-current', 'page'); else link.removeAttribute('aria-current');
@@ -267,13 +290,45 @@ function live(refresh) {
 
 // ---- pages ---------------------------------------------------------------
 
+// A small line chart of `values` (one per minute), drawn as SVG through
+// DOM calls (nothing inline for the CSP to refuse).
+function chart(label, values) {
+  const svgNs = 'http://www.w3.org/2000/svg';
+  const width = 240;
+  const height = 48;
+  const peak = Math.max(0, ...values);
+  const top = Math.max(1, peak);
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / top) * (height - 4)).toFixed(1)}`).join(' ');
+  const svg = document.createElementNS(svgNs, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', `${label}: latest ${values[values.length - 1] ?? 0}, highest ${peak}`);
+  svg.setAttribute('class', 'chart');
+  const line = document.createElementNS(svgNs, 'polyline');
+  line.setAttribute('points', points);
+  line.setAttribute('fill', 'none');
+  line.setAttribute('stroke', 'currentColor');
+  line.setAttribute('stroke-width', '1.5');
+  svg.appendChild(line);
+  return el('figure', { class: 'card chart-card' }, svg,
+    el('figcaption', { class: 'l', text: `${label} (now ${values[values.length - 1] ?? 0}, highest ${peak})` }));
+}
+
 async function dashboardPage() {
   const counts = el('div', { class: 'cards', id: 'dashboard-counts' });
+  const charts = el('div', { class: 'cards', id: 'dashboard-charts' });
   const projectors = el('div', { id: 'dashboard-projectors' });
   const instances = el('div', { id: 'dashboard-instances' });
   const refresh = async () => {
     const dashboard = await api('GET', '/api/admins/dashboard');
     const health = await api('GET', '/api/health');
+    const activity = await api('GET', `/api/admins/activity${query({ minutes: 180 })}`);
+    charts.replaceChildren(
+      chart('jobs submitted per minute', activity.submitted),
+      chart('jobs assigned per minute', activity.assigned),
+      chart('jobs finished per minute', activity.finished),
+      chart('jobs queued', activity.queued));
     const card = (label, n) => el('div', { class: 'card' }, el('div', { class: 'n', text: n }), el('div', { class: 'l', text: label }));
     const users = Object.values(dashboard.users).reduce((sum, roles) => sum + Object.values(roles).reduce((a, b) => a + b, 0), 0);
     counts.replaceChildren(
@@ -304,7 +359,8 @@ async function dashboardPage() {
     }
   };
   await refresh();
-  show(el('h1', { text: 'Dashboard' }), counts, el('h2', { text: 'Projectors' }), projectors,
+  show(el('h1', { text: 'Dashboard' }), counts, el('h2', { text: 'The last three hours' }), charts,
+    el('h2', { text: 'Projectors' }), projectors,
     el('h2', { text: 'Instances' }), instances,
     el('p', { class: 'muted', text: 'Refreshes every 5 seconds.' }));
   live(refresh);
@@ -359,10 +415,12 @@ async function runnersPage(params) {
   const list = el('div', { id: 'runner-list' });
   const fill = async () => {
     const page = await api('GET', `/api/admins/runners${query({ status: params.status, paused: params.paused, tag: params.tag, contacted_since: params.contacted_since, limit: 200 })}`);
-    list.replaceChildren(table(['#', 'runner', 'status', 'tags', 'priority', 'machines', 'last contact', ''],
+    const names = await loadNames();
+    list.replaceChildren(table(['#', 'runner', 'scope', 'status', 'tags', 'priority', 'machines', 'last contact', ''],
       page.items.map((r) => el('tr', {},
         el('td', { text: r.number }),
-        el('td', {}, el('a', { href: `#/runner/${r.id}`, text: r.description || r.id })),
+        el('td', {}, el('a', { href: `#/runner/${r.id}`, title: r.id, text: r.description || runnerName(r) })),
+        el('td', {}, named(names.scopes, r.scope_id, 'instance')),
         el('td', {}, el('span', { class: r.status === 'active' ? 'pill ok' : 'pill bad', text: r.status }), r.paused ? el('span', { class: 'pill', text: 'paused' }) : null),
         el('td', { text: r.tags.join(', ') || '—' }),
         el('td', { text: r.priority }),
@@ -460,14 +518,17 @@ async function jobsPage(params) {
     if (params.status === 'queued') {
       items = [...items].sort((a, b) => (b.priority - a.priority) || (new Date(a.submitted_at) - new Date(b.submitted_at)));
     }
-    list.replaceChildren(table(['job', 'status', 'priority', 'tags', 'submitted', 'runner', ''],
+    const names = await loadNames();
+    list.replaceChildren(table(['job', 'status', 'priority', 'tags', 'submitted by', 'scope', 'submitted', 'runner', ''],
       items.map((j) => el('tr', {},
-        el('td', {}, el('a', { href: `#/job/${j.id}` }, el('code', { text: j.id }))),
+        el('td', {}, el('a', { href: `#/job/${j.id}`, title: j.id, text: j.number ? `#${j.number}` : j.id })),
         el('td', {}, el('span', { class: 'pill', text: j.status })),
         el('td', { text: j.priority }),
         el('td', { text: (j.required_tags || []).join(', ') || '—' }),
+        el('td', {}, named(names.users, j.submitted_by)),
+        el('td', {}, named(names.scopes, j.scope_id, 'instance')),
         el('td', { text: when(j.submitted_at) }),
-        el('td', {}, j.runner_id ? el('a', { href: `#/runner/${j.runner_id}`, text: j.runner_id }) : '—'),
+        el('td', {}, j.runner_id ? el('a', { href: `#/runner/${j.runner_id}`, title: j.runner_id, text: names.runners.get(j.runner_id) || j.runner_id }) : '—'),
         el('td', {}, el('a', { href: `#/job/${j.id}`, text: 'history' })))),
       'Jobs'));
   };
@@ -496,6 +557,68 @@ async function jobPage(id) {
     auditTable(history.entries));
 }
 
+async function scopesPage() {
+  const list = el('div', { id: 'scope-list' });
+  const groupName = el('input', { name: 'group-name', 'aria-label': 'new group name', placeholder: 'physics' });
+  const groupParent = el('input', { name: 'group-parent', 'aria-label': 'parent group', placeholder: 'group:… (empty: top level)' });
+  const projectName = el('input', { name: 'project-name', 'aria-label': 'new project name', placeholder: 'lattice-qcd' });
+  const projectGroup = el('input', { name: 'project-group', 'aria-label': 'group of the project', placeholder: 'group:physics' });
+  const create = (path, body) => async (event) => {
+    event.preventDefault();
+    try {
+      const created = await api('POST', path, body());
+      notify(`${created.scope} created.`, true);
+      await fill();
+    } catch (error) { failed(error); }
+  };
+  const newGroup = el('form', { class: 'inline', onsubmit: create('/api/scopes/groups', () => ({ name: groupName.value, parent: groupParent.value || undefined })) },
+    field('Name', groupName), field('In group', groupParent), el('button', { type: 'submit', disabled: !session.canChange, text: 'Create group' }));
+  const newProject = el('form', { class: 'inline', onsubmit: create('/api/scopes/projects', () => ({ name: projectName.value, group: projectGroup.value })) },
+    field('Name', projectName), field('In group', projectGroup), el('button', { type: 'submit', disabled: !session.canChange, text: 'Create project' }));
+  const fill = async () => {
+    const scopes = await api('GET', '/api/scopes');
+    list.replaceChildren(table(['scope', 'kind', 'state', 'runner limit'],
+      scopes.map((s) => el('tr', {},
+        el('td', {}, el('a', { href: `#/scope/${encodeURIComponent(s.scope)}`, title: s.id, text: s.scope })),
+        el('td', { text: s.kind }),
+        el('td', {}, el('span', { class: s.archived ? 'pill bad' : 'pill ok', text: s.archived ? 'archived' : 'open' })),
+        el('td', { text: s.runner_limit ?? 'default' }))),
+      'Groups and projects'));
+  };
+  await fill();
+  show(el('h1', { text: 'Scopes' }),
+    el('p', { class: 'muted', text: 'Groups nest; a project belongs to one group. A runner of a scope takes the jobs of that scope and below; instance runners take every job (docs/scopes.md).' }),
+    el('h2', { text: 'New group' }), newGroup, el('h2', { text: 'New project' }), newProject,
+    el('h2', { text: 'Groups and projects' }), list);
+}
+
+async function scopePage(reference) {
+  const names = await loadNames();
+  const [members, runners, jobs] = await Promise.all([
+    api('GET', `/api/scopes/members${query({ scope: reference })}`),
+    api('GET', `/api/scopes/runners${query({ scope: reference, limit: 200 })}`),
+    api('GET', `/api/scopes/jobs${query({ scope: reference, limit: 50 })}`),
+  ]);
+  show(el('h1', { text: reference }),
+    el('h2', { text: 'Members' }),
+    table(['user', 'role', 'from'], members.map((m) => el('tr', {},
+      el('td', { title: m.user_id, text: m.email || m.user_id }), el('td', { text: m.role }),
+      el('td', { text: m.source === 'mapping' ? 'directory or provider group' : 'granted' }))), 'Members'),
+    el('h2', { text: 'Runners (this scope and below)' }),
+    table(['#', 'runner', 'scope', 'status', 'machines'], runners.items.map((r) => el('tr', {},
+      el('td', { text: r.number }),
+      el('td', {}, el('a', { href: `#/runner/${r.id}`, title: r.id, text: r.description || runnerName(r) })),
+      el('td', {}, named(names.scopes, r.scope_id, 'instance')),
+      el('td', { text: r.status }), el('td', { text: r.machines.length }))), 'Runners of the scope'),
+    el('h2', { text: 'Latest jobs (this scope and below)' }),
+    table(['job', 'status', 'submitted by', 'scope', 'submitted'], jobs.items.map((j) => el('tr', {},
+      el('td', {}, el('a', { href: `#/job/${j.id}`, title: j.id, text: j.number ? `#${j.number}` : j.id })),
+      el('td', { text: j.status }),
+      el('td', {}, named(names.users, j.submitted_by)),
+      el('td', {}, named(names.scopes, j.scope_id, 'instance')),
+      el('td', { text: when(j.submitted_at) }))), 'Jobs of the scope'));
+}
+
 async function usersPage() {
   const list = el('div', { id: 'user-list' });
   const fill = async () => {
@@ -503,7 +626,7 @@ async function usersPage() {
     list.replaceChildren(table(['user', 'provider', 'role', 'created', ''],
       page.items.map((u) => {
         const role = el('select', { 'aria-label': `role of ${u.email || u.id}`, disabled: !session.canChange || u.provider !== 'local' },
-          ['user', 'support', 'admin'].map((r) => el('option', { value: r, text: r, selected: u.role === r })));
+          ['user', 'support', 'admin', 'api'].map((r) => el('option', { value: r, text: r === 'api' ? 'api (service account)' : r, selected: u.role === r })));
         return el('tr', {},
           el('td', { text: u.email || u.id }),
           el('td', { text: u.provider }),
@@ -632,6 +755,8 @@ async function renderRoute() {
       case 'runners': await runnersPage(params); break;
       case 'runner': await runnerPage(parts[1]); break;
       case 'jobs': await jobsPage(params); break;
+      case 'scopes': await scopesPage(); break;
+      case 'scope': await scopePage(decodeURIComponent(parts.slice(1).join('/'))); break;
       case 'job': await jobPage(parts[1]); break;
       case 'users': await usersPage(); break;
       case 'audit': await auditPage(params); break;

@@ -108,6 +108,7 @@ api! {
     queries => machines,
     queries => jobs,
     queries => dashboard,
+    queries => activity,
     audit => log,
     audit => runner_at,
     audit => user_at,

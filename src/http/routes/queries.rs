@@ -310,6 +310,50 @@ pub struct DashboardParams {
     active_within: Option<String>,
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ActivityParams {
+    /// How far back, in minutes (default 180, at most 1440).
+    #[serde(default = "default_activity_minutes")]
+    #[param(minimum = 1, maximum = 1440)]
+    minutes: i64,
+}
+
+fn default_activity_minutes() -> i64 {
+    180
+}
+
+/// Jobs submitted, assigned and finished per minute, and the queue's
+/// depth, over the last hours (for the dashboard's charts).
+#[utoipa::path(
+    get,
+    path = "/api/admins/activity",
+    tag = "admin: queries",
+    params(ActivityParams),
+    responses(
+        (status = 200, description = "one value per minute, oldest first", body = queries::Activity),
+        (status = 400, description = "malformed query", body = ErrorBody)
+    ),
+    security(("user_token" = ["admin"]), ("user_token" = []))
+)]
+pub async fn activity(
+    state: web::Data<AppState>,
+    _reader: AdminReader,
+    params: web::Query<ActivityParams>,
+) -> Result<HttpResponse, ApiError> {
+    if !(1..=1440).contains(&params.minutes) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "minutes must be between 1 and 1440",
+        ));
+    }
+    let (connection, source) = read_connection(&state).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(source)
+        .json(queries::activity(&connection, params.minutes).await?))
+}
+
 /// Counts for a dashboard.
 #[utoipa::path(
     get,
