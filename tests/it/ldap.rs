@@ -423,3 +423,86 @@ async fn directory_groups_give_scope_roles_at_login_and_the_sync_takes_them_back
     assert_eq!(members, [("bob@example.org", "member", "api")]);
     app.stop().await;
 }
+
+/// Issue 26's scenario (docs/scopes.md, step by step): two teams, each
+/// with a manager from an LDAP group, their own runners, and a shared
+/// instance runner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_teams_with_managers_from_ldap_groups_share_an_instance_runner() {
+    let directory = LdapServer::start();
+    let mut corp = provider(&directory.url);
+    let lead_of = |group: &str, scope: &str| warden::platform::config::LdapScopeMapping {
+        query: LdapQuery {
+            base_dn: PEOPLE.into(),
+            filter: format!("(memberOf=cn={group},ou=groups,dc=example,dc=org)"),
+        },
+        scope: scope.into(),
+        role: warden::events::scope::ScopeRole::Manager,
+    };
+    corp.scope_mappings = vec![
+        lead_of("physics-leads", "group:physics"),
+        lead_of("chem-leads", "group:chem"),
+    ];
+    let app = TestApp::start_with(config_with(vec![("corp", corp)])).await;
+    // 1. An admin makes the groups and the shared instance runner.
+    let admin = app.admin_token().await;
+    for name in ["physics", "chem"] {
+        let created = app.post_json(&admin, "/api/scopes/groups", json!({"name": name})).await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+    let (_, shared) = app.create_runner(&admin).await;
+    // 2. The leads log in through LDAP: managers by their directory group.
+    let alice = ldap_token(&app, "corp", "alice", "alice-password", false).await;
+    let bob = ldap_token(&app, "corp", "bob", "bob-password", false).await;
+    let runner_of = |token: String, scope: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .post_json(&token, "/api/scopes/runners", json!({"scope": scope}))
+                .await;
+            assert_eq!(response.status(), StatusCode::CREATED, "{scope}");
+            response.json::<Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let physics = runner_of(alice.clone(), "group:physics").await;
+    let chem = runner_of(bob.clone(), "group:chem").await;
+    // Neither manages the other team.
+    assert_error(
+        app.post_json(&alice, "/api/scopes/runners", json!({"scope": "group:chem"}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "scope_not_found",
+    )
+    .await;
+    // 3. Jobs of each team go to its runner or the shared one, never to the
+    // other team's.
+    assert_eq!(submit_to(&app, &alice, "group:physics").await, StatusCode::CREATED);
+    assert!(
+        app.request_job(&chem, "chem-1", 0).await.is_none(),
+        "chem's runner leaves physics' job"
+    );
+    let taken = app
+        .request_job(&physics, "physics-1", 0)
+        .await
+        .expect("physics' runner takes it");
+    assert_eq!(taken["payload"]["team"], "group:physics");
+    assert_eq!(submit_to(&app, &bob, "group:chem").await, StatusCode::CREATED);
+    assert!(
+        app.request_job(&physics, "physics-2", 0).await.is_none(),
+        "physics' runner leaves chem's job"
+    );
+    let taken = app
+        .request_job(&shared, "shared-1", 0)
+        .await
+        .expect("the shared runner takes it");
+    assert_eq!(taken["payload"]["team"], "group:chem");
+    app.stop().await;
+}
+
+async fn submit_to(app: &TestApp, token: &str, scope: &str) -> StatusCode {
+    let body = json!({"payload": {"team": scope}, "scope": scope});
+    app.post_json(token, "/api/jobs", body).await.status()
+}
