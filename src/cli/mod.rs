@@ -62,6 +62,9 @@ pub enum Command {
     /// The warden instances alive now, their release and what each leads
     /// (JSON lines).
     Status,
+    /// Groups and projects (docs/scopes.md), acting as an admin.
+    #[command(subcommand)]
+    Scope(ScopeCommand),
     /// LDAP directories.
     #[command(subcommand)]
     Ldap(LdapCommand),
@@ -136,6 +139,31 @@ pub enum KeysCommand {
         #[arg(long)]
         stage: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ScopeCommand {
+    /// Every group and project (JSON lines).
+    List,
+    /// Create a group: `physics`, or `physics/theory` inside group physics.
+    AddGroup { path: String },
+    /// Create a project inside a group: `physics/lattice-qcd`.
+    AddProject { path: String },
+    /// Give a user a role in a scope (`group:<path>` or `project:<path>`).
+    AddMember {
+        scope: String,
+        email: String,
+        #[arg(long, value_enum, default_value_t = ScopeRoleArg::Member)]
+        role: ScopeRoleArg,
+    },
+    /// Take a user's membership in a scope away.
+    RemoveMember { scope: String, email: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ScopeRoleArg {
+    Member,
+    Manager,
 }
 
 #[derive(Subcommand)]
@@ -264,6 +292,7 @@ impl Cli {
                 handle.close().await;
             }
             Command::User(command) => with_core(config, |core| user_command(core, command)).await?,
+            Command::Scope(command) => with_core(config, |core| scope_command(core, command)).await?,
             Command::Ldap(LdapCommand::Sync { provider }) => {
                 with_core(config, |core| async move {
                     let names: Vec<String> = match provider {
@@ -445,6 +474,104 @@ fn operator_metadata() -> Metadata {
         request_id: None,
         source_ip: None,
     }
+}
+
+/// The command line acts as an admin would (it holds the database).
+async fn scope_command(core: Core, command: ScopeCommand) -> anyhow::Result<()> {
+    use crate::domain::scope::{ScopeCommand as Change, ScopeKind};
+    use crate::scopes::{self, Caller};
+    let admin = Caller {
+        user_id: Uuid::nil(),
+        admin: true,
+    };
+    let metadata = operator_metadata();
+    // `physics/lattice-qcd`: the last name, and the group it goes in.
+    let split = |path: &str| -> anyhow::Result<(Option<crate::api::ScopeRef>, String)> {
+        let path = path.trim().trim_matches('/');
+        Ok(match path.rsplit_once('/') {
+            Some((parent, name)) => (Some(format!("group:{parent}").parse()?), name.to_owned()),
+            None => (None, path.to_owned()),
+        })
+    };
+    let user = |email: String| {
+        let core = &core;
+        async move {
+            let connection = core.db.get().await?;
+            accounts::find_user_id_by_email(&connection, &email)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user has the address {email}"))
+        }
+    };
+    let print = |scope: scopes::ScopeRecord| println!("{}", scope.reference());
+    match command {
+        ScopeCommand::List => {
+            for listed in scopes::visible(&core.db, Uuid::nil(), true).await? {
+                let scope = listed.scope;
+                println!(
+                    "{}",
+                    serde_json::json!({"id": scope.id, "scope": scope.reference(), "archived": scope.archived, "runner_limit": scope.runner_limit})
+                );
+            }
+        }
+        ScopeCommand::AddGroup { path } => {
+            let (parent, name) = split(&path)?;
+            print(
+                scopes::create(
+                    &core.commands,
+                    &core.db,
+                    admin,
+                    ScopeKind::Group,
+                    &name,
+                    parent.as_ref(),
+                    &metadata,
+                )
+                .await?,
+            );
+        }
+        ScopeCommand::AddProject { path } => {
+            let (group, name) = split(&path)?;
+            print(
+                scopes::create(
+                    &core.commands,
+                    &core.db,
+                    admin,
+                    ScopeKind::Project,
+                    &name,
+                    group.as_ref(),
+                    &metadata,
+                )
+                .await?,
+            );
+        }
+        ScopeCommand::AddMember { scope, email, role } => {
+            let role = match role {
+                ScopeRoleArg::Member => warden_events::scope::ScopeRole::Member,
+                ScopeRoleArg::Manager => warden_events::scope::ScopeRole::Manager,
+            };
+            let user_id = user(email).await?;
+            print(
+                scopes::add_member(
+                    &core.commands,
+                    &core.db,
+                    admin,
+                    &scope.parse()?,
+                    user_id,
+                    role,
+                    &metadata,
+                )
+                .await?,
+            );
+        }
+        ScopeCommand::RemoveMember { scope, email } => {
+            let user_id = user(email).await?;
+            let change = Change::RemoveMember {
+                user_id,
+                only_from: None,
+            };
+            print(scopes::change(&core.commands, &core.db, admin, &scope.parse()?, change, &metadata).await?);
+        }
+    }
+    Ok(())
 }
 
 async fn user_command(core: Core, command: UserCommand) -> anyhow::Result<()> {

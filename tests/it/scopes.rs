@@ -651,3 +651,59 @@ async fn a_membership_removed_on_one_instance_is_gone_at_the_next_request_on_ano
         (StatusCode::FORBIDDEN, Some("membership_required"))
     );
 }
+
+/// `warden scope ...` and `warden user add --role api` while a server runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_command_line_makes_groups_projects_members_and_service_accounts() {
+    let app = TestApp::start_with(config()).await;
+    let url = app.db.url();
+    let run = |args: &[&str]| {
+        let output = crate::harness::warden_command()
+            .args(["--database-url", &url])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            stderr,
+        )
+    };
+    assert_eq!(run(&["scope", "add-group", "physics"]).1, "group:physics");
+    assert_eq!(
+        run(&["scope", "add-project", "physics/lattice-qcd"]).1,
+        "project:physics/lattice-qcd"
+    );
+    let (ok, _, stderr) = run(&["scope", "add-project", "nowhere/x"]);
+    assert!(!ok && stderr.contains("no group:nowhere"), "{stderr}");
+    assert!(run(&["scope", "add-member", "project:physics/lattice-qcd", QCD_MEMBER]).0);
+    let listed = run(&["scope", "list"]).1;
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    // The server (another process) sees it at once.
+    let member = app.token(QCD_MEMBER, PASSWORD, false).await;
+    submit_to(&app, &member, "project:physics/lattice-qcd").await;
+    assert!(run(&["scope", "remove-member", "project:physics/lattice-qcd", QCD_MEMBER]).0);
+    let (status, body) = post(
+        &app,
+        &member,
+        "/api/jobs",
+        json!({"payload": {}, "scope": "project:physics/lattice-qcd"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("membership_required"))
+    );
+
+    // A service account needs no password and cannot log in.
+    let (ok, added, stderr) = run(&["user", "add", "bot@example.org", "--role", "api"]);
+    assert!(ok && added.starts_with("added user "), "{stderr}");
+    let users: Vec<String> = app
+        .get_items(&app.admin_token().await, "/api/admins/users?role=api")
+        .await
+        .iter()
+        .map(|u| u["email"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(users, ["bot@example.org"]);
+}
