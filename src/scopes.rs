@@ -617,8 +617,8 @@ impl Precondition for NoCycle {
             .map_err(StoreError::from)?
             .get(0);
         if below {
-            return Err(DomainError::Invalid {
-                code: ErrorCode::InvalidScope,
+            return Err(DomainError::Conflict {
+                code: ErrorCode::ScopeLoop,
                 message: "a scope cannot be moved into itself or a group below it".into(),
             }
             .into());

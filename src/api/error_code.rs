@@ -203,6 +203,8 @@ error_codes! {
     ScopeNotFound = 404, "scope_not_found";
     /// A group or project of this name already exists in the same place.
     ScopeExists = 409, "scope_exists";
+    /// A scope cannot be moved into itself or a group below it.
+    ScopeLoop = 409, "scope_loop";
     /// The group or project is archived: no new runners, jobs or members.
     ScopeArchived = 409, "scope_archived";
     /// This call needs the manager role in the scope (or above), or an admin-scoped token.

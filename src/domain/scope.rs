@@ -224,8 +224,8 @@ impl Aggregate for Scope {
                 .into()
             }
             ScopeCommand::Move { parent_id } if *parent_id == id => {
-                return Err(DomainError::Invalid {
-                    code: ErrorCode::InvalidScope,
+                return Err(DomainError::Conflict {
+                    code: ErrorCode::ScopeLoop,
                     message: "a scope cannot be moved into itself".into(),
                 })
             }

@@ -607,7 +607,7 @@ async fn a_moved_project_takes_its_runners_and_jobs_along_and_no_scope_moves_bel
         .await;
         assert_eq!(
             (status, body["code"].as_str()),
-            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_scope")),
+            (StatusCode::CONFLICT, Some("scope_loop")),
             "{to}"
         );
     }

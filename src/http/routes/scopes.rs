@@ -228,7 +228,7 @@ pub struct ChangeScopeBody {
         (status = 200, description = "the scope as it is now", body = ScopeAnswer),
         (status = 403, description = "the caller does not manage it (or is no admin, for a limit)", body = ErrorBody),
         (status = 404, description = "no such scope (or none the caller may see)", body = ErrorBody),
-        (status = 409, description = "the new name is taken there, or the group moved into is archived", body = ErrorBody)
+        (status = 409, description = "the new name is taken there, the group moved into is archived, or is the scope itself or below it", body = ErrorBody)
     ),
     security(("user_token" = []))
 )]
