@@ -474,10 +474,13 @@ mod tests {
 
 /// Per minute over the last `minutes` minutes (oldest first), counted from
 /// the event log (its `recorded_at` BRIN index makes the range cheap): jobs
-/// submitted, assigned and finished, and the queue's depth at the end of
-/// each minute (worked back from today's depth through the queue's
-/// arrivals, submissions and requeues, and departures, assignments and
-/// cancellations).
+/// submitted, assigned and finished, the queue's depth at the end of each
+/// minute (worked back from today's depth through the queue's arrivals,
+/// submissions and requeues, and departures, assignments and
+/// cancellations), and the machines heard from within `contact_window`
+/// before each minute's end (a machine's contact is logged at least every
+/// `runners.contact_record_interval` while it talks to warden, so with that
+/// window this counts the machines online).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Activity {
     /// The start of each minute.
@@ -486,9 +489,14 @@ pub struct Activity {
     pub assigned: Vec<i64>,
     pub finished: Vec<i64>,
     pub queued: Vec<i64>,
+    pub machines_online: Vec<i64>,
 }
 
-pub async fn activity<C: GenericClient>(client: &C, minutes: i64) -> Result<Activity, StoreError> {
+pub async fn activity<C: GenericClient>(
+    client: &C,
+    minutes: i64,
+    contact_window: std::time::Duration,
+) -> Result<Activity, StoreError> {
     let rows = client
         .query(
             "WITH span AS (SELECT date_trunc('minute', now()) - ($1::bigint - 1) * interval '1 minute' AS since),
@@ -522,7 +530,26 @@ pub async fn activity<C: GenericClient>(client: &C, minutes: i64) -> Result<Acti
         assigned: Vec::with_capacity(rows.len()),
         finished: Vec::with_capacity(rows.len()),
         queued: vec![0; rows.len()],
+        machines_online: Vec::with_capacity(rows.len()),
     };
+    let window = format!("{} seconds", contact_window.as_secs().max(60));
+    let online = client
+        .query(
+            "WITH span AS (SELECT date_trunc('minute', now()) - ($1::bigint - 1) * interval '1 minute' AS since),
+             contacts AS MATERIALIZED (
+                 SELECT DISTINCT date_trunc('minute', recorded_at) AS minute, stream_id
+                 FROM events, span
+                 WHERE recorded_at >= span.since - $2::text::interval
+                   AND event_type IN ('RunnerMachineRegistered', 'RunnerMachineContacted')
+             )
+             SELECT (SELECT count(DISTINCT stream_id) FROM contacts
+                     WHERE contacts.minute > m - $2::text::interval AND contacts.minute <= m)
+             FROM span, generate_series(span.since, date_trunc('minute', now()), interval '1 minute') AS m
+             ORDER BY m",
+            &[&minutes, &window],
+        )
+        .await?;
+    activity.machines_online = online.iter().map(|row| row.get(0)).collect();
     for row in &rows {
         activity.minutes.push(row.get(0));
         activity.submitted.push(row.get(1));

@@ -92,7 +92,7 @@ try {
   await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
   await page.locator('#dashboard-counts .card').first().waitFor();
   await page.locator('#dashboard-charts svg.chart').first().waitFor();
-  expect(await page.locator('#dashboard-charts svg.chart').count() === 4, 'the dashboard draws its four charts');
+  expect(await page.locator('#dashboard-charts svg.chart').count() === 5, 'the dashboard draws its five charts');
   await shot(page, 'dashboard');
 
   // 2. Creates a runner and reads its token once.

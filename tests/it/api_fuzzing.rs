@@ -3,6 +3,10 @@
 //! runner, and a user of its own for log-out and self-deletion), every
 //! check on. The suite fails on any failure. Configuration and the reasons
 //! for its few allowances: tests/schemathesis/schemathesis.toml.
+//!
+//! The module is named to sort first: libtest starts tests in name order,
+//! and this is the suite's longest test (about two minutes). Started last,
+//! it was the whole suite's tail; started first, the others run beside it.
 
 use std::path::Path;
 use std::process::Command;

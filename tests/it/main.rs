@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod api_fuzzing;
 mod audit;
 mod console;
 mod database_deadlines;
@@ -26,7 +27,6 @@ mod queries;
 mod reconcile;
 mod replay;
 mod runners;
-mod schemathesis;
 mod scopes;
 mod security;
 mod simulation;

@@ -304,6 +304,9 @@ async fn activity_counts_this_minutes_jobs_and_the_queue() {
     assert_eq!(series("assigned").iter().sum::<i64>(), 1, "{activity}");
     assert_eq!(series("finished").iter().sum::<i64>(), 0);
     assert_eq!(*series("queued").last().unwrap(), 2, "{activity}");
+    // The machine that took the job registered this minute.
+    assert_eq!(*series("machines_online").last().unwrap(), 1, "{activity}");
+    assert_eq!(series("machines_online").len(), 5);
     assert_error(
         app.get_json(&user, "/api/admins/activity").await,
         StatusCode::FORBIDDEN,

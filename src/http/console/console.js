@@ -328,7 +328,8 @@ async function dashboardPage() {
       chart('jobs submitted per minute', activity.submitted),
       chart('jobs assigned per minute', activity.assigned),
       chart('jobs finished per minute', activity.finished),
-      chart('jobs queued', activity.queued));
+      chart('jobs queued', activity.queued),
+      chart('machines online', activity.machines_online));
     const card = (label, n) => el('div', { class: 'card' }, el('div', { class: 'n', text: n }), el('div', { class: 'l', text: label }));
     const users = Object.values(dashboard.users).reduce((sum, roles) => sum + Object.values(roles).reduce((a, b) => a + b, 0), 0);
     counts.replaceChildren(
@@ -416,11 +417,12 @@ async function runnersPage(params) {
   const fill = async () => {
     const page = await api('GET', `/api/admins/runners${query({ status: params.status, paused: params.paused, tag: params.tag, contacted_since: params.contacted_since, limit: 200 })}`);
     const names = await loadNames();
-    list.replaceChildren(table(['#', 'runner', 'scope', 'status', 'tags', 'priority', 'machines', 'last contact', ''],
+    list.replaceChildren(table(['#', 'runner', 'scope', 'created by', 'status', 'tags', 'priority', 'machines', 'last contact', ''],
       page.items.map((r) => el('tr', {},
         el('td', { text: r.number }),
         el('td', {}, el('a', { href: `#/runner/${r.id}`, title: r.id, text: r.description || runnerName(r) })),
         el('td', {}, named(names.scopes, r.scope_id, 'instance')),
+        el('td', {}, named(names.users, r.created_by, 'the command line or warden')),
         el('td', {}, el('span', { class: r.status === 'active' ? 'pill ok' : 'pill bad', text: r.status }), r.paused ? el('span', { class: 'pill', text: 'paused' }) : null),
         el('td', { text: r.tags.join(', ') || '—' }),
         el('td', { text: r.priority }),

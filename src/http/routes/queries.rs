@@ -349,9 +349,14 @@ pub async fn activity(
         ));
     }
     let (connection, source) = read_connection(&state).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(source)
-        .json(queries::activity(&connection, params.minutes).await?))
+    Ok(HttpResponse::Ok().insert_header(source).json(
+        queries::activity(
+            &connection,
+            params.minutes,
+            state.config.runners.contact_record_interval,
+        )
+        .await?,
+    ))
 }
 
 /// Counts for a dashboard.
