@@ -138,16 +138,40 @@ pub async fn find<C: GenericClient>(client: &C, reference: &ScopeRef) -> Result<
     Ok(found)
 }
 
+/// Scopes with their path and whether they or a group above are archived
+/// (columns as [`record`] reads them, the path sixth); callers add the
+/// conditions.
+macro_rules! scopes_with_path {
+    () => {
+        "SELECT scopes.id, scopes.kind, scopes.parent_id, above.archived, scopes.runner_limit, above.path
+         FROM scopes,
+         LATERAL (SELECT string_agg(s.name, '/' ORDER BY a.depth DESC) AS path, bool_or(s.archived) AS archived
+            FROM unnest(scope_and_above(scopes.id)) WITH ORDINALITY AS a(id, depth)
+            JOIN scopes s ON s.id = a.id) above"
+    };
+}
+
+/// `$1`'s strongest role in the scope `$scope` names, or a group above
+/// it: true for manager, false for member, NULL for none.
+macro_rules! role_in_scope {
+    ($scope:literal) => {
+        concat!(
+            "(SELECT bool_or(m.role = 'manager') FROM scope_members m
+              WHERE m.active AND m.user_id = $1 AND m.scope_id = ANY(scope_and_above(",
+            $scope,
+            ")))"
+        )
+    };
+}
+
+fn role(manager: Option<bool>) -> Option<ScopeRole> {
+    manager.map(|manager| if manager { ScopeRole::Manager } else { ScopeRole::Member })
+}
+
 /// The scope of id `scope_id`, with its path.
 pub async fn by_id<C: GenericClient>(client: &C, scope_id: Uuid) -> Result<Option<ScopeRecord>, StoreError> {
     let select = client
-        .prepare_cached(
-            "SELECT id, kind, parent_id, above.archived, runner_limit, above.path FROM scopes,
-             LATERAL (SELECT string_agg(s.name, '/' ORDER BY a.depth DESC) AS path, bool_or(s.archived) AS archived
-                FROM unnest(scope_and_above(scopes.id)) WITH ORDINALITY AS a(id, depth)
-                JOIN scopes s ON s.id = a.id) above
-             WHERE scopes.id = $1",
-        )
+        .prepare_cached(concat!(scopes_with_path!(), " WHERE scopes.id = $1"))
         .await?;
     Ok(client
         .query_opt(&select, &[&scope_id])
@@ -162,18 +186,9 @@ pub async fn role_in<C: GenericClient>(
     scope_id: Uuid,
 ) -> Result<Option<ScopeRole>, StoreError> {
     let select = client
-        .prepare_cached(
-            "SELECT bool_or(role = 'manager'), count(*) FROM scope_members
-             WHERE active AND user_id = $1 AND scope_id = ANY(scope_and_above($2))",
-        )
+        .prepare_cached(concat!("SELECT ", role_in_scope!("$2::uuid")))
         .await?;
-    let row = client.query_one(&select, &[&user_id, &scope_id]).await?;
-    let (manager, count): (Option<bool>, i64) = (row.get(0), row.get(1));
-    Ok(match (manager, count) {
-        (_, 0) => None,
-        (Some(true), _) => Some(ScopeRole::Manager),
-        _ => Some(ScopeRole::Member),
-    })
+    Ok(role(client.query_one(&select, &[&user_id, &scope_id]).await?.get(0)))
 }
 
 /// What `caller` may do in `scope`: `Ok` with their role (admins count as
@@ -407,32 +422,27 @@ pub struct VisibleScope {
 /// all scopes when `everything` (admins and support).
 pub async fn visible(db: &Database, user_id: Uuid, everything: bool) -> Result<Vec<VisibleScope>, StoreError> {
     let connection = db.get().await?;
-    let ids: Vec<Uuid> = if everything {
-        connection
-            .query("SELECT id FROM scopes ORDER BY id LIMIT 10000", &[])
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
-    } else {
-        connection
-            .query(
-                "SELECT DISTINCT unnest(scope_and_below(scope_id)) FROM scope_members WHERE active AND user_id = $1
-                 LIMIT 10000",
-                &[&user_id],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
-    };
-    let mut listed = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(scope) = by_id(&connection, id).await? {
-            let role = role_in(&connection, user_id, id).await?;
-            listed.push(VisibleScope { scope, role });
-        }
-    }
+    // One statement, not two per scope: the console lists these on every
+    // refresh of its lists.
+    let select = connection
+        .prepare_cached(concat!(
+            "SELECT listed.*, ",
+            role_in_scope!("listed.id"),
+            " FROM (",
+            scopes_with_path!(),
+            " WHERE $2 OR scopes.id IN (
+                 SELECT unnest(scope_and_below(scope_id)) FROM scope_members WHERE active AND user_id = $1)
+             LIMIT 10000) listed"
+        ))
+        .await?;
+    let rows = connection.query(&select, &[&user_id, &everything]).await?;
+    let mut listed: Vec<VisibleScope> = rows
+        .iter()
+        .map(|row| VisibleScope {
+            scope: record(row, row.get(5)),
+            role: role(row.get(6)),
+        })
+        .collect();
     listed.sort_by(|a, b| a.scope.path.cmp(&b.scope.path));
     Ok(listed)
 }
