@@ -59,6 +59,26 @@ impl AuthenticatedUser {
     pub fn actor(&self) -> Actor {
         Actor::User { user_id: self.user_id }
     }
+
+    /// Who asks, for the rules of groups and projects.
+    pub fn caller(&self) -> crate::scopes::Caller {
+        crate::scopes::Caller {
+            user_id: self.user_id,
+            admin: self.admin_scope,
+        }
+    }
+
+    /// Refuses an API token where `what` needs a log-in's token (an API
+    /// token that issued tokens could outlive its revocation through them).
+    pub fn require_login(&self, what: &str) -> Result<(), ApiError> {
+        if self.credential == Credential::ApiToken {
+            return Err(ApiError::new(
+                ErrorCode::LoginRequired,
+                format!("{what} with a log-in's token, not with an API token"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An admin with an admin-scoped token.

@@ -74,6 +74,21 @@ pub async fn find_user<C: GenericClient>(client: &C, user_id: Uuid) -> Result<Op
     }))
 }
 
+/// The live user a caller names by email address or by id.
+pub async fn find_user_by_email_or_id<C: GenericClient>(
+    client: &C,
+    named: &str,
+) -> Result<Option<UserRecord>, StoreError> {
+    let user_id = match Uuid::parse_str(named.trim()) {
+        Ok(id) => Some(id),
+        Err(_) => find_user_id_by_email(client, named).await?,
+    };
+    match user_id {
+        Some(id) => find_user(client, id).await,
+        None => Ok(None),
+    }
+}
+
 /// The user that owns `email` (any origin: addresses are unique across
 /// local, LDAP and OIDC users), if any.
 pub async fn find_user_id_by_email<C: GenericClient>(client: &C, email: &str) -> Result<Option<Uuid>, StoreError> {

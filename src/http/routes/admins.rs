@@ -78,11 +78,7 @@ pub async fn create_runner(
         Some(raw) => raw.parse()?,
         None => crate::api::ScopeRef::Instance,
     };
-    let caller = crate::scopes::Caller {
-        user_id: admin.0.user_id,
-        admin: true,
-    };
-    let scope = crate::scopes::destination(&state.db, caller, &reference, true).await?;
+    let scope = crate::scopes::destination(&state.db, admin.0.caller(), &reference, true).await?;
     let created = runners::create_runner(&state.fleet, settings, scope.map(|s| s.id), &metadata).await?;
     Ok(HttpResponse::Created().json(CreatedRunner {
         id: created.id,

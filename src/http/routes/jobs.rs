@@ -76,11 +76,7 @@ async fn destination(
         Some(raw) => raw.parse()?,
         None => return Ok(None),
     };
-    let caller = crate::scopes::Caller {
-        user_id: user.user_id,
-        admin: user.admin_scope,
-    };
-    let scope = crate::scopes::destination(&state.db, caller, &reference, false).await?;
+    let scope = crate::scopes::destination(&state.db, user.caller(), &reference, false).await?;
     Ok(scope.map(|scope| scope.id))
 }
 

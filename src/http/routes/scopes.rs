@@ -21,14 +21,7 @@ use crate::http::json::Json;
 use crate::http::params::{self, TagList};
 use crate::identity::accounts;
 use crate::queries;
-use crate::scopes::{self, Caller, ScopeRecord};
-
-fn caller(user: &AuthenticatedUser) -> Caller {
-    Caller {
-        user_id: user.user_id,
-        admin: user.admin_scope,
-    }
-}
+use crate::scopes::{self, ScopeRecord};
 
 fn parse_scope(raw: &str) -> Result<ScopeRef, ApiError> {
     Ok(raw.parse()?)
@@ -106,7 +99,7 @@ pub async fn create_group(
     let created = scopes::create(
         &state.commands,
         &state.db,
-        caller(&user),
+        user.caller(),
         ScopeKind::Group,
         &body.name,
         parent.as_ref(),
@@ -153,7 +146,7 @@ pub async fn create_project(
     let created = scopes::create(
         &state.commands,
         &state.db,
-        caller(&user),
+        user.caller(),
         ScopeKind::Project,
         &body.name,
         Some(&group),
@@ -246,7 +239,7 @@ pub async fn change(
         runner_limit,
         default_runner_limit,
     } = body.into_inner();
-    let caller = caller(&user);
+    let caller = user.caller();
     let metadata = context.metadata(user.actor());
     let mut scope = parse_scope(&scope)?;
     let move_to = move_to.as_deref().map(parse_scope).transpose()?;
@@ -318,7 +311,7 @@ pub async fn members(
     query: web::Query<ScopeQuery>,
 ) -> Result<web::Json<Vec<MemberAnswer>>, ApiError> {
     let scope = parse_scope(&query.scope)?;
-    let members = scopes::members(&state.db, caller(&user), &scope).await?;
+    let members = scopes::members(&state.db, user.caller(), &scope).await?;
     Ok(web::Json(
         members
             .into_iter()
@@ -370,14 +363,10 @@ pub async fn set_member(
 ) -> Result<web::Json<Vec<MemberAnswer>>, ApiError> {
     let body = body.into_inner();
     let scope = parse_scope(&body.scope)?;
-    let member = {
-        let connection = state.db.get().await?;
-        let by_id = match Uuid::parse_str(body.user.trim()) {
-            Ok(id) => accounts::find_user(&connection, id).await?.map(|user| user.id),
-            Err(_) => accounts::find_user_id_by_email(&connection, &body.user).await?,
-        };
-        by_id.ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, "no user has this email address or id"))?
-    };
+    let member = accounts::find_user_by_email_or_id(&state.db.get().await?, &body.user)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, "no user has this email address or id"))?
+        .id;
     let metadata = context.metadata(user.actor());
     let command = match body.role {
         Some(role) => ScopeCommand::AddMember {
@@ -390,7 +379,7 @@ pub async fn set_member(
             only_from: None,
         },
     };
-    scopes::change(&state.commands, &state.db, caller(&user), &scope, command, &metadata).await?;
+    scopes::change(&state.commands, &state.db, user.caller(), &scope, command, &metadata).await?;
     members(state, user, web::Query(ScopeQuery { scope: body.scope })).await
 }
 
@@ -439,7 +428,7 @@ pub async fn create_runner(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let reference = parse_scope(&body.scope)?;
-    let scope = scopes::destination(&state.db, caller(&user), &reference, true).await?;
+    let scope = scopes::destination(&state.db, user.caller(), &reference, true).await?;
     let settings = RunnerSettings {
         description: body.description,
         tags: body.tags,
@@ -501,7 +490,7 @@ pub async fn runners_of(
     query: web::Query<ScopeListQuery>,
 ) -> Result<web::Json<Page<RunnerView>>, ApiError> {
     let (cursor, limit) = query.page()?;
-    let scope = scopes::managed(&state.db, caller(&user), &parse_scope(&query.scope)?).await?;
+    let scope = scopes::managed(&state.db, user.caller(), &parse_scope(&query.scope)?).await?;
     let filter = queries::RunnerFilter {
         scope_and_below: Some(scope.id),
         ..Default::default()
@@ -533,7 +522,7 @@ pub async fn jobs_of(
     query: web::Query<ScopeListQuery>,
 ) -> Result<web::Json<Page<JobView>>, ApiError> {
     let (cursor, limit) = query.page()?;
-    let scope = scopes::managed(&state.db, caller(&user), &parse_scope(&query.scope)?).await?;
+    let scope = scopes::managed(&state.db, user.caller(), &parse_scope(&query.scope)?).await?;
     let filter = queries::JobFilter {
         scope_and_below: Some(scope.id),
         ..Default::default()
@@ -609,7 +598,7 @@ pub async fn runner_action(
     {
         let connection = state.db.get().await?;
         let scope = scopes::by_id(&connection, scope_id).await?.ok_or_else(not_found)?;
-        scopes::require_manager(&connection, caller(&user), &scope)
+        scopes::require_manager(&connection, user.caller(), &scope)
             .await
             .map_err(|error| match error {
                 scopes::ScopeError::NotFound(_) => not_found(),
@@ -679,12 +668,7 @@ pub async fn service_account_token(
     body: Json<ServiceAccountTokenBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    if user.credential == crate::http::auth::Credential::ApiToken {
-        return Err(ApiError::new(
-            ErrorCode::LoginRequired,
-            "API tokens are issued with a log-in's token, not with an API token",
-        ));
-    }
+    user.require_login("API tokens are issued")?;
     let not_found = || {
         ApiError::new(
             ErrorCode::UserNotFound,
@@ -692,17 +676,11 @@ pub async fn service_account_token(
         )
     };
     let connection = state.db.get().await?;
-    let account = match Uuid::parse_str(body.account.trim()) {
-        Ok(id) => Some(id),
-        Err(_) => accounts::find_user_id_by_email(&connection, &body.account).await?,
-    };
-    let account = match account {
-        Some(id) => accounts::find_user(&connection, id).await?,
-        None => None,
-    }
-    .filter(|account| account.role == warden_events::user::Role::Api)
-    .ok_or_else(not_found)?;
-    if !scopes::may_manage_account(&connection, caller(&user), account.id).await? {
+    let account = accounts::find_user_by_email_or_id(&connection, &body.account)
+        .await?
+        .filter(|account| account.role == warden_events::user::Role::Api)
+        .ok_or_else(not_found)?;
+    if !scopes::may_manage_account(&connection, user.caller(), account.id).await? {
         // Managers see only the accounts of their scopes.
         return Err(not_found());
     }

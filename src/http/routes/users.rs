@@ -5,9 +5,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::api::ErrorCode;
 use crate::app::AppState;
-use crate::http::auth::{AuthenticatedUser, Credential};
+use crate::http::auth::AuthenticatedUser;
 use crate::http::context::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
@@ -96,12 +95,7 @@ pub async fn create_api_token(
     context: RequestContext,
     body: Json<NewApiTokenBody>,
 ) -> Result<HttpResponse, ApiError> {
-    if user.credential == Credential::ApiToken {
-        return Err(ApiError::new(
-            ErrorCode::LoginRequired,
-            "API tokens are created with a log-in's token, not with another API token",
-        ));
-    }
+    user.require_login("API tokens are created")?;
     let metadata = context.metadata(user.actor());
     let expires_at = api_tokens::expiry(
         &state.config.security.api_tokens,
