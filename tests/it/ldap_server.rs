@@ -121,7 +121,21 @@ impl LdapServer {
         Self::start_inner(true)
     }
 
+    /// Starts slapd and loads the directory. A free port can be taken by
+    /// another test's server between choosing it and binding it (slapd then
+    /// fails, or the load reaches the other server): start afresh.
     fn start_inner(tls: bool) -> LdapServer {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(tls) {
+                Ok(server) => return server,
+                Err(error) => failures.push(error),
+            }
+        }
+        panic!("slapd did not start: {failures:?}");
+    }
+
+    fn try_start(tls: bool) -> Result<LdapServer, String> {
         let dir = tempfile::Builder::new().prefix("warden-slapd-").tempdir().unwrap();
         std::fs::create_dir(dir.path().join("db")).unwrap();
         let tls_lines = if tls {
@@ -165,8 +179,8 @@ impl LdapServer {
         if let Some(tls_port) = tls_port {
             server.wait_until_listening(tls_port);
         }
-        server.ldap_tool("ldapadd", &["-f", shipped("directory.ldif").to_str().unwrap()]);
-        server
+        server.try_ldap_tool("ldapadd", &["-f", shipped("directory.ldif").to_str().unwrap()])?;
+        Ok(server)
     }
 
     fn wait_until_listening(&self, port: u16) {
@@ -179,16 +193,22 @@ impl LdapServer {
 
     /// Runs an ldap-utils tool as the directory's root.
     fn ldap_tool(&self, tool: &str, args: &[&str]) {
+        if let Err(error) = self.try_ldap_tool(tool, args) {
+            panic!("{error}");
+        }
+    }
+
+    fn try_ldap_tool(&self, tool: &str, args: &[&str]) -> Result<(), String> {
         let output = Command::new(tool)
             .args(["-x", "-H", &self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD])
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("{tool} (ldap-utils) not runnable: {e}"));
-        assert!(
-            output.status.success(),
-            "{tool} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{tool} failed: {}", String::from_utf8_lossy(&output.stderr)))
+        }
     }
 
     /// Changes the directory as its root, from LDIF.
