@@ -143,17 +143,25 @@ function changeButton(text, onclick, danger) {
 // Pages show who and what by name (an email, a runner's number and
 // description, a scope's path); the id stays in the element's title.
 
-async function loadNames() {
+// Loaded once per page shown (renderRoute forgets them), and again only
+// when a live refresh meets an id they do not know: a refresh every 5 s
+// need not list every user, runner and scope again.
+let namesCache = null;
+
+async function loadNames(ids) {
+  const known = (id) => !id || namesCache.scopes.has(id) || namesCache.users.has(id) || namesCache.runners.has(id);
+  if (namesCache && ids.every(known)) return namesCache;
   const [scopes, users, runners] = await Promise.all([
     api('GET', '/api/scopes'),
     api('GET', `/api/admins/users${query({ limit: 1000, include_deleted: true })}`),
     api('GET', `/api/admins/runners${query({ limit: 1000 })}`),
   ]);
-  return {
+  namesCache = {
     scopes: new Map(scopes.map((s) => [s.id, s.scope])),
     users: new Map(users.items.map((u) => [u.id, u.email || 'deleted user'])),
     runners: new Map(runners.items.map((r) => [r.id, runnerName(r)])),
   };
+  return namesCache;
 }
 
 // A name with its id on hover; the id itself only when no name is known.
@@ -416,7 +424,7 @@ async function runnersPage(params) {
   const list = el('div', { id: 'runner-list' });
   const fill = async () => {
     const page = await api('GET', `/api/admins/runners${query({ status: params.status, paused: params.paused, tag: params.tag, contacted_since: params.contacted_since, limit: 200 })}`);
-    const names = await loadNames();
+    const names = await loadNames(page.items.flatMap((r) => [r.scope_id, r.created_by]));
     list.replaceChildren(table(['#', 'runner', 'scope', 'created by', 'status', 'tags', 'priority', 'machines', 'last contact', ''],
       page.items.map((r) => el('tr', {},
         el('td', { text: r.number }),
@@ -520,7 +528,7 @@ async function jobsPage(params) {
     if (params.status === 'queued') {
       items = [...items].sort((a, b) => (b.priority - a.priority) || (new Date(a.submitted_at) - new Date(b.submitted_at)));
     }
-    const names = await loadNames();
+    const names = await loadNames(items.flatMap((j) => [j.submitted_by, j.scope_id, j.runner_id]));
     list.replaceChildren(table(['job', 'status', 'priority', 'tags', 'submitted by', 'scope', 'submitted', 'runner', ''],
       items.map((j) => el('tr', {},
         el('td', {}, el('a', { href: `#/job/${j.id}`, title: j.id, text: j.number ? `#${j.number}` : j.id })),
@@ -595,7 +603,7 @@ async function scopesPage() {
 }
 
 async function scopePage(reference) {
-  const names = await loadNames();
+  const names = await loadNames([]);
   const [members, runners, jobs] = await Promise.all([
     api('GET', `/api/scopes/members${query({ scope: reference })}`),
     api('GET', `/api/scopes/runners${query({ scope: reference, limit: 200 })}`),
@@ -745,6 +753,7 @@ function route() {
 
 async function renderRoute() {
   stopLive();
+  namesCache = null;
   if (!(await takeOidcAnswer())) return;
   if (!session.token) { renderSignIn(); return; }
   renderChrome();
